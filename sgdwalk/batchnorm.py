@@ -1,0 +1,58 @@
+"""How batch norm behaves while the instrument evaluates the loss: a stated choice.
+
+- ``train``: batch statistics of each evaluation chunk (the authors' choice, and the
+  default), without touching the running statistics.
+- ``eval``: the model's running statistics, as at test time.
+- ``recompute``: statistics re-estimated at each evaluated point over the whole
+  measurement set, then used in eval mode (see ``measurement.losses_at_points``).
+
+Whatever the mode, dropout and every other train/eval switch are in eval mode during a
+measurement (a measurement must not draw random numbers), and the model's running
+statistics and train/eval flags are restored afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, get_args
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+BatchNormMode = Literal["train", "eval", "recompute"]
+BATCHNORM_MODES: tuple[str, ...] = get_args(BatchNormMode)
+
+
+def check_batchnorm_mode(mode: str) -> BatchNormMode:
+    if mode not in BATCHNORM_MODES:
+        raise ValueError(f"unknown batch-norm mode {mode!r}; choose one of {', '.join(BATCHNORM_MODES)}")
+    return mode  # type: ignore[return-value]
+
+
+def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    return [module for module in model.modules() if isinstance(module, _BatchNorm)]
+
+
+@contextmanager
+def measuring(model: nn.Module, mode: BatchNormMode) -> Iterator[None]:
+    """Put ``model`` in the state a measurement needs, and restore it afterwards.
+
+    In ``train`` mode the batch-norm layers normalise by batch statistics but, with
+    ``track_running_stats`` switched off for the duration, never update the running ones.
+    """
+    check_batchnorm_mode(mode)
+    saved_flags = [(module, module.training) for module in model.modules()]
+    saved_tracking = [(layer, layer.track_running_stats) for layer in batchnorm_layers(model)]
+    model.eval()
+    if mode == "train":
+        for layer in batchnorm_layers(model):
+            layer.train()
+            layer.track_running_stats = False
+    try:
+        yield
+    finally:
+        for layer, tracking in saved_tracking:
+            layer.track_running_stats = tracking
+        for module, training in saved_flags:
+            module.training = training

@@ -1,0 +1,1 @@
+"""Subcommands of the `sgdwalk` CLI, one module each."""

@@ -1,0 +1,70 @@
+"""Vectors of the walk: flattened parameters and gradients, their cosine, distance and norm.
+
+Parameters means ``model.parameters()`` only: batch-norm running statistics are buffers, not
+coordinates of the landscape, and never enter a distance or a norm.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sgdwalk.tolerances import COSINE_NORM_PRODUCT_FLOOR
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters the walk moves (those that require a gradient), in a fixed order."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters: there is no walk to measure")
+    return parameters
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    """A detached copy of all trainable parameters as one vector."""
+    with torch.no_grad():
+        return torch.cat([p.detach().reshape(-1) for p in trainable_parameters(model)]).clone()
+
+
+def flat_gradient(model: nn.Module, weight_decay: float = 0.0) -> torch.Tensor:
+    """The gradient the optimizer is about to use, as one vector.
+
+    ``weight_decay`` adds ``weight_decay · θ`` as torch.optim.SGD does inside its step, so the
+    vector is the direction of the update (the authors' g includes the decay term).
+    A parameter without ``.grad`` contributes zeros, as it does to an SGD step.
+    """
+    pieces = []
+    with torch.no_grad():
+        for parameter in trainable_parameters(model):
+            grad = parameter.grad
+            piece = torch.zeros_like(parameter) if grad is None else grad.detach().clone()
+            if weight_decay:
+                piece = piece + weight_decay * parameter.detach()
+            pieces.append(piece.reshape(-1))
+    return torch.cat(pieces)
+
+
+def _check_same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"vectors differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos∠(a, b) in float64; 0.0 when either vector is zero (the angle is undefined)."""
+    _check_same_shape(a, b)
+    a64, b64 = a.detach().double().reshape(-1), b.detach().double().reshape(-1)
+    norm_product = float(torch.linalg.vector_norm(a64) * torch.linalg.vector_norm(b64))
+    if norm_product < COSINE_NORM_PRODUCT_FLOOR:
+        return 0.0
+    return float(torch.dot(a64, b64)) / norm_product
+
+
+def distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖₂ in float64."""
+    _check_same_shape(a, b)
+    return float(torch.linalg.vector_norm(a.detach().double() - b.detach().double()))
+
+
+def norm(a: torch.Tensor) -> float:
+    """‖a‖₂ in float64."""
+    return float(torch.linalg.vector_norm(a.detach().double()))

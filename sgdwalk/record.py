@@ -1,0 +1,41 @@
+"""One record per measured step: what the tracker emits and the writers store."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """The walk at update t, from θ_t to θ_{t+1}. Field meanings are tabled in the README."""
+
+    step: int
+    lr: float | None
+    minibatch_loss: float | None
+    loss_start: float
+    loss_end: float
+    floor: float
+    alpha_star: float
+    interior_floor: bool
+    floor_refined: float
+    alpha_star_refined: float
+    height_start: float
+    height_end: float
+    barrier: bool
+    barrier_height: float
+    barrier_alpha: float | None
+    cosine: float | None
+    grad_norm: float
+    step_length: float
+    distance_from_init: float
+    param_norm: float
+    sharpness: float | None
+    segment_alphas: tuple[float, ...]
+    segment_losses: tuple[float, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))

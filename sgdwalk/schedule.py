@@ -1,0 +1,87 @@
+"""Which optimizer steps the tracker measures: every step, every k-th, or windows of steps.
+
+A schedule is a predicate on the 0-based step index. The tracker asks it about step t and
+step t+1: when t+1 is measured too, the loss at θ_{t+1} comes from that next segment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class MeasurementSchedule(Protocol):
+    def __call__(self, step: int) -> bool: ...
+
+
+@dataclass(frozen=True)
+class EveryStep:
+    def __call__(self, step: int) -> bool:
+        return step >= 0
+
+
+@dataclass(frozen=True)
+class EveryKth:
+    """Steps offset, offset + k, offset + 2k, …"""
+
+    k: int
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be at least 1, got {self.k}")
+        if self.offset < 0:
+            raise ValueError(f"offset must be non-negative, got {self.offset}")
+
+    def __call__(self, step: int) -> bool:
+        return step >= self.offset and (step - self.offset) % self.k == 0
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Half-open windows [start, stop) of steps, e.g. the steps of tracked epochs."""
+
+    ranges: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        for start, stop in self.ranges:
+            if not 0 <= start < stop:
+                raise ValueError(f"a window needs 0 <= start < stop, got [{start}, {stop})")
+
+    def __call__(self, step: int) -> bool:
+        return any(start <= step < stop for start, stop in self.ranges)
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Measures a step when any of its schedules does."""
+
+    schedules: tuple[MeasurementSchedule, ...]
+
+    def __call__(self, step: int) -> bool:
+        return any(schedule(step) for schedule in self.schedules)
+
+
+def every_step() -> EveryStep:
+    return EveryStep()
+
+
+def every_kth(k: int, offset: int = 0) -> EveryKth:
+    return EveryKth(k, offset)
+
+
+def windows(ranges: Iterable[tuple[int, int]]) -> Windows:
+    return Windows(tuple((int(start), int(stop)) for start, stop in ranges))
+
+
+def epoch_windows(epochs: Iterable[int], steps_per_epoch: int) -> Windows:
+    """The steps of the given 1-based epochs (epoch 1 is steps 0 … steps_per_epoch − 1)."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+    ranges = []
+    for epoch in epochs:
+        if epoch < 1:
+            raise ValueError(f"epochs are counted from 1, got {epoch}")
+        ranges.append(((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch))
+    return Windows(tuple(ranges))

@@ -1,0 +1,30 @@
+"""Every numerical tolerance of the instrument, each with the reason for its value.
+
+Kept in one place so that a reader sees at a glance what is treated as "equal", and so a
+GPU or reduced-precision run can loosen them deliberately rather than by accident.
+"""
+
+from __future__ import annotations
+
+# A segment's interior loss must exceed the higher endpoint by more than this fraction of
+# that endpoint's magnitude to count as a barrier. float32 means of a few thousand per-sample
+# losses carry ~1e-7 relative rounding, and interpolated parameters θ_t + α(θ_{t+1} − θ_t)
+# are off by a few ulps; 1e-5 sits two orders above that noise and far below the paper's
+# barriers (Table 1 counts excesses visible on a plot).
+BARRIER_RELATIVE_TOLERANCE: float = 1e-5
+
+# Absolute part of the barrier test, for losses near zero where a relative test is empty.
+# float32 resolution near a loss of 1e-3 is ~1e-10; 1e-9 clears it.
+BARRIER_ABSOLUTE_TOLERANCE: float = 1e-9
+
+# A floor counts as interior only when the grid minimum is strictly below both endpoints by
+# more than rounding noise; the same scale as the barrier test, for the same reason.
+FLOOR_RELATIVE_TOLERANCE: float = 1e-7
+
+# Below this product of norms the angle between two gradients is undefined (a zero
+# gradient); the cosine is then reported as 0.0, as torch's cosine_similarity does.
+COSINE_NORM_PRODUCT_FLOOR: float = 1e-30
+
+# Lanczos (scipy.sparse.linalg.eigsh) stops when the Ritz value is this accurate relative to
+# itself; 1e-8 is well under the 1e-6 agreement the suite asks of a float64 estimate.
+LANCZOS_RELATIVE_TOLERANCE: float = 1e-8
