@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run every CPU tier with its claims report, then compare the reports with the committed
+# baselines: a claim that passed in the baseline and fails now fails this script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+REPORTS=${SGDWALK_REPORTS:-reports}
+mkdir -p "$REPORTS"
+
+echo "== quick tier: unit tests and synthetic claims (S1-S7)"
+$PY -m pytest tests suites/quick --sgdwalk-report "$REPORTS/quick.json"
+
+echo "== real tier: claims C1-C10 on Fashion-MNIST (CPU)"
+$PY -m pytest suites/real --runslow --sgdwalk-report "$REPORTS/real.json"
+
+echo "== gpu tier, tiny CPU profile (keeps the GPU suite from rotting)"
+$PY -m pytest suites/gpu --runslow --sgdwalk-device cpu --sgdwalk-profile tiny --sgdwalk-report "$REPORTS/gpu-tiny.json"
+
+echo "== claims against the committed baselines"
+status=0
+for tier in quick real gpu-tiny; do
+  .venv/bin/sgdwalk claims compare "suites/baselines/$tier.json" "$REPORTS/$tier.json" || status=1
+done
+exit $status

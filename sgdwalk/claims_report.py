@@ -1,0 +1,599 @@
+"""The claims ledger: the JSON report the pytest plugin writes, and pure functions over it.
+
+Schema (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "created": "2025-01-31T12:00:00+00:00",          # ISO 8601, UTC
+      "pytest_args": ["suites/quick", "--runslow"],
+      "versions": {"python": "3.11.7", "pytest": "9.2.0", "torch": "2.4.0", ...},
+      "claims": [
+        {
+          "id": "C3",                                   # a key of claims_registry.CLAIMS
+          "test": "suites/quick/test_cosine.py::test_batch[64]",   # pytest node id
+          "statement": "At a fixed learning rate, ...",
+          "tier": "synthetic",                          # unit | synthetic | real | gpu
+          "setting": {"lr": 0.1, "batch": 64, ...},     # free JSON
+          "statistics": [
+            {"name": "mean_cosine_gap", "value": 0.123, "interval": [0.05, 0.2],
+             "bound": 0.0, "relation": ">", "held": true, "detail": ""}
+          ],
+          "notes": ["free text"],
+          "outcome": "passed",          # passed|failed|error|skipped|xfailed|xpassed
+          "reason": "",                 # skip/xfail reason or the failure's first line
+          "duration_s": 1.25,           # call phase only
+          "device": "cpu"
+        }
+      ]
+    }
+
+Non-finite statistic values are written as the strings "nan", "inf", "-inf" so that the
+file stays strict JSON (jq, browsers); ``load_report`` turns them back into floats.
+Merged reports (``merge_reports``) also carry ``merged_from``: the created/pytest_args/
+versions of each input.
+
+Regression rule used by ``compare_reports``: a claim regresses when its baseline outcome
+is ``passed`` and its new outcome is ``failed``, ``error``, ``xpassed`` (the project runs
+``xfail_strict = true``, so an unexpected pass fails the run) or it is missing from the new
+report (unless missing claims are allowed). Every other change of outcome is a flip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from sgdwalk.claims_registry import CLAIMS
+
+__all__ = [
+    "OUTCOMES",
+    "REGRESSING_OUTCOMES",
+    "RELATIONS",
+    "SCHEMA_VERSION",
+    "TIERS",
+    "ClaimEntry",
+    "ClaimsReport",
+    "Comparison",
+    "ComparisonRow",
+    "ReportError",
+    "Statistic",
+    "compare_reports",
+    "format_comparison",
+    "format_statistic",
+    "format_value",
+    "load_report",
+    "main_statistic",
+    "merge_reports",
+    "relation_holds",
+    "render_markdown_table",
+    "report_from_dict",
+    "report_to_dict",
+    "save_report",
+]
+
+SCHEMA_VERSION: Final = 1
+Relation = Literal["<", "<=", ">", ">="]
+RELATIONS: Final[tuple[str, ...]] = ("<", "<=", ">", ">=")
+TIERS: Final[tuple[str, ...]] = ("unit", "synthetic", "real", "gpu")
+OUTCOMES: Final[tuple[str, ...]] = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
+# Outcomes that turn a baseline "passed" into a regression (see the module docstring).
+REGRESSING_OUTCOMES: Final[frozenset[str]] = frozenset({"failed", "error", "xpassed"})
+MISSING: Final = "missing"
+
+
+class ReportError(ValueError):
+    """A report file that cannot be read or does not follow the schema."""
+
+
+def relation_holds(value: float, relation: str, bound: float) -> bool:
+    """Whether ``value relation bound``; NaN never holds, as with a plain comparison."""
+    if relation == "<":
+        return value < bound
+    if relation == "<=":
+        return value <= bound
+    if relation == ">":
+        return value > bound
+    if relation == ">=":
+        return value >= bound
+    raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
+
+
+def format_value(value: float) -> str:
+    """Four significant digits: enough to judge a statistic against its bound at a glance."""
+    return f"{value:.4g}"
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One measured statistic held against a bound: ``value relation bound``."""
+
+    name: str
+    value: float
+    bound: float
+    relation: str
+    held: bool
+    interval: tuple[float, float] | None = None
+    detail: str = ""
+
+
+def format_statistic(statistic: Statistic) -> str:
+    """``name = value [lo, hi] relation bound PASS|FAIL``, ASCII only (CI logs, Windows)."""
+    interval = ""
+    if statistic.interval is not None:
+        low, high = statistic.interval
+        interval = f" [{format_value(low)}, {format_value(high)}]"
+    verdict = "PASS" if statistic.held else "FAIL"
+    text = (
+        f"{statistic.name} = {format_value(statistic.value)}{interval} "
+        f"{statistic.relation} {format_value(statistic.bound)} {verdict}"
+    )
+    return f"{text} ({statistic.detail})" if statistic.detail else text
+
+
+@dataclass(frozen=True)
+class ClaimEntry:
+    """The outcome of one claim test (one pytest item)."""
+
+    id: str
+    test: str
+    statement: str
+    tier: str
+    outcome: str
+    setting: Mapping[str, Any] = field(default_factory=dict)
+    statistics: tuple[Statistic, ...] = ()
+    notes: tuple[str, ...] = ()
+    reason: str = ""
+    duration_s: float = 0.0
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class ClaimsReport:
+    created: str
+    pytest_args: tuple[str, ...]
+    versions: Mapping[str, str | None]
+    claims: tuple[ClaimEntry, ...]
+    merged_from: tuple[Mapping[str, Any], ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+
+def main_statistic(entry: ClaimEntry) -> Statistic | None:
+    """The statistic to show in one table cell: the first that failed, else the first."""
+    for statistic in entry.statistics:
+        if not statistic.held:
+            return statistic
+    return entry.statistics[0] if entry.statistics else None
+
+
+# --------------------------------------------------------------------------- (de)serialise
+
+
+def _float_to_json(value: float) -> float | str:
+    # Strict JSON has no NaN/Infinity; strings keep the file readable by any parser.
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _float_from_json(raw: object, where: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ReportError(f"{where}: expected a number, got {raw!r}")
+    if isinstance(raw, str) and raw not in ("nan", "inf", "-inf"):
+        raise ReportError(f"{where}: expected a number or 'nan'/'inf'/'-inf', got {raw!r}")
+    return float(raw)
+
+
+def _statistic_to_dict(statistic: Statistic) -> dict[str, Any]:
+    return {
+        "name": statistic.name,
+        "value": _float_to_json(statistic.value),
+        "interval": (
+            None
+            if statistic.interval is None
+            else [_float_to_json(bound) for bound in statistic.interval]
+        ),
+        "bound": _float_to_json(statistic.bound),
+        "relation": statistic.relation,
+        "held": statistic.held,
+        "detail": statistic.detail,
+    }
+
+
+def _entry_to_dict(entry: ClaimEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "test": entry.test,
+        "statement": entry.statement,
+        "tier": entry.tier,
+        "setting": dict(entry.setting),
+        "statistics": [_statistic_to_dict(statistic) for statistic in entry.statistics],
+        "notes": list(entry.notes),
+        "outcome": entry.outcome,
+        "reason": entry.reason,
+        "duration_s": entry.duration_s,
+        "device": entry.device,
+    }
+
+
+def report_to_dict(report: ClaimsReport) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "schema_version": report.schema_version,
+        "created": report.created,
+        "pytest_args": list(report.pytest_args),
+        "versions": dict(report.versions),
+        "claims": [_entry_to_dict(entry) for entry in report.claims],
+    }
+    if report.merged_from:
+        document["merged_from"] = [dict(source) for source in report.merged_from]
+    return document
+
+
+def _require(
+    document: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str
+) -> Any:
+    if key not in document:
+        raise ReportError(f"{where}: missing key {key!r}")
+    value = document[key]
+    # bool is an int subclass; a flag where a number belongs is a schema error.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ReportError(f"{where}.{key}: expected {kind}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ReportError(f"{where}.{key}: expected {kind}, got {type(value).__name__}")
+    return value
+
+
+def _statistic_from_dict(raw: object, where: str) -> Statistic:
+    if not isinstance(raw, dict):
+        raise ReportError(f"{where}: expected an object")
+    relation = _require(raw, "relation", str, where)
+    if relation not in RELATIONS:
+        raise ReportError(f"{where}.relation: expected one of {RELATIONS}, got {relation!r}")
+    interval_raw = raw.get("interval")
+    interval: tuple[float, float] | None = None
+    if interval_raw is not None:
+        if not isinstance(interval_raw, list) or len(interval_raw) != 2:
+            raise ReportError(f"{where}.interval: expected [low, high] or null")
+        interval = (
+            _float_from_json(interval_raw[0], f"{where}.interval[0]"),
+            _float_from_json(interval_raw[1], f"{where}.interval[1]"),
+        )
+    if "value" not in raw or "bound" not in raw:
+        raise ReportError(f"{where}: missing key 'value' or 'bound'")
+    return Statistic(
+        name=_require(raw, "name", str, where),
+        value=_float_from_json(raw["value"], f"{where}.value"),
+        bound=_float_from_json(raw["bound"], f"{where}.bound"),
+        relation=relation,
+        held=_require(raw, "held", bool, where),
+        interval=interval,
+        detail=str(raw.get("detail", "")),
+    )
+
+
+def _entry_from_dict(raw: object, where: str) -> ClaimEntry:
+    if not isinstance(raw, dict):
+        raise ReportError(f"{where}: expected an object")
+    outcome = _require(raw, "outcome", str, where)
+    if outcome not in OUTCOMES:
+        raise ReportError(f"{where}.outcome: expected one of {OUTCOMES}, got {outcome!r}")
+    tier = _require(raw, "tier", str, where)
+    if tier not in TIERS:
+        raise ReportError(f"{where}.tier: expected one of {TIERS}, got {tier!r}")
+    statistics_raw = _require(raw, "statistics", list, where)
+    notes_raw = raw.get("notes", [])
+    if not isinstance(notes_raw, list) or not all(isinstance(note, str) for note in notes_raw):
+        raise ReportError(f"{where}.notes: expected a list of strings")
+    return ClaimEntry(
+        # Ids are not checked against the registry: old reports must stay readable after
+        # a claim is renamed or retired.
+        id=_require(raw, "id", str, where),
+        test=_require(raw, "test", str, where),
+        statement=_require(raw, "statement", str, where),
+        tier=tier,
+        outcome=outcome,
+        setting=_require(raw, "setting", dict, where),
+        statistics=tuple(
+            _statistic_from_dict(statistic, f"{where}.statistics[{index}]")
+            for index, statistic in enumerate(statistics_raw)
+        ),
+        notes=tuple(notes_raw),
+        reason=_require(raw, "reason", str, where),
+        duration_s=float(_require(raw, "duration_s", (int, float), where)),
+        device=_require(raw, "device", str, where),
+    )
+
+
+def report_from_dict(document: object) -> ClaimsReport:
+    """Validate a decoded JSON document against schema 1; ReportError says where it breaks."""
+    if not isinstance(document, dict):
+        raise ReportError("report: expected a JSON object at the top level")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ReportError(
+            f"report: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+        )
+    claims_raw = _require(document, "claims", list, "report")
+    claims = tuple(
+        _entry_from_dict(raw, f"claims[{index}]") for index, raw in enumerate(claims_raw)
+    )
+    seen: set[str] = set()
+    for entry in claims:
+        # Entries are matched by node id when comparing; duplicates would make that ambiguous.
+        if entry.test in seen:
+            raise ReportError(f"report: test {entry.test!r} appears more than once")
+        seen.add(entry.test)
+    versions = _require(document, "versions", dict, "report")
+    pytest_args = _require(document, "pytest_args", list, "report")
+    merged_from = document.get("merged_from", [])
+    if not isinstance(merged_from, list) or not all(isinstance(item, dict) for item in merged_from):
+        raise ReportError("report.merged_from: expected a list of objects")
+    return ClaimsReport(
+        created=_require(document, "created", str, "report"),
+        pytest_args=tuple(str(arg) for arg in pytest_args),
+        versions={
+            str(name): None if value is None else str(value) for name, value in versions.items()
+        },
+        claims=claims,
+        merged_from=tuple(merged_from),
+    )
+
+
+def load_report(path: str | os.PathLike[str]) -> ClaimsReport:
+    """Read and validate a report; ReportError for a missing, non-JSON or off-schema file."""
+    report_path = Path(path)
+    try:
+        text = report_path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ReportError(f"{report_path}: cannot read ({error.strerror or error})") from error
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportError(f"{report_path}: not valid JSON ({error})") from error
+    try:
+        return report_from_dict(document)
+    except ReportError as error:
+        raise ReportError(f"{report_path}: {error}") from error
+
+
+def save_report(report: ClaimsReport, path: str | os.PathLike[str]) -> Path:
+    """Write ``report`` as strict JSON (parent folders created); returns the path written."""
+    report_path = Path(path)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report_to_dict(report), indent=2, allow_nan=False, ensure_ascii=False)
+    # Write-then-rename so a crashed run never leaves half a ledger behind.
+    temporary_path = report_path.with_name(report_path.name + ".tmp")
+    temporary_path.write_text(text + "\n", encoding="utf-8")
+    temporary_path.replace(report_path)
+    return report_path
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def _claim_sort_key(entry: ClaimEntry) -> tuple[int, str, str]:
+    # Registry order (C1..C11, S1..S7, X1, X2), not string order (C10 before C2).
+    registry_order = {claim_id: index for index, claim_id in enumerate(CLAIMS)}
+    return (registry_order.get(entry.id, len(registry_order)), entry.id, entry.test)
+
+
+def sorted_entries(entries: Iterable[ClaimEntry]) -> list[ClaimEntry]:
+    return sorted(entries, key=_claim_sort_key)
+
+
+# --------------------------------------------------------------------------- compare
+
+
+Verdict = Literal["same", "regression", "flip"]
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    test: str
+    claim_id: str
+    baseline: ClaimEntry | None
+    new: ClaimEntry | None
+    verdict: Verdict
+
+    @property
+    def baseline_outcome(self) -> str:
+        return self.baseline.outcome if self.baseline is not None else MISSING
+
+    @property
+    def new_outcome(self) -> str:
+        return self.new.outcome if self.new is not None else MISSING
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: tuple[ComparisonRow, ...]
+    allow_missing: bool
+
+    @property
+    def regressions(self) -> tuple[ComparisonRow, ...]:
+        return tuple(row for row in self.rows if row.verdict == "regression")
+
+    @property
+    def flips(self) -> tuple[ComparisonRow, ...]:
+        return tuple(row for row in self.rows if row.verdict == "flip")
+
+
+def _verdict(baseline_outcome: str, new_outcome: str, allow_missing: bool) -> Verdict:
+    if baseline_outcome == new_outcome:
+        return "same"
+    if baseline_outcome == "passed":
+        if new_outcome in REGRESSING_OUTCOMES:
+            return "regression"
+        if new_outcome == MISSING and not allow_missing:
+            return "regression"
+    return "flip"
+
+
+def compare_reports(
+    baseline: ClaimsReport, new: ClaimsReport, *, allow_missing: bool = False
+) -> Comparison:
+    """Match entries by test node id and classify each as same / regression / flip."""
+    baseline_by_test = {entry.test: entry for entry in baseline.claims}
+    new_by_test = {entry.test: entry for entry in new.claims}
+    rows: list[ComparisonRow] = []
+    for test in {*baseline_by_test, *new_by_test}:
+        baseline_entry = baseline_by_test.get(test)
+        new_entry = new_by_test.get(test)
+        # The id can change with a re-labelled test; the new report's id is the current one.
+        shown = new_entry if new_entry is not None else baseline_entry
+        assert shown is not None
+        rows.append(
+            ComparisonRow(
+                test=test,
+                claim_id=shown.id,
+                baseline=baseline_entry,
+                new=new_entry,
+                verdict=_verdict(
+                    baseline_entry.outcome if baseline_entry else MISSING,
+                    new_entry.outcome if new_entry else MISSING,
+                    allow_missing,
+                ),
+            )
+        )
+    rows.sort(key=lambda row: _claim_sort_key(row.new or row.baseline))  # type: ignore[arg-type]
+    return Comparison(rows=tuple(rows), allow_missing=allow_missing)
+
+
+def _statistic_cell(entry: ClaimEntry | None) -> str:
+    if entry is None:
+        return "-"
+    statistic = main_statistic(entry)
+    if statistic is None:
+        return "-"
+    return (
+        f"{statistic.name} = {format_value(statistic.value)} "
+        f"{statistic.relation} {format_value(statistic.bound)}"
+    )
+
+
+def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
+    ]
+    lines.append("  ".join("-" * width for width in widths))
+    lines.extend(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+    return lines
+
+
+def short_test_name(test: str) -> str:
+    """``path/to/test_x.py::TestA::test_b[p]`` -> ``test_x.py::TestA::test_b[p]``."""
+    path, separator, rest = test.partition("::")
+    return f"{path.rsplit('/', 1)[-1]}{separator}{rest}"
+
+
+def format_comparison(comparison: Comparison) -> str:
+    """The table, then one ``REGRESSION:`` or ``FLIP:`` line per changed claim, then a total."""
+    header = ("claim", "test", "baseline", "statistic", "new", "statistic", "verdict")
+    table_rows = [
+        (
+            row.claim_id,
+            short_test_name(row.test),
+            row.baseline_outcome,
+            _statistic_cell(row.baseline),
+            row.new_outcome,
+            _statistic_cell(row.new),
+            {"same": "", "regression": "REGRESSION", "flip": "FLIP"}[row.verdict],
+        )
+        for row in comparison.rows
+    ]
+    lines = _text_table(header, table_rows) if table_rows else ["(no claims in either report)"]
+    lines.append("")
+    for row in comparison.rows:
+        if row.verdict == "same":
+            continue
+        label = "REGRESSION" if row.verdict == "regression" else "FLIP"
+        why = ""
+        if row.new is not None and row.new.reason:
+            why = f" ({row.new.reason})"
+        lines.append(
+            f"{label}: {row.claim_id} {row.test}: {row.baseline_outcome} -> {row.new_outcome}{why}"
+        )
+    lines.append(
+        f"{len(comparison.rows)} claim tests compared: {len(comparison.regressions)} regressions, "
+        f"{len(comparison.flips)} flips"
+    )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def merge_reports(reports: Sequence[ClaimsReport]) -> tuple[ClaimsReport, tuple[str, ...]]:
+    """One report holding every entry; a test found in several reports keeps the last one.
+
+    Returns the merged report and the node ids that a later report replaced. Top-level
+    ``versions`` are the first report's; each input's own are kept in ``merged_from``.
+    """
+    if not reports:
+        raise ValueError("merge_reports needs at least one report")
+    by_test: dict[str, ClaimEntry] = {}
+    replaced: list[str] = []
+    merged_from: list[Mapping[str, Any]] = []
+    for report in reports:
+        for entry in report.claims:
+            if entry.test in by_test:
+                replaced.append(entry.test)
+            by_test[entry.test] = entry
+        # A merged input contributes its own sources, so provenance survives re-merging.
+        merged_from.extend(
+            report.merged_from
+            or (
+                {
+                    "created": report.created,
+                    "pytest_args": list(report.pytest_args),
+                    "versions": dict(report.versions),
+                },
+            )
+        )
+    merged = replace(
+        reports[0],
+        created=max(report.created for report in reports),
+        pytest_args=(),
+        claims=tuple(sorted_entries(by_test.values())),
+        merged_from=tuple(merged_from),
+    )
+    return merged, tuple(replaced)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _markdown_cell(text: str) -> str:
+    # A bare "|" would end the cell; newlines would end the row.
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _outcome_cell(entry: ClaimEntry) -> str:
+    if entry.reason and entry.outcome != "passed":
+        return f"{entry.outcome}: {entry.reason}"
+    return entry.outcome
+
+
+def render_markdown_table(report: ClaimsReport) -> str:
+    """The README table: claim, statement, tier, statistics, outcome; one row per test."""
+    lines = [
+        "| claim | statement | tier | statistic | outcome |",
+        "|---|---|---|---|---|",
+    ]
+    for entry in sorted_entries(report.claims):
+        statistics = (
+            "<br>".join(format_statistic(statistic) for statistic in entry.statistics) or "-"
+        )
+        cells = (entry.id, entry.statement, entry.tier, statistics, _outcome_cell(entry))
+        lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
+    return "\n".join(lines) + "\n"

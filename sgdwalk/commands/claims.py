@@ -1,0 +1,143 @@
+"""``sgdwalk claims``: compare, render and merge the claims reports written by the plugin.
+
+The logic lives in ``sgdwalk.claims_report`` as pure functions; this module only parses
+arguments, reads files and chooses exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from sgdwalk.claims_registry import CLAIMS
+from sgdwalk.claims_report import (
+    ReportError,
+    compare_reports,
+    format_comparison,
+    load_report,
+    merge_reports,
+    render_markdown_table,
+    save_report,
+)
+
+EXIT_OK: Final = 0
+EXIT_REGRESSION: Final = 1
+EXIT_UNREADABLE: Final = 2
+
+COMPARE_EPILOG: Final = """\
+Entries are matched by pytest node id; the claim id is shown beside it.
+
+A REGRESSION is a claim test whose baseline outcome is "passed" and whose new outcome is
+"failed", "error", "xpassed" (with xfail_strict an unexpected pass fails the run) or
+missing from NEW (unless --allow-missing). Any regression: exit code 1.
+
+Every other change of outcome (xfailed -> passed, passed -> skipped, a claim new in NEW,
+a claim missing with --allow-missing, ...) prints a line starting with "FLIP:" and
+leaves the exit code at 0.
+
+Exit codes: 0 no regression, 1 at least one regression, 2 a report cannot be read.
+"""
+
+
+def _print_error(error: Exception) -> int:
+    print(f"sgdwalk claims: error: {error}", file=sys.stderr)
+    return EXIT_UNREADABLE
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    try:
+        baseline = load_report(args.baseline)
+        new = load_report(args.new)
+    except ReportError as error:
+        return _print_error(error)
+    comparison = compare_reports(baseline, new, allow_missing=args.allow_missing)
+    print(format_comparison(comparison))
+    return EXIT_REGRESSION if comparison.regressions else EXIT_OK
+
+
+def run_table(args: argparse.Namespace) -> int:
+    try:
+        report = load_report(args.report)
+    except ReportError as error:
+        return _print_error(error)
+    table = render_markdown_table(report)
+    if args.output is None:
+        sys.stdout.write(table)
+        return EXIT_OK
+    output_path = Path(args.output)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(table, encoding="utf-8")
+    print(f"wrote {output_path}")
+    return EXIT_OK
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    try:
+        reports = [load_report(path) for path in args.reports]
+    except ReportError as error:
+        return _print_error(error)
+    merged, replaced = merge_reports(reports)
+    for test in replaced:
+        print(f"note: {test} appears in several reports; the last one is kept")
+    written = save_report(merged, args.out)
+    print(f"wrote {written} ({len(merged.claims)} claim tests from {len(reports)} reports)")
+    return EXIT_OK
+
+
+def run_list(args: argparse.Namespace) -> int:
+    for claim in CLAIMS.values():
+        print(f"{claim.id:<4} {claim.statement}  [{claim.source}]")
+    return EXIT_OK
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``sgdwalk claims {compare,table,merge,list}``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "claims",
+        help="compare, render and merge claims reports (pytest --sgdwalk-report)",
+        description="Work with the JSON claims reports written by `pytest --sgdwalk-report PATH`.",
+    )
+    actions = parser.add_subparsers(dest="claims_command", required=True, metavar="ACTION")
+
+    compare = actions.add_parser(
+        "compare",
+        help="compare two reports; exit 1 on a regression",
+        description="Compare the claim outcomes of two reports, test by test.",
+        epilog=COMPARE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("baseline", metavar="BASELINE", help="the reference report (JSON)")
+    compare.add_argument("new", metavar="NEW", help="the report to check against it (JSON)")
+    compare.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="a baseline claim missing from NEW is a FLIP, not a regression (default: regression)",
+    )
+    compare.set_defaults(func=run_compare)
+
+    table = actions.add_parser(
+        "table",
+        help="render a report as a Markdown table",
+        description="Render a report as a Markdown table (claim, statement, tier, statistic, "
+        "outcome) for the README.",
+    )
+    table.add_argument("report", metavar="REPORT", help="a claims report (JSON)")
+    table.add_argument(
+        "--output", metavar="FILE", default=None, help="write the table to FILE (default: stdout)"
+    )
+    table.set_defaults(func=run_table)
+
+    merge = actions.add_parser(
+        "merge",
+        help="merge several reports (e.g. one per tier) into one",
+        description="Merge reports into OUT; a test present in several reports keeps the "
+        "entry of the last one.",
+    )
+    merge.add_argument("out", metavar="OUT", help="the merged report to write (JSON)")
+    merge.add_argument("reports", metavar="REPORT", nargs="+", help="reports to merge, in order")
+    merge.set_defaults(func=run_merge)
+
+    listing = actions.add_parser("list", help="list the registered claim ids and statements")
+    listing.set_defaults(func=run_list)

@@ -1,0 +1,524 @@
+"""The sgdwalk pytest plugin: claim markers, the ``claim`` fixture and the JSON ledger.
+
+Loaded through the ``pytest11`` entry point ``sgdwalk`` (``pip install -e .``). Without
+the install (or with PYTEST_DISABLE_PLUGIN_AUTOLOAD) load it with ``-p sgdwalk.pytest_plugin``;
+never both at once: pluggy refuses one module under two names.
+
+- ``--runslow``: tests marked ``slow`` are skipped unless given (pytest's documented recipe).
+- ``@pytest.mark.claim("C3")`` ties a test to a registered claim; a bad marker is a usage
+  error at collection time.
+- The ``claim`` fixture records the setting and the statistics a claim test measured and
+  asserts each statistic against its bound (``claim.check``).
+- ``--sgdwalk-report PATH`` writes every claim test's outcome as JSON (schema in
+  ``sgdwalk.claims_report``); a short claims table is printed at the end of the run.
+
+This module and the ledger modules import torch only when a test asks for
+``sgdwalk_device``, so that ``pytest --help`` and the unit tier do not pay torch's import
+(that also needs ``sgdwalk/__init__.py`` to stay light).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import pytest
+
+from sgdwalk.claims_registry import CLAIMS, Claim
+from sgdwalk.claims_report import (
+    RELATIONS,
+    TIERS,
+    ClaimEntry,
+    ClaimsReport,
+    Statistic,
+    format_statistic,
+    main_statistic,
+    relation_holds,
+    save_report,
+    short_test_name,
+    sorted_entries,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ClaimRecorder"]
+
+DEVICE_CHOICES: Final[tuple[str, ...]] = ("auto", "cpu", "cuda")
+DATA_ROOT_ENV: Final = "SGDWALK_DATA_ROOT"
+# Path fragments (relative to the rootdir) that decide a claim test's tier.
+TIER_BY_SUITE: Final[Mapping[tuple[str, str], str]] = {
+    ("suites", "quick"): "synthetic",
+    ("suites", "real"): "real",
+    ("suites", "gpu"): "gpu",
+}
+# Package versions stored with every report; read from metadata so torch is not imported.
+VERSIONED_PACKAGES: Final[tuple[str, ...]] = ("pytest", "torch", "numpy", "scipy", "sgdwalk")
+
+
+# --------------------------------------------------------------------------- options
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sgdwalk", "sgdwalk: claims of 'A Walk with SGD'")
+    group.addoption(
+        "--runslow",
+        action="store_true",
+        default=False,
+        help="Run tests marked slow. (default: skip them)",
+    )
+    group.addoption(
+        "--sgdwalk-report",
+        metavar="PATH",
+        default=None,
+        help="Write the outcome and statistics of every claim test to PATH as JSON; "
+        "parent folders are created. (default: none written)",
+    )
+    group.addoption(
+        "--sgdwalk-device",
+        choices=DEVICE_CHOICES,
+        default="auto",
+        help="Device given to tests by the sgdwalk_device fixture; auto means cuda when "
+        "available, else cpu. (default: auto)",
+    )
+    group.addoption(
+        "--sgdwalk-profile",
+        metavar="NAME",
+        default=None,
+        help="Name of the size profile the tiers read through the sgdwalk_profile fixture. "
+        "(default: none)",
+    )
+    group.addoption(
+        "--sgdwalk-data-root",
+        metavar="PATH",
+        default=None,
+        help="Folder holding the data sets of the real tier. "
+        f"(default: ${DATA_ROOT_ENV}, else none)",
+    )
+
+
+# --------------------------------------------------------------------------- session state
+
+
+@dataclass
+class _SessionState:
+    """What the plugin keeps for one pytest session (in ``config.stash``, never globals)."""
+
+    entries: dict[str, ClaimEntry] = field(default_factory=dict)
+    resolved_device: str | None = None
+
+
+_session_state_key: Final = pytest.StashKey[_SessionState]()
+_recorder_key: Final = pytest.StashKey["ClaimRecorder"]()
+# The phase reports of one item, kept until its teardown decides the final outcome.
+_phase_reports_key: Final = pytest.StashKey[dict[str, pytest.TestReport]]()
+# First line of each failed phase's exception, read while the exception is at hand.
+_failure_reasons_key: Final = pytest.StashKey[dict[str, str]]()
+_report_written_key: Final = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: slow test; skipped unless --runslow is given")
+    config.addinivalue_line("markers", "gpu: test that needs a CUDA device (the gpu tier)")
+    config.addinivalue_line(
+        "markers",
+        "claim(id): ties the test to a registered claim of sgdwalk.claims_registry "
+        "(e.g. claim('C3')); enables the claim fixture and the --sgdwalk-report entry",
+    )
+    config.stash[_session_state_key] = _SessionState()
+    # The ledger is gathered in-process; xdist workers would each hold a part of it.
+    if config.getoption("sgdwalk_report") and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError(
+            "--sgdwalk-report does not support pytest-xdist (-n); run without -n"
+        )
+
+
+# --------------------------------------------------------------------------- collection
+
+
+def _claim_marker_error(item: pytest.Item) -> str | None:
+    """Why the item's claim marker(s) are wrong, or None when they are fine."""
+    markers = list(item.iter_markers("claim"))
+    if not markers:
+        return None
+    if len(markers) > 1:
+        ids = ", ".join(repr(marker.args) for marker in markers)
+        return f"{item.nodeid}: one claim marker per test, found {len(markers)}: {ids}"
+    marker = markers[0]
+    if marker.kwargs or len(marker.args) != 1 or not isinstance(marker.args[0], str):
+        return (
+            f"{item.nodeid}: the claim marker takes exactly one claim id as its only argument, "
+            f"e.g. @pytest.mark.claim('C3'); got args={marker.args!r} kwargs={marker.kwargs!r}"
+        )
+    claim_id = marker.args[0]
+    if claim_id not in CLAIMS:
+        return f"{item.nodeid}: unknown claim id {claim_id!r}; known ids: {', '.join(CLAIMS)}"
+    return None
+
+
+def _claim_id(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("claim")
+    return None if marker is None else str(marker.args[0])
+
+
+# tryfirst: validate before -k/-m deselect anything, so a bad marker cannot hide.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    errors = [error for error in map(_claim_marker_error, items) if error is not None]
+    if errors:
+        raise pytest.UsageError("invalid claim marker:\n  " + "\n  ".join(errors))
+    if config.getoption("runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="slow: needs --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+def _tier_from_path(item: pytest.Item) -> str:
+    """``suites/quick`` -> synthetic, ``suites/real`` -> real, ``suites/gpu`` -> gpu, else unit."""
+    path = item.path
+    try:
+        parts = path.relative_to(item.config.rootpath).parts
+    except ValueError:
+        parts = path.parts
+    for pair, tier in TIER_BY_SUITE.items():
+        if any(parts[index : index + 2] == pair for index in range(len(parts) - 1)):
+            return tier
+    return "unit"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def _json_ready(key: str, value: object) -> object:
+    """``value`` as plain JSON data; numpy/torch scalars and paths are converted."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _json_ready(f"{key}.{k}", v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(f"{key}[{index}]", v) for index, v in enumerate(value)]
+    if not isinstance(value, str | int | float | bool | type(None)) and hasattr(value, "item"):
+        # numpy and torch scalars: .item() gives the Python number.
+        value = value.item()
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"claim setting {key!r} = {value!r} is not JSON data "
+            "(use str, int, float, bool, None, lists and dicts of those)"
+        ) from error
+    return value
+
+
+class ClaimRecorder:
+    """What a claim test measured: setting, statistics, notes. Given by the ``claim`` fixture.
+
+    ``check`` asserts like ``assert`` does (the first failing check ends the test), but the
+    statistic is recorded before it raises, so the report and a strict ``xfail`` keep it.
+    """
+
+    def __init__(self, claim: Claim, tier: str) -> None:
+        self._claim = claim
+        self._tier = tier
+        self.setting_values: dict[str, Any] = {}
+        self.statistics: list[Statistic] = []
+        self.notes: list[str] = []
+
+    @property
+    def id(self) -> str:
+        return self._claim.id
+
+    @property
+    def statement(self) -> str:
+        return self._claim.statement
+
+    @property
+    def tier(self) -> str:
+        return self._tier
+
+    @tier.setter
+    def tier(self, tier: str) -> None:
+        if tier not in TIERS:
+            raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
+        self._tier = tier
+
+    def setting(self, **values: object) -> None:
+        """Record the setting (architecture, data, lr, batch, steps, seeds, ...); merges."""
+        for key, value in values.items():
+            self.setting_values[key] = _json_ready(key, value)
+
+    def note(self, text: str) -> None:
+        self.notes.append(str(text))
+
+    def check(
+        self,
+        name: str,
+        value: float,
+        bound: float,
+        relation: str,
+        *,
+        interval: tuple[float, float] | None = None,
+        detail: str = "",
+    ) -> None:
+        """Record ``value relation bound`` and raise AssertionError when it does not hold.
+
+        ``interval`` (e.g. a bootstrap interval of ``value``) is reported, not tested:
+        pass an interval end as ``value`` to check the conservative side.
+        """
+        __tracebackhide__ = True
+        if relation not in RELATIONS:
+            raise ValueError(f"relation must be one of {RELATIONS}, got {relation!r}")
+        measured = float(value)
+        bound_value = float(bound)
+        interval_values: tuple[float, float] | None = None
+        if interval is not None:
+            low, high = interval
+            interval_values = (float(low), float(high))
+        statistic = Statistic(
+            name=name,
+            value=measured,
+            bound=bound_value,
+            relation=relation,
+            held=relation_holds(measured, relation, bound_value),
+            interval=interval_values,
+            detail=detail,
+        )
+        self.statistics.append(statistic)
+        line = f"{self.id} {format_statistic(statistic)}"
+        print(line)
+        if not statistic.held:
+            raise AssertionError(line)
+
+
+@pytest.fixture
+def claim(request: pytest.FixtureRequest) -> ClaimRecorder:
+    """The recorder of a test marked ``@pytest.mark.claim(id)``."""
+    node = request.node
+    claim_id = _claim_id(node)
+    if claim_id is None:
+        pytest.fail(
+            f"{node.nodeid}: the claim fixture needs @pytest.mark.claim('<id>') on the test",
+            pytrace=False,
+        )
+    recorder = ClaimRecorder(CLAIMS[claim_id], _tier_from_path(node))
+    node.stash[_recorder_key] = recorder
+    return recorder
+
+
+@pytest.fixture(scope="session")
+def sgdwalk_device(pytestconfig: pytest.Config) -> torch.device:
+    """The torch.device chosen by ``--sgdwalk-device`` (auto: cuda if available, else cpu)."""
+    import torch  # deferred: see the module docstring
+
+    requested = str(pytestconfig.getoption("sgdwalk_device"))
+    if requested == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    elif requested == "cuda" and not torch.cuda.is_available():
+        # Asked for explicitly: silently measuring on the CPU would mislabel the results.
+        pytest.fail("--sgdwalk-device cuda, but torch.cuda.is_available() is False", pytrace=False)
+    else:
+        device = torch.device(requested)
+    pytestconfig.stash[_session_state_key].resolved_device = str(device)
+    return device
+
+
+@pytest.fixture(scope="session")
+def sgdwalk_profile(pytestconfig: pytest.Config) -> str | None:
+    """``--sgdwalk-profile NAME``, or None."""
+    profile = pytestconfig.getoption("sgdwalk_profile")
+    return None if profile is None else str(profile)
+
+
+@pytest.fixture(scope="session")
+def sgdwalk_data_root(pytestconfig: pytest.Config) -> Path | None:
+    """``--sgdwalk-data-root``, else ``$SGDWALK_DATA_ROOT``, else None."""
+    data_root = pytestconfig.getoption("sgdwalk_data_root") or os.environ.get(DATA_ROOT_ENV)
+    return Path(data_root).expanduser() if data_root else None
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    # A skip's longrepr is (path, line, "Skipped: reason").
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr or "")
+
+
+def _failure_reason(report: pytest.TestReport, call: pytest.CallInfo[None] | None) -> str:
+    if isinstance(report.longrepr, str):
+        return report.longrepr.splitlines()[0] if report.longrepr else ""
+    if call is not None and call.excinfo is not None:
+        return call.excinfo.exconly().splitlines()[0]
+    return report.longreprtext.splitlines()[-1] if report.longreprtext else ""
+
+
+def _outcome(
+    reports: Mapping[str, pytest.TestReport], call_info: Mapping[str, str]
+) -> tuple[str, str]:
+    """(outcome, reason) of one item from its setup/call/teardown reports."""
+    setup, call, teardown = reports.get("setup"), reports.get("call"), reports.get("teardown")
+    if setup is not None and setup.skipped:
+        if hasattr(setup, "wasxfail"):
+            return "xfailed", str(setup.wasxfail)
+        return "skipped", _skip_reason(setup)
+    if setup is not None and setup.failed:
+        return "error", call_info.get("setup", "")
+    outcome, reason = "passed", ""
+    if call is not None:
+        if call.skipped and hasattr(call, "wasxfail"):
+            outcome, reason = "xfailed", str(call.wasxfail)
+        elif call.skipped:
+            outcome, reason = "skipped", _skip_reason(call)
+        elif (
+            call.failed
+            and isinstance(call.longrepr, str)
+            and call.longrepr.startswith("[XPASS(strict)]")
+        ):
+            outcome, reason = "xpassed", call.longrepr.removeprefix("[XPASS(strict)]").strip()
+        elif call.failed:
+            outcome, reason = "failed", call_info.get("call", "")
+        elif hasattr(call, "wasxfail"):
+            # Non-strict xpass; the project sets xfail_strict, so this is rare.
+            outcome, reason = "xpassed", str(call.wasxfail)
+    if teardown is not None and teardown.failed and outcome == "passed":
+        return "error", call_info.get("teardown", "")
+    return outcome, reason
+
+
+# tryfirst makes this the outermost wrapper: it sees the report after skipping.py has
+# turned failures into xfails.
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    claim_id = _claim_id(item)
+    if claim_id is None:
+        return report
+    reports = item.stash.setdefault(_phase_reports_key, {})
+    failure_reasons = item.stash.setdefault(_failure_reasons_key, {})
+    reports[report.when] = report
+    if report.failed:
+        failure_reasons[report.when] = _failure_reason(report, call)
+    if report.when == "teardown":
+        _record_entry(item, claim_id, reports, failure_reasons)
+    return report
+
+
+def _record_entry(
+    item: pytest.Item,
+    claim_id: str,
+    reports: Mapping[str, pytest.TestReport],
+    failure_reasons: Mapping[str, str],
+) -> None:
+    state = item.config.stash[_session_state_key]
+    recorder = item.stash.get(_recorder_key, None)
+    outcome, reason = _outcome(reports, failure_reasons)
+    call_report = reports.get("call")
+    device = "cpu"
+    if "sgdwalk_device" in getattr(item, "fixturenames", ()):
+        # Skipped before setup: the fixture never resolved; say what was asked for.
+        device = state.resolved_device or str(item.config.getoption("sgdwalk_device"))
+    state.entries[item.nodeid] = ClaimEntry(
+        id=claim_id,
+        test=item.nodeid,
+        statement=CLAIMS[claim_id].statement,
+        tier=recorder.tier if recorder is not None else _tier_from_path(item),
+        outcome=outcome,
+        setting=dict(recorder.setting_values) if recorder is not None else {},
+        statistics=tuple(recorder.statistics) if recorder is not None else (),
+        notes=tuple(recorder.notes) if recorder is not None else (),
+        reason=reason,
+        duration_s=call_report.duration if call_report is not None else 0.0,
+        device=device,
+    )
+
+
+# --------------------------------------------------------------------------- session end
+
+
+def _package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        module = sys.modules.get(package)
+        # An imported module knows its exact build (torch's "+cu121"); metadata otherwise.
+        version = getattr(module, "__version__", None) if module is not None else None
+        if version is None:
+            try:
+                version = importlib.metadata.version(package)
+            except importlib.metadata.PackageNotFoundError:
+                version = None
+        versions[package] = None if version is None else str(version)
+    return versions
+
+
+def build_report(config: pytest.Config) -> ClaimsReport:
+    state = config.stash[_session_state_key]
+    return ClaimsReport(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        pytest_args=tuple(str(arg) for arg in config.invocation_params.args),
+        versions=_package_versions(),
+        claims=tuple(sorted_entries(state.entries.values())),
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    report_path = config.getoption("sgdwalk_report")
+    # Nothing ran after a usage error (e.g. a bad claim marker); an empty ledger would lie.
+    if not report_path or exitstatus == pytest.ExitCode.USAGE_ERROR:
+        return
+    if hasattr(config, "workerinput"):
+        return
+    written = save_report(build_report(config), Path(report_path))
+    config.stash[_report_written_key] = written
+
+
+def _statistic_summary(entry: ClaimEntry) -> str:
+    statistic = main_statistic(entry)
+    if statistic is None:
+        return "-"
+    text = format_statistic(statistic)
+    more = len(entry.statistics) - 1
+    return f"{text} (+{more} more)" if more > 0 else text
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    entries = sorted_entries(config.stash[_session_state_key].entries.values())
+    if not entries:
+        return
+    terminalreporter.write_sep("=", "sgdwalk claims")
+    header = ("claim", "test", "statistic", "outcome")
+    rows: list[Sequence[str]] = [
+        (
+            entry.id,
+            short_test_name(entry.test),
+            _statistic_summary(entry),
+            f"{entry.outcome}: {entry.reason}"
+            if entry.reason and entry.outcome != "passed"
+            else entry.outcome,
+        )
+        for entry in entries
+    ]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(3)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+        terminalreporter.write_line("  ".join([*cells, row[3]]))
+    written = config.stash.get(_report_written_key, None)
+    if written is not None:
+        terminalreporter.write_line(f"claims report written to {written}")

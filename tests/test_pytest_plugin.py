@@ -1,0 +1,594 @@
+"""The sgdwalk pytest plugin, tested as pytest-benchmark tests its own: tiny test files run
+by ``pytester`` (in-process unless marked otherwise), matching output lines and reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+from sgdwalk.claims_registry import CLAIMS, get_claim
+from sgdwalk.claims_report import ClaimEntry, load_report
+from sgdwalk.pytest_plugin import ClaimRecorder
+
+pytest_plugins = ["pytester"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The project's own pytest settings, so inner runs are as strict as the real suite.
+PROJECT_INI = """
+[pytest]
+addopts = --strict-markers --strict-config -ra
+xfail_strict = true
+filterwarnings = error
+"""
+
+
+def plugin_args() -> list[str]:
+    """``-p sgdwalk.pytest_plugin`` only when pytest will not load the entry point itself.
+
+    Loading it both ways registers the same module under two names, which pluggy refuses
+    ("Plugin already registered under a different name").
+    """
+    installed = any(point.name == "sgdwalk" for point in entry_points(group="pytest11"))
+    autoload = not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    return [] if installed and autoload else ["-p", "sgdwalk.pytest_plugin"]
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A pytester folder with the project's ini; subprocess runs can import sgdwalk."""
+    pytester.makeini(PROJECT_INI)
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.delenv("SGDWALK_DATA_ROOT", raising=False)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*plugin_args(), *args)
+
+
+def write_test(pytester: pytest.Pytester, relative_path: str, source: str) -> Path:
+    path = pytester.path / relative_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source, encoding="utf-8")
+    return path
+
+
+def entries_by_name(report_path: Path) -> dict[str, ClaimEntry]:
+    """Report entries keyed by the test function's name (the node id's last part)."""
+    return {entry.test.rsplit("::", 1)[-1]: entry for entry in load_report(report_path).claims}
+
+
+CLAIM_TESTS = """
+import pytest
+
+@pytest.mark.claim("C3")
+def test_pass(claim):
+    claim.setting(lr=0.1, batch=64, seeds=[0, 1])
+    claim.check("mean_cosine_gap", 0.123, 0.0, ">", interval=(0.05, 0.2))
+
+@pytest.mark.claim("C4")
+def test_fail(claim):
+    claim.check("lr_over_batch_effect", 0.5, 0.2, "<")
+    claim.check("never_reached", 1.0, 0.0, ">")
+
+@pytest.mark.claim("C9")
+@pytest.mark.xfail(strict=True, reason="measured: the noisy run does not stall")
+def test_xfail(claim):
+    claim.setting(noise_scale=0.02)
+    claim.check("train_loss_gap", 0.25, 0.0, ">=")
+    claim.check("loss_gap", -0.1, 0.0, ">")
+
+@pytest.mark.claim("C10")
+@pytest.mark.xfail(strict=True, reason="thought not to reproduce")
+def test_xpass(claim):
+    claim.check("sharpness_drop", 1.0, 0.0, ">")
+
+@pytest.mark.claim("C11")
+def test_skipped(claim):
+    pytest.skip("no data")
+
+def test_not_a_claim():
+    pass
+"""
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_help_lists_every_option_with_its_default(project: pytest.Pytester) -> None:
+    result = run(project, "--help")
+    lines = result.stdout.lines
+    start = lines.index("sgdwalk: claims of 'A Walk with SGD':")
+    group = lines[start + 1 : lines.index("", start)]
+    # One chunk per option: its flag line and the wrapped help lines under it.
+    chunks: dict[str, str] = {}
+    for line in group:
+        if line.startswith("  --"):
+            flag = line.split()[0].split("=")[0]
+            chunks[flag] = line
+        else:
+            chunks[flag] += " " + line.strip()
+    assert set(chunks) == {
+        "--runslow",
+        "--sgdwalk-report",
+        "--sgdwalk-device",
+        "--sgdwalk-profile",
+        "--sgdwalk-data-root",
+    }
+    for flag, text in chunks.items():
+        assert "(default:" in text, f"{flag}: help must end with its default: {text!r}"
+
+
+def test_markers_are_registered(project: pytest.Pytester) -> None:
+    result = run(project, "--markers")
+    result.stdout.fnmatch_lines(
+        ["@pytest.mark.slow:*", "@pytest.mark.gpu:*", "@pytest.mark.claim(id):*"]
+    )
+
+
+def test_runslow_skips_slow_tests_unless_given(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.slow
+        def test_slow():
+            pass
+
+        def test_fast():
+            pass
+        """
+    )
+    result = run(project)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*slow: needs --runslow*"])
+    run(project, "--runslow").assert_outcomes(passed=2)
+
+
+def test_option_fixtures(
+    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    data_root_from_env = tmp_path / "from_env"
+    monkeypatch.setenv("SGDWALK_DATA_ROOT", str(data_root_from_env))
+    project.makepyfile(
+        f"""
+        from pathlib import Path
+
+        def test_defaults(sgdwalk_device, sgdwalk_profile, sgdwalk_data_root):
+            assert sgdwalk_device.type == "cpu"
+            assert sgdwalk_profile is None
+            assert sgdwalk_data_root == Path({str(data_root_from_env)!r})
+        """
+    )
+    run(project, "--sgdwalk-device", "cpu").assert_outcomes(passed=1)
+    project.makepyfile(
+        """
+        from pathlib import Path
+
+        def test_given(sgdwalk_profile, sgdwalk_data_root):
+            assert sgdwalk_profile == "tiny"
+            assert sgdwalk_data_root == Path("/data/cifar")
+        """
+    )
+    run(project, "--sgdwalk-profile", "tiny", "--sgdwalk-data-root", "/data/cifar").assert_outcomes(
+        passed=1
+    )
+
+
+def test_auto_device_is_cuda_only_when_available(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import torch
+
+        def test_auto(sgdwalk_device):
+            expected = "cuda" if torch.cuda.is_available() else "cpu"
+            assert sgdwalk_device.type == expected
+        """
+    )
+    run(project).assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('claim("C99")', "*unknown claim id 'C99'; known ids: C1, C2,*"),
+        ("claim()", "*takes exactly one claim id*got args=()*"),
+        ('claim("C1", "C2")', "*takes exactly one claim id*got args=('C1', 'C2')*"),
+        ('claim(id="C1")', "*takes exactly one claim id*kwargs={'id': 'C1'}*"),
+        ("claim(3)", "*takes exactly one claim id*got args=(3,)*"),
+    ],
+)
+def test_invalid_claim_marker_is_a_usage_error(
+    project: pytest.Pytester, marker: str, message: str
+) -> None:
+    project.makepyfile(
+        f"""
+        import pytest
+
+        @pytest.mark.{marker}
+        def test_marked():
+            pass
+        """
+    )
+    # -k deselects the test: the marker is still checked, it cannot hide behind a filter.
+    result = run(project, "-k", "nothing_matches", "--sgdwalk-report", "report.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: invalid claim marker:", f"*test_marked: {message}"])
+    assert not (project.path / "report.json").exists()
+
+
+def test_two_claim_markers_are_rejected(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("C1")
+        class TestBoth:
+            @pytest.mark.claim("C2")
+            def test_marked(self):
+                pass
+        """
+    )
+    result = run(project)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*test_marked: one claim marker per test, found 2*"])
+
+
+def test_claim_fixture_needs_a_claim_marker(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_unmarked(claim):\n    pass\n")
+    result = run(project)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*the claim fixture needs @pytest.mark.claim('<id>') on the test*"]
+    )
+
+
+# --------------------------------------------------------------------------- check and report
+
+
+def test_check_lines_outcomes_and_report(project: pytest.Pytester) -> None:
+    write_test(project, "suites/quick/test_claims.py", CLAIM_TESTS)
+    result = run(project, "-s", "--sgdwalk-report", "out/nested/report.json")
+    result.assert_outcomes(passed=2, failed=2, skipped=1, xfailed=1)
+    # One line per check, printed as it is made (-s shows them live).
+    result.stdout.fnmatch_lines(
+        [
+            "*C3 mean_cosine_gap = 0.123 [[]0.05, 0.2[]] > 0 PASS*",
+            "*C4 lr_over_batch_effect = 0.5 < 0.2 FAIL*",
+            "*C9 train_loss_gap = 0.25 >= 0 PASS*",
+            "*C9 loss_gap = -0.1 > 0 FAIL*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*never_reached*")
+    # A failing check raises AssertionError with the same line, at the test's own line.
+    result.stdout.fnmatch_lines(
+        ["E       AssertionError: C4 lr_over_batch_effect = 0.5 < 0.2 FAIL"]
+    )
+
+    report_path = project.path / "out" / "nested" / "report.json"
+    # Strict JSON: no NaN/Infinity tokens.
+    json.loads(
+        report_path.read_text(encoding="utf-8"), parse_constant=lambda token: pytest.fail(token)
+    )
+    report = load_report(report_path)
+    assert report.versions["python"] and report.versions["pytest"] == pytest.__version__
+    assert "--sgdwalk-report" in report.pytest_args
+    entries = entries_by_name(report_path)
+    assert set(entries) == {"test_pass", "test_fail", "test_xfail", "test_xpass", "test_skipped"}
+
+    passed = entries["test_pass"]
+    assert (passed.id, passed.outcome, passed.tier, passed.device) == (
+        "C3",
+        "passed",
+        "synthetic",
+        "cpu",
+    )
+    assert passed.test == "suites/quick/test_claims.py::test_pass"
+    assert passed.statement == CLAIMS["C3"].statement
+    assert passed.setting == {"lr": 0.1, "batch": 64, "seeds": [0, 1]}
+    (statistic,) = passed.statistics
+    assert (statistic.name, statistic.value, statistic.interval) == (
+        "mean_cosine_gap",
+        0.123,
+        (0.05, 0.2),
+    )
+    assert (statistic.relation, statistic.bound, statistic.held) == (">", 0.0, True)
+    assert passed.duration_s >= 0.0
+
+    failed = entries["test_fail"]
+    assert failed.outcome == "failed"
+    assert failed.reason == "AssertionError: C4 lr_over_batch_effect = 0.5 < 0.2 FAIL"
+    assert [s.name for s in failed.statistics] == ["lr_over_batch_effect"]
+
+    # Strict xfail: the statistics measured before the failing check are kept.
+    xfailed = entries["test_xfail"]
+    assert (xfailed.outcome, xfailed.reason) == (
+        "xfailed",
+        "measured: the noisy run does not stall",
+    )
+    assert [(s.name, s.held) for s in xfailed.statistics] == [
+        ("train_loss_gap", True),
+        ("loss_gap", False),
+    ]
+    assert xfailed.setting == {"noise_scale": 0.02}
+
+    xpassed = entries["test_xpass"]
+    assert (xpassed.outcome, xpassed.reason) == ("xpassed", "thought not to reproduce")
+    assert xpassed.statistics[0].held
+
+    skipped = entries["test_skipped"]
+    assert (skipped.outcome, skipped.reason) == ("skipped", "no data")
+
+
+def test_terminal_table_lists_each_claim_test(project: pytest.Pytester) -> None:
+    write_test(project, "test_claims.py", CLAIM_TESTS)
+    result = run(project, "--sgdwalk-report", "report.json")
+    result.stdout.fnmatch_lines(
+        [
+            "*= sgdwalk claims =*",
+            "claim*test*statistic*outcome",
+            "C3 *test_claims.py::test_pass *mean_cosine_gap = 0.123 [[]0.05, 0.2[]] > 0 PASS *passed",
+            "C4 *test_claims.py::test_fail *lr_over_batch_effect = 0.5 < 0.2 FAIL *failed: AssertionError*",
+            "C9 *test_claims.py::test_xfail *loss_gap = -0.1 > 0 FAIL (+1 more) *xfailed: measured*",
+            "C10 *test_claims.py::test_xpass *sharpness_drop = 1 > 0 PASS *xpassed: thought not*",
+            "C11 *test_claims.py::test_skipped *- *skipped: no data",
+            "claims report written to *report.json",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*test_not_a_claim*")
+
+
+def test_no_table_and_empty_report_without_claim_tests(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_plain():\n    pass\n")
+    result = run(project, "--sgdwalk-report", "report.json")
+    result.assert_outcomes(passed=1)
+    result.stdout.no_fnmatch_line("*sgdwalk claims*")
+    assert load_report(project.path / "report.json").claims == ()
+
+
+def test_no_report_without_the_option(project: pytest.Pytester) -> None:
+    write_test(project, "test_claims.py", CLAIM_TESTS)
+    result = run(project)
+    result.stdout.no_fnmatch_line("*claims report written*")
+    assert not list(project.path.rglob("*.json"))
+
+
+def test_slow_claim_skipped_before_setup_is_recorded(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.slow
+        @pytest.mark.claim("C7")
+        def test_barriers(claim, sgdwalk_device):
+            claim.check("crossings", 0, 0, "<=")
+        """
+    )
+    run(project, "--sgdwalk-report", "skipped.json", "--sgdwalk-device", "cuda").assert_outcomes(
+        skipped=1
+    )
+    (entry,) = load_report(project.path / "skipped.json").claims
+    # The device fixture never ran: the report says what was asked for.
+    assert (entry.outcome, entry.reason, entry.device, entry.statistics) == (
+        "skipped",
+        "slow: needs --runslow",
+        "cuda",
+        (),
+    )
+    run(
+        project, "--runslow", "--sgdwalk-report", "ran.json", "--sgdwalk-device", "cpu"
+    ).assert_outcomes(passed=1)
+    (entry,) = load_report(project.path / "ran.json").claims
+    assert (entry.outcome, entry.device, entry.statistics[0].value) == ("passed", "cpu", 0.0)
+
+
+def test_tier_follows_the_suite_folder_and_can_be_overridden(project: pytest.Pytester) -> None:
+    body = '\nimport pytest\n\n@pytest.mark.claim("S1")\ndef test_{name}(claim):\n    {extra}\n'
+    write_test(project, "suites/quick/test_q.py", body.format(name="quick", extra="pass"))
+    write_test(project, "suites/real/test_r.py", body.format(name="real", extra="pass"))
+    write_test(project, "suites/gpu/test_g.py", body.format(name="gpu", extra="pass"))
+    write_test(project, "tests/test_u.py", body.format(name="unit", extra="pass"))
+    write_test(
+        project, "tests/test_o.py", body.format(name="override", extra='claim.tier = "real"')
+    )
+    run(project, "--sgdwalk-report", "report.json").assert_outcomes(passed=5)
+    tiers = {
+        name: entry.tier for name, entry in entries_by_name(project.path / "report.json").items()
+    }
+    assert tiers == {
+        "test_quick": "synthetic",
+        "test_real": "real",
+        "test_gpu": "gpu",
+        "test_unit": "unit",
+        "test_override": "real",
+    }
+
+
+def test_non_finite_statistic_stays_strict_json(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("X1")
+        def test_nan(claim):
+            claim.note("the run diverged")
+            claim.check("sharpness_ratio", float("nan"), 1.0, "<")
+        """
+    )
+    run(project, "--sgdwalk-report", "report.json").assert_outcomes(failed=1)
+    text = (project.path / "report.json").read_text(encoding="utf-8")
+    assert '"value": "nan"' in text
+    (entry,) = load_report(project.path / "report.json").claims
+    assert math.isnan(entry.statistics[0].value) and not entry.statistics[0].held
+    assert entry.notes == ("the run diverged",)
+
+
+def test_parametrised_claims_as_data(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        CASES = [
+            pytest.param("S1", 0.9, id="damping", marks=pytest.mark.claim("S1")),
+            pytest.param("S2", 0.95, id="cosine", marks=pytest.mark.claim("S2")),
+        ]
+
+        @pytest.mark.parametrize(("claim_id", "agreement"), CASES)
+        def test_closed_form(claim, claim_id, agreement):
+            assert claim.id == claim_id
+            claim.check("agreement", agreement, 0.8, ">")
+        """
+    )
+    run(project, "--sgdwalk-report", "report.json").assert_outcomes(passed=2)
+    entries = entries_by_name(project.path / "report.json")
+    assert {name: entry.id for name, entry in entries.items()} == {
+        "test_closed_form[damping]": "S1",
+        "test_closed_form[cosine]": "S2",
+    }
+
+
+# The plugin's own modules, imported under a bare `sgdwalk` package so that the package's
+# __init__ (which re-exports the torch-based API) does not hide what they import.
+LIGHT_IMPORT_CHECK = """
+import sys, types
+package = types.ModuleType("sgdwalk")
+package.__path__ = [sys.argv[1]]
+sys.modules["sgdwalk"] = package
+import sgdwalk.pytest_plugin, sgdwalk.claims_registry, sgdwalk.claims_report, sgdwalk.commands.claims
+heavy = sorted(name for name in ("torch", "numpy", "scipy", "pandas") if name in sys.modules)
+print(",".join(heavy))
+"""
+
+
+def test_plugin_modules_do_not_import_torch() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-c", LIGHT_IMPORT_CHECK, str(REPO_ROOT / "sgdwalk")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert completed.stdout.strip() == "", f"imported at plugin load: {completed.stdout.strip()}"
+
+
+@pytest.mark.slow
+def test_pytest_startup_does_not_import_torch(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import sys
+        import pytest
+
+        @pytest.mark.claim("C1")
+        def test_no_torch(claim):
+            claim.check("torch_modules", float("torch" in sys.modules), 0.0, "<=")
+        """
+    )
+    result = project.runpytest_subprocess(*plugin_args(), "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+@pytest.mark.slow
+def test_entry_point_or_explicit_plugin_loads_once_in_a_subprocess(
+    project: pytest.Pytester,
+) -> None:
+    write_test(project, "suites/quick/test_claims.py", CLAIM_TESTS)
+    result = project.runpytest_subprocess(*plugin_args(), "--sgdwalk-report", "report.json")
+    result.assert_outcomes(passed=2, failed=2, skipped=1, xfailed=1)
+    assert len(load_report(project.path / "report.json").claims) == 5
+
+
+# --------------------------------------------------------------------------- ClaimRecorder
+
+
+@pytest.fixture
+def recorder() -> ClaimRecorder:
+    return ClaimRecorder(get_claim("C3"), "unit")
+
+
+def test_check_records_prints_and_passes(
+    recorder: ClaimRecorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorder.check("gap", 0.2, 0.2, ">=", detail="8 seeds")
+    assert capsys.readouterr().out == "C3 gap = 0.2 >= 0.2 PASS (8 seeds)\n"
+    assert recorder.statistics[0].held
+
+
+@pytest.mark.parametrize(
+    ("value", "relation", "bound", "held"),
+    [
+        (1.0, "<", 2.0, True),
+        (2.0, "<", 2.0, False),
+        (2.0, "<=", 2.0, True),
+        (3.0, ">", 2.0, True),
+        (2.0, ">", 2.0, False),
+        (2.0, ">=", 2.0, True),
+        (math.nan, ">=", 0.0, False),
+    ],
+)
+def test_check_relations(
+    recorder: ClaimRecorder, value: float, relation: str, bound: float, held: bool
+) -> None:
+    if held:
+        recorder.check("x", value, bound, relation)
+    else:
+        with pytest.raises(AssertionError, match=r"^C3 x = .* FAIL$"):
+            recorder.check("x", value, bound, relation)
+    assert recorder.statistics[-1].held is held
+
+
+def test_check_rejects_an_unknown_relation(recorder: ClaimRecorder) -> None:
+    with pytest.raises(ValueError, match="relation must be one of"):
+        recorder.check("x", 1.0, 0.0, "==")
+    assert recorder.statistics == []
+
+
+def test_setting_accepts_json_and_scalars_and_rejects_objects(recorder: ClaimRecorder) -> None:
+    numpy = pytest.importorskip("numpy")
+    recorder.setting(
+        arch="mlp", lr=numpy.float32(0.5), steps=numpy.int64(100), data=Path("/d"), seeds=(1, 2)
+    )
+    recorder.setting(bn_mode="train")
+    assert recorder.setting_values == {
+        "arch": "mlp",
+        "lr": 0.5,
+        "steps": 100,
+        "data": "/d",
+        "seeds": [1, 2],
+        "bn_mode": "train",
+    }
+    with pytest.raises(TypeError, match="claim setting 'model'"):
+        recorder.setting(model=object())
+
+
+def test_claim_identity_and_tier(recorder: ClaimRecorder) -> None:
+    assert (recorder.id, recorder.statement, recorder.tier) == (
+        "C3",
+        CLAIMS["C3"].statement,
+        "unit",
+    )
+    recorder.tier = "gpu"
+    assert recorder.tier == "gpu"
+    with pytest.raises(ValueError, match="tier must be one of"):
+        recorder.tier = "cloud"
+
+
+def test_registry() -> None:
+    assert list(CLAIMS) == [
+        *(f"C{index}" for index in range(1, 12)),
+        *(f"S{index}" for index in range(1, 8)),
+        "X1",
+        "X2",
+    ]
+    assert all(claim.statement and claim.source for claim in CLAIMS.values())
+    with pytest.raises(KeyError, match="unknown claim id 'C12'; known ids: C1, C2"):
+        get_claim("C12")
+    with pytest.raises(TypeError):
+        CLAIMS["C12"] = CLAIMS["C1"]  # type: ignore[index]
