@@ -3,8 +3,9 @@
 The public surface is re-exported here from one-idea modules; see ``__all__``.
 """
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 # Public name -> module. Imported on first use (PEP 562), so that loading the pytest plugin
 # or `sgdwalk --help` does not pay for importing torch.
@@ -43,7 +44,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-if TYPE_CHECKING:
+if _TYPE_CHECKING:
     from sgdwalk.batchnorm import BATCHNORM_MODES, BatchNormMode
     from sgdwalk.geometry import cosine, distance, flat_gradient, flat_parameters, norm
     from sgdwalk.measurement import (
@@ -62,11 +63,11 @@ if TYPE_CHECKING:
     from sgdwalk.tracker import WalkTracker
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'sgdwalk' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module_name), name)
+    value = getattr(_importlib.import_module(module_name), name)
     globals()[name] = value
     return value
 

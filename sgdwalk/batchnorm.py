@@ -4,7 +4,10 @@
   default), without touching the running statistics.
 - ``eval``: the model's running statistics, as at test time.
 - ``recompute``: statistics re-estimated at each evaluated point over the whole
-  measurement set, then used in eval mode (see ``measurement.losses_at_points``).
+  measurement set, then used in eval mode (see ``measurement.losses_at_points``). As in
+  ``torch.optim.swa_utils.update_bn``, each chunk's batch statistics count equally (a short
+  last chunk weighs as much as a full one) and the variance is the mean of the chunks'
+  variances; a chunk size that divides the set makes the weighting exact.
 
 Whatever the mode, dropout and every other train/eval switch are in eval mode during a
 measurement (a measurement must not draw random numbers), and the model's running

@@ -90,9 +90,12 @@ class ParameterLayout:
         return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
 
 
-def _check_per_sample(losses: torch.Tensor) -> None:
-    if losses.ndim != 1:
-        raise ValueError(f"the loss function must return one loss per sample (shape [n]), got {tuple(losses.shape)}")
+def _check_per_sample(losses: torch.Tensor, num_samples: int) -> None:
+    # A loss of the wrong length (a truncated or broadcast vector) would silently move the mean.
+    if losses.ndim != 1 or losses.shape[0] != num_samples:
+        raise ValueError(
+            f"the loss function must return one loss per sample (shape [{num_samples}]), got {tuple(losses.shape)}"
+        )
 
 
 def _fresh_batchnorm_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -134,6 +137,18 @@ def _recompute_statistics(
 
 
 @torch.no_grad()
+def recomputed_batchnorm_statistics(
+    model: nn.Module, point: torch.Tensor, measurement: MeasurementSet
+) -> dict[str, torch.Tensor]:
+    """The batch-norm buffers ``recompute`` mode uses at ``point`` (empty without batch norm)."""
+    if not batchnorm_layers(model):
+        return {}
+    parameters = ParameterLayout.of(model).unflatten(point.detach())
+    with measuring(model, "eval"):
+        return _recompute_statistics(model, [parameters], measurement)[0]
+
+
+@torch.no_grad()
 def losses_at_points(
     model: nn.Module,
     points: Sequence[torch.Tensor],
@@ -159,7 +174,7 @@ def losses_at_points(
             for index, (parameters, buffers) in enumerate(zip(parameter_dicts, buffer_dicts)):
                 outputs = functional_call(model, {**parameters, **buffers}, (inputs,))
                 losses = measurement.loss_fn(outputs, targets)
-                _check_per_sample(losses)
+                _check_per_sample(losses, int(targets.shape[0]))
                 totals[index] += losses.double().sum().cpu()
     return (totals / measurement.size).numpy()
 

@@ -11,6 +11,7 @@ code passed the variance where torch expects a standard deviation; this module d
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 
 import torch
@@ -37,13 +38,22 @@ def full_batch_gradient_(
     total = inputs.shape[0]
     if total == 0:
         raise ValueError("cannot take a gradient over an empty set")
+    if targets.shape[0] != total:
+        raise ValueError(f"inputs ({total}) and targets ({targets.shape[0]}) differ in length")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     for parameter in trainable_parameters(model):
         parameter.grad = None
     loss_sum = 0.0
     for start in range(0, total, chunk_size):
-        chunk_losses = loss_fn(model(inputs[start : start + chunk_size]), targets[start : start + chunk_size])
+        chunk_targets = targets[start : start + chunk_size]
+        chunk_losses = loss_fn(model(inputs[start : start + chunk_size]), chunk_targets)
+        # A scalar (already averaged) loss would be divided by the set size a second time.
+        if chunk_losses.ndim != 1 or chunk_losses.shape[0] != chunk_targets.shape[0]:
+            raise ValueError(
+                f"the loss function must return one loss per sample (shape [{chunk_targets.shape[0]}]), "
+                f"got {tuple(chunk_losses.shape)}"
+            )
         (chunk_losses.sum() / total).backward()
         loss_sum += float(chunk_losses.detach().double().sum())
     return loss_sum / total
@@ -108,19 +118,18 @@ def gradient_coordinate_variance(
 ) -> torch.Tensor:
     """Per-coordinate variance of minibatch gradients (unbiased, over the given batches).
 
-    Leaves the model's ``.grad`` as it found it.
+    Works on a copy of the model inside a forked random state: the estimate is set-up, and
+    must not move the run's batch-norm statistics, gradients or random streams.
     """
-    saved = [None if p.grad is None else p.grad.clone() for p in trainable_parameters(model)]
+    probe = copy.deepcopy(model)
     gradients = []
-    try:
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
         for inputs, targets in minibatches:
-            for parameter in trainable_parameters(model):
+            for parameter in trainable_parameters(probe):
                 parameter.grad = None
-            loss_fn(model(inputs), targets).mean().backward()
-            gradients.append(flat_gradient(model).double())
-    finally:
-        for parameter, grad in zip(trainable_parameters(model), saved):
-            parameter.grad = grad
+            loss_fn(probe(inputs), targets).mean().backward()
+            gradients.append(flat_gradient(probe).double())
     if len(gradients) < 2:
         raise ValueError(f"a variance needs at least 2 minibatches, got {len(gradients)}")
     return torch.stack(gradients).var(dim=0, unbiased=True)

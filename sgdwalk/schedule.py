@@ -6,6 +6,8 @@ step t+1: when t+1 is measured too, the loss at θ_{t+1} comes from that next se
 
 from __future__ import annotations
 
+import numbers
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -29,6 +31,11 @@ class EveryKth:
     offset: int = 0
 
     def __post_init__(self) -> None:
+        # A float k (2.5) would pass `k >= 1` and measure a step set nobody asked for.
+        for name in ("k", "offset"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {value!r}")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
         if self.offset < 0:
@@ -72,7 +79,15 @@ def every_kth(k: int, offset: int = 0) -> EveryKth:
 
 
 def windows(ranges: Iterable[tuple[int, int]]) -> Windows:
-    return Windows(tuple((int(start), int(stop)) for start, stop in ranges))
+    pairs = []
+    for window in ranges:
+        try:
+            start, stop = window
+        except (TypeError, ValueError):
+            raise ValueError(f"a window is a (start, stop) pair of steps, got {window!r}") from None
+        # operator.index refuses 2.5 where int() would silently truncate it to 2.
+        pairs.append((operator.index(start), operator.index(stop)))
+    return Windows(tuple(pairs))
 
 
 def epoch_windows(epochs: Iterable[int], steps_per_epoch: int) -> Windows:

@@ -19,8 +19,8 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 from torch.func import functional_call
 
-from sgdwalk.batchnorm import BatchNormMode, measuring
-from sgdwalk.measurement import MeasurementSet, ParameterLayout
+from sgdwalk.batchnorm import BatchNormMode, check_batchnorm_mode, measuring
+from sgdwalk.measurement import MeasurementSet, ParameterLayout, recomputed_batchnorm_statistics
 from sgdwalk.tolerances import LANCZOS_RELATIVE_TOLERANCE
 
 EigenvalueChoice = Literal["LA", "LM"]
@@ -43,19 +43,24 @@ def hessian_vector_product_operator(
     graph are built once and every product is one backward through it; otherwise each
     product re-runs the chunks, so memory stays bounded by the chunk size.
     """
+    check_batchnorm_mode(bn_mode)
     layout = ParameterLayout.of(model)
     leaf = point.detach().clone().requires_grad_(True)
     single_chunk = measurement.size <= measurement.chunk_size
     reuse = single_chunk if reuse_graph is None else reuse_graph
+    # "recompute": statistics re-estimated at the point, then held fixed (eval mode), as in
+    # losses_at_points; without this the model's own running statistics would be used.
+    buffers = recomputed_batchnorm_statistics(model, point, measurement) if bn_mode == "recompute" else {}
+    forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
 
     def chunk_gradient(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        outputs = functional_call(model, layout.unflatten(leaf), (inputs,))
+        outputs = functional_call(model, {**layout.unflatten(leaf), **buffers}, (inputs,))
         loss = measurement.loss_fn(outputs, targets).sum() / measurement.size
         (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
         return gradient
 
     if reuse:
-        with measuring(model, bn_mode):
+        with measuring(model, forward_mode):
             full_gradient = sum(chunk_gradient(inputs, targets) for inputs, targets in measurement.chunks())
 
         def product(vector: torch.Tensor) -> torch.Tensor:
@@ -66,7 +71,7 @@ def hessian_vector_product_operator(
 
     def product_by_chunks(vector: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(leaf)
-        with measuring(model, bn_mode):
+        with measuring(model, forward_mode):
             for inputs, targets in measurement.chunks():
                 gradient = chunk_gradient(inputs, targets)
                 (hv,) = torch.autograd.grad(gradient, leaf, grad_outputs=vector)

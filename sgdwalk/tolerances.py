@@ -17,8 +17,11 @@ BARRIER_RELATIVE_TOLERANCE: float = 1e-5
 # float32 resolution near a loss of 1e-3 is ~1e-10; 1e-9 clears it.
 BARRIER_ABSOLUTE_TOLERANCE: float = 1e-9
 
-# A floor counts as interior only when the grid minimum is strictly below both endpoints by
-# more than rounding noise; the same scale as the barrier test, for the same reason.
+# A floor counts as interior only when the grid minimum is below both endpoints by more than
+# this fraction of the lower one: a float64 summary of float32 losses that tie at an endpoint
+# differs by ~1e-8 relative at most, so 1e-7 separates a tie from a real dip. It is smaller
+# than the barrier tolerance because a floor dip needs no protection against interpolation
+# error in θ (the grid point and the endpoint are both evaluated, not compared across steps).
 FLOOR_RELATIVE_TOLERANCE: float = 1e-7
 
 # Below this product of norms the angle between two gradients is undefined (a zero

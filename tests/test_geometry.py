@@ -1,0 +1,139 @@
+"""Flattened parameters and gradients, cosine, distance and norm against numpy in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from sgdwalk.geometry import cosine, distance, flat_gradient, flat_parameters, norm, trainable_parameters
+from tests.helpers import FLOAT64_REORDERED, assert_close, mlp
+
+
+def numpy_parameters(model: nn.Module) -> np.ndarray:
+    return np.concatenate(
+        [p.detach().numpy().astype(np.float64).ravel() for p in model.parameters() if p.requires_grad]
+    )
+
+
+def test_flat_parameters_concatenates_trainable_parameters_in_order() -> None:
+    model = mlp(0, batchnorm=True)
+    flat = flat_parameters(model)
+    assert flat.dtype == torch.float32 and flat.ndim == 1
+    np.testing.assert_array_equal(flat.numpy().astype(np.float64), numpy_parameters(model))
+
+
+def test_flat_parameters_leave_out_buffers_and_frozen_parameters() -> None:
+    model = mlp(0, batchnorm=True)
+    model[0].bias.requires_grad_(False)
+    expected = sum(p.numel() for p in model.parameters()) - model[0].bias.numel()
+    assert flat_parameters(model).numel() == expected  # running_mean / running_var are not coordinates
+    assert len(trainable_parameters(model)) == len(list(model.parameters())) - 1
+
+
+def test_flat_parameters_is_a_copy() -> None:
+    model = mlp(0)
+    flat = flat_parameters(model)
+    flat.add_(1.0)
+    np.testing.assert_array_equal(flat_parameters(model).numpy(), numpy_parameters(model).astype(np.float32))
+    assert not flat.requires_grad
+
+
+def test_flat_gradient_is_the_sgd_update_direction_with_weight_decay() -> None:
+    # Independent reference: torch.optim.SGD's own step, θ_before − θ_after = lr · (g + λθ).
+    model = mlp(1, dtype=torch.float64)
+    inputs, targets = torch.randn(8, 4, dtype=torch.float64), torch.randint(0, 3, (8,))
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    weight_decay, lr = 0.3, 0.5
+    direction = flat_gradient(model, weight_decay)
+    before = flat_parameters(model)
+    torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay).step()
+    assert_close(direction, (before - flat_parameters(model)) / lr, FLOAT64_REORDERED, "g + λθ")
+
+
+def test_flat_gradient_without_grad_is_zero_and_leaves_grad_alone() -> None:
+    model = mlp(2)
+    assert torch.equal(flat_gradient(model), torch.zeros(flat_parameters(model).numel()))
+    assert all(p.grad is None for p in model.parameters())
+    decayed = flat_gradient(model, weight_decay=2.0)
+    assert_close(decayed, 2.0 * flat_parameters(model), FLOAT64_REORDERED, "decay term alone")
+
+
+def test_flat_gradient_is_a_copy() -> None:
+    model = mlp(2)
+    for parameter in model.parameters():
+        parameter.grad = torch.ones_like(parameter)
+    flat_gradient(model).mul_(0.0)
+    assert all(bool((p.grad == 1.0).all()) for p in model.parameters())
+
+
+class NoParameters(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+@pytest.mark.parametrize("function", [flat_parameters, flat_gradient, trainable_parameters])
+def test_model_without_parameters_is_refused(function: object) -> None:
+    with pytest.raises(ValueError, match="NoParameters has no trainable parameters"):
+        function(NoParameters())  # type: ignore[operator]
+
+
+def test_fully_frozen_model_is_refused() -> None:
+    model = mlp(0).requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        flat_parameters(model)
+
+
+# -------------------------------------------------------------------- vectors vs numpy
+def numpy_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cosine_distance_norm_match_numpy_float64(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    a = torch.randn(1000, generator=generator) * 1e3
+    b = a + torch.randn(1000, generator=generator)  # nearly parallel: float32 accumulation would show
+    a64, b64 = a.numpy().astype(np.float64), b.numpy().astype(np.float64)
+    assert_close(cosine(a, b), numpy_cosine(a64, b64), FLOAT64_REORDERED, f"cosine, seed {seed}")
+    assert_close(distance(a, b), np.linalg.norm(a64 - b64), FLOAT64_REORDERED, f"distance, seed {seed}")
+    assert_close(norm(a), np.linalg.norm(a64), FLOAT64_REORDERED, f"norm, seed {seed}")
+    assert all(isinstance(value, float) for value in (cosine(a, b), distance(a, b), norm(a)))
+
+
+def test_cosine_of_matrices_flattens_them() -> None:
+    a, b = torch.arange(6.0).reshape(2, 3), torch.ones(2, 3)
+    assert_close(cosine(a, b), numpy_cosine(np.arange(6.0), np.ones(6)), FLOAT64_REORDERED, "flattened")
+
+
+def test_cosine_of_parallel_antiparallel_orthogonal_and_zero_vectors() -> None:
+    a = torch.tensor([3.0, 4.0])
+    assert cosine(a, 2.5 * a) == pytest.approx(1.0, abs=1e-15)
+    assert cosine(a, -a) == pytest.approx(-1.0, abs=1e-15)
+    assert cosine(a, torch.tensor([-4.0, 3.0])) == 0.0
+    assert cosine(a, torch.zeros(2)) == 0.0  # the angle is undefined: reported as 0, as torch does
+    assert cosine(torch.zeros(2), torch.zeros(2)) == 0.0
+
+
+FINITE = st.floats(-1e6, 1e6, allow_nan=False, width=32)
+
+
+@given(st.lists(st.tuples(FINITE, FINITE), min_size=1, max_size=8))
+def test_cosine_is_bounded_symmetric_and_scale_free(pairs: list[tuple[float, float]]) -> None:
+    a = torch.tensor([x for x, _ in pairs])
+    b = torch.tensor([y for _, y in pairs])
+    value = cosine(a, b)
+    assert -1.0 - 1e-12 <= value <= 1.0 + 1e-12
+    assert value == cosine(b, a)
+    assert_close(cosine(4.0 * a, b), value, FLOAT64_REORDERED, "scaling by a power of two")
+
+
+@pytest.mark.parametrize("function", [cosine, distance])
+def test_vectors_of_different_shape_are_refused(function: object) -> None:
+    with pytest.raises(ValueError, match=r"differ in shape: \(3,\) vs \(4,\)"):
+        function(torch.zeros(3), torch.zeros(4))  # type: ignore[operator]
+    with pytest.raises(ValueError, match="differ in shape"):
+        function(torch.zeros(2, 3), torch.zeros(3, 2))  # type: ignore[operator]
