@@ -9,6 +9,7 @@ each chunk is read once and memory is bounded by the chunk size, not the set siz
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,6 +189,85 @@ def interpolate(start: torch.Tensor, end: torch.Tensor, alpha: float) -> torch.T
     return start + alpha * (end - start)
 
 
+def affine_input_layer(model: nn.Module) -> nn.Module | None:
+    """The model's opt-in input layer whose output is affine in its parameters, if any.
+
+    A model opts in with a method ``affine_input_layer()`` returning a submodule that reads
+    the model's input after parameter-free preprocessing only (e.g. ``Flatten``) and whose
+    output is affine in its own parameters (``Linear``, ``Conv2d``). Its output along a
+    segment is then (1 − α)·z(θ_t) + α·z(θ_{t+1}) exactly, so it is evaluated twice per
+    chunk instead of once per α.
+    """
+    method = getattr(model, "affine_input_layer", None)
+    if not callable(method):
+        return None
+    layer = method()
+    if not isinstance(layer, nn.Module) or not any(p.requires_grad for p in layer.parameters(recurse=False)):
+        raise TypeError(f"{type(model).__name__}.affine_input_layer() must return a submodule with parameters")
+    return layer
+
+
+def _submodule_name(model: nn.Module, layer: nn.Module) -> str:
+    for name, module in model.named_modules():
+        if module is layer:
+            return name
+    raise ValueError("affine_input_layer() returned a module that is not part of the model")
+
+
+@contextmanager
+def _forward_replaced(layer: nn.Module, output: Callable[[], torch.Tensor]) -> Iterator[None]:
+    """Make ``layer(...)`` return ``output()`` without computing anything (hooks still run)."""
+    layer.forward = lambda *args, **kwargs: output()  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del layer.forward
+
+
+@torch.no_grad()
+def _segment_losses_affine_input(
+    model: nn.Module,
+    layer: nn.Module,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    alphas: Sequence[float],
+    measurement: MeasurementSet,
+    bn_mode: BatchNormMode,
+) -> NDArray[np.float64]:
+    """``segment_losses`` evaluating the affine input layer at the two ends only."""
+    layout = ParameterLayout.of(model)
+    prefix = _submodule_name(model, layer) + "."
+    start_parameters, end_parameters = layout.unflatten(start), layout.unflatten(end)
+    end_layer_parameters = {
+        name[len(prefix) :]: value for name, value in end_parameters.items() if name.startswith(prefix)
+    }
+    point_parameters = [layout.unflatten(interpolate(start, end, float(alpha))) for alpha in alphas]
+    totals = torch.zeros(len(alphas), dtype=torch.float64)
+    with measuring(model, bn_mode):
+        for inputs, targets in measurement.chunks():
+            captured: dict[str, torch.Tensor] = {}
+
+            def capture(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+                captured["input"], captured["start"] = args[0], output
+
+            handle = layer.register_forward_hook(capture)
+            try:
+                outputs = functional_call(model, start_parameters, (inputs,))
+            finally:
+                handle.remove()
+            layer_end = functional_call(layer, end_layer_parameters, (captured["input"],))
+            for index, alpha in enumerate(alphas):
+                if alpha != 0.0:
+                    # lerp returns the end itself at weight 1, so α = 1 is exactly z(θ_{t+1}).
+                    mixed = torch.lerp(captured["start"], layer_end, float(alpha))
+                    with _forward_replaced(layer, lambda: mixed):
+                        outputs = functional_call(model, point_parameters[index], (inputs,))
+                losses = measurement.loss_fn(outputs, targets)
+                _check_per_sample(losses, int(targets.shape[0]))
+                totals[index] += losses.double().sum().cpu()
+    return (totals / measurement.size).numpy()
+
+
 def segment_losses(
     model: nn.Module,
     start: torch.Tensor,
@@ -195,7 +275,29 @@ def segment_losses(
     alphas: Sequence[float] | NDArray[np.float64],
     measurement: MeasurementSet,
     bn_mode: BatchNormMode = "train",
+    *,
+    include_end: bool = False,
+    exploit_affine_input: bool = True,
 ) -> NDArray[np.float64]:
-    """L(θ_t + α (θ_{t+1} − θ_t)) on the measurement set for each α, in one pass."""
-    points = [interpolate(start, end, float(alpha)) for alpha in alphas]
+    """L(θ_t + α (θ_{t+1} − θ_t)) on the measurement set for each α, in one pass.
+
+    ``include_end`` appends α = 1, evaluated at ``end`` itself (not at start + 1·(end − start)).
+    With ``exploit_affine_input`` and a model that declares an affine input layer (see
+    ``affine_input_layer``), that layer runs twice per chunk instead of once per α; the
+    result differs from plain evaluation only by float rounding. Batch-norm mode
+    ``recompute`` always takes the plain path.
+    """
+    check_batchnorm_mode(bn_mode)
+    if start.shape != end.shape:
+        raise ValueError(f"segment ends differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
+    grid = [float(alpha) for alpha in alphas]
+    if not grid or grid[0] != 0.0:
+        raise ValueError("a segment's α grid must start at 0 (the iterate θ_t)")
+    everything = [*grid, 1.0] if include_end else grid
+    layer = affine_input_layer(model) if exploit_affine_input and bn_mode != "recompute" else None
+    if layer is not None:
+        return _segment_losses_affine_input(model, layer, start, end, everything, measurement, bn_mode)
+    points = [interpolate(start, end, alpha) for alpha in grid]
+    if include_end:
+        points.append(end)
     return losses_at_points(model, points, measurement, bn_mode)

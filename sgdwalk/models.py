@@ -105,6 +105,14 @@ class MLP(nn.Module):
         )
         self.classifier = nn.Linear(second, num_classes)
 
+    def affine_input_layer(self) -> nn.Module:
+        """The layer that reads the raw input; its output is affine in its own parameters.
+
+        Lets segment measurements evaluate it twice per chunk instead of once per α
+        (``sgdwalk.measurement.segment_losses``).
+        """
+        return self.features[1]
+
     def forward(self, x: Tensor) -> Tensor:
         logits: Tensor = self.classifier(self.features(x))
         return logits
@@ -160,6 +168,10 @@ class VGG11(nn.Module):
             nn.Linear(hidden, num_classes),
         )
         _he_normal_conv_init(self)
+
+    def affine_input_layer(self) -> nn.Module:
+        """The layer reading the raw input (see ``MLP.affine_input_layer``)."""
+        return self.features[0]
 
     def forward(self, x: Tensor) -> Tensor:
         logits: Tensor = self.classifier(self.features(x))
@@ -233,6 +245,10 @@ class PreActResNet(nn.Module):
         )
         _he_normal_conv_init(self)
 
+    def affine_input_layer(self) -> nn.Module:
+        """The layer reading the raw input (see ``MLP.affine_input_layer``)."""
+        return self.stem
+
     def forward(self, x: Tensor) -> Tensor:
         logits: Tensor = self.head(self.blocks(self.stem(x)))
         return logits
@@ -291,6 +307,10 @@ class ConvNet(nn.Module):
             nn.Linear(hidden, num_classes),
         )
         _he_normal_conv_init(self)
+
+    def affine_input_layer(self) -> nn.Module:
+        """The layer reading the raw input (see ``MLP.affine_input_layer``)."""
+        return self.features[0]
 
     def forward(self, x: Tensor) -> Tensor:
         logits: Tensor = self.classifier(self.features(x))
