@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from torch import nn
 
 from sgdwalk.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.geometry import cosine, distance, flat_gradient, flat_parameters, norm
-from sgdwalk.measurement import MeasurementSet, segment_losses, losses_at_points
+from sgdwalk.measurement import MeasurementSet, losses_at_points, segment_losses
 from sgdwalk.record import StepRecord
 from sgdwalk.schedule import MeasurementSchedule, every_step
 from sgdwalk.segment import DEFAULT_NUM_ALPHAS, alpha_grid, summarize_segment
@@ -137,10 +138,26 @@ class WalkTracker:
         for sink in self.sinks:
             sink(record)
 
-    def _diverge(self, reason: str) -> None:
+    def _diverge(self, reason: str, pending_end_loss: float | None = None) -> None:
+        """Stop measuring. A pending segment whose end θ_{t+1} still has a finite loss is
+        completed: it is the last sound segment before the blow-up, not part of it."""
+        if self._pending is not None and pending_end_loss is not None and math.isfinite(pending_end_loss):
+            self._complete(self._pending, pending_end_loss)
         if self.divergence is None:
             self.divergence = f"step {self.step_index}: {reason}"
         self._pending = None
+
+    def _loss_at(self, point: torch.Tensor) -> float:
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            (loss,) = losses_at_points(self.model, [point], self.measurement, self.bn_mode)
+        return float(loss)
+
+    def _pending_end_loss_now(self) -> float | None:
+        """L at the model's current parameters, which are the pending segment's θ_{t+1}."""
+        if self._pending is None:
+            return None
+        current = flat_parameters(self.model)
+        return self._loss_at(current) if bool(torch.isfinite(current).all()) else None
 
     # ----------------------------------------------------------------------------- steps
     def before_step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> None:
@@ -153,7 +170,7 @@ class WalkTracker:
         if self.diverged:
             return
         if self._minibatch_loss is not None and not math.isfinite(self._minibatch_loss):
-            self._diverge(f"non-finite minibatch loss {self._minibatch_loss}")
+            self._diverge(f"non-finite minibatch loss {self._minibatch_loss}", self._pending_end_loss_now())
             return
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
@@ -180,16 +197,23 @@ class WalkTracker:
     def step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> Iterator[None]:
         """``with tracker.step(...): optimizer.step()``."""
         self.before_step(minibatch_loss=minibatch_loss, lr=lr)
-        yield
+        try:
+            yield
+        except BaseException:
+            # The optimizer step failed: forget the half-begun step so the tracker stays usable.
+            self._in_step = False
+            self._start = self._gradient = None
+            raise
         self.after_step()
 
     def close(self) -> list[StepRecord]:
         """Complete a pending segment (its α = 1 is evaluated now) and return all records."""
         if self._pending is not None and not self.diverged:
-            with torch.random.fork_rng(devices=self._cuda_devices()):
-                end = flat_parameters(self.model)
-                (loss_end,) = losses_at_points(self.model, [end], self.measurement, self.bn_mode)
-                self._complete(self._pending, float(loss_end))
+            loss_end = self._pending_end_loss_now()
+            if loss_end is not None and math.isfinite(loss_end):
+                self._complete(self._pending, loss_end)
+            else:
+                self._diverge("non-finite loss at the last iterate")
         self._pending = None
         return list(self.records)
 
@@ -205,6 +229,64 @@ class WalkTracker:
                 seed=self.sharpness_seed,
             )
 
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the walk exactly: the step index, θ_0, the
+        previous gradient, the pending segment, the divergence and the records so far.
+
+        Only tensors and plain Python values, so ``torch.load(..., weights_only=True)``
+        reads it back. Call it between steps (not between ``before_step`` and ``after_step``).
+        """
+        if self._in_step:
+            raise RuntimeError("state_dict called between before_step and after_step")
+        pending: dict[str, Any] | None = None
+        if self._pending is not None:
+            pending = {f.name: getattr(self._pending, f.name) for f in fields(_PendingSegment)}
+            pending["grid_losses"] = torch.from_numpy(np.array(self._pending.grid_losses, dtype=np.float64))
+        return {
+            "step_index": self.step_index,
+            "initial_parameters": self.initial_parameters.clone(),
+            "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
+            "pending": pending,
+            "divergence": self.divergence,
+            "records": [record.as_dict() for record in self.records],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` saved (tensors are moved to θ_0's current device)."""
+        if self._in_step:
+            raise RuntimeError("load_state_dict called between before_step and after_step")
+        device = self.initial_parameters.device
+        initial = state["initial_parameters"].to(device)
+        if initial.shape != self.initial_parameters.shape:
+            raise ValueError(
+                f"the saved θ_0 has {initial.numel()} parameters, this model {self.initial_parameters.numel()}"
+            )
+        self.step_index = int(state["step_index"])
+        self.initial_parameters = initial
+        previous = state["previous_gradient"]
+        self._previous_gradient = None if previous is None else previous.to(device)
+        pending = state["pending"]
+        if pending is None:
+            self._pending = None
+        else:
+            values = dict(pending)
+            values["grid_losses"] = values["grid_losses"].cpu().numpy().astype(np.float64)
+            self._pending = _PendingSegment(**values)
+        self.divergence = state["divergence"]
+        # Tuples, as the tracker makes them (a serializer may hand back lists).
+        self.records = [
+            StepRecord(
+                **{
+                    **saved,
+                    "segment_alphas": tuple(saved["segment_alphas"]),
+                    "segment_losses": tuple(saved["segment_losses"]),
+                }
+            )
+            for saved in state["records"]
+        ]
+        self._start = self._gradient = None
+
     # ------------------------------------------------------------------------ internals
     def _cuda_devices(self) -> list[int]:
         return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
@@ -216,15 +298,18 @@ class WalkTracker:
             return
         start, end = self._start, flat_parameters(self.model)
         if not bool(torch.isfinite(end).all()):
-            self._diverge("non-finite parameters after the step")
+            # A pending segment exists only when this step is measured too: it ends at `start`.
+            pending_end_loss = self._loss_at(start) if self._pending is not None else None
+            self._diverge("non-finite parameters after the step", pending_end_loss)
             return
         next_measured = self._measures(step + 1)
-        points = [*(start + float(a) * (end - start) if a else start for a in self.alphas)]
-        if not next_measured:
-            points.append(end)  # α = 1 exactly, not start + 1·(end − start)
-        losses = losses_at_points(self.model, points, self.measurement, self.bn_mode)
+        # α = 1 is evaluated here (exactly at θ_{t+1}) only when no next segment will provide it.
+        losses = segment_losses(
+            self.model, start, end, self.alphas, self.measurement, self.bn_mode, include_end=not next_measured
+        )
         if not np.all(np.isfinite(losses)):
-            self._diverge("non-finite loss on the measurement set")
+            # losses[0] is L(θ_t), the pending segment's end.
+            self._diverge("non-finite loss on the measurement set", float(losses[0]))
             return
         if self._pending is not None:
             self._complete(self._pending, float(losses[0]))

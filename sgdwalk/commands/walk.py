@@ -1,0 +1,310 @@
+"""``sgdwalk walk``: train a network, measure its walk, write the records, print the summary.
+
+Every ``WalkConfig`` field is a flag. Flags override ``--config FILE``, which overrides
+the defaults. Flag defaults are ``argparse.SUPPRESS`` so that only flags actually given
+reach the config (the help text shows the ``WalkConfig`` default instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _datetime
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from sgdwalk.config import (
+    DEVICES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    ConfigError,
+    WalkConfig,
+    field_default,
+    read_config_file,
+)
+
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2  # argparse's own code for bad flags; also a missing data set or bad config
+EXIT_DIVERGED: Final = 3
+EXIT_INTERRUPTED: Final = 130  # the shell's code for a process ended by Ctrl-C
+
+# Where runs go when --out is not given (relative to the working directory).
+DEFAULT_RUNS_ROOT: Final = Path("runs")
+
+DESCRIPTION: Final = """\
+Train a network and measure, at the tracked steps, the loss along each update step
+(valley floor, height, barriers), the cosine of consecutive gradients and the distance
+from initialization (see /work/shared/paper/NOTES.md section 1).
+
+The defaults are a laptop run (about a minute on two shared CPU cores): the paper's MLP on
+10,000 Fashion-MNIST images, 5 epochs, the first 50 steps of epochs 1 and 5 measured on
+1,000 training images. The paper's CIFAR-10 protocol is, for example:
+  sgdwalk walk --arch vgg11 --data cifar10 --augment --train-subset 0 --epochs 100 \\
+      --track-epochs 1,10,25,100 --steps-per-window 0 --measurement-size 0
+"""
+
+EPILOG: Final = """\
+Records (in --out DIR): config.json, metadata.json, steps.jsonl (one line per measured
+step, flushed as it is made), epochs.jsonl, summary.json, checkpoint.pt. Read them with
+sgdwalk.runlog.load_run(DIR); figures go to DIR/figures.
+
+For optional numbers, 0 or "none" means none (no limit, never).
+
+Exit codes: 0 finished, 2 bad flags / configuration / data set not found / unusable run
+directory, 3 the run diverged (records kept), 130 interrupted (resume with --resume DIR).
+"""
+
+
+# ----------------------------------------------------------------- value parsers
+def _none_word(text: str) -> bool:
+    return text.strip().lower() in ("none", "0", "")
+
+
+def _optional_int(text: str) -> int | None:
+    if _none_word(text):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, 0 or 'none', got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, 0 or 'none', got {value}")
+    return value
+
+
+def _optional_float(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(piece) for piece in text.split(",") if piece.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,10,25, got {text!r}") from None
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(f"{v[0]}:{v[1]}" if isinstance(v, tuple) else str(v) for v in value) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+# ------------------------------------------------------------------- the flags
+# (field, type or None for a boolean switch, metavar or a tuple of choices, help).
+# The help gets "(default: …)".
+FlagSpec = tuple[str, Callable[[str], Any] | None, str | tuple[str, ...] | None, str]
+
+
+def _flag_specs() -> dict[str, list[FlagSpec]]:
+    from sgdwalk.batchnorm import BATCHNORM_MODES
+    from sgdwalk.data import DATASETS
+    from sgdwalk.models import ARCHITECTURES
+
+    return {
+        "model and data": [
+            ("arch", str, ARCHITECTURES, "network (sgdwalk.models)"),
+            ("data", str, DATASETS, "data set (sgdwalk.data)"),
+            ("data_root", str, "DIR", "folder holding the data set; else $SGDWALK_DATA_ROOT, system folders, cache"),
+            ("download", None, None, "fetch the data set with torchvision when it is not found"),
+            ("train_subset", _optional_int, "N", "train on N images of the paper's training split, a fixed "
+             "seeded choice whatever --seed (0: all)"),
+            ("validation_subset", _optional_int, "N", "validate on the first N validation images (0: all)"),
+            ("pad_to", _optional_int, "PIXELS", "zero-pad images to this size, e.g. 32 for the 28x28 MNISTs"),
+            ("augment", None, None, "random crop + flip of training batches (CIFAR-10, Tiny-ImageNet)"),
+            ("width_multiplier", float, "X", "scale every hidden width (1: the paper's networks)"),
+        ],
+        "optimizer and learning rate": [
+            ("optimizer", str, OPTIMIZERS, "sgd: minibatch SGD; gd: exact full-batch GD; "
+             "noisy-gd: GD plus isotropic Gaussian noise"),
+            ("lr", float, "LR", "learning rate (the base of the schedule)"),
+            ("batch_size", int, "B", "minibatch size (SGD; also the variance estimate of noisy-gd)"),
+            ("weight_decay", float, "WD", "L2 weight decay, added to the gradient as torch.optim.SGD does"),
+            ("noise_scale", float, "C", "noisy-gd: noise variance = C x max per-coordinate gradient variance at init"),
+            ("noise_batches", int, "N", "noisy-gd: minibatches used for that variance"),
+            ("lr_schedule", str, LR_SCHEDULES, "learning-rate schedule (lr_schedules.py)"),
+            ("lr_milestones", _int_list, "E1,E2", "step schedule: multiply by --lr-gamma after these epochs"),
+            ("lr_gamma", float, "G", "step schedule: the factor"),
+            ("lr_max", _optional_float, "LR", "cyclical / trapezoid: the top of the ramp (required for them)"),
+            ("lr_step_epochs", float, "EPOCHS", "cyclical: half-cycle length; trapezoid: ramp-up length"),
+            ("lr_anneal_epochs", _optional_float, "EPOCHS", "trapezoid: length of the final linear anneal "
+             "(none: --lr-step-epochs)"),
+            ("lr_final", float, "LR", "trapezoid: the learning rate the anneal ends at"),
+            ("epochs", int, "N", "training epochs (full-batch GD: one step each)"),
+        ],
+        "what is measured": [
+            ("track_epochs", _int_list, "E1,E2,...", "measure every step of these epochs (1-based)"),
+            ("track_every", _optional_int, "K", "also measure every K-th step"),
+            ("track_steps", str, "A:B,C:D", "also measure the 0-based steps A..B-1, C..D-1 (equal updates "
+             "across batch sizes)"),
+            ("steps_per_window", _optional_int, "N", "measure only the first N steps of each tracked epoch (0: all)"),
+            ("measurement_size", _optional_int, "N", "losses are measured on a fixed, seeded subset of N training "
+             "images (0: the whole training subset)"),
+            ("bn_mode", str, BATCHNORM_MODES, "batch norm during measurements (train: the paper's)"),
+            ("num_alphas", int, "K", "points per segment: alpha = 0, 1/K, ..., (K-1)/K"),
+            ("chunk_size", int, "N", "samples per forward pass of a measurement or evaluation"),
+            ("gd_chunk_size", int, "N", "samples per forward pass of a full-batch gradient"),
+            ("sharpness_every", _optional_int, "N", "top Hessian eigenvalue on measured steps that are multiples of N"),
+            ("sharpness_per_tracked_epoch", None, None, "top Hessian eigenvalue at the end of each tracked epoch"),
+        ],
+        "run": [
+            ("seed", int, "SEED", "seed of initialisation, batches, measurement set and noise"),
+            ("device", str, DEVICES, "auto: cuda when available"),
+            ("cpu_threads", _optional_int, "N", "intra-op CPU threads; CPU records depend on it (0: torch's default, "
+             "one per core)"),
+            ("checkpoint_every_epochs", _optional_int, "N", "checkpoint for --resume every N epochs (0: never)"),
+            ("progress", None, None, "progress bar on a terminal"),
+        ],
+    }
+
+
+def _flag(field_name: str) -> str:
+    return "--out" if field_name == "out_dir" else "--" + field_name.replace("_", "-")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``sgdwalk walk``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "walk",
+        help="train a network and measure how SGD walks its loss landscape",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
+    )
+    for group_name, specs in _flag_specs().items():
+        group = parser.add_argument_group(group_name)
+        for field_name, parse, metavar, help_text in specs:
+            help_with_default = f"{help_text} (default: {_show(field_default(field_name))})"
+            if parse is None:
+                group.add_argument(
+                    _flag(field_name), dest=field_name, action=argparse.BooleanOptionalAction, help=help_with_default
+                )
+            elif isinstance(metavar, tuple):
+                group.add_argument(
+                    _flag(field_name), dest=field_name, type=parse, choices=metavar, help=help_with_default
+                )
+            else:
+                group.add_argument(
+                    _flag(field_name), dest=field_name, type=parse, metavar=metavar, help=help_with_default
+                )
+    files = parser.add_argument_group("files")
+    files.add_argument("--config", metavar="FILE", help="read settings from a JSON or TOML file; flags override it")
+    files.add_argument(
+        "--out", metavar="DIR", dest="out_dir",
+        help=f"run directory for the records (default: {DEFAULT_RUNS_ROOT}/<arch>-<data>-<timestamp>)",
+    )
+    files.add_argument(
+        "--resume", metavar="DIR",
+        help="continue the run in DIR from its last checkpoint, with its own config (no other settings)",
+    )
+    files.add_argument("--no-figures", dest="figures", action="store_false", help="do not draw the figures at the end")
+    parser.set_defaults(func=run_walk_command, _parser=parser)
+
+
+# ---------------------------------------------------------------------- running
+_NON_CONFIG_KEYS: Final = frozenset({"func", "_parser", "config", "resume", "figures", "command"})
+
+
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {key: value for key, value in vars(args).items() if key not in _NON_CONFIG_KEYS}
+
+
+def default_out_dir(config: WalkConfig) -> Path:
+    stamp = _datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = DEFAULT_RUNS_ROOT / f"{config.arch}-{config.data}-{stamp}"
+    candidate, number = base, 1
+    while candidate.exists():  # two runs started in the same second
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
+
+
+def build_config(args: argparse.Namespace) -> WalkConfig:
+    """Defaults ← ``--config FILE`` ← flags. Raises ``ConfigError``."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None) is not None:
+        values.update(read_config_file(args.config))
+    values.update(_given_settings(args))
+    config = WalkConfig.from_dict(values)
+    if config.out_dir is None:
+        config = config.replace(out_dir=str(default_out_dir(config)))
+    return config
+
+
+def _print_error(message: str) -> int:
+    print(f"sgdwalk walk: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _announce(what: str) -> Callable[[Path | None], None]:
+    """Say where the records go once the run has really started (data found, folder made)."""
+
+    def announce(run_dir: Path | None) -> None:
+        print(f"{what} {run_dir}", file=sys.stderr, flush=True)
+
+    return announce
+
+
+def _draw_figures(run_dir: Path) -> list[Path] | None:
+    """The figures of ``plot_run``, or None when the plotting module is not installed."""
+    try:
+        from sgdwalk.plots import plot_run
+    except ModuleNotFoundError as error:
+        if error.name != "sgdwalk.plots":
+            raise
+        return None
+    return list(plot_run(run_dir))
+
+
+def run_walk_command(args: argparse.Namespace) -> int:
+    from sgdwalk.data import DatasetNotFoundError
+    from sgdwalk.runlog import RunDirectoryError
+    from sgdwalk.runner import resume_walk, run_walk
+    from sgdwalk.summary import render_table
+
+    parser: argparse.ArgumentParser = args._parser
+    if args.__dict__.get("resume") is not None:
+        extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
+        if extra:
+            parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
+    try:
+        if args.__dict__.get("resume") is not None:
+            progress = args.__dict__.get("progress")
+            result = resume_walk(Path(args.resume), progress=progress, on_start=_announce("resuming"))
+        else:
+            result = run_walk(build_config(args), on_start=_announce("run directory:"))
+    except (ConfigError, RunDirectoryError, DatasetNotFoundError) as error:
+        return _print_error(str(error))
+    except KeyboardInterrupt:
+        print("\nsgdwalk walk: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    print(render_table(result.windows), end="")
+    run_dir = result.run_dir
+    print(f"records: {run_dir}")
+    if args.__dict__.get("figures", True) and run_dir is not None:
+        try:
+            figures = _draw_figures(run_dir)
+        except Exception as error:  # the records are the product; a figure failing must not hide them
+            print(f"sgdwalk walk: figures not drawn: {type(error).__name__}: {error}", file=sys.stderr)
+        else:
+            if figures is None:
+                print("figures: not drawn (sgdwalk.plots is not installed)")
+            elif figures:
+                print(f"figures: {figures[0].parent} ({len(figures)} files)")
+    if result.diverged:
+        print(f"sgdwalk walk: the run diverged: {result.divergence} (records kept in {run_dir})", file=sys.stderr)
+        return EXIT_DIVERGED
+    return EXIT_OK

@@ -1,0 +1,317 @@
+"""Everything one `sgdwalk walk` run depends on, as one frozen, JSON round-trippable value.
+
+A run directory stores its ``WalkConfig`` as ``config.json``; ``--config FILE`` reads the
+same format (JSON, or TOML with the same keys). Unknown keys are rejected so that a typo
+never silently falls back to a default.
+
+The defaults are the laptop run: the paper's MLP on a 10,000-sample subset of
+Fashion-MNIST for 5 epochs, the first 50 steps of epochs 1 and 5 measured on 1,000 training
+samples. Measuring a step costs about 30 training steps (10 forward passes over the
+measurement set), so the measured steps set the run time: about a minute on two CPU cores
+(62 s with other processes holding a load average of 6; one intra-op thread, see
+DEFAULT_CPU_THREADS), figures included. The paper's CIFAR-10 protocol (NOTES §2) is
+``--arch vgg11 --data cifar10 --augment --train-subset 0 --epochs 100 --track-epochs
+1,10,25,100 --steps-per-window 0 --measurement-size 0 --cpu-threads 0`` (0: no limit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Final, Literal, get_args
+
+from sgdwalk.batchnorm import BATCHNORM_MODES, BatchNormMode
+
+OptimizerName = Literal["sgd", "gd", "noisy-gd"]
+OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
+
+LRScheduleName = Literal["constant", "step", "cyclical", "trapezoid"]
+LR_SCHEDULES: Final[tuple[str, ...]] = get_args(LRScheduleName)
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+DEVICES: Final[tuple[str, ...]] = get_args(DeviceName)
+
+# --- defaults, each with its reason --------------------------------------------------------
+# The authors' seed, learning rate, batch and weight decay (NOTES §2).
+DEFAULT_SEED: Final = 1111
+DEFAULT_LR: Final = 0.1
+DEFAULT_BATCH_SIZE: Final = 100
+DEFAULT_WEIGHT_DECAY: Final = 1e-4
+# The authors' c: σ² = c · (max per-coordinate gradient variance at θ_0) (NOTES §2).
+DEFAULT_NOISE_SCALE: Final = 0.02
+# Minibatches for that variance: 50 batches give each coordinate's variance a relative
+# standard error of about sqrt(2/49) ≈ 20%, enough for a noise scale set by hand (c).
+DEFAULT_NOISE_BATCHES: Final = 50
+# Laptop run: 10k samples = 100 steps per epoch at batch 100, i.e. a whole epoch per window.
+DEFAULT_TRAIN_SUBSET: Final = 10_000
+# 5 epochs: the second window sees a trained network (Fashion-MNIST MLP ~87% validation
+# accuracy) while the whole run stays under two minutes on two CPU cores.
+DEFAULT_EPOCHS: Final = 5
+DEFAULT_TRACK_EPOCHS: Final[tuple[int, ...]] = (1, 5)
+# The first 50 steps of each tracked epoch (half of it with the default subset): enough for
+# the window statistics and the walk figure, and it keeps the laptop run near a minute.
+DEFAULT_STEPS_PER_WINDOW: Final = 50
+# 1,000 samples put the standard error of the mean cross-entropy near 2-3% of it, while the
+# loss *differences* along a segment (the same samples at every α) are far more precise;
+# the cost of a measured step is proportional to this size.
+DEFAULT_MEASUREMENT_SIZE: Final = 1_000
+# The authors' α grid 0, 0.1, …, 0.9 (NOTES §1).
+DEFAULT_NUM_ALPHAS: Final = 10
+# Measurement chunk: bounds memory of a forward pass (a VGG-11 chunk of 1024 at 32x32 fits
+# a few GiB); the mean does not depend on it except through batch norm in train mode.
+DEFAULT_CHUNK_SIZE: Final = 1024
+# The authors' full-batch GD chunk (NOTES §2).
+DEFAULT_GD_CHUNK_SIZE: Final = 5_000
+# Smith (2017) recommends a half cycle of 2-10 epochs; 2 is the short end.
+DEFAULT_LR_STEP_EPOCHS: Final = 2.0
+DEFAULT_LR_GAMMA: Final = 0.1
+# Intra-op CPU threads (torch.set_num_threads) during the run; None: torch's default, one
+# per core. 1 by default, for two reasons measured on the 2-core laptop: (1) on a CPU the
+# records depend on it (float sums split across threads are added in another order: the
+# default run's epoch-5 mean height read 0.0151 with one thread, 0.0160 with two), so it is
+# part of the run's definition; (2) with other processes on the cores, a second thread
+# waiting at every barrier made the default run 5 min 12 s instead of 54 s.
+DEFAULT_CPU_THREADS: Final = 1
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot describe a run (the message says which field and why)."""
+
+
+def _tuple_of_ints(value: Any, name: str) -> tuple[int, ...]:
+    if isinstance(value, str):
+        value = [piece for piece in value.split(",") if piece.strip()]
+    try:
+        return tuple(int(item) for item in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
+
+
+def _step_windows(value: Any) -> tuple[tuple[int, int], ...]:
+    """Step windows from pairs, or from the CLI spelling "0:20,160:200"."""
+    if isinstance(value, str):
+        value = [piece.split(":") for piece in value.split(",") if piece.strip()]
+    try:
+        windows = tuple((int(start), int(stop)) for start, stop in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"track_steps must be windows START:STOP of 0-based steps, got {value!r}") from None
+    for start, stop in windows:
+        if not 0 <= start < stop:
+            raise ConfigError(f"a step window needs 0 <= START < STOP, got {start}:{stop}")
+    return windows
+
+
+@dataclass(frozen=True)
+class WalkConfig:
+    """One training run and what is measured along it. See ``--help`` of `sgdwalk walk`."""
+
+    # --- model and data
+    arch: str = "mlp"
+    data: str = "fashion-mnist"
+    data_root: str | None = None
+    download: bool = False
+    train_subset: int | None = DEFAULT_TRAIN_SUBSET
+    validation_subset: int | None = None
+    pad_to: int | None = None
+    augment: bool = False
+    width_multiplier: float = 1.0
+    # --- optimizer
+    optimizer: OptimizerName = "sgd"
+    lr: float = DEFAULT_LR
+    batch_size: int = DEFAULT_BATCH_SIZE
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    noise_scale: float = DEFAULT_NOISE_SCALE
+    noise_batches: int = DEFAULT_NOISE_BATCHES
+    # --- learning-rate schedule (lr_schedules.py)
+    lr_schedule: LRScheduleName = "constant"
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = DEFAULT_LR_GAMMA
+    lr_max: float | None = None
+    lr_step_epochs: float = DEFAULT_LR_STEP_EPOCHS
+    lr_anneal_epochs: float | None = None
+    lr_final: float = 0.0
+    epochs: int = DEFAULT_EPOCHS
+    # --- what is measured
+    track_epochs: tuple[int, ...] = DEFAULT_TRACK_EPOCHS
+    track_every: int | None = None
+    # Windows of 0-based steps [start, stop), measured in addition to the tracked epochs:
+    # settings with different batch sizes then compare at equal numbers of updates.
+    track_steps: tuple[tuple[int, int], ...] = ()
+    steps_per_window: int | None = DEFAULT_STEPS_PER_WINDOW
+    measurement_size: int | None = DEFAULT_MEASUREMENT_SIZE
+    bn_mode: BatchNormMode = "train"
+    num_alphas: int = DEFAULT_NUM_ALPHAS
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    gd_chunk_size: int = DEFAULT_GD_CHUNK_SIZE
+    sharpness_every: int | None = None
+    sharpness_per_tracked_epoch: bool = False
+    # --- run
+    seed: int = DEFAULT_SEED
+    device: DeviceName = "auto"
+    cpu_threads: int | None = DEFAULT_CPU_THREADS
+    out_dir: str | None = None
+    checkpoint_every_epochs: int | None = 1
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # Lists from JSON/TOML become tuples so the config stays hashable and comparable.
+        object.__setattr__(self, "track_epochs", _tuple_of_ints(self.track_epochs, "track_epochs"))
+        object.__setattr__(self, "lr_milestones", _tuple_of_ints(self.lr_milestones, "lr_milestones"))
+        object.__setattr__(self, "track_steps", _step_windows(self.track_steps))
+        self.validate()
+
+    # ----------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the first field that cannot describe a run."""
+
+        def positive(name: str, allow_none: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
+
+        from sgdwalk.data import DATASETS
+        from sgdwalk.models import ARCHITECTURES
+
+        choice("arch", ARCHITECTURES)
+        choice("data", DATASETS)
+        choice("optimizer", OPTIMIZERS)
+        choice("lr_schedule", LR_SCHEDULES)
+        choice("device", DEVICES)
+        choice("bn_mode", BATCHNORM_MODES)
+        for name in ("lr", "batch_size", "epochs", "width_multiplier", "num_alphas", "chunk_size", "gd_chunk_size",
+                     "lr_gamma", "lr_step_epochs"):
+            positive(name)
+        for name in ("train_subset", "validation_subset", "pad_to", "track_every", "steps_per_window",
+                     "measurement_size", "sharpness_every", "checkpoint_every_epochs", "lr_max", "lr_anneal_epochs",
+                     "cpu_threads"):
+            positive(name, allow_none=True)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if self.noise_scale < 0:
+            raise ConfigError(f"noise_scale is a variance multiplier and must be non-negative, got {self.noise_scale}")
+        if self.noise_batches < 2:
+            raise ConfigError(
+                f"noise_batches must be at least 2 (a variance needs two samples), got {self.noise_batches}"
+            )
+        if self.num_alphas < 2:
+            raise ConfigError(f"num_alphas must be at least 2, got {self.num_alphas}")
+        if self.lr_final < 0:
+            raise ConfigError(f"lr_final must be non-negative, got {self.lr_final}")
+        for epoch in self.track_epochs:
+            if not 1 <= epoch <= self.epochs:
+                raise ConfigError(
+                    f"tracked epoch {epoch} is outside the run's epochs 1..{self.epochs} "
+                    "(track_epochs counts from 1; lower it or raise epochs)"
+                )
+        if len(set(self.track_epochs)) != len(self.track_epochs):
+            raise ConfigError(f"track_epochs has repeated epochs: {self.track_epochs}")
+        for milestone in self.lr_milestones:
+            if milestone < 1:
+                raise ConfigError(f"lr_milestones are epochs completed (>= 1), got {milestone}")
+        if self.lr_schedule in ("cyclical", "trapezoid"):
+            if self.lr_max is None:
+                raise ConfigError(f"the {self.lr_schedule} schedule needs lr_max (the top of the ramp)")
+            if self.lr_max < self.lr:
+                raise ConfigError(f"lr_max ({self.lr_max}) must be at least lr ({self.lr}), the bottom of the ramp")
+        if self.lr_schedule == "trapezoid":
+            anneal = self.lr_step_epochs if self.lr_anneal_epochs is None else self.lr_anneal_epochs
+            if self.lr_step_epochs + anneal > self.epochs:
+                raise ConfigError(
+                    f"the trapezoid's ramp ({self.lr_step_epochs} epochs) and anneal ({anneal} epochs) "
+                    f"do not fit in {self.epochs} epochs"
+                )
+
+    # ----------------------------------------------------------------- conversions
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types: tuples become lists."""
+        return {
+            f.name: list(value) if isinstance(value, tuple) else value
+            for f in fields(self)
+            for value in [getattr(self, f.name)]
+        }
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> WalkConfig:
+        """The inverse of ``to_dict``; missing keys take defaults, unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}")
+        try:
+            return cls(**dict(values))
+        except TypeError as error:  # a wrong type that comparison operators reject
+            raise ConfigError(str(error)) from None
+
+    def replace(self, **changes: Any) -> WalkConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @property
+    def result_hash(self) -> str:
+        """A short hash of the fields that change the records (not where they go or how shown)."""
+        relevant = {k: v for k, v in self.to_dict().items() if k not in _FIELDS_WITHOUT_EFFECT}
+        canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:CONFIG_HASH_LENGTH]
+
+
+# Where the data lives, where records go and whether a bar is drawn leave the records alone.
+_FIELDS_WITHOUT_EFFECT: Final = frozenset(
+    {"data_root", "download", "out_dir", "checkpoint_every_epochs", "progress"}
+)
+# 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
+CONFIG_HASH_LENGTH: Final = 12
+
+FIELD_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in fields(WalkConfig))
+
+
+def field_default(name: str) -> Any:
+    """The default of one field (for help texts)."""
+    for f in fields(WalkConfig):
+        if f.name == name:
+            return f.default
+    raise KeyError(name)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a JSON or TOML (``.toml``) config file; keys use underscores."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
+    try:
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise ConfigError(f"config file {path} is not valid {kind}: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of field names to values")
+    # Accept the CLI spelling (track-epochs) as well as the field name (track_epochs).
+    return {key.replace("-", "_"): value for key, value in values.items()}
+
+
+__all__ = [
+    "ConfigError",
+    "DEVICES",
+    "FIELD_NAMES",
+    "LR_SCHEDULES",
+    "OPTIMIZERS",
+    "WalkConfig",
+    "field_default",
+    "read_config_file",
+]

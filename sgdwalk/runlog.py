@@ -1,0 +1,374 @@
+"""A run on disk: the one place that knows the files of a run directory and their format.
+
+    RUN_DIR/config.json      the WalkConfig (``WalkConfig.to_dict``)
+    RUN_DIR/metadata.json    provenance and status (see ``base_metadata``), rewritten on change
+    RUN_DIR/steps.jsonl      one ``StepRecord.as_dict()`` per line, flushed as each is made
+    RUN_DIR/epochs.jsonl     one history entry per finished epoch (losses, accuracy, lr, …)
+    RUN_DIR/summary.json     per-window summaries and the final state, written at the end
+    RUN_DIR/checkpoint.pt    the state to resume from (written by the runner at epoch ends)
+
+Writers go through ``RunWriter``; readers through ``load_run``. JSON has no NaN or
+infinity, so a non-finite float is written as null (the runner stops a diverging run
+before any such value reaches a step record; this is the belt to that pair of braces).
+"""
+
+from __future__ import annotations
+
+import datetime as _datetime
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Final, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sgdwalk.config import WalkConfig
+from sgdwalk.record import RECORD_FIELDS, StepRecord
+
+CONFIG_FILE: Final = "config.json"
+METADATA_FILE: Final = "metadata.json"
+STEPS_FILE: Final = "steps.jsonl"
+EPOCHS_FILE: Final = "epochs.jsonl"
+SUMMARY_FILE: Final = "summary.json"
+CHECKPOINT_FILE: Final = "checkpoint.pt"
+
+# Bumped when a file's meaning changes, so an old run is never misread.
+FORMAT_VERSION: Final = 1
+
+RunStatus = Literal["running", "finished", "diverged", "interrupted", "failed"]
+
+# `git rev-parse HEAD` is a local read; if it takes longer the checkout is unusual and the
+# commit is simply not recorded.
+GIT_TIMEOUT_SECONDS: Final = 5.0
+
+
+class RunDirectoryError(Exception):
+    """A run directory that cannot be created, read or resumed (the message says why)."""
+
+
+# ----------------------------------------------------------------------------- JSON
+def _plain(value: Any) -> Any:
+    """JSON-ready: tuples become lists, numpy/torch scalars Python numbers, non-finite floats null."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return _plain(value.item())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dumps_line(value: Mapping[str, Any]) -> str:
+    """One JSON line (no NaN: ``allow_nan=False`` guards ``_plain``)."""
+    return json.dumps(_plain(value), allow_nan=False, separators=(",", ":")) + "\n"
+
+
+def _write_json(path: Path, value: Mapping[str, Any]) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(_plain(value), indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RunDirectoryError(f"{path.parent} is not a run directory: {path.name} is missing") from None
+    except json.JSONDecodeError as error:
+        raise RunDirectoryError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise RunDirectoryError(f"{path} must hold a JSON object")
+    return value
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The lines of a JSON-lines file. A last line cut short by a crash is dropped, any
+    other broken line is an error."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    entries = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                break  # the record in flight when the process died
+            raise RunDirectoryError(f"{path}:{number} is not valid JSON: {error}") from None
+    return entries
+
+
+def now_iso() -> str:
+    return _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------- metadata
+def git_commit() -> str | None:
+    """HEAD of the checkout holding this package, or None (not a checkout, no git, …)."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} logical cores)"
+
+
+def base_metadata(config: WalkConfig, device: torch.device) -> dict[str, Any]:
+    """Provenance of a new run; the runner adds data and model facts to it."""
+    from sgdwalk import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "config_hash": config.result_hash,
+        "seed": config.seed,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "sgdwalk": __version__,
+        },
+        "device": str(device),
+        "device_name": device_name(device),
+        "git_commit": git_commit(),
+        "started": now_iso(),
+        "finished": None,
+        "status": "running",
+        "divergence": None,
+        "error": None,
+        "resumed": [],
+    }
+
+
+# --------------------------------------------------------------------------- writer
+class RunWriter:
+    """Appends a run's records to its directory as they are made.
+
+    ``create`` starts a new directory; ``reopen`` continues one from a checkpoint, first
+    cutting the record files back to the lines that checkpoint had seen (records made
+    after it are made again, identically).
+    """
+
+    def __init__(self, run_dir: Path, metadata: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.metadata = metadata
+        self._steps: IO[str] = open(run_dir / STEPS_FILE, "a", encoding="utf-8")
+        self._epochs: IO[str] = open(run_dir / EPOCHS_FILE, "a", encoding="utf-8")
+        self.steps_written = _count_lines(run_dir / STEPS_FILE)
+        self.epochs_written = _count_lines(run_dir / EPOCHS_FILE)
+
+    @classmethod
+    def create(cls, run_dir: str | Path, config: WalkConfig, metadata: dict[str, Any]) -> RunWriter:
+        run_dir = Path(run_dir)
+        if (run_dir / CONFIG_FILE).exists() or (run_dir / STEPS_FILE).exists():
+            raise RunDirectoryError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
+            )
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise RunDirectoryError(f"cannot create the run directory {run_dir}: {error.strerror}") from None
+        (run_dir / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        _write_json(run_dir / METADATA_FILE, metadata)
+        for name in (STEPS_FILE, EPOCHS_FILE):
+            (run_dir / name).write_text("", encoding="utf-8")
+        return cls(run_dir, metadata)
+
+    @classmethod
+    def reopen(cls, run_dir: str | Path, *, steps_kept: int, epochs_kept: int) -> RunWriter:
+        run_dir = Path(run_dir)
+        metadata = _read_json(run_dir / METADATA_FILE)
+        _truncate_lines(run_dir / STEPS_FILE, steps_kept)
+        _truncate_lines(run_dir / EPOCHS_FILE, epochs_kept)
+        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+        metadata.update(status="running", finished=None, divergence=None, error=None)
+        metadata.setdefault("resumed", []).append({"at": now_iso(), "after_epoch": epochs_kept})
+        _write_json(run_dir / METADATA_FILE, metadata)
+        return cls(run_dir, metadata)
+
+    def write_step(self, record: StepRecord) -> None:
+        # Flushed at once: a crash loses at most the record being written.
+        self._steps.write(dumps_line(record.as_dict()))
+        self._steps.flush()
+        self.steps_written += 1
+
+    def write_epoch(self, entry: Mapping[str, Any]) -> None:
+        self._epochs.write(dumps_line(entry))
+        self._epochs.flush()
+        self.epochs_written += 1
+
+    def update_metadata(self, **changes: Any) -> None:
+        self.metadata.update(changes)
+        _write_json(self.run_dir / METADATA_FILE, self.metadata)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        _write_json(self.run_dir / SUMMARY_FILE, summary)
+
+    def close(self) -> None:
+        self._steps.close()
+        self._epochs.close()
+
+
+def _count_lines(path: Path) -> int:
+    return len(_read_jsonl(path))
+
+
+def _truncate_lines(path: Path, keep: int) -> None:
+    """Keep the first ``keep`` records of a JSON-lines file."""
+    entries = _read_jsonl(path)
+    if len(entries) < keep:
+        raise RunDirectoryError(f"{path} holds {len(entries)} records but its checkpoint saw {keep}")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(dumps_line(entry) for entry in entries[:keep])
+
+
+# --------------------------------------------------------------------------- reader
+STEP_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, "epoch")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run as read from its directory.
+
+    ``steps`` has one row per measured step, columns ``RECORD_FIELDS`` plus ``epoch``
+    (1-based); ``segment_alphas`` / ``segment_losses`` hold tuples. ``epochs`` has one row
+    per finished epoch. ``summary`` is empty while a run has not finished.
+    """
+
+    path: Path
+    config: WalkConfig
+    metadata: dict[str, Any]
+    steps: pd.DataFrame
+    epochs: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.metadata.get("status", "unknown"))
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        value = self.metadata.get("steps_per_epoch")
+        return None if value is None else int(value)
+
+    def step_records(self) -> list[StepRecord]:
+        """The steps as ``StepRecord`` objects (tuples restored), in file order."""
+        return [record_from_dict(row) for row in frame_rows(self.steps[list(RECORD_FIELDS)])]
+
+    def epoch_entries(self) -> list[dict[str, Any]]:
+        """The per-epoch history as written (None where a value is missing)."""
+        return frame_rows(self.epochs)
+
+    def segment_curves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(alphas [K+1], losses [n, K+1], steps [n]): each measured segment's loss curve.
+
+        The last α is 1: the loss at θ_{t+1}.
+        """
+        if self.steps.empty:
+            alphas = np.append(np.arange(self.config.num_alphas) / self.config.num_alphas, 1.0)
+            return alphas, np.zeros((0, alphas.size)), np.zeros(0, dtype=np.int64)
+        alphas = np.asarray(self.steps["segment_alphas"].iloc[0], dtype=np.float64)
+        losses = np.array([np.asarray(curve, dtype=np.float64) for curve in self.steps["segment_losses"]])
+        return alphas, losses, self.steps["step"].to_numpy(dtype=np.int64)
+
+
+def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a frame as dicts with str keys, pandas' NaN for a missing value as None."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value.item() if isinstance(value, np.generic) else value
+
+    return [{str(key): plain(value) for key, value in row.items()} for row in frame.to_dict("records")]
+
+
+def record_from_dict(values: Mapping[str, Any]) -> StepRecord:
+    """The inverse of ``StepRecord.as_dict`` after a JSON round trip (lists → tuples, NaN → None)."""
+    cleaned: dict[str, Any] = {}
+    for name in RECORD_FIELDS:
+        value = values[name]
+        if isinstance(value, (list, tuple, np.ndarray)):
+            value = tuple(float(v) for v in value)
+        elif isinstance(value, float) and math.isnan(value):
+            value = None  # pandas stores a missing cosine / sharpness as NaN
+        elif isinstance(value, np.generic):
+            value = value.item()
+        cleaned[name] = value
+    return StepRecord(**cleaned)
+
+
+def _steps_frame(entries: list[dict[str, Any]], steps_per_epoch: int | None) -> pd.DataFrame:
+    if not entries:
+        return pd.DataFrame(columns=list(STEP_COLUMNS))
+    frame = pd.DataFrame(entries, columns=list(RECORD_FIELDS))
+    for column in ("segment_alphas", "segment_losses"):
+        frame[column] = [tuple(curve) for curve in frame[column]]
+    if steps_per_epoch:
+        frame["epoch"] = frame["step"] // steps_per_epoch + 1
+    else:
+        frame["epoch"] = pd.NA
+    return frame
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory (finished, diverged, or still being written)."""
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise RunDirectoryError(f"{run_dir} is not a directory")
+    config = WalkConfig.from_dict(_read_json(run_dir / CONFIG_FILE))
+    metadata = _read_json(run_dir / METADATA_FILE)
+    steps_per_epoch = metadata.get("steps_per_epoch")
+    steps = _steps_frame(_read_jsonl(run_dir / STEPS_FILE), steps_per_epoch)
+    epochs = pd.DataFrame(_read_jsonl(run_dir / EPOCHS_FILE))
+    summary = _read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).exists() else {}
+    return Run(run_dir, config, metadata, steps, epochs, summary)
+
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "EPOCHS_FILE",
+    "METADATA_FILE",
+    "Run",
+    "RunDirectoryError",
+    "RunWriter",
+    "STEPS_FILE",
+    "SUMMARY_FILE",
+    "base_metadata",
+    "load_run",
+    "frame_rows",
+    "record_from_dict",
+]

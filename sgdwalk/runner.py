@@ -1,0 +1,662 @@
+"""Train a real network under a ``WalkConfig`` and measure its walk: ``run_walk`` / ``resume_walk``.
+
+One run = data (``load_walk_data``, or a ``WalkData`` handed in), a model seeded from
+``config.seed``, an optimizer (SGD, exact full-batch GD, or GD plus isotropic noise), a
+learning-rate schedule, and a ``WalkTracker`` measuring the tracked steps on a fixed, seeded
+measurement set. Records go to a run directory as they are made (``runlog``); a checkpoint
+at epoch ends lets ``resume_walk`` continue and produce the records an uninterrupted run
+would have, bit for bit.
+
+Random streams, each seeded from ``config.seed`` and independent of the others, so that
+changing what is measured never changes what is trained:
+
+- model initialisation: torch's global generator, ``torch.manual_seed(seed)``;
+- minibatch order and augmentation: a CPU ``torch.Generator`` (``seed``), CPU so a run
+  draws the same batches on CPU and GPU;
+- the measurement subset: a CPU generator (``seed + MEASUREMENT_STREAM``);
+- the noise of ``noisy-gd``: ``NoisyGD``'s own generator (``seed + NOISE_STREAM``), and the
+  minibatches of its variance estimate (``seed + NOISE_ESTIMATE_STREAM``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from sgdwalk.config import ConfigError, WalkConfig
+from sgdwalk.geometry import distance, flat_parameters, norm
+from sgdwalk.lr_schedules import schedule_from_config
+from sgdwalk.measurement import MeasurementSet, per_sample_cross_entropy
+from sgdwalk.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
+from sgdwalk.record import StepRecord
+from sgdwalk.runlog import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METADATA_FILE,
+    RunDirectoryError,
+    RunWriter,
+    base_metadata,
+    load_run,
+    now_iso,
+)
+from sgdwalk.schedule import AnyOf, MeasurementSchedule, every_kth, windows
+from sgdwalk.summary import WindowSummary, summarize_windows
+from sgdwalk.tracker import WalkTracker
+
+# Offsets of the independent random streams from config.seed (see the module docstring).
+MEASUREMENT_STREAM: Final = 1
+NOISE_STREAM: Final = 2
+NOISE_ESTIMATE_STREAM: Final = 3
+# The training subset is the same whatever the run's seed, so runs that differ in seed
+# differ in initialisation and batch order only, not in the data they see.
+DATA_SUBSET_SEED: Final = 0
+
+CHECKPOINT_FORMAT_VERSION: Final = 1
+
+RecordCallback = Callable[[StepRecord], None]
+# Called once the data is loaded and the run directory written (None: an in-memory run).
+StartCallback = Callable[[Path | None], None]
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass(frozen=True)
+class WalkData:
+    """The tensors a run trains and evaluates on, and what the model needs to know of them.
+
+    ``load_walk_data`` builds it from a ``WalkConfig``; tests build one from small tensors.
+    The validation split may be empty (then no validation metrics are recorded).
+    """
+
+    train_inputs: Tensor
+    train_targets: Tensor
+    val_inputs: Tensor
+    val_targets: Tensor
+    in_channels: int
+    image_size: int
+    num_classes: int
+    # Applied to training batches only when config.augment (never to the measurement set).
+    augmentation: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    source: str = "in memory"
+
+
+def load_walk_data(config: WalkConfig) -> WalkData:
+    """The config's data set, split as in the paper, subset and padded as asked, on the CPU.
+
+    Raises ``DatasetNotFoundError`` (its message names the three ways to provide the data).
+    """
+    from sgdwalk.data import augmentation_for, load_tensors
+
+    common: dict[str, Any] = {"pad_to": config.pad_to, "subset_seed": DATA_SUBSET_SEED}
+    train = load_tensors(
+        config.data, "train", config.data_root, download=config.download, subset=config.train_subset, **common
+    )
+    # The train split resolved (or downloaded) the folder; the validation split reads it too.
+    val = load_tensors(config.data, "val", config.data_root, **common)
+    # The first n validation images (the files are stored in mixed class order).
+    keep = len(val) if config.validation_subset is None else min(config.validation_subset, len(val))
+    info = train.info
+    return WalkData(
+        train.inputs,
+        train.targets,
+        val.inputs[:keep],
+        val.targets[:keep],
+        info.in_channels,
+        info.image_size,
+        info.num_classes,
+        augmentation=augmentation_for(config.data),
+        source=str(train.source),
+    )
+
+
+# ---------------------------------------------------------------------------- result
+@dataclass
+class WalkResult:
+    """What a run produced (the same content as its run directory, in memory)."""
+
+    config: WalkConfig
+    records: list[StepRecord]
+    history: list[dict[str, Any]]
+    windows: list[WindowSummary]
+    status: str
+    divergence: str | None
+    steps_per_epoch: int
+    run_dir: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def diverged(self) -> bool:
+        return self.divergence is not None
+
+
+# ------------------------------------------------------------------------- helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return torch.device(name)
+
+
+def is_full_batch(config: WalkConfig) -> bool:
+    return config.optimizer in ("gd", "noisy-gd")
+
+
+def steps_per_epoch_of(config: WalkConfig, train_size: int) -> int:
+    """One step per epoch for full-batch GD; else the whole batches in the subset (the last
+    short batch is dropped, as in the protocol: 45,000 / 100 = 450)."""
+    if is_full_batch(config):
+        return 1
+    if config.batch_size > train_size:
+        raise ConfigError(f"batch_size {config.batch_size} exceeds the {train_size} training samples")
+    return train_size // config.batch_size
+
+
+def tracking_schedule(config: WalkConfig, steps_per_epoch: int) -> MeasurementSchedule:
+    """The tracked epochs' steps (only the first ``steps_per_window`` of each if set) ∪ the
+    step windows ∪ every k-th."""
+    per_window = steps_per_epoch if config.steps_per_window is None else min(config.steps_per_window, steps_per_epoch)
+    starts = [(epoch - 1) * steps_per_epoch for epoch in config.track_epochs]
+    ranges = [(start, start + per_window) for start in starts] + list(config.track_steps)
+    parts: list[MeasurementSchedule] = [windows(ranges)]
+    if config.track_every is not None:
+        parts.append(every_kth(config.track_every))
+    return AnyOf(tuple(parts))
+
+
+def measurement_indices(train_size: int, size: int | None, seed: int) -> Tensor:
+    """A seeded subset of the training positions (sorted), or all of them when size is None."""
+    if size is None or size >= train_size:
+        return torch.arange(train_size)
+    generator = torch.Generator().manual_seed(seed + MEASUREMENT_STREAM)
+    return torch.randperm(train_size, generator=generator)[:size].sort().values
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, inputs: Tensor, targets: Tensor, chunk_size: int) -> tuple[float | None, float | None]:
+    """(mean cross-entropy, accuracy) in eval mode (batch norm's running statistics); None if empty."""
+    count = int(targets.shape[0])
+    if count == 0:
+        return None, None
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    try:
+        for start in range(0, count, chunk_size):
+            outputs = model(inputs[start : start + chunk_size])
+            chunk_targets = targets[start : start + chunk_size]
+            loss_sum += float(F.cross_entropy(outputs, chunk_targets, reduction="sum").double())
+            correct += int((outputs.argmax(dim=1) == chunk_targets).sum())
+    finally:
+        model.train(was_training)
+    return loss_sum / count, correct / count
+
+
+def _endless_minibatches(
+    inputs: Tensor, targets: Tensor, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[Tensor, Tensor]]:
+    from sgdwalk.data import iterate_minibatches
+
+    while True:
+        yield from iterate_minibatches(inputs, targets, batch_size, generator)
+
+
+def estimate_noise_variance(
+    model: nn.Module, config: WalkConfig, inputs: Tensor, targets: Tensor
+) -> float:
+    """σ² = c · max per-coordinate variance of minibatch gradients at θ_0, over
+    ``config.noise_batches`` minibatches of ``config.batch_size`` (NOTES §2).
+
+    Batch norm runs in train mode, as in training; its running statistics are restored
+    afterwards so the estimate leaves the model exactly as it found it.
+    """
+    saved_buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
+    generator = torch.Generator().manual_seed(config.seed + NOISE_ESTIMATE_STREAM)
+    batch_size = min(config.batch_size, int(targets.shape[0]))
+    batches = itertools.islice(_endless_minibatches(inputs, targets, batch_size, generator), config.noise_batches)
+    try:
+        variance = gradient_coordinate_variance(model, per_sample_cross_entropy, batches)
+    finally:
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(saved_buffers[name])
+    return isotropic_noise_variance(variance, config.noise_scale)
+
+
+@contextmanager
+def cpu_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` (None: left alone), restored afterwards."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _progress_enabled(config: WalkConfig, progress: bool | None) -> bool:
+    wanted = config.progress if progress is None else progress
+    return bool(wanted) and sys.stderr.isatty()
+
+
+def _format_postfix(loss: float, record: StepRecord | None) -> dict[str, str]:
+    postfix = {"loss": f"{loss:.4f}"}
+    if record is not None:
+        postfix["height"] = f"{record.height_start:.3g}"
+        if record.cosine is not None:
+            postfix["cos"] = f"{record.cosine:+.2f}"
+    return postfix
+
+
+# ---------------------------------------------------------------------------- a run
+class _WalkRun:
+    """The state of one run while it trains; ``execute`` runs it to its end."""
+
+    def __init__(
+        self,
+        config: WalkConfig,
+        data: WalkData | None,
+        progress: bool | None,
+        on_record: RecordCallback | None,
+        resume_dir: Path | None,
+        on_start: StartCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self.on_record = on_record
+        self.device = resolve_device(config.device)
+        try:
+            self.data = data if data is not None else load_walk_data(config)
+        except ValueError as error:  # a subset larger than the split, a pad below the image size, a bad file
+            raise ConfigError(f"data set {config.data!r}: {error}") from error
+        self.train_x = self.data.train_inputs.to(self.device)
+        self.train_y = self.data.train_targets.to(self.device)
+        self.val_x = self.data.val_inputs.to(self.device)
+        self.val_y = self.data.val_targets.to(self.device)
+        self.train_size = int(self.train_y.shape[0])
+        self.steps_per_epoch = steps_per_epoch_of(config, self.train_size)
+        self.total_steps = config.epochs * self.steps_per_epoch
+        self.lr_at = schedule_from_config(config, self.steps_per_epoch)
+
+        torch.manual_seed(config.seed)
+        from sgdwalk.models import build_model
+
+        try:
+            model = build_model(
+                config.arch, self.data.in_channels, self.data.image_size, self.data.num_classes, config.width_multiplier
+            )
+        except ValueError as error:  # e.g. an image too small for the network
+            raise ConfigError(f"model {config.arch!r}: {error}") from error
+        self.model = model.to(self.device)
+        self.model.train()
+        self.batch_generator = torch.Generator().manual_seed(config.seed)
+
+        chosen = measurement_indices(self.train_size, config.measurement_size, config.seed).to(self.device)
+        self.measurement = MeasurementSet(self.train_x[chosen], self.train_y[chosen], chunk_size=config.chunk_size)
+
+        checkpoint = self._read_checkpoint(resume_dir) if resume_dir is not None else None
+        self.noise_variance: float | None = None
+        if config.optimizer == "noisy-gd":
+            if checkpoint is not None:
+                self.noise_variance = float(checkpoint["noise_variance"])
+            else:
+                self.noise_variance = estimate_noise_variance(self.model, config, self.train_x, self.train_y)
+            self.optimizer: torch.optim.Optimizer = NoisyGD(
+                self.model.parameters(),
+                lr=config.lr,
+                noise_variance=self.noise_variance,
+                weight_decay=config.weight_decay,
+                seed=config.seed + NOISE_STREAM,
+            )
+        else:
+            # No momentum: the paper's plain SGD (NOTES §2); GD is the same step on the exact gradient.
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=config.lr, momentum=0.0, weight_decay=config.weight_decay
+            )
+
+        self.writer: RunWriter | None = None
+        sinks: list[RecordCallback] = []
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        if config.out_dir is not None:
+            if resume_dir is not None:
+                saw = checkpoint or {"steps_written": 0, "epochs_written": 0}  # no checkpoint: from the start
+                self.writer = RunWriter.reopen(
+                    config.out_dir, steps_kept=int(saw["steps_written"]), epochs_kept=int(saw["epochs_written"])
+                )
+            else:
+                self.writer = RunWriter.create(config.out_dir, config, self._metadata())
+            sinks.append(self.writer.write_step)
+        if on_record is not None:
+            sinks.append(on_record)
+        self.last_record: StepRecord | None = None
+        sinks.append(self._remember)
+
+        self.tracker = WalkTracker(
+            self.model,
+            self.measurement,
+            schedule=tracking_schedule(config, self.steps_per_epoch),
+            num_alphas=config.num_alphas,
+            bn_mode=config.bn_mode,
+            weight_decay=config.weight_decay,
+            sharpness_every=config.sharpness_every,
+            sharpness_seed=config.seed,
+            sinks=sinks,
+        )
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if on_start is not None:
+            on_start(None if self.writer is None else self.writer.run_dir)
+
+    # ----------------------------------------------------------------- bookkeeping
+    def _remember(self, record: StepRecord) -> None:
+        self.last_record = record
+
+    def _metadata(self) -> dict[str, Any]:
+        metadata = base_metadata(self.config, self.device)
+        metadata.update(
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            train_size=self.train_size,
+            val_size=int(self.val_y.shape[0]),
+            measurement_size=self.measurement.size,
+            data_source=self.data.source,
+            cpu_threads=torch.get_num_threads(),
+            num_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            noise_variance=self.noise_variance,
+            noise_batches=self.config.noise_batches if self.config.optimizer == "noisy-gd" else None,
+        )
+        return metadata
+
+    def _read_checkpoint(self, run_dir: Path) -> dict[str, Any] | None:
+        path = run_dir / CHECKPOINT_FILE
+        if not path.exists():
+            return None  # died before its first checkpoint: start over
+        checkpoint: dict[str, Any] = torch.load(path, map_location=self.device, weights_only=True)
+        if checkpoint.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+            raise RunDirectoryError(
+                f"{path} has checkpoint format {checkpoint.get('format_version')}, "
+                f"expected {CHECKPOINT_FORMAT_VERSION}"
+            )
+        return checkpoint
+
+    def _noise_generators(self) -> dict[str, Tensor]:
+        if not isinstance(self.optimizer, NoisyGD):
+            return {}
+        # NoisyGD keeps one lazily made generator per device and has no public accessor.
+        return {str(device): generator.get_state() for device, generator in self.optimizer._generators.items()}
+
+    def _save_checkpoint(self, epoch: int) -> None:
+        assert self.writer is not None
+        state = {
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "epoch": epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "batch_generator": self.batch_generator.get_state(),
+            "noise_generators": self._noise_generators(),
+            "noise_variance": self.noise_variance,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "tracker": self.tracker.state_dict(),
+            "history": self.history,
+            "steps_written": self.writer.steps_written,
+            "epochs_written": self.writer.epochs_written,
+        }
+        path = self.writer.run_dir / CHECKPOINT_FILE
+        temporary = path.with_name(path.name + ".tmp")
+        torch.save(state, temporary)
+        temporary.replace(path)  # never a half-written checkpoint
+
+    def _restore(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.batch_generator.set_state(checkpoint["batch_generator"].cpu())
+        if isinstance(self.optimizer, NoisyGD):
+            for name, generator_state in checkpoint["noise_generators"].items():
+                device = torch.device(name)
+                generator = torch.Generator(device=device)
+                generator.set_state(generator_state.cpu())
+                self.optimizer._generators[device] = generator  # see _noise_generators
+        torch.set_rng_state(checkpoint["torch_rng"].cpu())
+        if checkpoint["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([state.cpu() for state in checkpoint["cuda_rng"]])
+        self.tracker.load_state_dict(checkpoint["tracker"])
+        self.history = list(checkpoint["history"])
+        self.start_epoch = int(checkpoint["epoch"])
+
+    # ------------------------------------------------------------------ training
+    def _epoch_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if is_full_batch(self.config):
+            # Exact gradient of the fixed training set: no shuffling, no augmentation.
+            yield self.train_x, self.train_y
+            return
+        from sgdwalk.data import iterate_minibatches
+
+        augmentation = self.data.augmentation if self.config.augment else None
+        yield from iterate_minibatches(
+            self.train_x, self.train_y, self.config.batch_size, self.batch_generator, augment=augmentation
+        )
+
+    def _gradient(self, inputs: Tensor, targets: Tensor) -> float:
+        """Set ``.grad`` for this step and return its loss (minibatch, or full-batch mean)."""
+        if is_full_batch(self.config):
+            chunk_size = self.config.gd_chunk_size
+            return full_batch_gradient_(self.model, per_sample_cross_entropy, inputs, targets, chunk_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.model(inputs), targets)
+        loss.backward()
+        return float(loss.detach())
+
+    def _epoch_entry(
+        self, epoch: int, minibatch_losses: list[float], lrs: list[float], seconds: float
+    ) -> dict[str, Any]:
+        train_loss, train_accuracy = evaluate(self.model, self.train_x, self.train_y, self.config.chunk_size)
+        val_loss, val_accuracy = evaluate(self.model, self.val_x, self.val_y, self.config.chunk_size)
+        parameters = flat_parameters(self.model)
+        sharpness = None
+        if self.config.sharpness_per_tracked_epoch and epoch in self.config.track_epochs:
+            sharpness = self.tracker.sharpness()
+        return {
+            "epoch": epoch,
+            "step": epoch * self.steps_per_epoch,  # steps taken by the end of the epoch
+            "lr_first": lrs[0] if lrs else None,
+            "lr_last": lrs[-1] if lrs else None,
+            "minibatch_loss_mean": sum(minibatch_losses) / len(minibatch_losses) if minibatch_losses else None,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "distance_from_init": distance(parameters, self.tracker.initial_parameters),
+            "param_norm": norm(parameters),
+            "sharpness": sharpness,
+            "seconds": seconds,
+        }
+
+    def _record_epoch(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        if self.writer is not None:
+            self.writer.write_epoch(entry)
+
+    def execute(self) -> WalkResult:
+        try:
+            divergence = self._train()
+        except BaseException as error:
+            if self.writer is not None:
+                status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+                self.writer.update_metadata(status=status, finished=now_iso(), error=f"{type(error).__name__}: {error}")
+                self.writer.close()
+            raise
+        return self._finish(divergence)
+
+    def _train(self) -> str | None:
+        config = self.config
+        if self.start_epoch == 0 and not self.history:
+            # Epoch 0: the network at initialisation, the reference for every curve.
+            self._record_epoch(self._epoch_entry(0, [], [], 0.0))
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.start_epoch * self.steps_per_epoch,
+            disable=not _progress_enabled(config, self.progress),
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
+        try:
+            for epoch in range(self.start_epoch + 1, config.epochs + 1):
+                started = time.perf_counter()
+                losses: list[float] = []
+                lrs: list[float] = []
+                for inputs, targets in self._epoch_batches():
+                    step = self.tracker.step_index
+                    lr = self.lr_at(step)
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = lr
+                    loss = self._gradient(inputs, targets)
+                    self.tracker.before_step(minibatch_loss=loss, lr=lr)
+                    if not self.tracker.diverged:  # a non-finite loss: no step into NaN
+                        self.optimizer.step()
+                    self.tracker.after_step()
+                    if self.tracker.diverged:
+                        return f"epoch {epoch}, {self.tracker.divergence}"
+                    losses.append(loss)
+                    lrs.append(lr)
+                    bar.update(1)
+                    bar.set_postfix(_format_postfix(loss, self.last_record), refresh=False)
+                self._record_epoch(self._epoch_entry(epoch, losses, lrs, time.perf_counter() - started))
+                train_loss = self.history[-1]["train_loss"]
+                if train_loss is not None and not math.isfinite(train_loss):
+                    return f"epoch {epoch}: non-finite training loss {train_loss} at the end of the epoch"
+                every = config.checkpoint_every_epochs
+                if self.writer is not None and every is not None and epoch % every == 0:
+                    self._save_checkpoint(epoch)
+        finally:
+            bar.close()
+        self.tracker.close()
+        return self.tracker.divergence
+
+    def _finish(self, divergence: str | None) -> WalkResult:
+        records = list(self.tracker.records)
+        window_summaries = summarize_windows(
+            (record.as_dict() for record in records), self.history, self.steps_per_epoch
+        )
+        status = "diverged" if divergence is not None else "finished"
+        metadata: dict[str, Any] = {}
+        if self.writer is not None:
+            self.writer.update_metadata(status=status, finished=now_iso(), divergence=divergence)
+            self.writer.write_summary(
+                {
+                    "status": status,
+                    "divergence": divergence,
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "steps_taken": self.tracker.step_index,
+                    "measured_steps": len(records),
+                    "windows": [summary.as_dict() for summary in window_summaries],
+                    "final_epoch": self.history[-1] if self.history else None,
+                }
+            )
+            self.writer.close()
+            metadata = self.writer.metadata
+        return WalkResult(
+            config=self.config,
+            records=records,
+            history=self.history,
+            windows=window_summaries,
+            status=status,
+            divergence=divergence,
+            steps_per_epoch=self.steps_per_epoch,
+            run_dir=None if self.writer is None else self.writer.run_dir,
+            metadata=metadata,
+        )
+
+
+# ------------------------------------------------------------------------- entries
+def run_walk(
+    config: WalkConfig,
+    *,
+    data: WalkData | None = None,
+    progress: bool | None = None,
+    on_record: RecordCallback | None = None,
+    on_start: StartCallback | None = None,
+) -> WalkResult:
+    """Train under ``config`` and measure the tracked steps.
+
+    - ``data``: the tensors to use instead of loading ``config.data`` (tests, notebooks).
+    - ``progress``: draw the tqdm bar (default ``config.progress``; never when stderr is
+      not a terminal).
+    - ``on_record``: called with each ``StepRecord`` after it is written to disk.
+    - ``on_start``: called with the run directory (None without ``out_dir``) once the data
+      is loaded and the directory written, before the first step.
+
+    With ``config.out_dir`` the records go to that directory (see ``runlog``) and a
+    checkpoint is saved every ``config.checkpoint_every_epochs`` epochs; without it the run
+    stays in memory. A divergence (non-finite loss) stops the run cleanly: the result's
+    ``status`` is "diverged" and ``divergence`` says where; no record holds a NaN.
+    """
+    with cpu_threads(config.cpu_threads):
+        return _WalkRun(config, data, progress, on_record, resume_dir=None, on_start=on_start).execute()
+
+
+def resume_walk(
+    run_dir: str | Path,
+    *,
+    data: WalkData | None = None,
+    progress: bool | None = None,
+    on_record: RecordCallback | None = None,
+    on_start: StartCallback | None = None,
+) -> WalkResult:
+    """Continue the run in ``run_dir`` from its last checkpoint (from the start if it has none).
+
+    The configuration is the run's own ``config.json``. Records written after the
+    checkpoint are dropped and made again; the result equals an uninterrupted run's. A
+    finished run is returned as it is, without training.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists() or not (run_dir / METADATA_FILE).exists():
+        raise RunDirectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE} / {METADATA_FILE})")
+    run = load_run(run_dir)
+    if run.status == "finished":
+        steps_per_epoch = run.steps_per_epoch or 1
+        history = run.epoch_entries()
+        records = run.step_records()
+        return WalkResult(
+            config=run.config,
+            records=records,
+            history=history,
+            windows=summarize_windows((r.as_dict() for r in records), history, steps_per_epoch),
+            status="finished",
+            divergence=None,
+            steps_per_epoch=steps_per_epoch,
+            run_dir=run_dir,
+            metadata=run.metadata,
+        )
+    config = run.config.replace(out_dir=str(run_dir))
+    with cpu_threads(config.cpu_threads):
+        return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
+
+
+__all__ = [
+    "WalkData",
+    "WalkResult",
+    "estimate_noise_variance",
+    "evaluate",
+    "load_walk_data",
+    "measurement_indices",
+    "resolve_device",
+    "resume_walk",
+    "run_walk",
+    "steps_per_epoch_of",
+    "tracking_schedule",
+]

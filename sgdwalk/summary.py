@@ -1,0 +1,167 @@
+"""Per-window summaries of a run's records, and the plain-text table `sgdwalk walk` prints.
+
+Pure functions of the step records (``StepRecord.as_dict()`` mappings, or the rows of
+``load_run(...).steps``) and the per-epoch history: nothing here trains or reads files. A
+window is one epoch holding measured steps (a tracked epoch, or any epoch that
+``track_every`` reached).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """The walk during one epoch's measured steps (NOTES §1 names; heights are L(θ_t) − y_t).
+
+    Standard deviations are the sample ones (ddof = 1) and None below two values; the
+    cosine statistics skip steps without a previous gradient (the first of a window).
+    """
+
+    epoch: int
+    steps: int
+    height_mean: float | None
+    height_sd: float | None
+    barriers: int
+    max_barrier_height: float
+    interior_floor_fraction: float
+    cosine_mean: float | None
+    cosine_sd: float | None
+    distance_end: float
+    train_loss: float | None
+    val_accuracy: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def epoch_of_step(step: int, steps_per_epoch: int) -> int:
+    """The 1-based epoch holding 0-based step ``step``."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+    return step // steps_per_epoch + 1
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return float(np.mean(values)), sd
+
+
+def summarize_window(
+    epoch: int, records: Sequence[Mapping[str, Any]], history_entry: Mapping[str, Any] | None = None
+) -> WindowSummary:
+    """One window's statistics from its records (in step order) and that epoch's history entry."""
+    if not records:
+        raise ValueError(f"epoch {epoch} has no measured steps to summarise")
+    ordered = sorted(records, key=lambda record: int(record["step"]))
+    height_mean, height_sd = _mean_sd(_finite(r["height_start"] for r in ordered))
+    cosine_mean, cosine_sd = _mean_sd(_finite(r.get("cosine") for r in ordered))
+    barrier_heights = [float(r["barrier_height"]) for r in ordered if bool(r["barrier"])]
+    entry = history_entry or {}
+    return WindowSummary(
+        epoch=epoch,
+        steps=len(ordered),
+        height_mean=height_mean,
+        height_sd=height_sd,
+        barriers=len(barrier_heights),
+        max_barrier_height=max(barrier_heights, default=0.0),
+        interior_floor_fraction=float(np.mean([bool(r["interior_floor"]) for r in ordered])),
+        cosine_mean=cosine_mean,
+        cosine_sd=cosine_sd,
+        distance_end=float(ordered[-1]["distance_from_init"]),
+        train_loss=entry.get("train_loss"),
+        val_accuracy=entry.get("val_accuracy"),
+    )
+
+
+def summarize_windows(
+    records: Iterable[Mapping[str, Any]],
+    history: Iterable[Mapping[str, Any]],
+    steps_per_epoch: int,
+) -> list[WindowSummary]:
+    """One ``WindowSummary`` per epoch that holds measured steps, in epoch order."""
+    by_epoch: dict[int, list[Mapping[str, Any]]] = {}
+    for record in records:
+        by_epoch.setdefault(epoch_of_step(int(record["step"]), steps_per_epoch), []).append(record)
+    entries = {int(entry["epoch"]): entry for entry in history}
+    return [summarize_window(epoch, by_epoch[epoch], entries.get(epoch)) for epoch in sorted(by_epoch)]
+
+
+# --------------------------------------------------------------------------------- table
+# Significant digits in the table: heights and barriers span 1e-4 … 1, so fixed decimals
+# would print zeros; 3 significant digits are what the paper's tables show.
+TABLE_SIGNIFICANT_DIGITS: int = 3
+
+
+def _number(value: float | None, digits: int = TABLE_SIGNIFICANT_DIGITS) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _mean_pm_sd(mean: float | None, sd: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    return _number(mean) if sd is None else f"{_number(mean)} ± {_number(sd)}"
+
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "epoch",
+    "steps",
+    "height (mean ± sd)",
+    "barriers",
+    "max barrier",
+    "interior floor",
+    "cosine (mean ± sd)",
+    "distance",
+    "train loss",
+    "val acc",
+)
+
+
+def render_table(summaries: Sequence[WindowSummary]) -> str:
+    """A fixed-width text table, one row per window (columns: ``TABLE_COLUMNS``)."""
+    rows = [
+        (
+            str(s.epoch),
+            str(s.steps),
+            _mean_pm_sd(s.height_mean, s.height_sd),
+            str(s.barriers),
+            _number(s.max_barrier_height),
+            f"{s.interior_floor_fraction:.0%}",
+            _mean_pm_sd(s.cosine_mean, s.cosine_sd),
+            _number(s.distance_end),
+            _number(s.train_loss),
+            "-" if s.val_accuracy is None else f"{s.val_accuracy:.1%}",
+        )
+        for s in summaries
+    ]
+    if not rows:
+        return "(no measured steps)\n"
+    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(TABLE_COLUMNS)]
+    lines = ["  ".join(cell.rjust(width) for cell, width in zip(TABLE_COLUMNS, widths))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = [
+    "TABLE_COLUMNS",
+    "WindowSummary",
+    "epoch_of_step",
+    "render_table",
+    "summarize_window",
+    "summarize_windows",
+]

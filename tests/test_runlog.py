@@ -1,0 +1,245 @@
+"""Records on disk (config, run writer, ``load_run``) and the window summaries computed from them."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sgdwalk.config import ConfigError, WalkConfig, read_config_file
+from sgdwalk.record import RECORD_FIELDS, StepRecord
+from sgdwalk.runlog import (
+    EPOCHS_FILE,
+    METADATA_FILE,
+    STEPS_FILE,
+    RunDirectoryError,
+    RunWriter,
+    base_metadata,
+    dumps_line,
+    load_run,
+)
+from sgdwalk.summary import render_table, summarize_windows
+
+NUM_ALPHAS = 4
+
+
+def make_record(step: int, *, height: float = 0.1, cosine: float | None = -0.5, barrier: float = 0.0) -> StepRecord:
+    """A self-consistent record: a parabola-like segment from 1.0 down to 1 − height … and back."""
+    alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
+    losses = (1.0, 1.0 - height, 1.0 - height / 2 + barrier, 1.0 - height / 4, 0.99)
+    return StepRecord(
+        step=step,
+        lr=0.1,
+        minibatch_loss=1.01 + step * 1e-3,
+        loss_start=losses[0],
+        loss_end=losses[-1],
+        floor=1.0 - height,
+        alpha_star=0.25,
+        interior_floor=height > 0,
+        floor_refined=1.0 - height,
+        alpha_star_refined=0.25,
+        height_start=height,
+        height_end=0.99 - (1.0 - height),
+        barrier=barrier > 0,
+        barrier_height=barrier,
+        barrier_alpha=0.5 if barrier > 0 else None,
+        cosine=cosine,
+        grad_norm=1.0 / 3.0,  # not a short decimal: the JSON round trip must keep every bit
+        step_length=0.01 * math.pi,
+        distance_from_init=0.1 * (step + 1),
+        param_norm=10.0 + step,
+        sharpness=None,
+        segment_alphas=alphas,
+        segment_losses=losses,
+    )
+
+
+def write_run(run_dir: Path, records: list[StepRecord], epochs: list[dict[str, object]], steps_per_epoch: int) -> None:
+    config = WalkConfig(num_alphas=NUM_ALPHAS, out_dir=str(run_dir))
+    metadata = base_metadata(config, torch.device("cpu"))
+    metadata["steps_per_epoch"] = steps_per_epoch
+    writer = RunWriter.create(run_dir, config, metadata)
+    for record in records:
+        writer.write_step(record)
+    for entry in epochs:
+        writer.write_epoch(entry)
+    writer.write_summary({"status": "finished"})
+    writer.update_metadata(status="finished")
+    writer.close()
+
+
+# ------------------------------------------------------------------------- config
+def test_config_round_trips_through_json(tmp_path: Path) -> None:
+    config = WalkConfig(arch="vgg11", data="cifar10", track_epochs=(1, 3), lr_milestones=(2,), epochs=3, lr_max=None)
+    path = tmp_path / "config.json"
+    path.write_text(config.to_json())
+    restored = WalkConfig.from_dict(read_config_file(path))
+    assert restored == config
+    assert isinstance(restored.track_epochs, tuple)
+
+
+def test_config_reads_toml_with_either_spelling(tmp_path: Path) -> None:
+    path = tmp_path / "walk.toml"
+    path.write_text('arch = "convnet"\ntrack-epochs = [1, 2]\nepochs = 2\nlr = 0.05\n')
+    config = WalkConfig.from_dict(read_config_file(path))
+    assert (config.arch, config.track_epochs, config.lr) == ("convnet", (1, 2), 0.05)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"learning_rate": 0.1}, "unknown configuration key"),
+        ({"optimizer": "adam"}, "optimizer must be one of"),
+        ({"arch": "alexnet"}, "arch must be one of"),
+        ({"epochs": 3, "track_epochs": [1, 4]}, "outside the run's epochs"),
+        ({"lr": -0.1}, "lr must be positive"),
+        ({"noise_batches": 1}, "at least 2"),
+        ({"bn_mode": "frozen"}, "bn_mode must be one of"),
+    ],
+)
+def test_config_rejects_bad_values(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WalkConfig.from_dict(values)
+
+
+def test_config_hash_follows_what_changes_the_records() -> None:
+    base = WalkConfig()
+    assert base.replace(out_dir="elsewhere", progress=False).result_hash == base.result_hash
+    assert base.replace(lr=0.05).result_hash != base.result_hash
+
+
+def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ConfigError, match="broken.json"):
+        read_config_file(broken)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_config_file(tmp_path / "absent.json")
+
+
+# ------------------------------------------------------------------------- writer
+def test_load_run_round_trip(tmp_path: Path) -> None:
+    records = [make_record(step, height=0.1 * (step + 1), cosine=None if step == 0 else -0.5) for step in range(6)]
+    epochs = [{"epoch": 1, "train_loss": 0.5, "val_accuracy": 0.8, "sharpness": None}]
+    write_run(tmp_path / "run", records, epochs, steps_per_epoch=4)
+
+    run = load_run(tmp_path / "run")
+    assert run.status == "finished"
+    assert run.config.num_alphas == NUM_ALPHAS
+    assert list(run.steps.columns) == [*RECORD_FIELDS, "epoch"]
+    assert run.steps["epoch"].tolist() == [1, 1, 1, 1, 2, 2]
+    assert run.step_records() == records  # bitwise: floats survive the JSON round trip
+    assert run.epochs["train_loss"].tolist() == [0.5]
+    assert run.summary == {"status": "finished"}
+
+    alphas, losses, steps = run.segment_curves()
+    np.testing.assert_array_equal(alphas, records[0].segment_alphas)
+    assert losses.shape == (6, NUM_ALPHAS + 1)
+    np.testing.assert_array_equal(losses[3], records[3].segment_losses)
+    np.testing.assert_array_equal(steps, np.arange(6))
+
+
+def test_an_empty_run_has_empty_frames_and_curves(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", [], [], steps_per_epoch=4)
+    run = load_run(tmp_path / "run")
+    assert run.steps.empty and list(run.steps.columns) == [*RECORD_FIELDS, "epoch"]
+    alphas, losses, steps = run.segment_curves()
+    assert alphas.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert losses.shape == (0, NUM_ALPHAS + 1) and steps.shape == (0,)
+
+
+def test_a_line_cut_by_a_crash_is_dropped_but_a_broken_middle_line_is_an_error(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    write_run(run_dir, [make_record(0), make_record(1)], [], steps_per_epoch=4)
+    steps_file = run_dir / STEPS_FILE
+    steps_file.write_text(steps_file.read_text() + '{"step": 2, "lr": 0.')
+    assert load_run(run_dir).steps["step"].tolist() == [0, 1]
+
+    lines = steps_file.read_text().splitlines()
+    steps_file.write_text("\n".join([lines[0], "garbage", lines[1]]) + "\n")
+    with pytest.raises(RunDirectoryError, match=f"{STEPS_FILE}:2"):
+        load_run(run_dir)
+
+
+def test_create_refuses_a_directory_that_holds_a_run(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", [make_record(0)], [], steps_per_epoch=4)
+    with pytest.raises(RunDirectoryError, match="already holds a run"):
+        RunWriter.create(tmp_path / "run", WalkConfig(), {})
+
+
+def test_reopen_keeps_what_the_checkpoint_saw(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    write_run(run_dir, [make_record(step) for step in range(5)], [{"epoch": 1}, {"epoch": 2}], steps_per_epoch=4)
+    writer = RunWriter.reopen(run_dir, steps_kept=3, epochs_kept=1)
+    assert (writer.steps_written, writer.epochs_written) == (3, 1)
+    writer.write_step(make_record(3))
+    writer.close()
+    run = load_run(run_dir)
+    assert run.steps["step"].tolist() == [0, 1, 2, 3]
+    assert len(run.epochs) == 1
+    assert run.status == "running" and run.summary == {}
+    assert run.metadata["resumed"][0]["after_epoch"] == 1
+    with pytest.raises(RunDirectoryError, match="checkpoint saw 9"):
+        RunWriter.reopen(run_dir, steps_kept=9, epochs_kept=0)
+
+
+def test_non_finite_values_are_written_as_null() -> None:
+    line = dumps_line({"loss": float("nan"), "values": (1.0, float("inf")), "flag": np.bool_(True), "n": np.int64(3)})
+    assert json.loads(line) == {"loss": None, "values": [1.0, None], "flag": True, "n": 3}
+
+
+def test_metadata_records_provenance(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", [], [], steps_per_epoch=4)
+    metadata = json.loads((tmp_path / "run" / METADATA_FILE).read_text())
+    assert set(metadata["versions"]) == {"python", "torch", "numpy", "sgdwalk"}
+    assert metadata["config_hash"] == WalkConfig(num_alphas=NUM_ALPHAS).result_hash
+    assert metadata["seed"] == 1111 and "git_commit" in metadata and metadata["started"]
+    assert (tmp_path / "run" / EPOCHS_FILE).exists()
+
+
+# ------------------------------------------------------------------------ summary
+def test_window_summaries_from_records() -> None:
+    steps_per_epoch = 10
+    window_1 = [make_record(0, height=0.2, cosine=None), make_record(1, height=0.4, cosine=-0.2, barrier=0.03)]
+    window_3 = [make_record(20, height=0.1, cosine=None), make_record(21, height=0.1, cosine=0.4)]
+    window_3.append(make_record(22, height=0.4, cosine=-0.4, barrier=0.01))
+    history = [
+        {"epoch": 1, "train_loss": 0.9, "val_accuracy": 0.5},
+        {"epoch": 3, "train_loss": 0.3, "val_accuracy": 0.9},
+    ]
+
+    first, third = summarize_windows([r.as_dict() for r in window_1 + window_3], history, steps_per_epoch)
+
+    assert (first.epoch, first.steps, first.barriers) == (1, 2, 1)
+    assert first.height_mean == pytest.approx(0.3) and first.height_sd == pytest.approx(math.sqrt(0.02))
+    assert first.max_barrier_height == 0.03
+    assert first.cosine_mean == -0.2 and first.cosine_sd is None  # one cosine: no spread
+    assert first.distance_end == pytest.approx(0.2)
+    assert (first.train_loss, first.val_accuracy) == (0.9, 0.5)
+
+    assert (third.epoch, third.steps, third.barriers, third.max_barrier_height) == (3, 3, 1, 0.01)
+    assert third.cosine_mean == pytest.approx(0.0) and third.cosine_sd == pytest.approx(math.sqrt(0.16 * 2))
+    assert third.interior_floor_fraction == 1.0
+
+
+def test_window_summaries_accept_load_run_rows(tmp_path: Path) -> None:
+    records = [make_record(0, cosine=None), make_record(1, cosine=0.5)]
+    write_run(tmp_path / "run", records, [], steps_per_epoch=4)
+    run = load_run(tmp_path / "run")
+    (window,) = summarize_windows(run.steps.to_dict("records"), run.epochs.to_dict("records"), 4)
+    assert window.cosine_mean == 0.5 and window.train_loss is None
+
+
+def test_render_table_has_one_row_per_window() -> None:
+    summaries = summarize_windows(
+        [make_record(0).as_dict(), make_record(30).as_dict()], [{"epoch": 1, "val_accuracy": 0.875}], 10
+    )
+    table = render_table(summaries)
+    lines = table.splitlines()
+    assert lines[0].split()[:2] == ["epoch", "steps"]
+    assert len(lines) == 4 and "87.5%" in lines[2] and lines[3].split()[0] == "4"
+    assert render_table([]) == "(no measured steps)\n"
