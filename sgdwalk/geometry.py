@@ -6,6 +6,8 @@ coordinates of the landscape, and never enter a distance or a norm.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -49,22 +51,36 @@ def _check_same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
         raise ValueError(f"vectors differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
+def _scaled(vector: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``vector / m`` and ``m = max |vector_i|``, in float64.
+
+    Norms are taken of the scaled vector and multiplied back: the squares of a gradient near
+    float64's square root (a diverging run) would overflow although its norm does not.
+    """
+    as_double = vector.detach().double().reshape(-1)
+    largest = float(as_double.abs().max()) if as_double.numel() else 0.0
+    if largest == 0.0 or not math.isfinite(largest):
+        return as_double, 1.0
+    return as_double / largest, largest
+
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """cos∠(a, b) in float64; 0.0 when either vector is zero (the angle is undefined)."""
     _check_same_shape(a, b)
-    a64, b64 = a.detach().double().reshape(-1), b.detach().double().reshape(-1)
-    norm_product = float(torch.linalg.vector_norm(a64) * torch.linalg.vector_norm(b64))
+    (a_unit, _), (b_unit, _) = _scaled(a), _scaled(b)
+    norm_product = float(torch.linalg.vector_norm(a_unit) * torch.linalg.vector_norm(b_unit))
     if norm_product < COSINE_NORM_PRODUCT_FLOOR:
         return 0.0
-    return float(torch.dot(a64, b64)) / norm_product
+    return float(torch.dot(a_unit, b_unit)) / norm_product
+
+
+def norm(a: torch.Tensor) -> float:
+    """‖a‖₂ in float64, without overflow for entries near float64's square root."""
+    scaled, largest = _scaled(a)
+    return largest * float(torch.linalg.vector_norm(scaled))
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖a − b‖₂ in float64."""
     _check_same_shape(a, b)
-    return float(torch.linalg.vector_norm(a.detach().double() - b.detach().double()))
-
-
-def norm(a: torch.Tensor) -> float:
-    """‖a‖₂ in float64."""
-    return float(torch.linalg.vector_norm(a.detach().double()))
+    return norm(a.detach().double() - b.detach().double())

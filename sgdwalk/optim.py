@@ -122,17 +122,28 @@ def gradient_coordinate_variance(
     must not move the run's batch-norm statistics, gradients or random streams.
     """
     probe = copy.deepcopy(model)
-    gradients = []
+    # Welford's running mean and sum of squared deviations: memory of two parameter vectors
+    # in float64 whatever the number of batches (stacking 50 VGG-11 gradients takes ~4 GB).
+    count = 0
+    mean: torch.Tensor | None = None
+    squared_deviations: torch.Tensor | None = None
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         for inputs, targets in minibatches:
             for parameter in trainable_parameters(probe):
                 parameter.grad = None
             loss_fn(probe(inputs), targets).mean().backward()
-            gradients.append(flat_gradient(probe).double())
-    if len(gradients) < 2:
-        raise ValueError(f"a variance needs at least 2 minibatches, got {len(gradients)}")
-    return torch.stack(gradients).var(dim=0, unbiased=True)
+            gradient = flat_gradient(probe).double()
+            count += 1
+            if mean is None or squared_deviations is None:
+                mean, squared_deviations = gradient.clone(), torch.zeros_like(gradient)
+                continue
+            delta = gradient - mean
+            mean += delta / count
+            squared_deviations += delta * (gradient - mean)
+    if count < 2 or squared_deviations is None:
+        raise ValueError(f"a variance needs at least 2 minibatches, got {count}")
+    return squared_deviations / (count - 1)
 
 
 def isotropic_noise_variance(coordinate_variance: torch.Tensor, scale: float) -> float:

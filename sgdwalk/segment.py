@@ -102,18 +102,23 @@ def _parabola_vertex(
     alphas: NDArray[np.float64], losses: NDArray[np.float64], index: int
 ) -> tuple[float, float]:
     """Vertex of the parabola through points index−1, index, index+1 (exact for quadratics)."""
-    a0, a1, a2 = alphas[index - 1 : index + 2]
-    y0, y1, y2 = losses[index - 1 : index + 2]
-    # Newton's divided differences: y = y0 + d1 (a − a0) + d2 (a − a0)(a − a1).
+    a0, a1, a2 = (float(a) for a in alphas[index - 1 : index + 2])
+    # Work in units of the largest of the three losses: divided differences of losses near
+    # float64's maximum (a slowly diverging run) would overflow.
+    scale = float(np.max(np.abs(losses[index - 1 : index + 2])))
+    if scale == 0.0:
+        return a1, 0.0
+    y0, y1, y2 = (float(y) / scale for y in losses[index - 1 : index + 2])
+    # Newton's divided differences: y = y0 + d01 (a − a0) + curvature (a − a0)(a − a1).
     d01 = (y1 - y0) / (a1 - a0)
     d12 = (y2 - y1) / (a2 - a1)
     curvature = (d12 - d01) / (a2 - a0)
     if not curvature > 0.0:
-        return float(a1), float(y1)
+        return a1, y1 * scale
     vertex = 0.5 * (a0 + a1) - d01 / (2.0 * curvature)
-    vertex = min(max(vertex, float(a0)), float(a2))
+    vertex = min(max(vertex, a0), a2)
     value = y0 + d01 * (vertex - a0) + curvature * (vertex - a0) * (vertex - a1)
-    return float(vertex), float(min(value, y1))
+    return float(vertex), float(min(value, y1) * scale)
 
 
 def summarize_segment(

@@ -112,6 +112,9 @@ def top_hessian_eigenvalue(
 
     operator = LinearOperator((dimension, dimension), matvec=matvec, dtype=np.float64)
     start = np.random.default_rng(seed).standard_normal(dimension)
+    if not np.any(matvec(start)):
+        # H v0 = 0 for a random v0 means H = 0 (almost surely): ARPACK would stop on a zero vector.
+        return 0.0
     values = eigsh(
         operator, k=1, which=which, v0=start, tol=relative_tolerance, maxiter=max_iterations, return_eigenvectors=False
     )
