@@ -1,0 +1,218 @@
+"""Claims as data, run on real training: settings, per-seed statistics, a bound, a verdict.
+
+A tier (``suites/real``, ``suites/gpu``) declares a table of ``ClaimCheck``s. Each names
+the settings it needs (``WalkConfig`` overrides of the tier's base config), a statistic
+computed from the runs of those settings over the tier's seeds (an ``Estimate`` with a 95 %
+interval over seeds), and a bound with the reason it was chosen. One parametrised test per
+tier runs the table; runs are cached for the session so claims that share a setting share
+its runs.
+
+The verdict is decided on the conservative end of the interval: a claim "value > bound"
+holds when the interval's low end exceeds the bound, "value < bound" when its high end is
+below it. The reported value is that end; the mean and interval are reported beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from sgdwalk.config import WalkConfig
+from sgdwalk.record import StepRecord
+from sgdwalk.runner import WalkData, WalkResult, load_walk_data, run_walk
+from sgdwalk.statistics import Estimate
+
+RunsBySetting = Mapping[str, Sequence[WalkResult]]
+StatisticFunction = Callable[[RunsBySetting], Estimate]
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One pass/fail check of one claim in one tier.
+
+    Attributes:
+        claim_id: the claim (C1-C11) this check tests.
+        name: short, unique test id within the tier (e.g. "C3-mlp-batch").
+        statistic_name: what is measured, in words, with its direction.
+        settings: names of the settings (keys of the tier's setting table) the statistic needs.
+        statistic: per-seed statistic with its interval, from the runs of those settings.
+        relation / bound: the statistic must satisfy ``statistic relation bound``.
+        bound_reason: why this bound, stated before the first run.
+        not_reproduced: when set, the check is a strict xfail with this reason (which quotes
+            the measured value); the run still happens and the statistic is still reported.
+    """
+
+    claim_id: str
+    name: str
+    statistic_name: str
+    settings: tuple[str, ...]
+    statistic: StatisticFunction
+    relation: str
+    bound: float
+    bound_reason: str
+    not_reproduced: str | None = None
+
+
+class ClaimRecorderLike(Protocol):
+    def setting(self, **values: object) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def check(
+        self,
+        name: str,
+        value: float,
+        bound: float,
+        relation: str,
+        *,
+        interval: tuple[float, float] | None = None,
+        detail: str = "",
+    ) -> None: ...
+
+
+def config_key(config: WalkConfig) -> str:
+    """A stable hash of everything that defines a run."""
+    payload = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def data_key(config: WalkConfig) -> tuple[Any, ...]:
+    """What decides the tensors a run trains on (runs that share it share the data)."""
+    return (config.data, config.data_root, config.train_subset, config.validation_subset, config.pad_to)
+
+
+@dataclass
+class RunCache:
+    """Runs computed once per session, shared by every claim that needs them.
+
+    The data of a setting is loaded once too: reading and normalising a data set costs
+    seconds, as much as a short run.
+    """
+
+    results: dict[str, WalkResult] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    data: dict[tuple[Any, ...], WalkData] = field(default_factory=dict)
+
+    def run(self, config: WalkConfig) -> WalkResult:
+        key = config_key(config)
+        if key not in self.results:
+            started = time.perf_counter()
+            if data_key(config) not in self.data:
+                self.data[data_key(config)] = load_walk_data(config)
+            self.results[key] = run_walk(config, data=self.data[data_key(config)], progress=False)
+            self.seconds[key] = time.perf_counter() - started
+        return self.results[key]
+
+
+def setting_configs(base: WalkConfig, overrides: Mapping[str, Any], seeds: Sequence[int]) -> list[WalkConfig]:
+    """The setting's config for each seed; runs keep no files (out_dir=None)."""
+    return [dataclasses.replace(base, **{**overrides, "seed": seed, "out_dir": None, "progress": False}) for seed in seeds]
+
+
+def decisive_value(estimate: Estimate, relation: str) -> float:
+    """The interval end that decides the verdict (low end for > and >=, high end for < and <=)."""
+    return estimate.low if relation in (">", ">=") else estimate.high
+
+
+def run_check(
+    check: ClaimCheck,
+    base: WalkConfig,
+    setting_table: Mapping[str, Mapping[str, Any]],
+    seeds: Sequence[int],
+    cache: RunCache,
+    recorder: ClaimRecorderLike,
+) -> Estimate:
+    """Run (or reuse) the check's settings over the seeds, record and assert the statistic."""
+    runs: dict[str, list[WalkResult]] = {}
+    for setting in check.settings:
+        runs[setting] = [cache.run(config) for config in setting_configs(base, setting_table[setting], seeds)]
+    recorder.setting(
+        arch=base.arch,
+        data=base.data,
+        seeds=list(seeds),
+        train_subset=base.train_subset,
+        measurement_size=base.measurement_size,
+        bn_mode=base.bn_mode,
+        num_alphas=base.num_alphas,
+        settings={name: dict(setting_table[name]) for name in check.settings},
+    )
+    for setting, results in runs.items():
+        diverged = [r.divergence for r in results if r.diverged]
+        if diverged:
+            recorder.note(f"setting {setting} diverged: {diverged}")
+    estimate = check.statistic(runs)
+    recorder.note(f"{check.statistic_name}: mean {estimate}; bound reason: {check.bound_reason}")
+    end = "low" if check.relation in (">", ">=") else "high"
+    recorder.check(
+        f"{check.statistic_name} (95% CI {end} end)",
+        decisive_value(estimate, check.relation),
+        check.bound,
+        check.relation,
+        interval=estimate.interval,
+        detail=f"mean {estimate.value:.4g}, per seed {[round(v, 5) for v in estimate.per_seed]}",
+    )
+    return estimate
+
+
+# ------------------------------------------------------------------ window statistics
+def tracked_windows(records: Sequence[StepRecord]) -> list[list[StepRecord]]:
+    """Records split into windows of consecutive measured steps, in step order."""
+    windows: list[list[StepRecord]] = []
+    for record in sorted(records, key=lambda r: r.step):
+        if windows and record.step == windows[-1][-1].step + 1:
+            windows[-1].append(record)
+        else:
+            windows.append([record])
+    return windows
+
+
+def window(result: WalkResult, which: int) -> list[StepRecord]:
+    """The ``which``-th tracked window of a run (0 = first, −1 = last)."""
+    windows = tracked_windows(result.records)
+    if not windows:
+        raise ValueError(f"run {config_key(result.config)} measured no steps (diverged: {result.divergence})")
+    return windows[which]
+
+
+def mean_field(records: Sequence[StepRecord], name: str) -> float:
+    values = [getattr(r, name) for r in records]
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        raise ValueError(f"no finite {name} in {len(records)} records")
+    return float(np.mean(finite))
+
+
+def fraction(records: Sequence[StepRecord], predicate: Callable[[StepRecord], bool]) -> float:
+    if not records:
+        raise ValueError("no records")
+    return float(np.mean([bool(predicate(r)) for r in records]))
+
+
+def floor_turning_fraction(records: Sequence[StepRecord]) -> float:
+    """Fraction of consecutive floor changes y_{t+1} − y_t that reverse direction.
+
+    A floor that only descends (or only climbs) scores 0; one that goes up and down at
+    every step scores 1. This is the "ups and downs" of the valley floor along the path.
+    """
+    floors = np.array([r.floor for r in sorted(records, key=lambda r: r.step)], dtype=np.float64)
+    if floors.size < 3:
+        raise ValueError("turning needs at least 3 consecutive floors")
+    signs = np.sign(np.diff(floors))
+    return float(np.mean(signs[1:] * signs[:-1] < 0))
+
+
+def last_history(result: WalkResult, key: str) -> float:
+    """The last epoch's value of a history entry (e.g. train_loss, val_accuracy)."""
+    for entry in reversed(result.history):
+        value = entry.get(key)
+        if value is not None:
+            return float(value)
+    raise ValueError(f"run {config_key(result.config)} recorded no {key}")

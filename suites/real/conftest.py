@@ -1,0 +1,12 @@
+"""The real tier's shared state: one run cache per session, so claims share their runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from sgdwalk.claim_engine import RunCache
+
+
+@pytest.fixture(scope="session")
+def run_cache() -> RunCache:
+    return RunCache()
