@@ -9,6 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
+import torch
+
+# One intra-op thread, as `sgdwalk walk` runs by default (config.DEFAULT_CPU_THREADS): the
+# ratios then compare the methods, not how well each hides a second thread's waits.
+torch.set_num_threads(1)
 
 # (group, method) -> median seconds, filled by the benchmarks of this session.
 MEDIANS: dict[str, dict[str, float]] = defaultdict(dict)

@@ -12,9 +12,10 @@ Run: ``pytest benchmarks --benchmark-only`` (ratios print at the end).
 
 from __future__ import annotations
 
-import threading
-import time
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,28 +75,28 @@ def _naive(model: nn.Module, start: torch.Tensor, end: torch.Tensor, measurement
     return losses
 
 
-def _peak_rss_increase_mib(function: Callable[[], object]) -> float:
-    """Peak resident memory above the level before ``function``, sampled every millisecond."""
+# Run in a fresh interpreter, so the allocator holds nothing from earlier benchmarks: the
+# peak resident size during one segment measurement minus the peak before it.
+_PEAK_MEMORY_SCRIPT = """
+import resource, sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, {root!r})
+from benchmarks.test_segment_speed import _setup, NUM_ALPHAS
+from sgdwalk.measurement import segment_losses
+from sgdwalk.segment import alpha_grid
+model, start, end, measurement = _setup({arch!r}, {channels}, {size}, {width})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+segment_losses(model, start, end, alpha_grid(NUM_ALPHAS), measurement, "train")
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024)
+"""
 
-    def rss_bytes() -> int:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * 4096
 
-    baseline, peak, running = rss_bytes(), [0], [True]
-
-    def sample() -> None:
-        while running[0]:
-            peak[0] = max(peak[0], rss_bytes())
-            time.sleep(0.001)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        function()
-    finally:
-        running[0] = False
-        sampler.join()
-    return max(peak[0] - baseline, 0) / 2**20
+def _peak_memory_mib(arch: str, channels: int, size: int, width: float) -> float:
+    root = str(Path(__file__).resolve().parent.parent)
+    script = _PEAK_MEMORY_SCRIPT.format(root=root, arch=arch, channels=channels, size=size, width=width)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return float(completed.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize(("group", "arch", "channels", "size", "width"), MODELS, ids=[m[0] for m in MODELS])
@@ -114,4 +115,4 @@ def test_segment_measurement(
     benchmark.pedantic(runs[method], rounds=3, warmup_rounds=1)  # type: ignore[attr-defined]
     MEDIANS[group][method] = benchmark.stats.stats.median  # type: ignore[attr-defined]
     if method == "sgdwalk":
-        EXTRAS[group]["peak memory (MiB)"] = f"{_peak_rss_increase_mib(runs[method]):.0f}"
+        EXTRAS[group]["peak memory (MiB)"] = f"{_peak_memory_mib(arch, channels, size, width):.1f}"
