@@ -657,7 +657,10 @@ def _normalise(images: np.ndarray, name: str, pad_to: int | None) -> Tensor:
         before, after = total // 2, total - total // 2
         inputs = torch.nn.functional.pad(inputs, (before, after, before, after), value=0.0)
     mean, std = (torch.tensor(values).view(1, -1, 1, 1) for values in NORMALISATION[name])
-    return inputs.sub_(mean).div_(std)
+    # One-channel images have strides that torch also reads as channels-last; torch 2.14's
+    # CPU conv backward then corrupted the heap for narrow ResNets. Force plain NCHW layout.
+    # (A size-1 dimension's stride is free, so contiguous() keeps them; clone() rewrites them.)
+    return inputs.sub_(mean).div_(std).clone(memory_format=torch.contiguous_format)
 
 
 def load_tensors(

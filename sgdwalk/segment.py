@@ -108,17 +108,19 @@ def _parabola_vertex(
     scale = float(np.max(np.abs(losses[index - 1 : index + 2])))
     if scale == 0.0:
         return a1, 0.0
+    grid_floor = float(losses[index])
     y0, y1, y2 = (float(y) / scale for y in losses[index - 1 : index + 2])
     # Newton's divided differences: y = y0 + d01 (a − a0) + curvature (a − a0)(a − a1).
     d01 = (y1 - y0) / (a1 - a0)
     d12 = (y2 - y1) / (a2 - a1)
     curvature = (d12 - d01) / (a2 - a0)
     if not curvature > 0.0:
-        return a1, y1 * scale
+        return a1, grid_floor
     vertex = 0.5 * (a0 + a1) - d01 / (2.0 * curvature)
     vertex = min(max(vertex, a0), a2)
     value = y0 + d01 * (vertex - a0) + curvature * (vertex - a0) * (vertex - a1)
-    return float(vertex), float(min(value, y1) * scale)
+    # Never above the grid floor it refines (scaling back may round up by an ulp).
+    return float(vertex), min(float(value * scale), grid_floor)
 
 
 def summarize_segment(

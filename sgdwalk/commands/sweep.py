@@ -1,0 +1,166 @@
+"""``sgdwalk sweep GRID``: run every cell of a grid (here, or as a Slurm job array) and tabulate them.
+
+The logic lives in ``sgdwalk.sweep``; this module parses arguments, prints and picks exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from sgdwalk.sweep import (
+    SlurmOptions,
+    SweepError,
+    expand_grid,
+    format_table,
+    pending_configs,
+    read_grid,
+    run_local,
+    submit_cells,
+    summarize_cells,
+    write_manifest,
+)
+
+EXIT_OK: Final = 0
+EXIT_CELL_FAILED: Final = 1  # at least one cell raised (the table lists why)
+EXIT_USAGE: Final = 2  # a bad grid file or a refused submission, as argparse's code for bad flags
+EXIT_INTERRUPTED: Final = 130
+
+# Where cells go when --out is not given (relative to the working directory).
+DEFAULT_SWEEPS_ROOT: Final = Path("sweeps")
+# pool: this machine's processes; slurm: a job array; local / debug: submitit's own
+# stand-ins for Slurm (a subprocess per job / in this process), to try a submission here.
+EXECUTORS: Final[tuple[str, ...]] = ("pool", "slurm", "local", "debug")
+# One cell at a time: the machines this was written on have two cores, shared.
+DEFAULT_WORKERS: Final = 1
+
+DESCRIPTION: Final = """\
+Run every cell of a grid of `sgdwalk walk` configurations. Each cell is a run directory
+OUT/cells/<hash> (the hash of the fields that change the records); cells already finished
+are skipped, interrupted ones resume from their last checkpoint, so rerunning the same
+command after a crash or a Slurm time-out finishes the sweep.
+
+Grid file (TOML or JSON): a [base] table of WalkConfig fields, an [axes] table of lists whose
+cartesian product gives the cells, and optional [[cells]] override tables (each crossed with
+the axes). Example: examples/sweep-grid.toml.
+"""
+
+EPILOG: Final = """\
+Executors:
+  pool    (default) a local process pool of --workers processes.
+  slurm   one submitit job array (AutoExecutor.map_array), one cell per job, with
+          --partition, --time-min, --gpus-per-node, --cpus-per-task, --mem-gb and
+          --array-parallelism; returns once submitted unless --wait.
+  local   submitit's local executor (a subprocess per cell), waits.
+  debug   submitit's debug executor (in this process), waits; a cell that raises opens
+          pdb (submitit's debugging behaviour).
+
+Exit codes: 0 every cell done or submitted, 1 some cell failed, 2 bad grid or flags or a
+refused submission (e.g. no Slurm here), 130 interrupted (rerun to resume).
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``sgdwalk sweep``."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "sweep",
+        help="run a grid of walks, here or as a Slurm job array",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("grid", metavar="GRID", help="grid file (.toml or .json)")
+    parser.add_argument("--out", metavar="DIR", help=f"sweep folder (default: {DEFAULT_SWEEPS_ROOT}/<grid file name>)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="pool", help="where cells run (default: pool)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="list the cells and their status, run nothing (default: run)"
+    )
+    pool = parser.add_argument_group("pool executor")
+    pool.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                      help="cells run at once, each with its config's cpu_threads intra-op threads "
+                      f"(default: {DEFAULT_WORKERS})")
+    slurm = parser.add_argument_group("slurm executor (submitit)")
+    defaults = SlurmOptions()
+    slurm.add_argument("--partition", default=defaults.partition, help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--time-min", type=int, default=defaults.time_min, metavar="MIN",
+                       help=f"time limit of each job in minutes (default: {defaults.time_min})")
+    slurm.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node, metavar="N",
+                       help=f"GPUs per job (default: {defaults.gpus_per_node})")
+    slurm.add_argument("--cpus-per-task", type=int, default=defaults.cpus_per_task, metavar="N",
+                       help=f"CPUs per job (default: {defaults.cpus_per_task})")
+    slurm.add_argument("--mem-gb", type=float, default=defaults.mem_gb, metavar="GB",
+                       help=f"memory per job (default: {defaults.mem_gb:g})")
+    slurm.add_argument("--array-parallelism", type=int, default=defaults.array_parallelism, metavar="N",
+                       help=f"jobs of the array running at once (default: {defaults.array_parallelism})")
+    slurm.add_argument("--wait", action="store_true",
+                       help="with --executor slurm, wait for the jobs and print the table (default: return once submitted)")
+    parser.set_defaults(func=run_sweep_command)
+
+
+def _out_root(args: argparse.Namespace) -> Path:
+    return Path(args.out) if args.out else DEFAULT_SWEEPS_ROOT / Path(args.grid).stem
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    try:
+        configs = expand_grid(read_grid(args.grid))
+    except SweepError as error:
+        print(f"sgdwalk sweep: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.workers < 1:
+        print(f"sgdwalk sweep: error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
+        return EXIT_USAGE
+    out_root = _out_root(args)
+    write_manifest(configs, out_root, args.grid)
+    todo = pending_configs(configs, out_root)
+    print(f"{len(configs)} cells in {out_root}: {len(configs) - len(todo)} done, {len(todo)} to run")
+    if args.dry_run:
+        sys.stdout.write(format_table(summarize_cells(configs, out_root)))
+        return EXIT_OK
+
+    errors: dict[str, str] = {}
+    try:
+        if args.executor == "pool":
+            def report(config: Any, error: str | None) -> None:
+                print(f"  {config.result_hash} {'failed: ' + error if error else 'done'}", flush=True)
+
+            errors = run_local(configs, out_root, workers=args.workers, on_cell=report)
+        else:
+            options = SlurmOptions(
+                partition=args.partition,
+                time_min=args.time_min,
+                gpus_per_node=args.gpus_per_node,
+                cpus_per_task=args.cpus_per_task,
+                mem_gb=args.mem_gb,
+                array_parallelism=args.array_parallelism,
+            )
+            try:
+                jobs = submit_cells(configs, out_root, cluster=args.executor, options=options)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:  # no Slurm here, sbatch refused
+                print(f"sgdwalk sweep: error: submitting to {args.executor} failed: {error}", file=sys.stderr)
+                return EXIT_USAGE
+            print(f"submitted {len(jobs)} jobs ({args.executor}): {', '.join(str(job.job_id) for _, job in jobs[:5])}"
+                  f"{' ...' if len(jobs) > 5 else ''}; logs in {out_root / 'submitit'}")
+            if args.executor == "slurm" and not args.wait:
+                print(f"rerun `sgdwalk sweep {args.grid} --out {out_root} --dry-run` for the table")
+                return EXIT_OK
+            errors = _wait(jobs)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    sys.stdout.write(format_table(summarize_cells(configs, out_root, errors)))
+    return EXIT_CELL_FAILED if errors else EXIT_OK
+
+
+def _wait(jobs: list[tuple[Any, Any]]) -> dict[str, str]:
+    """Wait for each (config, job); {hash: error} of the cells whose job raised."""
+    errors: dict[str, str] = {}
+    for config, job in jobs:
+        try:
+            job.result()
+        except Exception as error:  # submitit.FailedJobError / UncompletedJobError, or the cell's own (debug)
+            errors[config.result_hash] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+    return errors

@@ -1,0 +1,529 @@
+"""Sweeps: a grid of ``WalkConfig``s, one run directory per cell, run locally or on Slurm.
+
+A grid file (TOML, or JSON with the same keys)::
+
+    [base]                  # WalkConfig fields every cell shares
+    arch = "mlp"
+    epochs = 2
+
+    [axes]                  # lists; the cells are their cartesian product, in this order
+    lr = [0.05, 0.1]
+    seed = [1111, 1112]
+
+    [[cells]]               # optional: override tables, each crossed with the axes
+    optimizer = "sgd"
+
+    [[cells]]
+    optimizer = "gd"
+    epochs = 20
+
+A cell's config is ``base``, then its ``cells`` table, then its axis values. A field may not be
+an axis and sit in a ``cells`` table too (which should win would be a guess). Cells are keyed
+by ``WalkConfig.result_hash``, the hash of the fields that change the records (not data_root,
+download, out_dir, progress or checkpointing), and run into ``OUT/cells/<hash>/``, a normal
+run directory (see ``runlog``) written by ``run_walk``.
+
+Reruns and crashes, per cell:
+
+- metadata status "finished" or "diverged": done, skipped (a divergence is a result);
+- "running", "interrupted" or "failed": resumed from its last checkpoint (``resume_walk``),
+  from the start if it has none;
+- a directory without ``config.json`` and ``metadata.json`` (killed while being created):
+  its files are removed and the cell starts again;
+- a cell some other process is running holds an exclusive lock on ``OUT/cells/<hash>/.lock``
+  (released by the kernel when that process dies): it is left alone and reported "busy".
+
+Every cell runs through ``run_cell(config_dict, out_root)``, a top-level function of plain
+data, so it pickles to a process pool (``run_local``) or a submitit job array (``submit_cells``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import itertools
+import json
+import math
+import multiprocessing
+import os
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from sgdwalk.config import ConfigError, WalkConfig
+from sgdwalk.runlog import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EPOCHS_FILE,
+    METADATA_FILE,
+    STEPS_FILE,
+    SUMMARY_FILE,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from sgdwalk.runner import WalkData, WalkResult
+
+GRID_KEYS: Final = frozenset({"base", "axes", "cells"})
+CELLS_FOLDER: Final = "cells"
+LOCK_FILE: Final = ".lock"
+SUBMITIT_FOLDER: Final = "submitit"
+# The cells of the last expansion, with their hashes, for whoever reads OUT without the grid.
+MANIFEST_FILE: Final = "sweep.json"
+RUN_FILES: Final[tuple[str, ...]] = (CONFIG_FILE, METADATA_FILE, STEPS_FILE, EPOCHS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
+# A divergence is an outcome of the config, not an accident: rerunning gives it again.
+DONE_STATUSES: Final = frozenset({"finished", "diverged"})
+RESUMABLE_STATUSES: Final = frozenset({"running", "interrupted", "failed"})
+# Imported once by the pool's fork server, so that its workers start without importing torch.
+FORKSERVER_PRELOAD: Final[tuple[str, ...]] = ("sgdwalk.runner",)
+# Loaded data sets kept per process: CIFAR-10's 45k images are 0.55 GB as float32, and a
+# sweep's cells mostly share one or two (data, subset, padding) choices.
+DATA_CACHE_SIZE: Final = 4
+
+
+class SweepError(ValueError):
+    """A grid file or sweep folder that cannot be used (the message says why)."""
+
+
+class CellBusyError(RuntimeError):
+    """Another process holds the cell's lock (it is being run right now)."""
+
+
+# ---------------------------------------------------------------------------- grids
+@dataclass(frozen=True)
+class Grid:
+    """What a grid file says: shared fields, axes, and override tables."""
+
+    base: Mapping[str, Any]
+    axes: Mapping[str, tuple[Any, ...]]
+    cells: tuple[Mapping[str, Any], ...] = ({},)
+
+
+def _field_names(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    # Accept the CLI spelling (track-steps) as well as the field name (track_steps), as config files do.
+    if not isinstance(values, Mapping):
+        raise SweepError(f"{where} must be a table of WalkConfig fields, got {type(values).__name__}")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
+
+
+def parse_grid(values: Mapping[str, Any]) -> Grid:
+    """A ``Grid`` from the mapping of a grid file (keys ``base``, ``axes``, ``cells``)."""
+    unknown = sorted(set(values) - GRID_KEYS)
+    if unknown:
+        raise SweepError(f"unknown grid key(s) {', '.join(unknown)}; a grid has {', '.join(sorted(GRID_KEYS))}")
+    base = _field_names(values.get("base", {}), "base")
+    axes: dict[str, tuple[Any, ...]] = {}
+    for name, choices in _field_names(values.get("axes", {}), "axes").items():
+        if not isinstance(choices, list) or not choices:
+            raise SweepError(f"axis {name!r} must be a non-empty list of values, got {choices!r}")
+        axes[name] = tuple(choices)
+    raw_cells = values.get("cells", [{}])
+    if not isinstance(raw_cells, list) or not raw_cells:
+        raise SweepError("cells must be a non-empty list of tables")
+    cells = tuple(_field_names(cell, f"cells[{index}]") for index, cell in enumerate(raw_cells))
+    for index, cell in enumerate(cells):
+        both = sorted(set(cell) & set(axes))
+        if both:
+            raise SweepError(f"cells[{index}] sets {', '.join(both)}, which is also an axis; keep it in one place")
+    return Grid(base, axes, cells)
+
+
+def read_grid(path: str | Path) -> Grid:
+    """The grid in a ``.toml`` or ``.json`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SweepError(f"cannot read grid file {path}: {error.strerror}") from None
+    try:
+        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise SweepError(f"grid file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
+    if not isinstance(values, dict):
+        raise SweepError(f"grid file {path} must hold a table with base / axes / cells")
+    return parse_grid(values)
+
+
+def expand_grid(grid: Grid) -> list[WalkConfig]:
+    """Every cell's config, in file order (cells, then axes with the last one fastest).
+
+    Cells that describe the same run (equal ``result_hash``) appear once. A combination
+    that is not a valid config raises ``SweepError`` naming it.
+    """
+    configs: list[WalkConfig] = []
+    seen: set[str] = set()
+    names = list(grid.axes)
+    for cell_index, cell in enumerate(grid.cells):
+        for combination in itertools.product(*grid.axes.values()):
+            values = {**grid.base, **cell, **dict(zip(names, combination, strict=True))}
+            try:
+                config = WalkConfig.from_dict(values)
+            except ConfigError as error:
+                where = ", ".join(f"{name}={value!r}" for name, value in zip(names, combination, strict=True))
+                raise SweepError(f"cells[{cell_index}] {where}: {error}") from None
+            if config.result_hash not in seen:
+                seen.add(config.result_hash)
+                configs.append(config)
+    return configs
+
+
+def varying_fields(configs: Sequence[WalkConfig]) -> list[str]:
+    """The fields whose values differ between cells, in ``WalkConfig`` order."""
+    if not configs:
+        return []
+    dicts = [config.to_dict() for config in configs]
+    return [name for name in dicts[0] if any(json.dumps(d[name]) != json.dumps(dicts[0][name]) for d in dicts)]
+
+
+# ---------------------------------------------------------------------------- cells
+def cell_dir(out_root: str | Path, config: WalkConfig) -> Path:
+    return Path(out_root) / CELLS_FOLDER / config.result_hash
+
+
+def cell_status(directory: Path) -> str:
+    """"missing", "incomplete" (killed while being created), or the run's metadata status."""
+    if (directory / CONFIG_FILE).is_file() and (directory / METADATA_FILE).is_file():
+        try:
+            metadata = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return "incomplete"
+        return str(metadata.get("status", "incomplete"))
+    if any((directory / name).exists() for name in RUN_FILES):
+        return "incomplete"
+    return "missing"
+
+
+@contextlib.contextmanager
+def _cell_lock(directory: Path) -> Iterator[None]:
+    """Hold the cell's exclusive lock, or raise ``CellBusyError`` at once if another process does."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CellBusyError(f"{directory} is being run by another process (it holds {LOCK_FILE})") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@functools.lru_cache(maxsize=DATA_CACHE_SIZE)
+def _load_data(key: tuple[Any, ...]) -> WalkData:
+    from sgdwalk.runner import load_walk_data
+
+    data, data_root, download, train_subset, validation_subset, pad_to = key
+    config = WalkConfig(
+        data=data, data_root=data_root, download=download, train_subset=train_subset,
+        validation_subset=validation_subset, pad_to=pad_to, track_epochs=(), epochs=1,
+    )
+    return load_walk_data(config)
+
+
+def load_cell_data(config: WalkConfig) -> WalkData:
+    """The config's data (as ``load_walk_data``), read once per process."""
+    return _load_data(
+        (config.data, config.data_root, config.download, config.train_subset, config.validation_subset, config.pad_to)
+    )
+
+
+def _clear_run_files(directory: Path) -> None:
+    for name in RUN_FILES:
+        (directory / name).unlink(missing_ok=True)
+
+
+def run_cell(config_dict: Mapping[str, Any], out_root: str) -> str:
+    """Run (or resume, or skip) one cell into ``out_root/cells/<hash>``; return that folder.
+
+    A top-level function of plain data, so that a process pool or submitit can pickle it.
+    Raises what the run raises (a missing data set, a bad config), and ``CellBusyError`` when
+    another process is running the cell.
+    """
+    from sgdwalk.runner import resume_walk, run_walk
+
+    config = WalkConfig.from_dict(config_dict)
+    directory = cell_dir(Path(out_root).resolve(), config)
+    with _cell_lock(directory):
+        status = cell_status(directory)
+        if status in DONE_STATUSES:
+            return str(directory)
+        data = load_cell_data(config)
+        if status in RESUMABLE_STATUSES:
+            resume_walk(directory, data=data, progress=False)
+        else:
+            _clear_run_files(directory)  # "incomplete" leftovers; nothing for "missing"
+            run_walk(config.replace(out_dir=str(directory), progress=False), data=data)
+    return str(directory)
+
+
+def load_cell_result(directory: str | Path) -> WalkResult:
+    """The ``WalkResult`` of a done cell (finished or diverged), rebuilt from its files."""
+    from sgdwalk.runlog import load_run
+    from sgdwalk.runner import WalkResult
+    from sgdwalk.summary import summarize_windows
+
+    run = load_run(directory)
+    if run.status not in DONE_STATUSES:
+        raise SweepError(f"{directory} is {run.status}, not done")
+    steps_per_epoch = run.steps_per_epoch or 1
+    # pandas reads missing values as NaN; the runner's history holds None there.
+    history = [
+        {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in entry.items()}
+        for entry in run.epochs.to_dict("records")
+    ]
+    records = run.step_records()
+    return WalkResult(
+        config=run.config,
+        records=records,
+        history=history,
+        windows=summarize_windows((record.as_dict() for record in records), history, steps_per_epoch),
+        status=run.status,
+        divergence=run.metadata.get("divergence"),
+        steps_per_epoch=steps_per_epoch,
+        run_dir=Path(directory),
+        metadata=run.metadata,
+    )
+
+
+# ------------------------------------------------------------------------- executors
+def pending_configs(configs: Sequence[WalkConfig], out_root: str | Path) -> list[WalkConfig]:
+    """The cells not done yet."""
+    return [config for config in configs if cell_status(cell_dir(out_root, config)) not in DONE_STATUSES]
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+
+
+def run_local(
+    configs: Sequence[WalkConfig],
+    out_root: str | Path,
+    *,
+    workers: int = 1,
+    on_cell: Callable[[WalkConfig, str | None], None] | None = None,
+) -> dict[str, str]:
+    """Run the pending cells here, ``workers`` at a time; return {hash: error} of those that failed.
+
+    One worker runs the cells in this process, one after another. More use a pool of
+    processes forked from a ``forkserver`` that has imported the runner once (a plain fork
+    after torch has started threads can deadlock; spawn would import torch in every worker).
+    Each run sets its own intra-op threads (the config's ``cpu_threads``, 1 by default), so
+    ``workers`` runs use ``workers × cpu_threads`` cores. ``on_cell(config, error or None)``
+    is called as each cell ends.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    out_root = Path(out_root).resolve()
+    errors: dict[str, str] = {}
+
+    def finished(config: WalkConfig, error: BaseException | None) -> None:
+        if error is not None:
+            errors[config.result_hash] = _error_text(error)
+        if on_cell is not None:
+            on_cell(config, None if error is None else errors[config.result_hash])
+
+    todo = pending_configs(configs, out_root)
+    if workers == 1:
+        for config in todo:
+            try:
+                run_cell(config.to_dict(), str(out_root))
+            except Exception as error:  # one cell's failure must not stop the others
+                finished(config, error)
+            else:
+                finished(config, None)
+        return errors
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = {pool.submit(run_cell, config.to_dict(), str(out_root)): config for config in todo}
+        for future in as_completed(futures):
+            error = future.exception()
+            finished(futures[future], error)
+    return errors
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Resources of each array job (one cell per job)."""
+
+    partition: str | None = None
+    # Four hours: smoke-sized cells take minutes; a paper-sized cell needs more (and resumes
+    # from its last epoch checkpoint when a rerun resubmits it after a time-out).
+    time_min: int = 240
+    # One run uses one device; several GPUs per job would sit idle.
+    gpus_per_node: int = 1
+    # Data live on the GPU; the CPU only launches kernels and writes records.
+    cpus_per_task: int = 4
+    # CIFAR-10's 45k images are 0.55 GB before they are copied to the device; torch and the
+    # CUDA context take a few GB more.
+    mem_gb: float = 16.0
+    # At most this many cells at once, so that a sweep does not take a whole partition.
+    array_parallelism: int = 16
+
+
+def submit_cells(
+    configs: Sequence[WalkConfig], out_root: str | Path, *, cluster: str | None = "slurm", options: SlurmOptions = SlurmOptions()
+) -> list[tuple[WalkConfig, Any]]:
+    """Submit the pending cells as one submitit job array (``map_array``); return (config, job) pairs.
+
+    ``cluster``: "slurm", or submitit's "local" (a subprocess per job) or "debug" (in this
+    process, when a job's result is asked for), or None to let submitit detect it. Logs and
+    pickles go to ``OUT/submitit/<job id>``; results go to the cells as with ``run_local``.
+    """
+    import submitit
+
+    out_root = Path(out_root).resolve()
+    todo = pending_configs(configs, out_root)
+    if not todo:
+        return []
+    executor = submitit.AutoExecutor(folder=out_root / SUBMITIT_FOLDER / "%j", cluster=cluster)
+    parameters: dict[str, Any] = {
+        "name": "sgdwalk-sweep",
+        "timeout_min": options.time_min,
+        "gpus_per_node": options.gpus_per_node,
+        "cpus_per_task": options.cpus_per_task,
+        "mem_gb": options.mem_gb,
+        "slurm_array_parallelism": options.array_parallelism,
+    }
+    if options.partition is not None:
+        parameters["slurm_partition"] = options.partition
+    executor.update_parameters(**parameters)
+    jobs = executor.map_array(run_cell, [config.to_dict() for config in todo], [str(out_root)] * len(todo))
+    return list(zip(todo, jobs, strict=True))
+
+
+# --------------------------------------------------------------------------- summary
+@dataclass(frozen=True)
+class CellRow:
+    """One cell of the summary table."""
+
+    hash: str
+    status: str
+    values: Mapping[str, Any]
+    train_loss: float | None
+    val_accuracy: float | None
+    measured_steps: int | None
+    error: str | None = None
+
+
+def _last_epoch(directory: Path) -> dict[str, Any]:
+    """The last finished epoch's entry (from the summary when written, else epochs.jsonl)."""
+    summary_path = directory / SUMMARY_FILE
+    if summary_path.is_file():
+        final = json.loads(summary_path.read_text(encoding="utf-8")).get("final_epoch")
+        if final:
+            return dict(final)
+    lines = [line for line in (directory / EPOCHS_FILE).read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if (directory / EPOCHS_FILE).is_file() else []
+    for line in reversed(lines):
+        with contextlib.suppress(json.JSONDecodeError):  # the line in flight when a run died
+            return dict(json.loads(line))
+    return {}
+
+
+def summarize_cells(
+    configs: Sequence[WalkConfig], out_root: str | Path, errors: Mapping[str, str] | None = None
+) -> list[CellRow]:
+    """A row per cell: its status, the fields that vary, final train loss and validation accuracy."""
+    errors = errors or {}
+    varying = varying_fields(configs)
+    rows = []
+    for config in configs:
+        directory = cell_dir(out_root, config)
+        status = cell_status(directory)
+        last = _last_epoch(directory) if status not in ("missing", "incomplete") else {}
+        measured = None
+        if (directory / STEPS_FILE).is_file():
+            measured = sum(1 for line in (directory / STEPS_FILE).read_text(encoding="utf-8").splitlines() if line.strip())
+        error = errors.get(config.result_hash)
+        if error is not None and status not in DONE_STATUSES:
+            status = "busy" if error.startswith(CellBusyError.__name__) else "error"
+        rows.append(
+            CellRow(
+                hash=config.result_hash,
+                status=status,
+                values={name: getattr(config, name) for name in varying},
+                train_loss=last.get("train_loss"),
+                val_accuracy=last.get("val_accuracy"),
+                measured_steps=measured,
+                error=error,
+            )
+        )
+    return rows
+
+
+def _cell_text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple):
+        if value and all(isinstance(item, tuple) for item in value):
+            return ",".join(":".join(_cell_text(part) for part in item) for item in value)  # step windows
+        return ",".join(_cell_text(item) for item in value) or "()"
+    return str(value)
+
+
+def format_table(rows: Sequence[CellRow]) -> str:
+    """The rows as an aligned plain-text table, errors listed below it."""
+    if not rows:
+        return "no cells\n"
+    fields = list(rows[0].values)
+    header = ["cell", "status", *fields, "train loss", "val acc", "steps"]
+    body = [
+        [row.hash, row.status, *(_cell_text(row.values[name]) for name in fields),
+         _cell_text(row.train_loss), _cell_text(row.val_accuracy), _cell_text(row.measured_steps)]
+        for row in rows
+    ]
+    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
+    lines += [f"{row.hash}: {row.error}" for row in rows if row.error]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    lines.append(", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
+    return "\n".join(lines) + "\n"
+
+
+def write_manifest(configs: Sequence[WalkConfig], out_root: str | Path, grid_path: str | Path | None = None) -> Path:
+    """``OUT/sweep.json``: the grid file's path and every cell's hash and config."""
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "grid": None if grid_path is None else str(grid_path),
+        "cells": [{"hash": config.result_hash, "config": config.to_dict()} for config in configs],
+    }
+    path = out_root / MANIFEST_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+    return path
+
+
+__all__ = [
+    "CellBusyError",
+    "CellRow",
+    "Grid",
+    "SlurmOptions",
+    "SweepError",
+    "cell_dir",
+    "cell_status",
+    "expand_grid",
+    "format_table",
+    "load_cell_data",
+    "load_cell_result",
+    "parse_grid",
+    "pending_configs",
+    "read_grid",
+    "run_cell",
+    "run_local",
+    "submit_cells",
+    "summarize_cells",
+    "varying_fields",
+    "write_manifest",
+]

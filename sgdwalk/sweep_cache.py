@@ -1,0 +1,58 @@
+"""A claim-engine ``RunCache`` that reuses finished sweep cells and can keep its runs as cells.
+
+``claim_engine.RunCache`` keys runs by ``config_key`` (every field, out_dir and progress
+included) and keeps them in memory for one session. ``SweepRunCache`` looks a config up by
+``WalkConfig.result_hash`` in a sweep's ``cells`` folder first (``sgdwalk sweep`` writes
+``OUT/cells/<hash>``), so a claims session on a login node can read what a Slurm job array
+computed; a config with no done cell is run, into the cells folder when ``write`` is set (a
+killed session then resumes there), else in memory as ``RunCache`` does.
+
+Data are loaded once per process (``sweep.load_cell_data``), which also saves re-reading a
+data set for each of a tier's dozens of runs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sgdwalk.claim_engine import RunCache, config_key
+from sgdwalk.config import WalkConfig
+from sgdwalk.runner import WalkResult, run_walk
+from sgdwalk.sweep import DONE_STATUSES, cell_dir, cell_status, load_cell_data, load_cell_result, run_cell
+
+
+@dataclass
+class SweepRunCache(RunCache):
+    """``RunCache`` backed by a sweep folder ``out_root`` (holding ``cells/``), or memory only.
+
+    Attributes:
+        out_root: the sweep's OUT folder; None keeps every run in memory.
+        write: run missing cells into ``out_root`` (else in memory, leaving the folder as it is).
+        reused: config keys answered from done cells, for the report.
+    """
+
+    out_root: Path | None = None
+    write: bool = True
+
+    def __post_init__(self) -> None:
+        self.reused: set[str] = set()
+
+    def run(self, config: WalkConfig) -> WalkResult:
+        key = config_key(config)
+        if key in self.results:
+            return self.results[key]
+        started = time.perf_counter()
+        if self.out_root is not None and cell_status(cell_dir(self.out_root, config)) in DONE_STATUSES:
+            self.results[key] = load_cell_result(cell_dir(self.out_root, config))
+            self.reused.add(key)
+        elif self.out_root is not None and self.write:
+            self.results[key] = load_cell_result(run_cell(config.to_dict(), str(self.out_root)))
+        else:
+            self.results[key] = run_walk(config, data=load_cell_data(config), progress=False)
+        self.seconds[key] = time.perf_counter() - started
+        return self.results[key]
+
+
+__all__ = ["SweepRunCache"]
