@@ -105,11 +105,15 @@ class RunCache:
         key = config_key(config)
         if key not in self.results:
             started = time.perf_counter()
-            if data_key(config) not in self.data:
-                self.data[data_key(config)] = load_walk_data(config)
-            self.results[key] = run_walk(config, data=self.data[data_key(config)], progress=False)
+            self.results[key] = self.compute(config)
             self.seconds[key] = time.perf_counter() - started
         return self.results[key]
+
+    def compute(self, config: WalkConfig) -> WalkResult:
+        """Produce a run not in the cache yet (subclasses may read it from disk instead)."""
+        if data_key(config) not in self.data:
+            self.data[data_key(config)] = load_walk_data(config)
+        return run_walk(config, data=self.data[data_key(config)], progress=False)
 
 
 def setting_configs(base: WalkConfig, overrides: Mapping[str, Any], seeds: Sequence[int]) -> list[WalkConfig]:

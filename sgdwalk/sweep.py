@@ -65,8 +65,6 @@ from sgdwalk.runlog import (
 )
 
 if TYPE_CHECKING:
-    import torch
-
     from sgdwalk.runner import WalkData, WalkResult
 
 GRID_KEYS: Final = frozenset({"base", "axes", "cells"})

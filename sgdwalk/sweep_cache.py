@@ -13,7 +13,6 @@ data set for each of a tier's dozens of runs.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,20 +38,13 @@ class SweepRunCache(RunCache):
     def __post_init__(self) -> None:
         self.reused: set[str] = set()
 
-    def run(self, config: WalkConfig) -> WalkResult:
-        key = config_key(config)
-        if key in self.results:
-            return self.results[key]
-        started = time.perf_counter()
+    def compute(self, config: WalkConfig) -> WalkResult:
         if self.out_root is not None and cell_status(cell_dir(self.out_root, config)) in DONE_STATUSES:
-            self.results[key] = load_cell_result(cell_dir(self.out_root, config))
-            self.reused.add(key)
-        elif self.out_root is not None and self.write:
-            self.results[key] = load_cell_result(run_cell(config.to_dict(), str(self.out_root)))
-        else:
-            self.results[key] = run_walk(config, data=load_cell_data(config), progress=False)
-        self.seconds[key] = time.perf_counter() - started
-        return self.results[key]
+            self.reused.add(config_key(config))
+            return load_cell_result(cell_dir(self.out_root, config))
+        if self.out_root is not None and self.write:
+            return load_cell_result(run_cell(config.to_dict(), str(self.out_root)))
+        return run_walk(config, data=load_cell_data(config), progress=False)
 
 
 __all__ = ["SweepRunCache"]

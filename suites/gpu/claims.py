@@ -51,24 +51,24 @@ from sgdwalk.record import StepRecord
 from sgdwalk.runner import WalkResult
 from sgdwalk.statistics import Estimate, mean_with_t_interval, paired_difference
 from suites.gpu.profiles import PROFILES, PartSize, Profile
-from suites.real.claims import (
+from suites.claim_statistics import (
     MOST,
-    _c1_cosine,
-    _c1_floor,
-    _c2_cosine_vs_gd,
-    _c9_sgd_beats_gd,
-    _c10_sharpness_drop,
-    _early_barriers,
-    _height_gap,
-    _history_at_update,
-    _in_window,
-    _interior_floor_fraction,
-    _late,
-    _late_barrier_fraction,
-    _late_cosine_gap,
-    _noisy_minus_gd,
-    _per_seed,
-    _relative_barrier_height,
+    c10_sharpness_drop,
+    c1_cosine,
+    c1_floor,
+    c2_cosine_vs_gd,
+    c9_sgd_beats_gd,
+    early_barriers,
+    height_gap,
+    history_at_update,
+    in_window,
+    interior_floor_fraction,
+    late,
+    late_barrier_fraction,
+    late_cosine_gap,
+    noisy_minus_gd,
+    per_seed,
+    relative_barrier_height,
 )
 
 # --- the protocol (NOTES §2), each value with its source
@@ -256,8 +256,8 @@ def _final_gap(key: str, first: str, second: str) -> Callable[[RunsBySetting], E
 
     def statistic(runs: RunsBySetting) -> Estimate:
         return paired_difference(
-            _per_seed(runs[first], lambda r: last_history(r, key)),
-            _per_seed(runs[second], lambda r: last_history(r, key)),
+            per_seed(runs[first], lambda r: last_history(r, key)),
+            per_seed(runs[second], lambda r: last_history(r, key)),
         )
 
     return statistic
@@ -269,7 +269,7 @@ def _batch_minus_lr_effect(runs: RunsBySetting) -> Estimate:
     window = runs["batch-small"][0].config.track_steps[-1]
 
     def cosines(setting: str) -> np.ndarray:
-        return np.array(_per_seed(runs[setting], lambda r: mean_field(_in_window(r, window), "cosine")))
+        return np.array(per_seed(runs[setting], lambda r: mean_field(in_window(r, window), "cosine")))
 
     batch_effect = np.abs(cosines("batch-small") - cosines("sgd"))
     lr_effect = np.abs(cosines("lr-high") - cosines("lr-low"))
@@ -280,8 +280,8 @@ def _sgd_vs_gd_distance(runs: RunsBySetting) -> Estimate:
     """Distance from θ_0 after as many updates as GD took (GD: one update per epoch)."""
     updates = runs["gd"][0].config.epochs
     return paired_difference(
-        _per_seed(runs["sgd"], lambda r: _history_at_update(r, "distance_from_init", updates)),
-        _per_seed(runs["gd"], lambda r: _history_at_update(r, "distance_from_init", updates)),
+        per_seed(runs["sgd"], lambda r: history_at_update(r, "distance_from_init", updates)),
+        per_seed(runs["gd"], lambda r: history_at_update(r, "distance_from_init", updates)),
     )
 
 
@@ -289,7 +289,7 @@ def _floor_turning_gap(runs: RunsBySetting) -> Estimate:
     """Floor direction reversals: SGD's last window minus GD's last window, on equally many steps."""
 
     def pair(sgd: WalkResult, gd: WalkResult) -> float:
-        sgd_window: list[StepRecord] = _late(sgd)
+        sgd_window: list[StepRecord] = late(sgd)
         gd_window: list[StepRecord] = tracked_windows(gd.records)[-1]
         length = min(len(sgd_window), len(gd_window))
         return floor_turning_fraction(sgd_window[-length:]) - floor_turning_fraction(gd_window[-length:])
@@ -301,8 +301,8 @@ def _trapezoid_minus_best(others: tuple[str, ...]) -> Callable[[RunsBySetting], 
     """Final validation accuracy of the trapezoid minus the best of ``others``, per seed."""
 
     def statistic(runs: RunsBySetting) -> Estimate:
-        trapezoid = _per_seed(runs["lr-trapezoid"], lambda r: last_history(r, "val_accuracy"))
-        best = np.max([_per_seed(runs[name], lambda r: last_history(r, "val_accuracy")) for name in others], axis=0)
+        trapezoid = per_seed(runs["lr-trapezoid"], lambda r: last_history(r, "val_accuracy"))
+        best = np.max([per_seed(runs[name], lambda r: last_history(r, "val_accuracy")) for name in others], axis=0)
         return paired_difference(trapezoid, best.tolist())
 
     return statistic
@@ -312,24 +312,24 @@ def _trapezoid_minus_best(others: tuple[str, ...]) -> Callable[[RunsBySetting], 
 CHECKS: Final[tuple[ClaimCheck, ...]] = (
     ClaimCheck(
         "C1", "C1-gd-cosine", "GD (lr 0.9) mean consecutive-gradient cosine, second half of its updates",
-        ("gd-edge",), _c1_cosine, "<", -0.5,
+        ("gd-edge",), c1_cosine, "<", -0.5,
         "'strongly negative (near -1)': below -0.5 (beyond 120 degrees), halfway from orthogonal to opposite",
     ),
     ClaimCheck(
         "C1", "C1-gd-floor", "GD (lr 0.9) interior-floor fraction, second half of its updates",
-        ("gd-edge",), _c1_floor, ">", MOST, "'most segments have an interior floor': more than half",
+        ("gd-edge",), c1_floor, ">", MOST, "'most segments have an interior floor': more than half",
     ),
     ClaimCheck(
         "C2", "C2-sgd-floor", "SGD interior-floor fraction over every measured window",
-        ("sgd",), _interior_floor_fraction("sgd"), ">", MOST, "'most segments have an interior floor': more than half",
+        ("sgd",), interior_floor_fraction("sgd"), ">", MOST, "'most segments have an interior floor': more than half",
     ),
     ClaimCheck(
         "C2", "C2-sgd-vs-gd-cosine", "SGD mean cosine (last window) minus GD's at lr 0.9 (second half)",
-        ("sgd", "gd-edge"), _c2_cosine_vs_gd, ">", 0.0, "'less negative than under GD': a positive paired difference",
+        ("sgd", "gd-edge"), c2_cosine_vs_gd, ">", 0.0, "'less negative than under GD': a positive paired difference",
     ),
     ClaimCheck(
         "C3", "C3-batch-cosine", "mean cosine (last window) at the small batch minus at the large batch (lr 0.1)",
-        ("batch-small", "batch-large"), _late_cosine_gap("batch-small", "batch-large"), ">", 0.0,
+        ("batch-small", "batch-large"), late_cosine_gap("batch-small", "batch-large"), ">", 0.0,
         "'a larger batch gives a more negative mean cosine': a positive paired difference",
     ),
     ClaimCheck(
@@ -348,21 +348,21 @@ CHECKS: Final[tuple[ClaimCheck, ...]] = (
     ),
     ClaimCheck(
         "C6", "C6-lr-height", "mean height above the floor (last window), high lr minus low lr",
-        ("lr-high", "lr-low"), _height_gap("lr-high", "lr-low", _late), ">", 0.0,
+        ("lr-high", "lr-low"), height_gap("lr-high", "lr-low", late), ">", 0.0,
         "'a larger learning rate gives a larger height' (Table 2): a positive paired difference",
     ),
     ClaimCheck(
         "C7", "C7-early-barriers", "barriers crossed in the first window (epoch 1), per seed",
-        ("sgd",), _early_barriers("sgd"), "<=", 0.0, "Table 1: no barrier crossed in epoch 1 for every model",
+        ("sgd",), early_barriers("sgd"), "<=", 0.0, "Table 1: no barrier crossed in epoch 1 for every model",
     ),
     ClaimCheck(
         "C7", "C7-late-barrier-fraction", "fraction of the last window's updates that cross a barrier",
-        ("sgd",), _late_barrier_fraction("sgd"), "<", 0.1,
+        ("sgd",), late_barrier_fraction("sgd"), "<", 0.1,
         "'few': Table 1's worst case is 23 of 450 (5%); below 10% allows for short windows",
     ),
     ClaimCheck(
         "C7", "C7-barrier-size", "largest barrier height over the loss at its segment's start",
-        ("sgd",), _relative_barrier_height("sgd"), "<", 0.01, "'small next to the loss': under 1% of it",
+        ("sgd",), relative_barrier_height("sgd"), "<", 0.01, "'small next to the loss': under 1% of it",
     ),
     ClaimCheck(
         "C8", "C8-floor-turning", "floor direction reversals per update, SGD (last window) minus GD (last window)",
@@ -370,23 +370,23 @@ CHECKS: Final[tuple[ClaimCheck, ...]] = (
     ),
     ClaimCheck(
         "C9", "C9-noise-loss", "final train loss, GD + isotropic noise minus GD",
-        ("noisy-gd", "gd"), _noisy_minus_gd("train_loss"), ">", 0.0, "'trains worse than GD': a higher final loss",
+        ("noisy-gd", "gd"), noisy_minus_gd("train_loss"), ">", 0.0, "'trains worse than GD': a higher final loss",
     ),
     ClaimCheck(
         "C9", "C9-noise-distance", "final distance from init, GD + isotropic noise minus GD",
-        ("noisy-gd", "gd"), _noisy_minus_gd("distance_from_init"), ">", 0.0, "'ends farther from initialization'",
+        ("noisy-gd", "gd"), noisy_minus_gd("distance_from_init"), ">", 0.0, "'ends farther from initialization'",
     ),
     ClaimCheck(
         "C9", "C9-noise-norm", "final parameter norm, GD + isotropic noise minus GD",
-        ("noisy-gd", "gd"), _noisy_minus_gd("param_norm"), ">", 0.0, "'with a larger parameter norm'",
+        ("noisy-gd", "gd"), noisy_minus_gd("param_norm"), ">", 0.0, "'with a larger parameter norm'",
     ),
     ClaimCheck(
         "C9", "C9-sgd-best", "final validation accuracy, SGD minus GD (lr 0.1)",
-        ("sgd", "gd"), _c9_sgd_beats_gd, ">", 0.0, "'SGD trains best': a positive paired difference",
+        ("sgd", "gd"), c9_sgd_beats_gd, ">", 0.0, "'SGD trains best': a positive paired difference",
     ),
     ClaimCheck(
         "C10", "C10-sharpness", "top Hessian eigenvalue after the first update minus at the last window's start",
-        ("sgd",), _c10_sharpness_drop, ">", 0.0, "'the sharpness falls during training': a positive drop",
+        ("sgd",), c10_sharpness_drop, ">", 0.0, "'the sharpness falls during training': a positive drop",
     ),
 )
 

@@ -14,7 +14,7 @@ never moved to make a check pass: a claim that does not reproduce at this scale 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -22,16 +22,30 @@ import numpy as np
 from sgdwalk.claim_engine import (
     ClaimCheck,
     RunsBySetting,
-    fraction,
     floor_turning_fraction,
     last_history,
     mean_field,
-    tracked_windows,
 )
 from sgdwalk.config import WalkConfig
-from sgdwalk.record import StepRecord
-from sgdwalk.runner import WalkResult
-from sgdwalk.statistics import Estimate, mean_with_t_interval, paired_difference
+from sgdwalk.statistics import Estimate, paired_difference
+from suites.claim_statistics import (
+    MOST,
+    c10_sharpness_drop,
+    c1_cosine,
+    c1_floor,
+    c2_cosine_vs_gd,
+    c9_sgd_beats_gd,
+    early_barriers,
+    height_gap,
+    history_at_update,
+    interior_floor_fraction,
+    late,
+    late_barrier_fraction,
+    late_cosine_gap,
+    noisy_minus_gd,
+    per_seed,
+    relative_barrier_height,
+)
 
 SEEDS: tuple[int, ...] = (1111, 1112, 1113)
 
@@ -107,77 +121,10 @@ CONV_SETTINGS: Mapping[str, Mapping[str, Any]] = {
 }
 
 
-# ---------------------------------------------------------------- per-run statistics
-def _in_window(result: WalkResult, window: tuple[int, int]) -> list[StepRecord]:
-    start, stop = window
-    records = [r for r in result.records if start <= r.step < stop]
-    if not records:
-        raise ValueError(f"no measured steps in {window} (diverged: {result.divergence})")
-    return records
-
-
-def _late(result: WalkResult) -> list[StepRecord]:
-    return tracked_windows(result.records)[-1]
-
-
-def _early(result: WalkResult) -> list[StepRecord]:
-    return tracked_windows(result.records)[0]
-
-
-def _per_seed(runs: Sequence[WalkResult], statistic: Any) -> list[float]:
-    return [float(statistic(run)) for run in runs]
-
-
-def _history_at_update(result: WalkResult, key: str, update: int) -> float:
-    """A history value at the end of the epoch that ends at ``update`` updates."""
-    for entry in result.history:
-        if int(entry["step"]) == update and entry.get(key) is not None:
-            return float(entry[key])
-    raise ValueError(f"no {key} recorded at update {update}")
-
-
-def _second_half(records: Sequence[StepRecord]) -> list[StepRecord]:
-    return list(records[len(records) // 2 :])
-
-
-# ------------------------------------------------------------------------- checks
-def _c1_cosine(runs: RunsBySetting) -> Estimate:
-    return mean_with_t_interval(_per_seed(runs["gd-edge"], lambda r: mean_field(_second_half(r.records), "cosine")))
-
-
-def _c1_floor(runs: RunsBySetting) -> Estimate:
-    return mean_with_t_interval(
-        _per_seed(runs["gd-edge"], lambda r: fraction(_second_half(r.records), lambda s: s.interior_floor))
-    )
-
-
-def _interior_floor_fraction(setting: str) -> Any:
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return mean_with_t_interval(_per_seed(runs[setting], lambda r: fraction(r.records, lambda s: s.interior_floor)))
-
-    return statistic
-
-
-def _c2_cosine_vs_gd(runs: RunsBySetting) -> Estimate:
-    return paired_difference(
-        _per_seed(runs["sgd"], lambda r: mean_field(_late(r), "cosine")),
-        _per_seed(runs["gd-edge"], lambda r: mean_field(_second_half(r.records), "cosine")),
-    )
-
-
-def _late_cosine_gap(small: str, large: str) -> Any:
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return paired_difference(
-            _per_seed(runs[small], lambda r: mean_field(_late(r), "cosine")),
-            _per_seed(runs[large], lambda r: mean_field(_late(r), "cosine")),
-        )
-
-    return statistic
-
-
+# ------------------------------------------------------- checks bound to this tier
 def _c4_batch_minus_lr_effect(runs: RunsBySetting) -> Estimate:
     def late_cosines(setting: str) -> np.ndarray:
-        return np.array(_per_seed(runs[setting], lambda r: mean_field(_late(r), "cosine")))
+        return np.array(per_seed(runs[setting], lambda r: mean_field(late(r), "cosine")))
 
     batch_effect = np.abs(late_cosines("sgd-b50") - late_cosines("sgd-b200"))
     lr_effect = np.abs(late_cosines("sgd-lr0.05") - late_cosines("sgd-lr0.2"))
@@ -186,115 +133,46 @@ def _c4_batch_minus_lr_effect(runs: RunsBySetting) -> Estimate:
 
 def _c5_batch_distance(runs: RunsBySetting) -> Estimate:
     return paired_difference(
-        _per_seed(runs["sgd-b50"], lambda r: last_history(r, "distance_from_init")),
-        _per_seed(runs["sgd-b500"], lambda r: last_history(r, "distance_from_init")),
+        per_seed(runs["sgd-b50"], lambda r: last_history(r, "distance_from_init")),
+        per_seed(runs["sgd-b500"], lambda r: last_history(r, "distance_from_init")),
     )
 
 
 def _c5_sgd_vs_gd_distance(runs: RunsBySetting) -> Estimate:
     return paired_difference(
-        _per_seed(runs["sgd"], lambda r: _history_at_update(r, "distance_from_init", GD_UPDATES)),
-        _per_seed(runs["gd"], lambda r: _history_at_update(r, "distance_from_init", GD_UPDATES)),
+        per_seed(runs["sgd"], lambda r: history_at_update(r, "distance_from_init", GD_UPDATES)),
+        per_seed(runs["gd"], lambda r: history_at_update(r, "distance_from_init", GD_UPDATES)),
     )
-
-
-def _height_gap(high_lr: str, low_lr: str, window: Any) -> Any:
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return paired_difference(
-            _per_seed(runs[high_lr], lambda r: mean_field(window(r), "height_start")),
-            _per_seed(runs[low_lr], lambda r: mean_field(window(r), "height_start")),
-        )
-
-    return statistic
-
-
-def _early_barriers(setting: str) -> Any:
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return mean_with_t_interval(_per_seed(runs[setting], lambda r: sum(s.barrier for s in _early(r))))
-
-    return statistic
-
-
-def _late_barrier_fraction(setting: str) -> Any:
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return mean_with_t_interval(_per_seed(runs[setting], lambda r: fraction(_late(r), lambda s: s.barrier)))
-
-    return statistic
-
-
-def _relative_barrier_height(setting: str) -> Any:
-    """Per seed, the largest barrier height over the loss at its segment's start (0 if none)."""
-
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return mean_with_t_interval(
-            _per_seed(
-                runs[setting],
-                lambda r: max((s.barrier_height / s.loss_start for s in r.records if s.barrier), default=0.0),
-            )
-        )
-
-    return statistic
 
 
 def _c8_floor_turning(runs: RunsBySetting) -> Estimate:
     return paired_difference(
-        _per_seed(runs["sgd"], lambda r: floor_turning_fraction(_late(r))),
-        _per_seed(runs["gd"], lambda r: floor_turning_fraction(sorted(r.records, key=lambda s: s.step)[-LATE_LENGTH:])),
+        per_seed(runs["sgd"], lambda r: floor_turning_fraction(late(r))),
+        per_seed(runs["gd"], lambda r: floor_turning_fraction(sorted(r.records, key=lambda s: s.step)[-LATE_LENGTH:])),
     )
 
-
-def _noisy_minus_gd(key: str) -> Any:
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return paired_difference(
-            _per_seed(runs["noisy-gd"], lambda r: last_history(r, key)),
-            _per_seed(runs["gd"], lambda r: last_history(r, key)),
-        )
-
-    return statistic
-
-
-def _c9_sgd_beats_gd(runs: RunsBySetting) -> Estimate:
-    return paired_difference(
-        _per_seed(runs["sgd"], lambda r: last_history(r, "val_accuracy")),
-        _per_seed(runs["gd"], lambda r: last_history(r, "val_accuracy")),
-    )
-
-
-def _c10_sharpness_drop(runs: RunsBySetting) -> Estimate:
-    def first_and_last(result: WalkResult) -> tuple[float, float]:
-        values = [r.sharpness for r in result.records if r.sharpness is not None]
-        if len(values) < 2:
-            raise ValueError(f"need two sharpness estimates, got {values}")
-        return float(values[0]), float(values[-1])
-
-    pairs = [first_and_last(run) for run in runs["sgd"]]
-    return paired_difference([early for early, _ in pairs], [late for _, late in pairs])
-
-
-# "Most" segments: more than half.
-MOST = 0.5
 
 MLP_CHECKS: tuple[ClaimCheck, ...] = (
     ClaimCheck(
         "C1", "C1-mlp-gd-cosine", "GD mean consecutive-gradient cosine, second half of 40 updates",
-        ("gd-edge",), _c1_cosine, "<", -0.5,
+        ("gd-edge",), c1_cosine, "<", -0.5,
         "'strongly negative (near -1)': below -0.5 (beyond 120 degrees), halfway from orthogonal to opposite",
     ),
     ClaimCheck(
         "C1", "C1-mlp-gd-floor", "GD interior-floor fraction, second half of 40 updates",
-        ("gd-edge",), _c1_floor, ">", MOST, "'most segments have an interior floor': more than half",
+        ("gd-edge",), c1_floor, ">", MOST, "'most segments have an interior floor': more than half",
     ),
     ClaimCheck(
         "C2", "C2-mlp-sgd-floor", "SGD interior-floor fraction over both windows",
-        ("sgd",), _interior_floor_fraction("sgd"), ">", MOST, "'most segments have an interior floor': more than half",
+        ("sgd",), interior_floor_fraction("sgd"), ">", MOST, "'most segments have an interior floor': more than half",
     ),
     ClaimCheck(
         "C2", "C2-mlp-sgd-vs-gd-cosine", "SGD late mean cosine minus GD's (second half)",
-        ("sgd", "gd-edge"), _c2_cosine_vs_gd, ">", 0.0, "'less negative than under GD': a positive paired difference",
+        ("sgd", "gd-edge"), c2_cosine_vs_gd, ">", 0.0, "'less negative than under GD': a positive paired difference",
     ),
     ClaimCheck(
         "C3", "C3-mlp-batch-cosine", "late mean cosine at batch 50 minus at batch 500 (lr 0.1)",
-        ("sgd-b50", "sgd-b500"), _late_cosine_gap("sgd-b50", "sgd-b500"), ">", 0.0,
+        ("sgd-b50", "sgd-b500"), late_cosine_gap("sgd-b50", "sgd-b500"), ">", 0.0,
         "'a larger batch gives a more negative mean cosine': a positive paired difference",
     ),
     ClaimCheck(
@@ -312,21 +190,21 @@ MLP_CHECKS: tuple[ClaimCheck, ...] = (
     ),
     ClaimCheck(
         "C6", "C6-mlp-lr-height", "late mean height above the floor, lr 0.2 minus lr 0.05 (B 100)",
-        ("sgd-lr0.2", "sgd-lr0.05"), _height_gap("sgd-lr0.2", "sgd-lr0.05", _late), ">", 0.0,
+        ("sgd-lr0.2", "sgd-lr0.05"), height_gap("sgd-lr0.2", "sgd-lr0.05", late), ">", 0.0,
         "'a larger learning rate gives a larger height': positive difference",
     ),
     ClaimCheck(
         "C7", "C7-mlp-early-barriers", "barriers crossed in the first 20 updates (per seed)",
-        ("sgd",), _early_barriers("sgd"), "<=", 0.0, "Table 1: no barrier crossed in epoch 1 for every model",
+        ("sgd",), early_barriers("sgd"), "<=", 0.0, "Table 1: no barrier crossed in epoch 1 for every model",
     ),
     ClaimCheck(
         "C7", "C7-mlp-late-barrier-fraction", "fraction of late updates that cross a barrier",
-        ("sgd",), _late_barrier_fraction("sgd"), "<", 0.1,
+        ("sgd",), late_barrier_fraction("sgd"), "<", 0.1,
         "'few': Table 1's worst case is 23 of 450 (5%); below 10% allows for our short window",
     ),
     ClaimCheck(
         "C7", "C7-mlp-barrier-size", "largest barrier height over the loss at its segment's start",
-        ("sgd",), _relative_barrier_height("sgd"), "<", 0.01, "'small next to the loss': under 1% of it",
+        ("sgd",), relative_barrier_height("sgd"), "<", 0.01, "'small next to the loss': under 1% of it",
     ),
     ClaimCheck(
         "C8", "C8-mlp-floor-turning", "floor direction reversals per update, SGD (late 40) minus GD (last 40)",
@@ -334,7 +212,7 @@ MLP_CHECKS: tuple[ClaimCheck, ...] = (
     ),
     ClaimCheck(
         "C9", "C9-mlp-noise-loss", "final train loss, GD + isotropic noise minus GD (50 updates)",
-        ("noisy-gd", "gd"), _noisy_minus_gd("train_loss"), ">", 0.0, "'trains worse than GD': higher final loss",
+        ("noisy-gd", "gd"), noisy_minus_gd("train_loss"), ">", 0.0, "'trains worse than GD': higher final loss",
         not_reproduced=(
             "measured on this laptop (Fashion-MNIST 5k, MLP, 3 seeds): GD + noise minus GD final train loss "
             "mean +0.0096, 95% CI [-0.047, +0.066]; with the authors' c = 0.02 the noise does not stall 50 GD updates"
@@ -342,15 +220,15 @@ MLP_CHECKS: tuple[ClaimCheck, ...] = (
     ),
     ClaimCheck(
         "C9", "C9-mlp-noise-distance", "final distance from init, GD + isotropic noise minus GD",
-        ("noisy-gd", "gd"), _noisy_minus_gd("distance_from_init"), ">", 0.0, "'ends farther from initialization'",
+        ("noisy-gd", "gd"), noisy_minus_gd("distance_from_init"), ">", 0.0, "'ends farther from initialization'",
     ),
     ClaimCheck(
         "C9", "C9-mlp-noise-norm", "final parameter norm, GD + isotropic noise minus GD",
-        ("noisy-gd", "gd"), _noisy_minus_gd("param_norm"), ">", 0.0, "'with a larger parameter norm'",
+        ("noisy-gd", "gd"), noisy_minus_gd("param_norm"), ">", 0.0, "'with a larger parameter norm'",
     ),
     ClaimCheck(
         "C9", "C9-mlp-sgd-best", "validation accuracy, SGD (4 epochs) minus GD (50 epochs)",
-        ("sgd", "gd"), _c9_sgd_beats_gd, ">", 0.0,
+        ("sgd", "gd"), c9_sgd_beats_gd, ">", 0.0,
         "'SGD trains best', conservatively: SGD with 12x fewer passes over the data must still beat GD",
         not_reproduced=(
             "measured: SGD (4 epochs) minus GD (50 epochs) validation accuracy mean +0.017, 95% CI [-0.009, +0.042] "
@@ -359,7 +237,7 @@ MLP_CHECKS: tuple[ClaimCheck, ...] = (
     ),
     ClaimCheck(
         "C10", "C10-mlp-sharpness", "top Hessian eigenvalue after update 1 minus after update 161",
-        ("sgd",), _c10_sharpness_drop, ">", 0.0, "'the sharpness falls during training': positive drop",
+        ("sgd",), c10_sharpness_drop, ">", 0.0, "'the sharpness falls during training': positive drop",
         not_reproduced=(
             "measured: sharpness after update 1 minus after update 161 mean +1.9, 95% CI [-3.8, +7.7] "
             "(per seed +4.6, +0.8, +0.5): it falls in every seed, but too unevenly for 3 seeds at this scale"
@@ -370,16 +248,16 @@ MLP_CHECKS: tuple[ClaimCheck, ...] = (
 CONV_CHECKS: tuple[ClaimCheck, ...] = (
     ClaimCheck(
         "C2", "C2-conv-sgd-floor", "SGD interior-floor fraction over both windows",
-        ("sgd",), _interior_floor_fraction("sgd"), ">", MOST, "'most segments have an interior floor': more than half",
+        ("sgd",), interior_floor_fraction("sgd"), ">", MOST, "'most segments have an interior floor': more than half",
     ),
     ClaimCheck(
         "C3", "C3-conv-batch-cosine", "late mean cosine at batch 100 minus at batch 500 (lr 0.1)",
-        ("sgd", "sgd-b500"), _late_cosine_gap("sgd", "sgd-b500"), ">", 0.0,
+        ("sgd", "sgd-b500"), late_cosine_gap("sgd", "sgd-b500"), ">", 0.0,
         "'a larger batch gives a more negative mean cosine': a positive paired difference",
     ),
     ClaimCheck(
         "C6", "C6-conv-lr-height", "late mean height above the floor, lr 0.2 minus lr 0.05",
-        ("sgd-lr0.2", "sgd-lr0.05"), _height_gap("sgd-lr0.2", "sgd-lr0.05", _late), ">", 0.0,
+        ("sgd-lr0.2", "sgd-lr0.05"), height_gap("sgd-lr0.2", "sgd-lr0.05", late), ">", 0.0,
         "'a larger learning rate gives a larger height': positive difference",
         not_reproduced=(
             "measured: conv net late height, lr 0.2 minus lr 0.05, mean +0.065, 95% CI [-0.044, +0.17] "
@@ -388,7 +266,7 @@ CONV_CHECKS: tuple[ClaimCheck, ...] = (
     ),
     ClaimCheck(
         "C7", "C7-conv-early-barriers", "barriers crossed in the first 10 updates (per seed)",
-        ("sgd",), _early_barriers("sgd"), "<=", 0.0, "Table 1: no barrier crossed in epoch 1 for every model",
+        ("sgd",), early_barriers("sgd"), "<=", 0.0, "Table 1: no barrier crossed in epoch 1 for every model",
     ),
 )
 
