@@ -10,6 +10,9 @@ mkdir -p "$REPORTS"
 echo "== quick tier: unit tests and synthetic claims (S1-S7)"
 $PY -m pytest tests suites/quick --sgdwalk-report "$REPORTS/quick.json"
 
+echo "== slow unit tests (end-to-end CLI runs, sweeps with worker processes)"
+$PY -m pytest tests --runslow -m slow
+
 echo "== real tier: claims C1-C10 on Fashion-MNIST (CPU)"
 $PY -m pytest suites/real --runslow --sgdwalk-report "$REPORTS/real.json"
 

@@ -234,6 +234,7 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path: Path, dat
     assert rows[1].train_loss is not None and rows[1].measured_steps == 3
 
 
+@pytest.mark.slow  # 6 s: kept out of the quick tier's minute, run by scripts/test.sh
 def test_two_workers_run_cells_in_forked_server_processes(tmp_path: Path, data_root: Path) -> None:
     configs = expand_grid(tiny_grid(data_root, seed=[1, 2]))
     assert run_local(configs, tmp_path / "out", workers=2) == {}
@@ -353,6 +354,7 @@ def test_the_sweep_command_refuses_a_bad_grid(tmp_path: Path, capsys: pytest.Cap
 
 
 # -------------------------------------------------------------------------- benchmark
+@pytest.mark.slow  # 6 s: kept out of the quick tier's minute, run by scripts/test.sh
 def test_the_gpu_speed_benchmark_runs_on_a_cpu_at_tiny_size(tmp_path: Path) -> None:
     """A smoke call: the script runs end to end and writes its JSON (its numbers mean nothing here)."""
     out = tmp_path / "speed.json"

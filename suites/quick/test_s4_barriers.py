@@ -211,7 +211,13 @@ def test_reversed_segments_agree_and_match_the_reference(claim: ClaimRecorder) -
         # The grid never sees more than the true maximum.
         worst.check("(grid excess - reference excess) / rounding bound", (excess - reference.height) / rounding, 1.0, "<=")
         if reference.crossed:
-            worst.check("(reference - grid excess) / grid-resolution bound", (reference.height - excess) / (resolution + rounding), 1.0, "<=")
+            # The grid's barrier height is its excess when positive, else 0 (no barrier seen).
+            # A peak within Δ/2 of an end is missed by the interior grid, but then the end is
+            # within Δ/2 of it and the true excess itself is at most the resolution bound;
+            # comparing the raw (negative) excess there would charge the end's drop, not the
+            # peak's miss (CI found such a case: a peak at α > 0.95).
+            grid_height = max(excess, 0.0)
+            worst.check("(reference - grid barrier height) / grid-resolution bound", (reference.height - grid_height) / (resolution + rounding), 1.0, "<=")
         if reference.height > threshold + resolution + rounding:
             worst.check("resolvable barriers not flagged", int(not forward.barrier), 0, "<=")
         if not reference.crossed:
