@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.nn.modules.batchnorm import _BatchNorm
 
 BatchNormMode = Literal["train", "eval", "recompute"]
 BATCHNORM_MODES: tuple[str, ...] = get_args(BatchNormMode)
@@ -34,6 +35,9 @@ def check_batchnorm_mode(mode: str) -> BatchNormMode:
 
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
+    # Imported here so that the CLI can read the mode names without importing torch.
+    from torch.nn.modules.batchnorm import _BatchNorm
+
     return [module for module in model.modules() if isinstance(module, _BatchNorm)]
 
 

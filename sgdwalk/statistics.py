@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 #: Two-sided confidence of every interval the suites report (95 %).
 CONFIDENCE: float = 0.95
@@ -55,6 +54,9 @@ def mean_with_t_interval(values: Sequence[float], confidence: float = CONFIDENCE
     mean = float(array.mean())
     if array.size == 1:
         return Estimate(mean, mean, mean, (mean,))
+    # Imported here: scipy.stats takes ~2 s to import, which every test session would pay.
+    from scipy import stats
+
     standard_error = float(array.std(ddof=1)) / math.sqrt(array.size)
     half_width = float(stats.t.ppf(0.5 + confidence / 2, df=array.size - 1)) * standard_error
     return Estimate(mean, mean - half_width, mean + half_width, tuple(array.tolist()))
