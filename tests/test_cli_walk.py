@@ -94,6 +94,7 @@ def test_help_documents_every_config_field_with_its_default(capsys: pytest.Captu
     assert "(default: 1111)" in text and "(default: 1,5)" in text and "(default: mlp)" in text
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: ~4 s, run by scripts/test.sh's slow step
 def test_the_help_runs_as_a_process() -> None:
     completed = subprocess.run(
         [_sgdwalk_executable(), "walk", "--help"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_SECONDS
@@ -141,6 +142,7 @@ def test_resume_of_a_folder_that_is_no_run_is_a_usage_error(tmp_path: Path, caps
 
 
 # -------------------------------------------------------------------- missing data
+@pytest.mark.slow  # a fresh interpreter importing torch: ~3 s, run by scripts/test.sh's slow step
 def test_a_missing_data_set_is_one_message_and_exit_2_as_a_process(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
