@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import os
 
+# Imported once for the whole session, before any pytester run: in-process pytester runs
+# restore sys.modules afterwards, so a torch first imported inside one would be imported a
+# second time by the next, and torch's C extension crashes (segfault) on a second import.
+import torch  # noqa: F401
 from hypothesis import HealthCheck, settings
 
 # Derandomized so a local failure reproduces; few examples because each one trains a walk.

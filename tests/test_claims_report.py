@@ -27,6 +27,7 @@ from sgdwalk.claims_report import (
     save_report,
 )
 from sgdwalk.commands import claims as claims_command
+from tests.test_pytest_plugin import PROJECT_INI
 
 pytest_plugins = ["pytester"]
 
@@ -345,7 +346,7 @@ def test_height_grows_with_lr(claim):
 def test_acceptance_cosine_claim_flip_is_caught_by_compare(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    pytester.makeini("[pytest]\nxfail_strict = true\nfilterwarnings = error\n")
+    pytester.makeini(PROJECT_INI)
     pytester.makepyfile(test_cosine=COSINE_CLAIM_TEST)
     # -p only when the entry point will not load the plugin (see tests/test_pytest_plugin.py).
     installed = any(point.name == "sgdwalk" for point in entry_points(group="pytest11"))
