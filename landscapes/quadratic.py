@@ -311,7 +311,25 @@ class QuadraticAnswers:
         return np.einsum("ji,jk,ki->i", self.eigenvectors, matrix, self.eigenvectors)
 
 
-class Quadratic(nn.Module, QuadraticAnswers):
+class DeterministicSamples:
+    """Measurement set and minibatches of a landscape whose loss does not depend on data."""
+
+    def measurement_set(self) -> MeasurementSet:
+        """One dummy sample whose 'loss' is L(θ): the measurement-set mean is exact."""
+        return MeasurementSet(
+            torch.zeros(1, 1, dtype=torch.float64),
+            torch.zeros(1, dtype=torch.float64),
+            loss_fn=outputs_are_losses,
+            chunk_size=1,
+        )
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A 'minibatch' of a deterministic landscape: every sample has the same loss."""
+        del generator
+        return torch.zeros(batch_size, 1, dtype=torch.float64), torch.zeros(batch_size, dtype=torch.float64)
+
+
+class Quadratic(nn.Module, QuadraticAnswers, DeterministicSamples):
     """L(θ) = ½ (θ − θ*)ᵀ H (θ − θ*), H = Q diag(λ) Qᵀ, any real spectrum.
 
     Zero eigenvalues make flat directions, negative ones saddle directions; θ* is then a
@@ -379,16 +397,3 @@ class Quadratic(nn.Module, QuadraticAnswers):
         offset = as_vector(theta, self.dimension) - self._stationary_point
         return float(0.5 * offset @ self.hessian_matrix @ offset)
 
-    def measurement_set(self) -> MeasurementSet:
-        """One dummy sample whose 'loss' is L(θ): the measurement-set mean is exact."""
-        return MeasurementSet(
-            torch.zeros(1, 1, dtype=torch.float64),
-            torch.zeros(1, dtype=torch.float64),
-            loss_fn=outputs_are_losses,
-            chunk_size=1,
-        )
-
-    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A 'minibatch' of the deterministic quadratic: every sample has the same loss."""
-        del generator
-        return torch.zeros(batch_size, 1, dtype=torch.float64), torch.zeros(batch_size, dtype=torch.float64)

@@ -26,8 +26,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import minimize_scalar
 from torch import nn
 
-from landscapes.quadratic import as_vector
-from sgdwalk import MeasurementSet, outputs_are_losses
+from landscapes.quadratic import DeterministicSamples, as_vector
 
 __all__ = ["BarrierAnswer", "Bump", "Valley"]
 
@@ -79,7 +78,7 @@ class BarrierAnswer:
     method: str
 
 
-class Valley(nn.Module):
+class Valley(nn.Module, DeterministicSamples):
     """Walls ½ a ‖y‖², floor ½ μ x², bumps h_k b((x − x_k)/w_k); θ = (x, y).
 
     ``forward(inputs)`` returns L(θ) once per row of ``inputs`` (a dummy [1, 1] tensor from
@@ -124,19 +123,6 @@ class Valley(nn.Module):
             u = (x - bump.position) / bump.half_width
             value = value + bump.height * torch.clamp(1.0 - u * u, min=0.0) ** self.profile_power
         return value.expand(inputs.shape[0])
-
-    def measurement_set(self) -> MeasurementSet:
-        return MeasurementSet(
-            torch.zeros(1, 1, dtype=torch.float64),
-            torch.zeros(1, dtype=torch.float64),
-            loss_fn=outputs_are_losses,
-            chunk_size=1,
-        )
-
-    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A 'minibatch' of the deterministic valley: every sample has the same loss."""
-        del generator
-        return torch.zeros(batch_size, 1, dtype=torch.float64), torch.zeros(batch_size, dtype=torch.float64)
 
     # ------------------------------------------------------------------ the bump profile
     def _profile(self, u: float) -> tuple[float, float, float]:
