@@ -178,14 +178,6 @@ def tracked_windows(records: Sequence[StepRecord]) -> list[list[StepRecord]]:
     return windows
 
 
-def window(result: WalkResult, which: int) -> list[StepRecord]:
-    """The ``which``-th tracked window of a run (0 = first, −1 = last)."""
-    windows = tracked_windows(result.records)
-    if not windows:
-        raise ValueError(f"run {config_key(result.config)} measured no steps (diverged: {result.divergence})")
-    return windows[which]
-
-
 def mean_field(records: Sequence[StepRecord], name: str) -> float:
     values = [getattr(r, name) for r in records]
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
