@@ -45,12 +45,12 @@ REPO: Final = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the suites package lives at the repository root
     sys.path.insert(0, str(REPO))
 
-from sgdwalk.config import DEFAULT_CPU_THREADS  # noqa: E402
-from sgdwalk.geometry import flat_gradient, flat_parameters  # noqa: E402
-from sgdwalk.measurement import MeasurementSet, segment_losses  # noqa: E402
-from sgdwalk.models import build_model  # noqa: E402
-from sgdwalk.runlog import device_name  # noqa: E402
-from sgdwalk.segment import alpha_grid, summarize_segment  # noqa: E402
+from sgdwalk.training.config import DEFAULT_CPU_THREADS  # noqa: E402
+from sgdwalk.instrument.geometry import flat_gradient, flat_parameters  # noqa: E402
+from sgdwalk.instrument.measurement import MeasurementSet, segment_losses  # noqa: E402
+from sgdwalk.training.models import build_model  # noqa: E402
+from sgdwalk.runs.runlog import device_name  # noqa: E402
+from sgdwalk.instrument.segment import alpha_grid, summarize_segment  # noqa: E402
 from suites.gpu.profiles import TINY_SIZES  # noqa: E402
 
 ARCHS: Final[tuple[str, ...]] = ("vgg11", "resnet56", "mlp")
@@ -249,8 +249,8 @@ def precision_effect(arch: str, sizes: Sizes, device: torch.device) -> dict[str,
 # ------------------------------------------------------------------------------ tier
 def tier_wall_time(profile_name: str, device: torch.device, data_mode: str, data_root: str | None) -> dict[str, Any]:
     """Run every run of the tier's profile as the tier does (float32, one thread on a CPU); time them."""
-    from sgdwalk.runner import run_walk
-    from sgdwalk.sweep import load_cell_data
+    from sgdwalk.runs.runner import run_walk
+    from sgdwalk.runs.sweep import load_cell_data
     from suites.gpu.claims import PARTS, choose_data, tier_configs
     from suites.gpu.profiles import PROFILES
 

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.conftest import EXTRAS, MEDIANS
-from sgdwalk.batchnorm import measuring
-from sgdwalk.measurement import MeasurementSet, ParameterLayout, segment_losses
-from sgdwalk.models import build_model
-from sgdwalk.segment import alpha_grid
+from sgdwalk.instrument.batchnorm import measuring
+from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, segment_losses
+from sgdwalk.training.models import build_model
+from sgdwalk.instrument.segment import alpha_grid
 
 NUM_ALPHAS = 10
 # 2,000 samples in chunks of 1,000: the default walk's measurement set.
@@ -82,8 +82,8 @@ import resource, sys, torch
 torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from benchmarks.test_segment_speed import _setup, NUM_ALPHAS
-from sgdwalk.measurement import segment_losses
-from sgdwalk.segment import alpha_grid
+from sgdwalk.instrument.measurement import segment_losses
+from sgdwalk.instrument.segment import alpha_grid
 model, start, end, measurement = _setup({arch!r}, {channels}, {size}, {width})
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 segment_losses(model, start, end, alpha_grid(NUM_ALPHAS), measurement, "train")

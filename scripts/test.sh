@@ -7,6 +7,9 @@ PY=.venv/bin/python
 REPORTS=${SGDWALK_REPORTS:-reports}
 mkdir -p "$REPORTS"
 
+echo "== static checks: the package's layers import only downward"
+.venv/bin/lint-imports
+
 echo "== quick tier: unit tests and synthetic claims (S1-S7)"
 $PY -m pytest tests suites/quick --sgdwalk-report "$REPORTS/quick.json"
 

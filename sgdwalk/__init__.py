@@ -10,44 +10,44 @@ from typing import Any as _Any
 # Public name -> module. Imported on first use (PEP 562), so that loading the pytest plugin
 # or `sgdwalk --help` does not pay for importing torch.
 _EXPORTS: dict[str, str] = {
-    "BATCHNORM_MODES": "sgdwalk.batchnorm",
-    "BatchNormMode": "sgdwalk.batchnorm",
-    "DEFAULT_NUM_ALPHAS": "sgdwalk.segment",
-    "MeasurementSchedule": "sgdwalk.schedule",
-    "MeasurementSet": "sgdwalk.measurement",
-    "NoisyGD": "sgdwalk.optim",
-    "ParameterLayout": "sgdwalk.measurement",
-    "RECORD_FIELDS": "sgdwalk.record",
-    "SegmentSummary": "sgdwalk.segment",
-    "StepRecord": "sgdwalk.record",
-    "WalkTracker": "sgdwalk.tracker",
-    "alpha_grid": "sgdwalk.segment",
-    "cosine": "sgdwalk.geometry",
-    "distance": "sgdwalk.geometry",
-    "epoch_windows": "sgdwalk.schedule",
-    "every_kth": "sgdwalk.schedule",
-    "every_step": "sgdwalk.schedule",
-    "flat_gradient": "sgdwalk.geometry",
-    "flat_parameters": "sgdwalk.geometry",
-    "full_batch_gradient_": "sgdwalk.optim",
-    "gradient_coordinate_variance": "sgdwalk.optim",
-    "hessian_vector_product_operator": "sgdwalk.sharpness",
-    "isotropic_noise_variance": "sgdwalk.optim",
-    "losses_at_points": "sgdwalk.measurement",
-    "norm": "sgdwalk.geometry",
-    "outputs_are_losses": "sgdwalk.measurement",
-    "per_sample_cross_entropy": "sgdwalk.measurement",
-    "segment_losses": "sgdwalk.measurement",
-    "summarize_segment": "sgdwalk.segment",
-    "top_hessian_eigenvalue": "sgdwalk.sharpness",
-    "windows": "sgdwalk.schedule",
+    "BATCHNORM_MODES": "sgdwalk.instrument.batchnorm",
+    "BatchNormMode": "sgdwalk.instrument.batchnorm",
+    "DEFAULT_NUM_ALPHAS": "sgdwalk.instrument.segment",
+    "MeasurementSchedule": "sgdwalk.instrument.schedule",
+    "MeasurementSet": "sgdwalk.instrument.measurement",
+    "NoisyGD": "sgdwalk.training.optim",
+    "ParameterLayout": "sgdwalk.instrument.measurement",
+    "RECORD_FIELDS": "sgdwalk.instrument.record",
+    "SegmentSummary": "sgdwalk.instrument.segment",
+    "StepRecord": "sgdwalk.instrument.record",
+    "WalkTracker": "sgdwalk.instrument.tracker",
+    "alpha_grid": "sgdwalk.instrument.segment",
+    "cosine": "sgdwalk.instrument.geometry",
+    "distance": "sgdwalk.instrument.geometry",
+    "epoch_windows": "sgdwalk.instrument.schedule",
+    "every_kth": "sgdwalk.instrument.schedule",
+    "every_step": "sgdwalk.instrument.schedule",
+    "flat_gradient": "sgdwalk.instrument.geometry",
+    "flat_parameters": "sgdwalk.instrument.geometry",
+    "full_batch_gradient_": "sgdwalk.training.optim",
+    "gradient_coordinate_variance": "sgdwalk.training.optim",
+    "hessian_vector_product_operator": "sgdwalk.instrument.sharpness",
+    "isotropic_noise_variance": "sgdwalk.training.optim",
+    "losses_at_points": "sgdwalk.instrument.measurement",
+    "norm": "sgdwalk.instrument.geometry",
+    "outputs_are_losses": "sgdwalk.instrument.measurement",
+    "per_sample_cross_entropy": "sgdwalk.instrument.measurement",
+    "segment_losses": "sgdwalk.instrument.measurement",
+    "summarize_segment": "sgdwalk.instrument.segment",
+    "top_hessian_eigenvalue": "sgdwalk.instrument.sharpness",
+    "windows": "sgdwalk.instrument.schedule",
 }
 
 
 if _TYPE_CHECKING:
-    from sgdwalk.batchnorm import BATCHNORM_MODES, BatchNormMode
-    from sgdwalk.geometry import cosine, distance, flat_gradient, flat_parameters, norm
-    from sgdwalk.measurement import (
+    from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
+    from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
+    from sgdwalk.instrument.measurement import (
         MeasurementSet,
         ParameterLayout,
         losses_at_points,
@@ -55,12 +55,12 @@ if _TYPE_CHECKING:
         per_sample_cross_entropy,
         segment_losses,
     )
-    from sgdwalk.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
-    from sgdwalk.record import RECORD_FIELDS, StepRecord
-    from sgdwalk.schedule import MeasurementSchedule, epoch_windows, every_kth, every_step, windows
-    from sgdwalk.segment import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, summarize_segment
-    from sgdwalk.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
-    from sgdwalk.tracker import WalkTracker
+    from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
+    from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+    from sgdwalk.instrument.schedule import MeasurementSchedule, epoch_windows, every_kth, every_step, windows
+    from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, summarize_segment
+    from sgdwalk.instrument.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
+    from sgdwalk.instrument.tracker import WalkTracker
 
 
 def __getattr__(name: str) -> _Any:

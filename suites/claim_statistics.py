@@ -1,7 +1,7 @@
 """Per-seed statistics that the claim tiers share: window means, gaps between settings.
 
 Each ``*_statistic`` builder returns a function of the runs of named settings (see
-``sgdwalk.claim_engine.ClaimCheck``) giving an ``Estimate`` over seeds. The tiers
+``sgdwalk.claims.engine.ClaimCheck``) giving an ``Estimate`` over seeds. The tiers
 (``suites/real``, ``suites/gpu``) bind them to their setting names.
 """
 
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sgdwalk.claim_engine import RunsBySetting, fraction, last_history, mean_field, tracked_windows
-from sgdwalk.record import StepRecord
-from sgdwalk.runner import WalkResult
-from sgdwalk.statistics import Estimate, mean_with_t_interval, paired_difference
+from sgdwalk.claims.engine import RunsBySetting, fraction, last_history, mean_field, tracked_windows
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.runs.runner import WalkResult
+from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
 
 # "Most" segments: more than half.
 MOST = 0.5

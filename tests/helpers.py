@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from sgdwalk.measurement import MeasurementSet, ParameterLayout
+from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout
 
 # The unit tests' tensors are tiny: a second intra-op thread only adds hand-offs, and on a
 # shared 2-core machine its spin-waits made batch norm 60x slower (15 ms vs 0.25 ms a call).

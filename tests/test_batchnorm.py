@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.batchnorm import BATCHNORM_MODES, batchnorm_layers, check_batchnorm_mode, measuring
+from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, batchnorm_layers, check_batchnorm_mode, measuring
 from tests.helpers import (
     FLOAT32_REORDERED,
     assert_close,

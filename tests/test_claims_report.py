@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sgdwalk.claims_report import (
+from sgdwalk.claims.report import (
     ClaimEntry,
     ClaimsReport,
     ReportError,
@@ -26,7 +26,7 @@ from sgdwalk.claims_report import (
     report_to_dict,
     save_report,
 )
-from sgdwalk.commands import claims as claims_command
+from sgdwalk.cli.commands import claims as claims_command
 from tests.test_pytest_plugin import PROJECT_INI
 
 pytest_plugins = ["pytester"]
@@ -351,7 +351,7 @@ def test_acceptance_cosine_claim_flip_is_caught_by_compare(
     # -p only when the entry point will not load the plugin (see tests/test_pytest_plugin.py).
     installed = any(point.name == "sgdwalk" for point in entry_points(group="pytest11"))
     autoload = not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-    plugin_args = [] if installed and autoload else ["-p", "sgdwalk.pytest_plugin"]
+    plugin_args = [] if installed and autoload else ["-p", "sgdwalk.claims.pytest_plugin"]
 
     monkeypatch.setenv("MEAN_COSINE_GAP", "0.30")
     pytester.runpytest(*plugin_args, "--sgdwalk-report", "baseline.json").assert_outcomes(passed=2)

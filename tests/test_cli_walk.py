@@ -19,12 +19,12 @@ import pytest
 import torch
 from fixtures_data import write_cifar10, write_mnist_idx
 
-from sgdwalk import data as data_module
-from sgdwalk import runner
+from sgdwalk.training import data as data_module
+from sgdwalk.runs import runner
 from sgdwalk.cli import main
-from sgdwalk.commands.walk import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from sgdwalk.config import WalkConfig
-from sgdwalk.runlog import CHECKPOINT_FILE, METADATA_FILE, STEPS_FILE, SUMMARY_FILE, load_run
+from sgdwalk.cli.commands.walk import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.runs.runlog import CHECKPOINT_FILE, METADATA_FILE, STEPS_FILE, SUMMARY_FILE, load_run
 
 # The process-level tests start a Python that imports torch: allow for a slow, shared CPU.
 SUBPROCESS_TIMEOUT_SECONDS = 120
@@ -190,7 +190,7 @@ def test_fashion_mnist_run_writes_records_and_prints_the_summary(
 
 
 def test_figures_are_drawn_at_the_end(fashion_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("sgdwalk.plots")
+    pytest.importorskip("sgdwalk.runs.plots")
     out = tmp_path / "run"
     flags = [flag for flag in FEW_STEPS if flag != "--no-figures"]
     flags += ["--data-root", str(fashion_root), "--out", str(out), "--width-multiplier", "0.05"]

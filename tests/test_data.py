@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from tests.fixtures_data import write_cifar10, write_mnist_idx, write_tiny_imagenet
 
-from sgdwalk import data
-from sgdwalk.data import (
+from sgdwalk.training import data
+from sgdwalk.training.data import (
     DATASETS,
     NORMALISATION,
     DatasetFormatError,
@@ -343,7 +343,7 @@ def test_pad_to_32_centres_the_image_on_black(tmp_path: Path) -> None:
 
 
 def test_padded_fashion_mnist_runs_through_a_net_built_for_32(tmp_path: Path) -> None:
-    from sgdwalk.models import build_model
+    from sgdwalk.training.models import build_model
 
     write_mnist_idx(tmp_path, n_train=8)
     split = load_tensors("fashion-mnist", "train", tmp_path, pad_to=32)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from sgdwalk.geometry import cosine, distance, flat_gradient, flat_parameters, norm, trainable_parameters
+from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm, trainable_parameters
 from tests.helpers import FLOAT64_REORDERED, assert_close, mlp
 
 

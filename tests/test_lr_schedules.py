@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sgdwalk.config import ConfigError, WalkConfig
-from sgdwalk.lr_schedules import (
+from sgdwalk.training.config import ConfigError, WalkConfig
+from sgdwalk.training.lr_schedules import (
     constant,
     epochs_to_steps,
     schedule_from_config,

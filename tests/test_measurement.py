@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.geometry import flat_parameters
-from sgdwalk.measurement import (
+from sgdwalk.instrument.geometry import flat_parameters
+from sgdwalk.instrument.measurement import (
     MeasurementSet,
     ParameterLayout,
     interpolate,
@@ -18,7 +18,7 @@ from sgdwalk.measurement import (
     recomputed_batchnorm_statistics,
     segment_losses,
 )
-from sgdwalk.segment import alpha_grid
+from sgdwalk.instrument.segment import alpha_grid
 from tests.helpers import (
     FLOAT32_REORDERED,
     FLOAT64_REORDERED,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.models import (
+from sgdwalk.training.models import (
     ARCHITECTURES,
     MLP,
     VGG11,

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.geometry import flat_gradient, flat_parameters
-from sgdwalk.measurement import per_sample_cross_entropy
-from sgdwalk.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
+from sgdwalk.instrument.geometry import flat_gradient, flat_parameters
+from sgdwalk.instrument.measurement import per_sample_cross_entropy
+from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
 from tests.helpers import FLOAT32_REORDERED, FLOAT64_REORDERED, assert_close, classification_data, mlp
 
 # The empirical variance of n Gaussian draws has relative standard error sqrt(2 / (n − 1));

@@ -25,11 +25,12 @@ from matplotlib.text import Text
 from numpy.typing import NDArray
 from torch import nn
 
-from sgdwalk import MeasurementSchedule, MeasurementSet, WalkTracker, every_kth, outputs_are_losses, plots, windows
+from sgdwalk import MeasurementSchedule, MeasurementSet, WalkTracker, every_kth, outputs_are_losses, windows
+from sgdwalk.runs import plots
 from sgdwalk.cli import main
-from sgdwalk.commands import plot as plot_command
-from sgdwalk.config import WalkConfig
-from sgdwalk.runlog import RunWriter, load_run
+from sgdwalk.cli.commands import plot as plot_command
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.runs.runlog import RunWriter, load_run
 from tests.helpers import classification_data, mlp
 
 STEPS_PER_EPOCH = 12

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sgdwalk.claims_registry import CLAIMS, get_claim
-from sgdwalk.claims_report import ClaimEntry, load_report
-from sgdwalk.pytest_plugin import ClaimRecorder
+from sgdwalk.claims.registry import CLAIMS, get_claim
+from sgdwalk.claims.report import ClaimEntry, load_report
+from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 pytest_plugins = ["pytester"]
 
@@ -34,14 +34,14 @@ filterwarnings =
 
 
 def plugin_args() -> list[str]:
-    """``-p sgdwalk.pytest_plugin`` only when pytest will not load the entry point itself.
+    """``-p sgdwalk.claims.pytest_plugin`` only when pytest will not load the entry point itself.
 
     Loading it both ways registers the same module under two names, which pluggy refuses
     ("Plugin already registered under a different name").
     """
     installed = any(point.name == "sgdwalk" for point in entry_points(group="pytest11"))
     autoload = not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-    return [] if installed and autoload else ["-p", "sgdwalk.pytest_plugin"]
+    return [] if installed and autoload else ["-p", "sgdwalk.claims.pytest_plugin"]
 
 
 @pytest.fixture
@@ -467,7 +467,7 @@ import sys, types
 package = types.ModuleType("sgdwalk")
 package.__path__ = [sys.argv[1]]
 sys.modules["sgdwalk"] = package
-import sgdwalk.pytest_plugin, sgdwalk.claims_registry, sgdwalk.claims_report, sgdwalk.commands.claims
+import sgdwalk.claims.pytest_plugin, sgdwalk.claims.registry, sgdwalk.claims.report, sgdwalk.cli.commands.claims
 heavy = sorted(name for name in ("torch", "numpy", "scipy", "pandas") if name in sys.modules)
 print(",".join(heavy))
 """

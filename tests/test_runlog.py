@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from sgdwalk.config import ConfigError, WalkConfig, read_config_file
-from sgdwalk.record import RECORD_FIELDS, StepRecord
-from sgdwalk.runlog import (
+from sgdwalk.training.config import ConfigError, WalkConfig, read_config_file
+from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+from sgdwalk.runs.runlog import (
     EPOCHS_FILE,
     METADATA_FILE,
     STEPS_FILE,
@@ -22,7 +22,7 @@ from sgdwalk.runlog import (
     dumps_line,
     load_run,
 )
-from sgdwalk.summary import render_table, summarize_windows
+from sgdwalk.runs.summary import render_table, summarize_windows
 
 NUM_ALPHAS = 4
 

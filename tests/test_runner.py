@@ -16,22 +16,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgdwalk.config import WalkConfig
-from sgdwalk.data import RandomCropFlip
-from sgdwalk.geometry import flat_gradient
-from sgdwalk.measurement import MeasurementSet
-from sgdwalk.models import build_model
-from sgdwalk.record import StepRecord
-from sgdwalk.runlog import CHECKPOINT_FILE, STEPS_FILE, load_run
-from sgdwalk.runner import (
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.training.data import RandomCropFlip
+from sgdwalk.instrument.geometry import flat_gradient
+from sgdwalk.instrument.measurement import MeasurementSet
+from sgdwalk.training.models import build_model
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.runs.runlog import CHECKPOINT_FILE, STEPS_FILE, load_run
+from sgdwalk.runs.runner import (
     WalkData,
     measurement_indices,
     resume_walk,
     run_walk,
     tracking_schedule,
 )
-from sgdwalk.schedule import every_kth
-from sgdwalk.tracker import WalkTracker
+from sgdwalk.instrument.schedule import every_kth
+from sgdwalk.instrument.tracker import WalkTracker
 
 IMAGE_SIZE = 4  # the smallest image every model accepts
 NUM_CLASSES = 3

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgdwalk.schedule import AnyOf, epoch_windows, every_kth, every_step, windows
+from sgdwalk.instrument.schedule import AnyOf, epoch_windows, every_kth, every_step, windows
 from tests.helpers import measured_steps
 
 

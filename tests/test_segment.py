@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sgdwalk.segment import DEFAULT_NUM_ALPHAS, alpha_grid, summarize_segment
-from sgdwalk.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE, FLOOR_RELATIVE_TOLERANCE
+from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid, summarize_segment
+from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE, FLOOR_RELATIVE_TOLERANCE
 from tests.helpers import FLOAT64_DIVIDED_DIFFERENCES, FLOAT64_REORDERED, assert_close
 
 GRID4 = [0.0, 0.25, 0.5, 0.75]

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.geometry import flat_parameters
-from sgdwalk.measurement import MeasurementSet, outputs_are_losses
-from sgdwalk.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
+from sgdwalk.instrument.geometry import flat_parameters
+from sgdwalk.instrument.measurement import MeasurementSet, outputs_are_losses
+from sgdwalk.instrument.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
 from tests.helpers import (
     FLOAT64_REORDERED,
     LANCZOS_SEED_TO_SEED,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sgdwalk.statistics import CONFIDENCE, mean_with_t_interval, paired_difference, ratio_of_means
+from sgdwalk.claims.statistics import CONFIDENCE, mean_with_t_interval, paired_difference, ratio_of_means
 
 # Both sides compute the same float64 expression in a different order.
 FLOAT64_RTOL = 1e-12

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-import sgdwalk.sweep as sweep
+import sgdwalk.runs.sweep as sweep
 from sgdwalk.cli import main as cli_main
-from sgdwalk.config import WalkConfig
-from sgdwalk.runner import run_walk
-from sgdwalk.sweep import (
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.runs.runner import run_walk
+from sgdwalk.runs.sweep import (
     CellBusyError,
     SlurmOptions,
     SweepError,
@@ -35,7 +35,7 @@ from sgdwalk.sweep import (
     submit_cells,
     summarize_cells,
 )
-from sgdwalk.sweep_cache import SweepRunCache
+from sgdwalk.claims.sweep_cache import SweepRunCache
 from tests.fixtures_data import write_mnist_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,8 +162,8 @@ def test_a_local_grid_runs_and_a_rerun_skips_finished_cells(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished cell was run again")
 
-    monkeypatch.setattr("sgdwalk.runner.run_walk", no_training)
-    monkeypatch.setattr("sgdwalk.runner.resume_walk", no_training)
+    monkeypatch.setattr("sgdwalk.runs.runner.run_walk", no_training)
+    monkeypatch.setattr("sgdwalk.runs.runner.resume_walk", no_training)
     assert run_local(configs, out) == {}
     assert {c.result_hash: (cell_dir(out, c) / "metadata.json").stat().st_mtime_ns for c in configs} == stamps
 
@@ -295,8 +295,8 @@ def test_the_run_cache_reads_finished_cells_instead_of_training(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cache trained instead of reading the cell")
 
-    monkeypatch.setattr("sgdwalk.sweep_cache.run_walk", no_training)
-    monkeypatch.setattr("sgdwalk.runner.run_walk", no_training)
+    monkeypatch.setattr("sgdwalk.claims.sweep_cache.run_walk", no_training)
+    monkeypatch.setattr("sgdwalk.runs.runner.run_walk", no_training)
     cache = SweepRunCache(out_root=out)
     # The claim engine asks with out_dir=None and progress=False: the same run.
     result = cache.run(config.replace(out_dir=None, progress=False))

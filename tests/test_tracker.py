@@ -16,15 +16,15 @@ import pytest
 import torch
 from torch import nn
 
-import sgdwalk.measurement as measurement_module
-import sgdwalk.tracker as tracker_module
-from sgdwalk.geometry import flat_parameters
-from sgdwalk.measurement import MeasurementSet, losses_at_points
-from sgdwalk.record import RECORD_FIELDS, StepRecord
-from sgdwalk.schedule import MeasurementSchedule, every_kth, every_step, windows
-from sgdwalk.segment import alpha_grid
-from sgdwalk.sharpness import top_hessian_eigenvalue
-from sgdwalk.tracker import WalkTracker
+import sgdwalk.instrument.measurement as measurement_module
+import sgdwalk.instrument.tracker as tracker_module
+from sgdwalk.instrument.geometry import flat_parameters
+from sgdwalk.instrument.measurement import MeasurementSet, losses_at_points
+from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+from sgdwalk.instrument.schedule import MeasurementSchedule, every_kth, every_step, windows
+from sgdwalk.instrument.segment import alpha_grid
+from sgdwalk.instrument.sharpness import top_hessian_eigenvalue
+from sgdwalk.instrument.tracker import WalkTracker
 from tests.helpers import FLOAT64_REORDERED, assert_close, classification_data, measured_steps, mlp
 
 STEPS = 7

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from sgdwalk.claim_engine import (
+from sgdwalk.claims.engine import (
     ClaimCheck,
     RunsBySetting,
     floor_turning_fraction,
@@ -45,11 +45,11 @@ from sgdwalk.claim_engine import (
     setting_configs,
     tracked_windows,
 )
-from sgdwalk.config import WalkConfig
-from sgdwalk.data import DatasetNotFoundError, find_dataset, resolve_dataset
-from sgdwalk.record import StepRecord
-from sgdwalk.runner import WalkResult
-from sgdwalk.statistics import Estimate, mean_with_t_interval, paired_difference
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.training.data import DatasetNotFoundError, find_dataset, resolve_dataset
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.runs.runner import WalkResult
+from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
 from suites.gpu.profiles import PROFILES, PartSize, Profile
 from suites.claim_statistics import (
     MOST,

@@ -20,7 +20,7 @@ import pytest
 if TYPE_CHECKING:
     import torch
 
-    from sgdwalk.sweep_cache import SweepRunCache
+    from sgdwalk.claims.sweep_cache import SweepRunCache
 
 # Duplicated from suites.gpu.claims.DATA_CHOICES: importing that module here would import
 # torch whenever pytest reads this conftest (even for --help); a test checks they agree.
@@ -50,7 +50,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture(scope="session")
 def gpu_run_cache(pytestconfig: pytest.Config) -> SweepRunCache:
     """One cache per session, so claims that share a setting share its runs."""
-    from sgdwalk.sweep_cache import SweepRunCache  # deferred: it imports torch (see DATA_CHOICES)
+    from sgdwalk.claims.sweep_cache import SweepRunCache  # deferred: it imports torch (see DATA_CHOICES)
 
     sweep_dir = pytestconfig.getoption("sgdwalk_sweep_dir", default=None)
     return SweepRunCache(out_root=None if sweep_dir is None else Path(sweep_dir))

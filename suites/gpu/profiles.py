@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-from sgdwalk.config import DEFAULT_NOISE_BATCHES, DEFAULT_NUM_ALPHAS
+from sgdwalk.training.config import DEFAULT_NOISE_BATCHES, DEFAULT_NUM_ALPHAS
 
 Window = tuple[int, int]
 

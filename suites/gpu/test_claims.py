@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
-from sgdwalk.claim_engine import run_check
-from sgdwalk.data import DatasetNotFoundError
-from sgdwalk.runlog import device_name
-from sgdwalk.sweep import expand_grid, parse_grid
+from sgdwalk.claims.engine import run_check
+from sgdwalk.training.data import DatasetNotFoundError
+from sgdwalk.runs.runlog import device_name
+from sgdwalk.runs.sweep import expand_grid, parse_grid
 from suites.gpu import conftest
 from suites.gpu.claims import DATA_CHOICES, PARTS, Case, DataChoice, cases, choose_data, tier_configs, tier_grid
 from suites.gpu.profiles import DEFAULT_PROFILE, PROFILES, Profile
@@ -31,8 +31,8 @@ from suites.gpu.profiles import DEFAULT_PROFILE, PROFILES, Profile
 if TYPE_CHECKING:
     import torch
 
-    from sgdwalk.pytest_plugin import ClaimRecorder
-    from sgdwalk.sweep_cache import SweepRunCache
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.sweep_cache import SweepRunCache
 
 NO_CUDA_REASON: Final = (
     "gpu tier: no CUDA device here (torch.cuda.is_available() is False); "

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from hypothesis import strategies as st
 
-from sgdwalk.claims_report import relation_holds
+from sgdwalk.claims.report import relation_holds
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 FLOAT64_EPS: float = float(np.finfo(np.float64).eps)
 

@@ -26,7 +26,7 @@ from landscapes import Quadratic, walk
 from suites.quick import WorstCase, rounding_bound, rotation_seeds, run_property, signed_offsets
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 # ηλ ranges, each kept 0.05-0.1 away from the regime boundaries 1 and 2 so a component's
 # ratio c_{t+1}/c_t sits far from the boundary values 0, −1 compared with float64 rounding.

@@ -18,7 +18,7 @@ from landscapes import Quadratic, walk
 from suites.quick import FLOAT64_EPS, WorstCase, rounding_bound, rotation_seeds, run_property, signed_offsets
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 STEPS = 3  # two cosines per example (the first record has no previous gradient)
 NUM_ALPHAS = 2  # the cosine does not depend on the grid; two points keep examples cheap

@@ -30,7 +30,7 @@ from sgdwalk import DEFAULT_NUM_ALPHAS, StepRecord
 from suites.quick import WorstCase, rounding_bound, rotation_seeds, run_property, signed_offsets
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 NUM_ALPHAS = DEFAULT_NUM_ALPHAS  # the authors' grid: its resolution is part of the claim
 SPACING = 1.0 / NUM_ALPHAS

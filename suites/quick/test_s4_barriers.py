@@ -29,11 +29,11 @@ from torch import nn
 
 from landscapes import Quadratic, Valley
 from sgdwalk import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, losses_at_points, segment_losses, summarize_segment
-from sgdwalk.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
+from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
 from suites.quick import WorstCase, rounding_bound, rotation_seeds, run_property
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 NUM_ALPHAS = DEFAULT_NUM_ALPHAS
 SPACING = 1.0 / NUM_ALPHAS
@@ -56,7 +56,7 @@ def raw_excess(profile: np.ndarray) -> float:
 
 
 def barrier_threshold(profile: np.ndarray) -> float:
-    """The tracker's barrier tolerance for this profile (sgdwalk.tolerances)."""
+    """The tracker's barrier tolerance for this profile (sgdwalk.instrument.tolerances)."""
     return BARRIER_ABSOLUTE_TOLERANCE + BARRIER_RELATIVE_TOLERANCE * abs(max(profile[0], profile[-1]))
 
 

@@ -37,7 +37,7 @@ from sgdwalk import windows
 from suites.quick import STANDARD_ERRORS, log_log_slope, rounding_bound
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 FLAT_DIRECTIONS = 48  # N independent random walks: the squared displacement has rel. sd √(2/N) = 0.2
 CURVED_EIGENVALUES = np.linspace(0.5, 2.0, 8)

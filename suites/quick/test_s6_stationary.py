@@ -31,7 +31,7 @@ from sgdwalk import every_kth
 from suites.quick import STANDARD_ERRORS
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 EIGENVALUES = np.linspace(0.8, 1.2, 64)  # many modes of similar speed: one relaxation time
 NUM_SAMPLES = 256

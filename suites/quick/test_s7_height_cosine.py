@@ -35,7 +35,7 @@ from sgdwalk import DEFAULT_NUM_ALPHAS, windows
 from suites.quick import STANDARD_ERRORS, batch_means
 
 if TYPE_CHECKING:
-    from sgdwalk.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 EIGENVALUES = (10.0, 10.0, 0.5)  # two stiff walls, one soft floor
 NUM_SAMPLES = 256

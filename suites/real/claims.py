@@ -19,15 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from sgdwalk.claim_engine import (
+from sgdwalk.claims.engine import (
     ClaimCheck,
     RunsBySetting,
     floor_turning_fraction,
     last_history,
     mean_field,
 )
-from sgdwalk.config import WalkConfig
-from sgdwalk.statistics import Estimate, paired_difference
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.claims.statistics import Estimate, paired_difference
 from suites.claim_statistics import (
     MOST,
     c10_sharpness_drop,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sgdwalk.claim_engine import RunCache
+from sgdwalk.claims.engine import RunCache
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sgdwalk.claim_engine import ClaimCheck, RunCache, run_check
-from sgdwalk.data import DatasetNotFoundError, resolve_dataset
+from sgdwalk.claims.engine import ClaimCheck, RunCache, run_check
+from sgdwalk.training.data import DatasetNotFoundError, resolve_dataset
 from suites.real.claims import PARTS, SEEDS
 
 pytestmark = pytest.mark.slow

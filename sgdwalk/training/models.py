@@ -109,7 +109,7 @@ class MLP(nn.Module):
         """The layer that reads the raw input; its output is affine in its own parameters.
 
         Lets segment measurements evaluate it twice per chunk instead of once per α
-        (``sgdwalk.measurement.segment_losses``).
+        (``sgdwalk.instrument.measurement.segment_losses``).
         """
         return self.features[1]
 

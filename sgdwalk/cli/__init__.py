@@ -1,4 +1,4 @@
-"""The `sgdwalk` command: a thin dispatcher over one module per subcommand.
+"""Layer 5, the `sgdwalk` command: a thin dispatcher over one module per subcommand.
 
 Each command module exposes ``add_parser(subparsers)`` (registers its sub-parser and sets
 ``func`` on it) so that this file never grows with the commands' flags.
@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 # One module per subcommand; imported lazily so `sgdwalk --help` stays fast.
 COMMAND_MODULES: tuple[str, ...] = (
-    "sgdwalk.commands.walk",
-    "sgdwalk.commands.plot",
-    "sgdwalk.commands.claims",
-    "sgdwalk.commands.sweep",
+    "sgdwalk.cli.commands.walk",
+    "sgdwalk.cli.commands.plot",
+    "sgdwalk.cli.commands.claims",
+    "sgdwalk.cli.commands.sweep",
 )
 
 

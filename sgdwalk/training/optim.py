@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from sgdwalk.geometry import flat_gradient, trainable_parameters
-from sgdwalk.measurement import PerSampleLoss
+from sgdwalk.instrument.geometry import flat_gradient, trainable_parameters
+from sgdwalk.instrument.measurement import PerSampleLoss
 
 
 def full_batch_gradient_(

@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sgdwalk.config import ConfigError, WalkConfig
-from sgdwalk.geometry import distance, flat_parameters, norm
-from sgdwalk.lr_schedules import schedule_from_config
-from sgdwalk.measurement import MeasurementSet, per_sample_cross_entropy
-from sgdwalk.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
-from sgdwalk.record import StepRecord
-from sgdwalk.runlog import (
+from sgdwalk.training.config import ConfigError, WalkConfig
+from sgdwalk.instrument.geometry import distance, flat_parameters, norm
+from sgdwalk.training.lr_schedules import schedule_from_config
+from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
+from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.runs.runlog import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     METADATA_FILE,
@@ -51,9 +51,9 @@ from sgdwalk.runlog import (
     load_run,
     now_iso,
 )
-from sgdwalk.schedule import AnyOf, MeasurementSchedule, every_kth, windows
-from sgdwalk.summary import WindowSummary, summarize_windows
-from sgdwalk.tracker import WalkTracker
+from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
+from sgdwalk.runs.summary import WindowSummary, summarize_windows
+from sgdwalk.instrument.tracker import WalkTracker
 
 # Offsets of the independent random streams from config.seed (see the module docstring).
 MEASUREMENT_STREAM: Final = 1
@@ -96,7 +96,7 @@ def load_walk_data(config: WalkConfig) -> WalkData:
 
     Raises ``DatasetNotFoundError`` (its message names the three ways to provide the data).
     """
-    from sgdwalk.data import augmentation_for, load_tensors
+    from sgdwalk.training.data import augmentation_for, load_tensors
 
     common: dict[str, Any] = {"pad_to": config.pad_to, "subset_seed": DATA_SUBSET_SEED}
     train = load_tensors(
@@ -206,7 +206,7 @@ def evaluate(model: nn.Module, inputs: Tensor, targets: Tensor, chunk_size: int)
 def _endless_minibatches(
     inputs: Tensor, targets: Tensor, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[Tensor, Tensor]]:
-    from sgdwalk.data import iterate_minibatches
+    from sgdwalk.training.data import iterate_minibatches
 
     while True:
         yield from iterate_minibatches(inputs, targets, batch_size, generator)
@@ -291,7 +291,7 @@ class _WalkRun:
         self.lr_at = schedule_from_config(config, self.steps_per_epoch)
 
         torch.manual_seed(config.seed)
-        from sgdwalk.models import build_model
+        from sgdwalk.training.models import build_model
 
         try:
             model = build_model(
@@ -443,7 +443,7 @@ class _WalkRun:
             # Exact gradient of the fixed training set: no shuffling, no augmentation.
             yield self.train_x, self.train_y
             return
-        from sgdwalk.data import iterate_minibatches
+        from sgdwalk.training.data import iterate_minibatches
 
         augmentation = self.data.augmentation if self.config.augment else None
         yield from iterate_minibatches(

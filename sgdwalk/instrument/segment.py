@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sgdwalk.tolerances import (
+from sgdwalk.instrument.tolerances import (
     BARRIER_ABSOLUTE_TOLERANCE,
     BARRIER_RELATIVE_TOLERANCE,
     FLOOR_RELATIVE_TOLERANCE,

@@ -1,4 +1,4 @@
-"""``sgdwalk plot RUN``: draw a run's figures (``sgdwalk.plots``) and print their paths.
+"""``sgdwalk plot RUN``: draw a run's figures (``sgdwalk.runs.plots``) and print their paths.
 
 Matplotlib and the plotting module are imported when the command runs, not when the
 parser is built, so that ``sgdwalk --help`` does not pay for them.
@@ -15,7 +15,7 @@ EXIT_OK: Final = 0
 EXIT_NOTHING_TO_PLOT: Final = 1
 EXIT_BAD_INPUT: Final = 2
 
-# Repeated from sgdwalk.plots (which the parser must not import); a test keeps them equal.
+# Repeated from sgdwalk.runs.plots (which the parser must not import); a test keeps them equal.
 DEFAULT_MAX_STEPS: Final = 60
 
 EPILOG: Final = """\
@@ -62,8 +62,8 @@ def run_plot(args: argparse.Namespace) -> int:
         problem = "is not a directory" if run_dir.exists() else "does not exist"
         return _error(f"run directory {run_dir} {problem}")
 
-    from sgdwalk.plots import plot_run
-    from sgdwalk.runlog import RunDirectoryError
+    from sgdwalk.runs.plots import plot_run
+    from sgdwalk.runs.runlog import RunDirectoryError
 
     try:
         paths = plot_run(run_dir, args.out, args.formats, max_steps=args.max_steps)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
-from sgdwalk.batchnorm import BATCHNORM_MODES, BatchNormMode
+from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
 
 OptimizerName = Literal["sgd", "gd", "noisy-gd"]
 OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
@@ -180,8 +180,8 @@ class WalkConfig:
             if getattr(self, name) not in options:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
 
-        from sgdwalk.data import DATASETS
-        from sgdwalk.models import ARCHITECTURES
+        from sgdwalk.training.data import DATASETS
+        from sgdwalk.training.models import ARCHITECTURES
 
         choice("arch", ARCHITECTURES)
         choice("data", DATASETS)

@@ -54,8 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sgdwalk.config import ConfigError, WalkConfig
-from sgdwalk.runlog import (
+from sgdwalk.training.config import ConfigError, WalkConfig
+from sgdwalk.runs.runlog import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
     EPOCHS_FILE,
@@ -65,7 +65,7 @@ from sgdwalk.runlog import (
 )
 
 if TYPE_CHECKING:
-    from sgdwalk.runner import WalkData, WalkResult
+    from sgdwalk.runs.runner import WalkData, WalkResult
 
 GRID_KEYS: Final = frozenset({"base", "axes", "cells"})
 CELLS_FOLDER: Final = "cells"
@@ -78,7 +78,7 @@ RUN_FILES: Final[tuple[str, ...]] = (CONFIG_FILE, METADATA_FILE, STEPS_FILE, EPO
 DONE_STATUSES: Final = frozenset({"finished", "diverged"})
 RESUMABLE_STATUSES: Final = frozenset({"running", "interrupted", "failed"})
 # Imported once by the pool's fork server, so that its workers start without importing torch.
-FORKSERVER_PRELOAD: Final[tuple[str, ...]] = ("sgdwalk.runner",)
+FORKSERVER_PRELOAD: Final[tuple[str, ...]] = ("sgdwalk.runs.runner",)
 # Loaded data sets kept per process: CIFAR-10's 45k images are 0.55 GB as float32, and a
 # sweep's cells mostly share one or two (data, subset, padding) choices.
 DATA_CACHE_SIZE: Final = 4
@@ -213,7 +213,7 @@ def _cell_lock(directory: Path) -> Iterator[None]:
 
 @functools.lru_cache(maxsize=DATA_CACHE_SIZE)
 def _load_data(key: tuple[Any, ...]) -> WalkData:
-    from sgdwalk.runner import load_walk_data
+    from sgdwalk.runs.runner import load_walk_data
 
     data, data_root, download, train_subset, validation_subset, pad_to = key
     config = WalkConfig(
@@ -242,7 +242,7 @@ def run_cell(config_dict: Mapping[str, Any], out_root: str) -> str:
     Raises what the run raises (a missing data set, a bad config), and ``CellBusyError`` when
     another process is running the cell.
     """
-    from sgdwalk.runner import resume_walk, run_walk
+    from sgdwalk.runs.runner import resume_walk, run_walk
 
     config = WalkConfig.from_dict(config_dict)
     directory = cell_dir(Path(out_root).resolve(), config)
@@ -261,9 +261,9 @@ def run_cell(config_dict: Mapping[str, Any], out_root: str) -> str:
 
 def load_cell_result(directory: str | Path) -> WalkResult:
     """The ``WalkResult`` of a done cell (finished or diverged), rebuilt from its files."""
-    from sgdwalk.runlog import load_run
-    from sgdwalk.runner import WalkResult
-    from sgdwalk.summary import summarize_windows
+    from sgdwalk.runs.runlog import load_run
+    from sgdwalk.runs.runner import WalkResult
+    from sgdwalk.runs.summary import summarize_windows
 
     run = load_run(directory)
     if run.status not in DONE_STATUSES:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgdwalk.claim_engine import RunCache, config_key
-from sgdwalk.config import WalkConfig
-from sgdwalk.runner import WalkResult, run_walk
-from sgdwalk.sweep import DONE_STATUSES, cell_dir, cell_status, load_cell_data, load_cell_result, run_cell
+from sgdwalk.claims.engine import RunCache, config_key
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.runs.runner import WalkResult, run_walk
+from sgdwalk.runs.sweep import DONE_STATUSES, cell_dir, cell_status, load_cell_data, load_cell_result, run_cell
 
 
 @dataclass

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sgdwalk.config import WalkConfig
-from sgdwalk.record import RECORD_FIELDS, StepRecord
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
 
 CONFIG_FILE: Final = "config.json"
 METADATA_FILE: Final = "metadata.json"

@@ -30,14 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from sgdwalk.batchnorm import BatchNormMode, check_batchnorm_mode
-from sgdwalk.geometry import cosine, distance, flat_gradient, flat_parameters, norm
-from sgdwalk.measurement import MeasurementSet, losses_at_points, segment_losses
-from sgdwalk.record import StepRecord
-from sgdwalk.schedule import MeasurementSchedule, every_step
-from sgdwalk.segment import DEFAULT_NUM_ALPHAS, alpha_grid, summarize_segment
-from sgdwalk.sharpness import EigenvalueChoice, top_hessian_eigenvalue
-from sgdwalk.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
+from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
+from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
+from sgdwalk.instrument.measurement import MeasurementSet, losses_at_points, segment_losses
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
+from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid, summarize_segment
+from sgdwalk.instrument.sharpness import EigenvalueChoice, top_hessian_eigenvalue
+from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
 
 RecordSink = Callable[[StepRecord], None]
 

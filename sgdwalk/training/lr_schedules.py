@@ -21,7 +21,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 
-from sgdwalk.config import WalkConfig
+from sgdwalk.training.config import WalkConfig
 
 LRSchedule = Callable[[int], float]
 

@@ -1,6 +1,6 @@
 """``sgdwalk sweep GRID``: run every cell of a grid (here, or as a Slurm job array) and tabulate them.
 
-The logic lives in ``sgdwalk.sweep``; this module parses arguments, prints and picks exit codes.
+The logic lives in ``sgdwalk.runs.sweep``; this module parses arguments, prints and picks exit codes.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from sgdwalk.sweep import (
+from sgdwalk.runs.sweep import (
     SlurmOptions,
     SweepError,
     expand_grid,

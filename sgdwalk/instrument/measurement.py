@@ -19,7 +19,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.func import functional_call
 
-from sgdwalk.batchnorm import BatchNormMode, batchnorm_layers, check_batchnorm_mode, measuring
+from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, check_batchnorm_mode, measuring
 
 #: (outputs, targets) -> one loss per sample, shape [n]. Per-sample losses make the mean over
 #: the whole set exact however it is chunked.

@@ -39,8 +39,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
-from sgdwalk.runlog import load_run
-from sgdwalk.tolerances import BARRIER_RELATIVE_TOLERANCE
+from sgdwalk.runs.runlog import load_run
+from sgdwalk.instrument.tolerances import BARRIER_RELATIVE_TOLERANCE
 
 __all__ = [
     "DEFAULT_MAX_STEPS",

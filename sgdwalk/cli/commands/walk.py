@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from sgdwalk.config import (
+from sgdwalk.training.config import (
     DEVICES,
     LR_SCHEDULES,
     OPTIMIZERS,
@@ -47,7 +47,7 @@ The defaults are a laptop run (about a minute on two shared CPU cores): the pape
 EPILOG: Final = """\
 Records (in --out DIR): config.json, metadata.json, steps.jsonl (one line per measured
 step, flushed as it is made), epochs.jsonl, summary.json, checkpoint.pt. Read them with
-sgdwalk.runlog.load_run(DIR); figures go to DIR/figures.
+sgdwalk.runs.runlog.load_run(DIR); figures go to DIR/figures.
 
 For optional numbers, 0 or "none" means none (no limit, never).
 
@@ -108,14 +108,14 @@ FlagSpec = tuple[str, Callable[[str], Any] | None, str | tuple[str, ...] | None,
 
 
 def _flag_specs() -> dict[str, list[FlagSpec]]:
-    from sgdwalk.batchnorm import BATCHNORM_MODES
-    from sgdwalk.data import DATASETS
-    from sgdwalk.models import ARCHITECTURES
+    from sgdwalk.instrument.batchnorm import BATCHNORM_MODES
+    from sgdwalk.training.data import DATASETS
+    from sgdwalk.training.models import ARCHITECTURES
 
     return {
         "model and data": [
-            ("arch", str, ARCHITECTURES, "network (sgdwalk.models)"),
-            ("data", str, DATASETS, "data set (sgdwalk.data)"),
+            ("arch", str, ARCHITECTURES, "network (sgdwalk.training.models)"),
+            ("data", str, DATASETS, "data set (sgdwalk.training.data)"),
             ("data_root", str, "DIR", "folder holding the data set; else $SGDWALK_DATA_ROOT, system folders, cache"),
             ("download", None, None, "fetch the data set with torchvision when it is not found"),
             ("train_subset", _optional_int, "N", "train on N images of the paper's training split, a fixed "
@@ -260,19 +260,19 @@ def _announce(what: str) -> Callable[[Path | None], None]:
 def _draw_figures(run_dir: Path) -> list[Path] | None:
     """The figures of ``plot_run``, or None when the plotting module is not installed."""
     try:
-        from sgdwalk.plots import plot_run
+        from sgdwalk.runs.plots import plot_run
     except ModuleNotFoundError as error:
-        if error.name != "sgdwalk.plots":
+        if error.name != "sgdwalk.runs.plots":
             raise
         return None
     return list(plot_run(run_dir))
 
 
 def run_walk_command(args: argparse.Namespace) -> int:
-    from sgdwalk.data import DatasetNotFoundError
-    from sgdwalk.runlog import RunDirectoryError
-    from sgdwalk.runner import resume_walk, run_walk
-    from sgdwalk.summary import render_table
+    from sgdwalk.training.data import DatasetNotFoundError
+    from sgdwalk.runs.runlog import RunDirectoryError
+    from sgdwalk.runs.runner import resume_walk, run_walk
+    from sgdwalk.runs.summary import render_table
 
     parser: argparse.ArgumentParser = args._parser
     if args.__dict__.get("resume") is not None:
@@ -301,7 +301,7 @@ def run_walk_command(args: argparse.Namespace) -> int:
             print(f"sgdwalk walk: figures not drawn: {type(error).__name__}: {error}", file=sys.stderr)
         else:
             if figures is None:
-                print("figures: not drawn (sgdwalk.plots is not installed)")
+                print("figures: not drawn (sgdwalk.runs.plots is not installed)")
             elif figures:
                 print(f"figures: {figures[0].parent} ({len(figures)} files)")
     if result.diverged:

@@ -19,9 +19,9 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 from torch.func import functional_call
 
-from sgdwalk.batchnorm import BatchNormMode, check_batchnorm_mode, measuring
-from sgdwalk.measurement import MeasurementSet, ParameterLayout, recomputed_batchnorm_statistics
-from sgdwalk.tolerances import LANCZOS_RELATIVE_TOLERANCE
+from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode, measuring
+from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, recomputed_batchnorm_statistics
+from sgdwalk.instrument.tolerances import LANCZOS_RELATIVE_TOLERANCE
 
 EigenvalueChoice = Literal["LA", "LM"]
 

@@ -1,7 +1,7 @@
 """The sgdwalk pytest plugin: claim markers, the ``claim`` fixture and the JSON ledger.
 
 Loaded through the ``pytest11`` entry point ``sgdwalk`` (``pip install -e .``). Without
-the install (or with PYTEST_DISABLE_PLUGIN_AUTOLOAD) load it with ``-p sgdwalk.pytest_plugin``;
+the install (or with PYTEST_DISABLE_PLUGIN_AUTOLOAD) load it with ``-p sgdwalk.claims.pytest_plugin``;
 never both at once: pluggy refuses one module under two names.
 
 - ``--runslow``: tests marked ``slow`` are skipped unless given (pytest's documented recipe).
@@ -10,7 +10,7 @@ never both at once: pluggy refuses one module under two names.
 - The ``claim`` fixture records the setting and the statistics a claim test measured and
   asserts each statistic against its bound (``claim.check``).
 - ``--sgdwalk-report PATH`` writes every claim test's outcome as JSON (schema in
-  ``sgdwalk.claims_report``); a short claims table is printed at the end of the run.
+  ``sgdwalk.claims.report``); a short claims table is printed at the end of the run.
 
 This module and the ledger modules import torch only when a test asks for
 ``sgdwalk_device``, so that ``pytest --help`` and the unit tier do not pay torch's import
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
-from sgdwalk.claims_registry import CLAIMS, Claim
-from sgdwalk.claims_report import (
+from sgdwalk.claims.registry import CLAIMS, Claim
+from sgdwalk.claims.report import (
     RELATIONS,
     TIERS,
     ClaimEntry,
@@ -130,7 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: test that needs a CUDA device (the gpu tier)")
     config.addinivalue_line(
         "markers",
-        "claim(id): ties the test to a registered claim of sgdwalk.claims_registry "
+        "claim(id): ties the test to a registered claim of sgdwalk.claims.registry "
         "(e.g. claim('C3')); enables the claim fixture and the --sgdwalk-report entry",
     )
     config.stash[_session_state_key] = _SessionState()

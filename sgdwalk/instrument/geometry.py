@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from sgdwalk.tolerances import COSINE_NORM_PRODUCT_FLOOR
+from sgdwalk.instrument.tolerances import COSINE_NORM_PRODUCT_FLOOR
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:

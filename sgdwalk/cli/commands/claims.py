@@ -1,6 +1,6 @@
 """``sgdwalk claims``: compare, render and merge the claims reports written by the plugin.
 
-The logic lives in ``sgdwalk.claims_report`` as pure functions; this module only parses
+The logic lives in ``sgdwalk.claims.report`` as pure functions; this module only parses
 arguments, reads files and chooses exit codes.
 """
 
@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from sgdwalk.claims_registry import CLAIMS
-from sgdwalk.claims_report import (
+from sgdwalk.claims.registry import CLAIMS
+from sgdwalk.claims.report import (
     ReportError,
     compare_reports,
     format_comparison,

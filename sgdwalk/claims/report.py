@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from sgdwalk.claims_registry import CLAIMS
+from sgdwalk.claims.registry import CLAIMS
 
 __all__ = [
     "OUTCOMES",
