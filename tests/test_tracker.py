@@ -17,14 +17,14 @@ import torch
 from torch import nn
 
 import sgdwalk.instrument.measurement as measurement_module
-import sgdwalk.instrument.tracker as tracker_module
 from sgdwalk.instrument.geometry import flat_parameters
-from sgdwalk.instrument.measurement import MeasurementSet, losses_at_points
+from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, losses_at_points
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_kth, every_step, windows
 from sgdwalk.instrument.segment import alpha_grid
 from sgdwalk.instrument.sharpness import top_hessian_eigenvalue
 from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.instrument.uncertainty import BARRIER_TEST_OUTCOMES
 from tests.helpers import FLOAT64_REORDERED, assert_close, classification_data, measured_steps, mlp
 
 STEPS = 7
@@ -220,80 +220,69 @@ def test_record_fields_are_plain_finite_numbers(tracked_run: tuple[str, Run]) ->
     _, run = tracked_run
     for record in run.records:
         assert tuple(f.name for f in fields(record)) == RECORD_FIELDS
-        for value in record.as_dict().values():
+        assert record.barrier_test in BARRIER_TEST_OUTCOMES
+        for name, value in record.as_dict().items():
+            if name == "barrier_test":
+                continue
             for number in value if isinstance(value, tuple) else (value,):
                 assert number is None or type(number) in (int, float, bool)
                 assert number is None or math.isfinite(number)
 
 
-# ------------------------------------------------------------- α = 1 is never recomputed
+# ------------------------------------------------------------- α = 0 is never recomputed
 @pytest.fixture
-def counted_points(monkeypatch: pytest.MonkeyPatch) -> list[list[torch.Tensor]]:
-    calls: list[list[torch.Tensor]] = []
-    original = tracker_module.losses_at_points
+def counted_points(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[float, ...], bool, list[torch.Tensor]]]:
+    """Every chunk evaluation: the segment's α, whether α = 0 was skipped, and the points."""
+    calls: list[tuple[tuple[float, ...], bool, list[torch.Tensor]]] = []
+    original = measurement_module.SegmentPoints.losses
 
-    def counting(model: nn.Module, points: list[torch.Tensor], *args: object, **kwargs: object) -> np.ndarray:
-        calls.append([point.clone() for point in points])
-        return original(model, points, *args, **kwargs)  # type: ignore[arg-type]
+    def counting(self: measurement_module.SegmentPoints, inputs: torch.Tensor, targets: torch.Tensor, *, skip_first: bool = False) -> torch.Tensor:
+        calls.append((self.alphas, skip_first, [dict(p) for p in self._parameters]))  # type: ignore[misc]
+        return original(self, inputs, targets, skip_first=skip_first)
 
-    # The tracker evaluates segments through measurement.segment_losses (plain path for a
-    # model without an affine input layer) and a lone α = 1 in close() directly.
-    monkeypatch.setattr(tracker_module, "losses_at_points", counting)
-    monkeypatch.setattr(measurement_module, "losses_at_points", counting)
+    monkeypatch.setattr(measurement_module.SegmentPoints, "losses", counting)
     return calls
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
-def test_alpha_one_is_evaluated_once_and_exactly_at_the_next_iterate(
-    name: str, counted_points: list[list[torch.Tensor]]
+def test_alpha_zero_is_the_previous_alpha_one_and_alpha_one_is_the_next_iterate(
+    name: str, counted_points: list[tuple[tuple[float, ...], bool, list[torch.Tensor]]]
 ) -> None:
     schedule = SCHEDULES[name]()
     run = train(tracked(schedule))
     steps = measured_steps(schedule, STEPS)
-    pending_at_end = schedule(STEPS)  # the last measured step's α = 1 waits for close()
-    # One call per measured step: K grid points, plus θ_{t+1} only when step t + 1 is not measured.
-    expected_sizes = [NUM_ALPHAS + (0 if schedule(t + 1) else 1) for t in steps]
-    if pending_at_end:
-        expected_sizes.append(1)
-    assert [len(points) for points in counted_points] == expected_sizes
-    for t, points in zip(steps, counted_points[: len(steps)], strict=True):
+    # α = 0 is evaluated only when the step before was not measured; otherwise its losses
+    # are the previous step's α = 1, on every chunk.
+    chunks = math.ceil(MEASURE_SIZE / 16)
+    assert [skip for _, skip, _ in counted_points] == [t > 0 and schedule(t - 1) for t in steps for _ in range(chunks)]
+    layout = ParameterLayout.of(run.model)
+    for t, (alphas, _, parameters) in zip(steps, counted_points[::chunks], strict=True):
+        assert alphas == (*(float(a) for a in alpha_grid(NUM_ALPHAS)), 1.0)
         theta_t, theta_next = (torch.from_numpy(run.parameters[s]).float() for s in (t, t + 1))
-        assert torch.equal(points[0], theta_t)
-        if not schedule(t + 1):
-            assert torch.equal(points[-1], theta_next), f"step {t}: α = 1 must be θ_{{t+1}} itself"
-    total_points = sum(expected_sizes)
-    assert total_points == len(steps) * NUM_ALPHAS + sum(1 for t in steps if not schedule(t + 1)) + pending_at_end
+        assert torch.equal(torch.cat([p.reshape(-1) for p in parameters[0].values()]), theta_t)
+        end = torch.cat([p.reshape(-1) for p in parameters[-1].values()])
+        assert torch.equal(end, theta_next), f"step {t}: α = 1 must be θ_{{t+1}} itself"
+    assert len(layout.names) == len(parameters[0])
 
 
-def test_close_completes_the_pending_segment() -> None:
-    tracker_box: list[WalkTracker] = []
-
-    def make(model: nn.Module, measurement: MeasurementSet) -> WalkTracker:
-        tracker_box.append(tracked(every_step())(model, measurement))
-        return tracker_box[0]
-
-    run = train(make, steps=3)
-    tracker = tracker_box[0]
-    assert [record.step for record in run.records] == [0, 1, 2]
-    final = torch.from_numpy(run.parameters[3]).float()
-    assert run.records[-1].loss_end == losses_at_points(run.model, [final], run.measurement)[0]
-    assert tracker.close() == run.records  # idempotent
-
-
-def test_pending_segment_waits_for_the_next_step() -> None:
+def test_every_record_is_complete_when_its_step_is() -> None:
     model = mlp(0)
     inputs, targets = classification_data(0, 16)
-    tracker = WalkTracker(model, MeasurementSet(inputs, targets), num_alphas=NUM_ALPHAS)
+    measurement = MeasurementSet(inputs, targets)
+    tracker = WalkTracker(model, measurement, num_alphas=NUM_ALPHAS)
     for step in range(2):
-        with torch.no_grad():
-            model[0].bias.add_(0.1)  # a "step" without an optimizer
         tracker.before_step()
         with torch.no_grad():
-            model[0].bias.add_(0.1)
+            model[0].bias.add_(0.1)  # a "step" without an optimizer
         completed = tracker.after_step()
-        assert [record.step for record in completed] == ([] if step == 0 else [0])
+        assert [record.step for record in completed] == [step]
+        end = flat_parameters(model)
+        assert completed[0].loss_end == losses_at_points(model, [end], measurement)[0]
     assert [record.step for record in tracker.close()] == [0, 1]
+    assert tracker.records[1].loss_start == tracker.records[0].loss_end
     assert tracker.records[0].lr is None and tracker.records[0].minibatch_loss is None
+    with pytest.raises(RuntimeError, match="closed"):
+        tracker.before_step()
 
 
 # -------------------------------------------------------------------- sharpness on steps
@@ -311,7 +300,7 @@ def assert_finite_records(records: list[StepRecord]) -> None:
     for record in records:
         for value in record.as_dict().values():
             for number in value if isinstance(value, tuple) else (value,):
-                assert number is None or math.isfinite(number), record
+                assert number is None or isinstance(number, str) or math.isfinite(number), record
 
 
 def test_huge_learning_rate_diverges_quietly() -> None:

@@ -224,48 +224,113 @@ def _forward_replaced(layer: nn.Module, output: Callable[[], torch.Tensor]) -> I
         del layer.forward
 
 
-@torch.no_grad()
-def _segment_losses_affine_input(
-    model: nn.Module,
-    layer: nn.Module,
-    start: torch.Tensor,
-    end: torch.Tensor,
-    alphas: Sequence[float],
-    measurement: MeasurementSet,
-    bn_mode: BatchNormMode,
-) -> NDArray[np.float64]:
-    """``segment_losses`` evaluating the affine input layer at the two ends only."""
-    layout = ParameterLayout.of(model)
-    prefix = _submodule_name(model, layer) + "."
-    start_parameters, end_parameters = layout.unflatten(start), layout.unflatten(end)
-    end_layer_parameters = {
-        name[len(prefix) :]: value for name, value in end_parameters.items() if name.startswith(prefix)
-    }
-    point_parameters = [layout.unflatten(interpolate(start, end, float(alpha))) for alpha in alphas]
-    totals = torch.zeros(len(alphas), dtype=torch.float64)
-    with measuring(model, bn_mode):
-        for inputs, targets in measurement.chunks():
-            captured: dict[str, torch.Tensor] = {}
+class _InputCaptured(Exception):
+    """Raised by a pre-hook to stop a forward pass once the input layer's input is known."""
 
-            def capture(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-                captured["input"], captured["start"] = args[0], output
 
-            handle = layer.register_forward_hook(capture)
-            try:
-                outputs = functional_call(model, start_parameters, (inputs,))
-            finally:
-                handle.remove()
-            layer_end = functional_call(layer, end_layer_parameters, (captured["input"],))
-            for index, alpha in enumerate(alphas):
-                if alpha != 0.0:
-                    # lerp returns the end itself at weight 1, so α = 1 is exactly z(θ_{t+1}).
-                    mixed = torch.lerp(captured["start"], layer_end, float(alpha))
-                    with _forward_replaced(layer, lambda: mixed):
-                        outputs = functional_call(model, point_parameters[index], (inputs,))
-                losses = measurement.loss_fn(outputs, targets)
-                _check_per_sample(losses, int(targets.shape[0]))
-                totals[index] += losses.double().sum().cpu()
-    return (totals / measurement.size).numpy()
+def _input_of(model: nn.Module, layer: nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    """What ``layer`` receives when the model reads ``inputs``: only the parameter-free
+    preprocessing in front of it runs (the pass is stopped at the layer)."""
+    captured: list[torch.Tensor] = []
+
+    def capture(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        captured.append(args[0])
+        raise _InputCaptured
+
+    handle = layer.register_forward_pre_hook(capture)
+    try:
+        functional_call(model, parameters, (inputs,))
+    except _InputCaptured:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError("the model's forward never reached its affine_input_layer()")
+    return captured[0]
+
+
+class SegmentPoints:
+    """Per-sample losses at chosen points θ_t + α (θ_{t+1} − θ_t) of one segment, chunk by chunk.
+
+    α = 0 is θ_t itself and α = 1 is θ_{t+1} itself (not start + 1·(end − start)). Use it
+    inside ``measuring(model, ...)`` (``evaluation_mode``), which ``segment_moments`` does.
+
+    With ``exploit_affine_input`` and a model that declares an affine input layer (see
+    ``affine_input_layer``), that layer runs twice per chunk (at θ_t and θ_{t+1}) instead of
+    once per α; the result differs from plain evaluation only by float rounding. Batch-norm
+    mode ``recompute`` re-estimates statistics at every point over the whole set first, and
+    always takes the plain path.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        alphas: Sequence[float],
+        measurement: MeasurementSet,
+        bn_mode: BatchNormMode = "train",
+        *,
+        exploit_affine_input: bool = True,
+    ) -> None:
+        check_batchnorm_mode(bn_mode)
+        if start.shape != end.shape:
+            raise ValueError(f"segment ends differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
+        self.model = model
+        self.alphas = tuple(float(alpha) for alpha in alphas)
+        self.loss_fn = measurement.loss_fn
+        layout = ParameterLayout.of(model)
+        self._parameters = [layout.unflatten(self._point(start, end, alpha)) for alpha in self.alphas]
+        self._buffers: list[dict[str, torch.Tensor]] = [{} for _ in self.alphas]
+        if bn_mode == "recompute" and batchnorm_layers(model):
+            with measuring(model, "eval"):
+                self._buffers = _recompute_statistics(model, self._parameters, measurement)
+        self._layer = affine_input_layer(model) if exploit_affine_input and bn_mode != "recompute" else None
+        if self._layer is not None:
+            prefix = _submodule_name(model, self._layer) + "."
+            self._start_parameters, self._end_parameters = layout.unflatten(start), layout.unflatten(end)
+            self._layer_ends = tuple(
+                {name[len(prefix) :]: value for name, value in ends.items() if name.startswith(prefix)}
+                for ends in (self._start_parameters, self._end_parameters)
+            )
+
+    @staticmethod
+    def _point(start: torch.Tensor, end: torch.Tensor, alpha: float) -> torch.Tensor:
+        return end if alpha == 1.0 else interpolate(start, end, alpha)
+
+    def losses(self, inputs: torch.Tensor, targets: torch.Tensor, *, skip_first: bool = False) -> torch.Tensor:
+        """Per-sample losses [P, m] of one chunk of m samples at the P points.
+
+        ``skip_first`` leaves out the first point (P − 1 rows): its losses are known already,
+        as when θ_t's were measured as the previous segment's θ_{t+1}.
+        """
+        first = 1 if skip_first else 0
+        if self._layer is not None:
+            rows = self._losses_affine_input(inputs, targets, first)
+        else:
+            rows = []
+            for parameters, buffers in zip(self._parameters[first:], self._buffers[first:]):
+                outputs = functional_call(self.model, {**parameters, **buffers}, (inputs,))
+                rows.append(self._checked(self.loss_fn(outputs, targets), targets))
+        return torch.stack(rows)
+
+    def _losses_affine_input(self, inputs: torch.Tensor, targets: torch.Tensor, first: int) -> list[torch.Tensor]:
+        assert self._layer is not None
+        layer_input = _input_of(self.model, self._layer, self._start_parameters, inputs)
+        layer_start, layer_end = (functional_call(self._layer, ends, (layer_input,)) for ends in self._layer_ends)
+        rows = []
+        for alpha, parameters in zip(self.alphas[first:], self._parameters[first:]):
+            # lerp returns its ends exactly at weights 0 and 1, so α = 0 and 1 are exact too.
+            mixed = torch.lerp(layer_start, layer_end, alpha)
+            with _forward_replaced(self._layer, lambda: mixed):
+                outputs = functional_call(self.model, parameters, (inputs,))
+            rows.append(self._checked(self.loss_fn(outputs, targets), targets))
+        return rows
+
+    @staticmethod
+    def _checked(losses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        _check_per_sample(losses, int(targets.shape[0]))
+        return losses
 
 
 def segment_losses(
@@ -279,25 +344,22 @@ def segment_losses(
     include_end: bool = False,
     exploit_affine_input: bool = True,
 ) -> NDArray[np.float64]:
-    """L(θ_t + α (θ_{t+1} − θ_t)) on the measurement set for each α, in one pass.
+    """L(θ_t + α (θ_{t+1} − θ_t)) on the whole measurement set for each α, in one pass.
 
     ``include_end`` appends α = 1, evaluated at ``end`` itself (not at start + 1·(end − start)).
-    With ``exploit_affine_input`` and a model that declares an affine input layer (see
-    ``affine_input_layer``), that layer runs twice per chunk instead of once per α; the
-    result differs from plain evaluation only by float rounding. Batch-norm mode
-    ``recompute`` always takes the plain path.
+    See ``SegmentPoints`` for ``exploit_affine_input`` and the batch-norm modes.
     """
-    check_batchnorm_mode(bn_mode)
-    if start.shape != end.shape:
-        raise ValueError(f"segment ends differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
     grid = [float(alpha) for alpha in alphas]
     if not grid or grid[0] != 0.0:
         raise ValueError("a segment's α grid must start at 0 (the iterate θ_t)")
     everything = [*grid, 1.0] if include_end else grid
-    layer = affine_input_layer(model) if exploit_affine_input and bn_mode != "recompute" else None
-    if layer is not None:
-        return _segment_losses_affine_input(model, layer, start, end, everything, measurement, bn_mode)
-    points = [interpolate(start, end, alpha) for alpha in grid]
-    if include_end:
-        points.append(end)
-    return losses_at_points(model, points, measurement, bn_mode)
+    points = SegmentPoints(
+        model, start, end, everything, measurement, bn_mode, exploit_affine_input=exploit_affine_input
+    )
+    totals = torch.zeros(len(everything), dtype=torch.float64)
+    with measuring(model, "eval" if bn_mode == "recompute" else bn_mode):
+        for inputs, targets in measurement.chunks():
+            chunk = points.losses(inputs, targets)
+            for index in range(len(everything)):
+                totals[index] += chunk[index].double().sum().cpu()
+    return (totals / measurement.size).numpy()

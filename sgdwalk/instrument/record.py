@@ -33,6 +33,18 @@ class StepRecord:
     sharpness: float | None
     segment_alphas: tuple[float, ...]
     segment_losses: tuple[float, ...]
+    # How sure the measurement is (``uncertainty.SegmentUncertainty``). Defaults keep records
+    # written before these fields existed readable; None where a standard error is undefined
+    # (fewer than two samples).
+    samples: int | None = None
+    segment_loss_se: tuple[float, ...] | None = None
+    height_start_se: float | None = None
+    height_end_se: float | None = None
+    floor_depth: float | None = None
+    floor_depth_se: float | None = None
+    barrier_excess: float | None = None
+    barrier_excess_se: float | None = None
+    barrier_test: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

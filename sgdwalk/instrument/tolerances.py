@@ -31,3 +31,10 @@ COSINE_NORM_PRODUCT_FLOOR: float = 1e-30
 # Lanczos (scipy.sparse.linalg.eigsh) stops when the Ritz value is this accurate relative to
 # itself; 1e-8 is well under the 1e-6 agreement the suite asks of a float64 estimate.
 LANCZOS_RELATIVE_TOLERANCE: float = 1e-8
+
+# Confidence of the per-step barrier test (crossed / not crossed / undecided), held
+# simultaneously over every interior point and every look of a precision-targeted
+# measurement. 0.99 keeps wrong decisions to about one in a hundred steps, below the
+# barrier counts the paper reports per epoch of 450 steps (0-23), so a count of "crossed"
+# is not made of false alarms; 0.95 would allow ~22 per epoch.
+BARRIER_TEST_CONFIDENCE: float = 0.99

@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -32,30 +31,15 @@ from torch import nn
 
 from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
-from sgdwalk.instrument.measurement import MeasurementSet, losses_at_points, segment_losses
+from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
 from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
-from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid, summarize_segment
+from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid
 from sgdwalk.instrument.sharpness import EigenvalueChoice, top_hessian_eigenvalue
 from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
 
 RecordSink = Callable[[StepRecord], None]
-
-
-@dataclass
-class _PendingSegment:
-    """A measured step whose α = 1 loss will be the next measured segment's α = 0."""
-
-    step: int
-    grid_losses: np.ndarray
-    lr: float | None
-    minibatch_loss: float | None
-    cosine: float | None
-    grad_norm: float
-    step_length: float
-    distance_from_init: float
-    param_norm: float
-    sharpness: float | None
 
 
 def _as_float(value: float | torch.Tensor | None) -> float | None:
@@ -80,6 +64,8 @@ class WalkTracker:
             steps t with t % sharpness_every == 0 (None: never).
         sharpness_which / sharpness_seed: passed to ``top_hessian_eigenvalue``.
         sinks: called with each record as soon as it is complete (e.g. a file writer).
+        precision: measure each step only until its questions are settled (see
+            ``sampling.PrecisionTarget``); None (the default) measures on the whole set.
     """
 
     def __init__(
@@ -98,6 +84,7 @@ class WalkTracker:
         barrier_absolute_tolerance: float = BARRIER_ABSOLUTE_TOLERANCE,
         sinks: Sequence[RecordSink] = (),
         start_step: int = 0,
+        precision: PrecisionTarget | None = None,
     ) -> None:
         if sharpness_every is not None and sharpness_every < 1:
             raise ValueError(f"sharpness_every must be positive or None, got {sharpness_every}")
@@ -113,11 +100,20 @@ class WalkTracker:
         self.barrier_relative_tolerance = barrier_relative_tolerance
         self.barrier_absolute_tolerance = barrier_absolute_tolerance
         self.sinks = list(sinks)
+        if precision is not None and self.bn_mode == "recompute":
+            raise ValueError(
+                "precision-targeted measurement needs bn_mode 'train' or 'eval': 'recompute' re-estimates "
+                "batch-norm statistics on the whole set at every point, which leaves nothing to save"
+            )
+        self.precision = precision
+        self.plan = SamplePlan.of(measurement, precision)
         self.initial_parameters = flat_parameters(model)
         self.records: list[StepRecord] = []
         self.step_index = start_step
         self.divergence: str | None = None
-        self._pending: _PendingSegment | None = None
+        # Per-sample losses at θ_{t+1} of the last measured step t, for step t + 1's α = 0.
+        self._carried: tuple[int, torch.Tensor] | None = None
+        self._closed = False
         self._previous_gradient: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
         self._gradient: torch.Tensor | None = None
@@ -138,30 +134,17 @@ class WalkTracker:
         for sink in self.sinks:
             sink(record)
 
-    def _diverge(self, reason: str, pending_end_loss: float | None = None) -> None:
-        """Stop measuring. A pending segment whose end θ_{t+1} still has a finite loss is
-        completed: it is the last sound segment before the blow-up, not part of it."""
-        if self._pending is not None and pending_end_loss is not None and math.isfinite(pending_end_loss):
-            self._complete(self._pending, pending_end_loss)
+    def _diverge(self, reason: str) -> None:
+        """Stop measuring; every record emitted so far is of a sound segment."""
         if self.divergence is None:
             self.divergence = f"step {self.step_index}: {reason}"
-        self._pending = None
-
-    def _loss_at(self, point: torch.Tensor) -> float:
-        with torch.random.fork_rng(devices=self._cuda_devices()):
-            (loss,) = losses_at_points(self.model, [point], self.measurement, self.bn_mode)
-        return float(loss)
-
-    def _pending_end_loss_now(self) -> float | None:
-        """L at the model's current parameters, which are the pending segment's θ_{t+1}."""
-        if self._pending is None:
-            return None
-        current = flat_parameters(self.model)
-        return self._loss_at(current) if bool(torch.isfinite(current).all()) else None
+        self._carried = None
 
     # ----------------------------------------------------------------------------- steps
     def before_step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> None:
         """Call after ``backward()`` and before ``optimizer.step()``."""
+        if self._closed:
+            raise RuntimeError("the tracker is closed: make a new one to measure another walk")
         if self._in_step:
             raise RuntimeError("before_step called twice without after_step")
         self._in_step = True
@@ -170,7 +153,7 @@ class WalkTracker:
         if self.diverged:
             return
         if self._minibatch_loss is not None and not math.isfinite(self._minibatch_loss):
-            self._diverge(f"non-finite minibatch loss {self._minibatch_loss}", self._pending_end_loss_now())
+            self._diverge(f"non-finite minibatch loss {self._minibatch_loss}")
             return
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
@@ -207,14 +190,10 @@ class WalkTracker:
         self.after_step()
 
     def close(self) -> list[StepRecord]:
-        """Complete a pending segment (its α = 1 is evaluated now) and return all records."""
-        if self._pending is not None and not self.diverged:
-            loss_end = self._pending_end_loss_now()
-            if loss_end is not None and math.isfinite(loss_end):
-                self._complete(self._pending, loss_end)
-            else:
-                self._diverge("non-finite loss at the last iterate")
-        self._pending = None
+        """Return all records; the tracker takes no more steps. (Every record is complete as
+        soon as its step is: α = 1 is measured with the step, and reused as the next α = 0.)"""
+        self._closed = True
+        self._carried = None
         return list(self.records)
 
     def sharpness(self, point: torch.Tensor | None = None) -> float:
@@ -232,22 +211,20 @@ class WalkTracker:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue the walk exactly: the step index, θ_0, the
-        previous gradient, the pending segment, the divergence and the records so far.
+        previous gradient, the carried losses at the current iterate, the divergence and the
+        records so far.
 
         Only tensors and plain Python values, so ``torch.load(..., weights_only=True)``
         reads it back. Call it between steps (not between ``before_step`` and ``after_step``).
         """
         if self._in_step:
             raise RuntimeError("state_dict called between before_step and after_step")
-        pending: dict[str, Any] | None = None
-        if self._pending is not None:
-            pending = {f.name: getattr(self._pending, f.name) for f in fields(_PendingSegment)}
-            pending["grid_losses"] = torch.from_numpy(np.array(self._pending.grid_losses, dtype=np.float64))
         return {
             "step_index": self.step_index,
             "initial_parameters": self.initial_parameters.clone(),
             "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
-            "pending": pending,
+            "carried_step": None if self._carried is None else self._carried[0],
+            "carried_losses": None if self._carried is None else self._carried[1].clone(),
             "divergence": self.divergence,
             "records": [record.as_dict() for record in self.records],
         }
@@ -266,13 +243,8 @@ class WalkTracker:
         self.initial_parameters = initial
         previous = state["previous_gradient"]
         self._previous_gradient = None if previous is None else previous.to(device)
-        pending = state["pending"]
-        if pending is None:
-            self._pending = None
-        else:
-            values = dict(pending)
-            values["grid_losses"] = values["grid_losses"].cpu().numpy().astype(np.float64)
-            self._pending = _PendingSegment(**values)
+        carried_step, carried_losses = state.get("carried_step"), state.get("carried_losses")
+        self._carried = None if carried_step is None else (int(carried_step), carried_losses.cpu())
         self.divergence = state["divergence"]
         # Tuples, as the tracker makes them (a serializer may hand back lists).
         self.records = [
@@ -281,6 +253,9 @@ class WalkTracker:
                     **saved,
                     "segment_alphas": tuple(saved["segment_alphas"]),
                     "segment_losses": tuple(saved["segment_losses"]),
+                    "segment_loss_se": None
+                    if saved.get("segment_loss_se") is None
+                    else tuple(saved["segment_loss_se"]),
                 }
             )
             for saved in state["records"]
@@ -293,70 +268,73 @@ class WalkTracker:
 
     def _measure_step(self, step: int) -> None:
         gradient, previous_gradient = self._gradient, self._previous_gradient
-        self._previous_gradient = gradient if self._measures(step + 1) else None
+        next_measured = self._measures(step + 1)
+        self._previous_gradient = gradient if next_measured else None
+        carried, self._carried = self._carried, None
         if self._start is None:
             return
         start, end = self._start, flat_parameters(self.model)
         if not bool(torch.isfinite(end).all()):
-            # A pending segment exists only when this step is measured too: it ends at `start`.
-            pending_end_loss = self._loss_at(start) if self._pending is not None else None
-            self._diverge("non-finite parameters after the step", pending_end_loss)
+            self._diverge("non-finite parameters after the step")
             return
-        next_measured = self._measures(step + 1)
-        # α = 1 is evaluated here (exactly at θ_{t+1}) only when no next segment will provide it.
-        losses = segment_losses(
-            self.model, start, end, self.alphas, self.measurement, self.bn_mode, include_end=not next_measured
-        )
-        if not np.all(np.isfinite(losses)):
-            # losses[0] is L(θ_t), the pending segment's end.
-            self._diverge("non-finite loss on the measurement set", float(losses[0]))
+        points = SegmentPoints(self.model, start, end, (*self.alphas, 1.0), self.measurement, self.bn_mode)
+        try:
+            measured = measure_segment(
+                points,
+                self.measurement,
+                self.plan,
+                self.bn_mode,
+                target=self.precision,
+                carried_start=carried[1] if carried is not None and carried[0] == step else None,
+                barrier_relative_tolerance=self.barrier_relative_tolerance,
+                barrier_absolute_tolerance=self.barrier_absolute_tolerance,
+            )
+        except NonFiniteSegment:
+            self._diverge("non-finite loss on the measurement set")
             return
-        if self._pending is not None:
-            self._complete(self._pending, float(losses[0]))
-            self._pending = None
-
+        if next_measured:
+            self._carried = (step + 1, measured.end_losses)
         sharpness = None
         if self.sharpness_every is not None and step % self.sharpness_every == 0:
             sharpness = self.sharpness(end)
         assert gradient is not None  # measured steps always take their gradient
-        pending = _PendingSegment(
-            step=step,
-            grid_losses=losses[: len(self.alphas)],
-            lr=self._lr,
-            minibatch_loss=self._minibatch_loss,
-            cosine=None if previous_gradient is None else cosine(previous_gradient, gradient),
-            grad_norm=norm(gradient),
-            step_length=distance(end, start),
-            distance_from_init=distance(end, self.initial_parameters),
-            param_norm=norm(end),
-            sharpness=sharpness,
-        )
-        if next_measured:
-            self._pending = pending
-        else:
-            self._complete(pending, float(losses[-1]))
-
-    def _complete(self, pending: _PendingSegment, loss_end: float) -> None:
-        summary = summarize_segment(
-            self.alphas,
-            pending.grid_losses,
-            loss_end,
-            barrier_relative_tolerance=self.barrier_relative_tolerance,
-            barrier_absolute_tolerance=self.barrier_absolute_tolerance,
-        )
         self._emit(
             StepRecord(
-                step=pending.step,
-                lr=pending.lr,
-                minibatch_loss=pending.minibatch_loss,
-                **summary.as_dict(),
-                cosine=pending.cosine,
-                grad_norm=pending.grad_norm,
-                step_length=pending.step_length,
-                distance_from_init=pending.distance_from_init,
-                param_norm=pending.param_norm,
-                sharpness=pending.sharpness,
+                step=step,
+                lr=self._lr,
+                minibatch_loss=self._minibatch_loss,
+                **measured.summary.as_dict(),
+                cosine=None if previous_gradient is None else cosine(previous_gradient, gradient),
+                grad_norm=norm(gradient),
+                step_length=distance(end, start),
+                distance_from_init=distance(end, self.initial_parameters),
+                param_norm=norm(end),
+                sharpness=sharpness,
                 segment_alphas=(*(float(a) for a in self.alphas), 1.0),
-                segment_losses=(*(float(v) for v in pending.grid_losses), loss_end),
+                segment_losses=measured.losses,
+                **_uncertainty_fields(measured),
             )
         )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _uncertainty_fields(measured: MeasuredSegment) -> dict[str, Any]:
+    """The record's uncertainty fields; a standard error that is undefined (fewer than two
+    samples) is None, so a record never holds NaN."""
+    uncertainty = measured.uncertainty
+    return {
+        "samples": uncertainty.samples,
+        "segment_loss_se": None
+        if not all(math.isfinite(se) for se in uncertainty.segment_loss_se)
+        else uncertainty.segment_loss_se,
+        "height_start_se": _finite_or_none(uncertainty.height_start_se),
+        "height_end_se": _finite_or_none(uncertainty.height_end_se),
+        "floor_depth": uncertainty.floor_depth,
+        "floor_depth_se": _finite_or_none(uncertainty.floor_depth_se),
+        "barrier_excess": uncertainty.barrier_excess,
+        "barrier_excess_se": _finite_or_none(uncertainty.barrier_excess_se),
+        "barrier_test": uncertainty.barrier_test,
+    }

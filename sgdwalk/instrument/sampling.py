@@ -1,0 +1,267 @@
+"""Which samples a segment's measurement reads, and when it may stop reading.
+
+Exact measurement reads the whole measurement set in its own order, one look at the end.
+Precision-targeted measurement reads it in a fixed, seeded order, in looks of growing size
+(``first_look``, then ×``growth`` until the set is exhausted), and stops after the first
+look at which every requested question is settled:
+
+- the barrier test (``uncertainty.barrier_test``) says "crossed" or "not crossed", at its
+  confidence held over *all* the looks (the error budget is split evenly across the planned
+  looks, Bonferroni), so looking after every look does not raise its error rate;
+- the heights' standard errors meet the precision asked for (an absolute target in loss
+  units, or a relative one, whichever is looser; ``None`` leaves the heights out).
+
+Every step reads the same order, so the samples a step used are a prefix of it: the same
+seed gives the same number of samples and the same records. Because chunks are cut at the
+same places every step, the per-sample losses at θ_{t+1} measured as one segment's α = 1
+are exactly those at the next segment's α = 0, which is therefore never evaluated again.
+That carried vector holds one float per sample read: the only memory that grows with the
+set (a few bytes per sample against the kilobytes of the sample itself); the statistics
+themselves are bounded by the number of points (``paired``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from sgdwalk.instrument.batchnorm import BatchNormMode, measuring
+from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
+from sgdwalk.instrument.paired import PairedLossMoments
+from sgdwalk.instrument.segment import SegmentSummary, summarize_segment
+from sgdwalk.instrument.tolerances import (
+    BARRIER_ABSOLUTE_TOLERANCE,
+    BARRIER_RELATIVE_TOLERANCE,
+    BARRIER_TEST_CONFIDENCE,
+)
+from sgdwalk.instrument.uncertainty import SegmentUncertainty, segment_uncertainty
+
+#: Default precision of the heights in precision-targeted measurement: a standard error of
+#: at most 25 % of the height, or 0.002 in loss units, whichever is looser. The relative
+#: part makes early, tall heights (~0.05) precise to about ±0.0125; the absolute part stops
+#: heights near zero late in training (~0.001) from asking for the whole set: 0.002 is
+#: below the differences the paper reads off its Table 2 (0.0011 at the smallest).
+DEFAULT_HEIGHT_RELATIVE_SE: float = 0.25
+DEFAULT_HEIGHT_SE: float = 0.002
+
+#: The first look's size. A normal approximation to the mean of per-sample loss differences
+#: is poor below a few dozen samples; 128 is two minibatches of the paper's 100 rounded to a
+#: power of two, and with growth 2 a 1,000-sample set is read in at most 4 looks.
+DEFAULT_FIRST_LOOK: int = 128
+
+
+@dataclass(frozen=True)
+class PrecisionTarget:
+    """When precision-targeted measurement of a segment may stop (see the module docstring).
+
+    Args:
+        confidence: of the barrier test, over all interior points and all looks at once.
+        height_se: absolute target for the standard errors of both heights (None: no absolute target).
+        height_relative_se: relative target, as a fraction of each height (None: none). With
+            both None the heights do not gate stopping; only the barrier test does.
+        first_look: samples read before the first look.
+        growth: each look reads this many times the samples of the last.
+        seed: of the reading order.
+    """
+
+    confidence: float = BARRIER_TEST_CONFIDENCE
+    height_se: float | None = DEFAULT_HEIGHT_SE
+    height_relative_se: float | None = DEFAULT_HEIGHT_RELATIVE_SE
+    first_look: int = DEFAULT_FIRST_LOOK
+    growth: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence}")
+        for name in ("height_se", "height_relative_se"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0.0):
+                raise ValueError(f"{name} must be positive and finite, or None; got {value}")
+        if self.first_look < 2:
+            raise ValueError(f"first_look must be at least 2 samples (a variance needs two), got {self.first_look}")
+        if not (math.isfinite(self.growth) and self.growth > 1.0):
+            raise ValueError(f"growth must be a finite number above 1, got {self.growth}")
+
+    def look_ends(self, total: int) -> tuple[int, ...]:
+        """Cumulative sample counts at each look, ending with the whole set."""
+        ends = [min(self.first_look, total)]
+        while ends[-1] < total:
+            ends.append(min(total, max(ends[-1] + 1, math.ceil(ends[-1] * self.growth))))
+        return tuple(ends)
+
+    def heights_precise(self, summary: SegmentSummary, uncertainty: SegmentUncertainty) -> bool:
+        if self.height_se is None and self.height_relative_se is None:
+            return True
+        for height, se in (
+            (summary.height_start, uncertainty.height_start_se),
+            (summary.height_end, uncertainty.height_end_se),
+        ):
+            allowed = max(
+                self.height_se if self.height_se is not None else 0.0,
+                self.height_relative_se * abs(height) if self.height_relative_se is not None else 0.0,
+            )
+            if not (math.isfinite(se) and se <= allowed):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """The order samples are read in and where the looks fall (the same for every step)."""
+
+    order: torch.Tensor | None
+    look_ends: tuple[int, ...]
+    chunk_size: int
+
+    @classmethod
+    def of(cls, measurement: MeasurementSet, target: PrecisionTarget | None) -> SamplePlan:
+        if target is None:
+            return cls(order=None, look_ends=(measurement.size,), chunk_size=measurement.chunk_size)
+        generator = torch.Generator().manual_seed(target.seed)
+        order = torch.randperm(measurement.size, generator=generator)
+        return cls(order=order, look_ends=target.look_ends(measurement.size), chunk_size=measurement.chunk_size)
+
+    def chunk_ranges(self, look: int) -> Iterator[tuple[int, int]]:
+        """[first, stop) positions in the order read by look ``look``, cut into chunks."""
+        begin = 0 if look == 0 else self.look_ends[look - 1]
+        for first in range(begin, self.look_ends[look], self.chunk_size):
+            yield first, min(first + self.chunk_size, self.look_ends[look])
+
+    def chunk(self, measurement: MeasurementSet, first: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.order is None:
+            return measurement.inputs[first:stop], measurement.targets[first:stop]
+        indices = self.order[first:stop].to(measurement.inputs.device)
+        return measurement.inputs[indices], measurement.targets[indices.to(measurement.targets.device)]
+
+
+@dataclass(frozen=True)
+class MeasuredSegment:
+    """One segment measured: its point estimates, their uncertainty, and what the next
+    segment reuses (per-sample losses at θ_{t+1} over the samples read, in plan order)."""
+
+    losses: tuple[float, ...]
+    summary: SegmentSummary
+    uncertainty: SegmentUncertainty
+    end_losses: torch.Tensor
+    looks: int
+
+
+def read_segment(
+    points: SegmentPoints,
+    measurement: MeasurementSet,
+    plan: SamplePlan,
+    bn_mode: BatchNormMode,
+    *,
+    carried_start: torch.Tensor | None = None,
+    settled: Callable[[PairedLossMoments, int], bool] | None = None,
+) -> tuple[PairedLossMoments, torch.Tensor, int]:
+    """Read the plan look by look until ``settled(moments, look)`` or the set is exhausted.
+
+    ``points`` must hold α = 0 first and α = 1 last. ``carried_start`` (per-sample losses at
+    α = 0 for a prefix of the order) replaces evaluating α = 0 where it reaches. Returns the
+    moments, the per-sample losses at α = 1 over the samples read, and the looks taken.
+    """
+    num_points = len(points.alphas)
+    moments = PairedLossMoments(num_points)
+    end_losses: list[torch.Tensor] = []
+    carried = 0 if carried_start is None else int(carried_start.shape[0])
+    looks = 0
+    with measuring(points.model, "eval" if bn_mode == "recompute" else bn_mode):
+        for look in range(len(plan.look_ends)):
+            for first, stop in plan.chunk_ranges(look):
+                inputs, targets = plan.chunk(measurement, first, stop)
+                if stop <= carried:
+                    assert carried_start is not None
+                    rest = points.losses(inputs, targets, skip_first=True)
+                    start_row = carried_start[first:stop].to(device=rest.device, dtype=rest.dtype)
+                    chunk = torch.cat([start_row[None, :], rest])
+                else:
+                    chunk = points.losses(inputs, targets)
+                moments.update(chunk)
+                end_losses.append(chunk[-1].detach().cpu())
+            looks = look + 1
+            if settled is not None and look + 1 < len(plan.look_ends) and settled(moments, look):
+                break
+    return moments, torch.cat(end_losses), looks
+
+
+def measure_segment(
+    points: SegmentPoints,
+    measurement: MeasurementSet,
+    plan: SamplePlan,
+    bn_mode: BatchNormMode,
+    *,
+    target: PrecisionTarget | None = None,
+    carried_start: torch.Tensor | None = None,
+    barrier_relative_tolerance: float = BARRIER_RELATIVE_TOLERANCE,
+    barrier_absolute_tolerance: float = BARRIER_ABSOLUTE_TOLERANCE,
+) -> MeasuredSegment:
+    """Measure one segment (``points``: the α grid, then α = 1) under ``plan``.
+
+    Without a target the whole plan is read (exact measurement). With one, reading stops at
+    the first look where the barrier test is decided and the heights are as precise as asked.
+    """
+    alphas: Sequence[float] = points.alphas
+    if alphas[0] != 0.0 or alphas[-1] != 1.0:
+        raise ValueError("a segment's points run from α = 0 to α = 1")
+    confidence = target.confidence if target is not None else BARRIER_TEST_CONFIDENCE
+    num_looks = len(plan.look_ends)
+
+    def assess(moments: PairedLossMoments) -> tuple[SegmentSummary, SegmentUncertainty]:
+        means = moments.means
+        summary = summarize_segment(
+            alphas[:-1],
+            means[:-1],
+            float(means[-1]),
+            barrier_relative_tolerance=barrier_relative_tolerance,
+            barrier_absolute_tolerance=barrier_absolute_tolerance,
+        )
+        uncertainty = segment_uncertainty(
+            means,
+            moments.covariance,
+            moments.count,
+            confidence=confidence,
+            looks=num_looks,
+            relative_tolerance=barrier_relative_tolerance,
+            absolute_tolerance=barrier_absolute_tolerance,
+        )
+        return summary, uncertainty
+
+    def settled(moments: PairedLossMoments, look: int) -> bool:
+        assert target is not None
+        if not all(math.isfinite(value) for value in moments.means):
+            return True  # a diverged segment: reading more samples cannot help
+        summary, uncertainty = assess(moments)
+        return uncertainty.barrier_test != "undecided" and target.heights_precise(summary, uncertainty)
+
+    moments, end_losses, looks = read_segment(
+        points,
+        measurement,
+        plan,
+        bn_mode,
+        carried_start=carried_start,
+        settled=settled if target is not None else None,
+    )
+    means = moments.means
+    if not all(math.isfinite(value) for value in means):
+        raise NonFiniteSegment(tuple(float(value) for value in means))
+    summary, uncertainty = assess(moments)
+    return MeasuredSegment(
+        losses=tuple(float(value) for value in means),
+        summary=summary,
+        uncertainty=uncertainty,
+        end_losses=end_losses,
+        looks=looks,
+    )
+
+
+class NonFiniteSegment(ArithmeticError):
+    """A loss along the segment is not finite: the run diverged."""
+
+    def __init__(self, losses: tuple[float, ...]) -> None:
+        super().__init__(f"non-finite loss on the measurement set: {losses}")
+        self.losses = losses

@@ -1,0 +1,182 @@
+"""How sure one segment's measurement is: standard errors and a barrier test.
+
+Every loss of a segment is a mean over the samples of the measurement set, an estimate of
+the loss over the distribution those samples were drawn from (the training set, when the
+measurement set is a random part of it). The points of a segment are measured on the same
+samples, so differences between them carry the standard error of the per-sample
+differences (``paired``).
+
+What the errors mean, and how they treat the data-chosen points:
+
+- ``height_start_se``, ``height_end_se``, ``floor_depth_se`` and ``barrier_excess_se`` are
+  the standard errors of the reported differences *at the grid points the data chose* (the
+  floor's α* and the barrier's peak). They are exact for a fixed choice and are what the
+  interval height ± z·se means when the choice is clear, which is the usual case: neighbours
+  of the floor differ by several standard errors. When two grid points nearly tie for the
+  floor, the minimum of noisy means is biased low (the height biased high, by at most about
+  half the difference's standard error) and the interval is optimistic; the coverage test
+  (``tests/test_uncertainty_coverage.py``) states the regime where the nominal rate holds.
+- The barrier test does not depend on any choice: a barrier means that some interior point
+  lies above *both* ends, so the test bounds all 2·(K − 1) differences "interior point minus
+  end" at once (Bonferroni), and its error rate holds whatever the data pick, including
+  across the repeated looks of precision-targeted measurement (``looks``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from sgdwalk.instrument.paired import difference_standard_error
+from sgdwalk.instrument.tolerances import (
+    BARRIER_ABSOLUTE_TOLERANCE,
+    BARRIER_RELATIVE_TOLERANCE,
+    BARRIER_TEST_CONFIDENCE,
+)
+
+BarrierTest = Literal["crossed", "not crossed", "undecided"]
+BARRIER_TEST_OUTCOMES: tuple[BarrierTest, ...] = ("crossed", "not crossed", "undecided")
+
+
+@dataclass(frozen=True)
+class SegmentUncertainty:
+    """Standard errors of one segment's measured quantities, and its barrier test.
+
+    Attributes:
+        samples: how many samples of the measurement set the segment was measured on.
+        segment_loss_se: standard error of the mean loss at each point (grid, then α = 1).
+        height_start_se / height_end_se: of L(θ_t) − y_t and L(θ_{t+1}) − y_t.
+        floor_depth: min(L(θ_t), L(θ_{t+1})) − y_t, how far the floor lies below the lower end.
+        floor_depth_se: its standard error.
+        barrier_excess: the highest interior loss minus the higher end (negative: no barrier).
+        barrier_excess_se: its standard error.
+        barrier_test: "crossed" when some interior point lies above both ends by more than the
+            barrier tolerance with confidence ``BARRIER_TEST_CONFIDENCE``, "not crossed" when
+            every interior point lies below one end (within the tolerance) with that
+            confidence, else "undecided".
+    """
+
+    samples: int
+    segment_loss_se: tuple[float, ...]
+    height_start_se: float
+    height_end_se: float
+    floor_depth: float
+    floor_depth_se: float
+    barrier_excess: float
+    barrier_excess_se: float
+    barrier_test: BarrierTest
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def simultaneous_z(confidence: float, comparisons: int, looks: int = 1) -> float:
+    """Two-sided normal quantile that holds ``comparisons`` intervals at ``looks`` looks at once.
+
+    Bonferroni: each interval gets 1 − (1 − confidence) / (comparisons · looks).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if comparisons < 1 or looks < 1:
+        raise ValueError("comparisons and looks must be positive")
+    each = (1.0 - confidence) / (comparisons * looks)
+    return NormalDist().inv_cdf(1.0 - each / 2.0)
+
+
+def barrier_test(
+    means: ArrayLike,
+    covariance: ArrayLike,
+    count: int,
+    *,
+    confidence: float = BARRIER_TEST_CONFIDENCE,
+    looks: int = 1,
+    relative_tolerance: float = BARRIER_RELATIVE_TOLERANCE,
+    absolute_tolerance: float = BARRIER_ABSOLUTE_TOLERANCE,
+) -> BarrierTest:
+    """Decide whether the segment crosses a barrier, from paired per-sample moments.
+
+    ``means`` and ``covariance`` are over the whole profile: the grid (α = 0 first) and then
+    α = 1 last. Each interior point a gives two differences, L_a − L(θ_t) and L_a − L(θ_{t+1});
+    all of them get simultaneous intervals at ``confidence`` (over ``looks`` looks).
+    """
+    profile = np.asarray(means, dtype=np.float64)
+    last = profile.size - 1
+    interior = range(1, last)
+    if count < 2 or last < 2:
+        return "undecided"
+    higher_end = max(float(profile[0]), float(profile[last]))
+    tolerance = absolute_tolerance + relative_tolerance * abs(higher_end)
+    z = simultaneous_z(confidence, comparisons=2 * len(interior), looks=looks)
+    crossed = False
+    every_point_below_an_end = True
+    for point in interior:
+        lows, highs = [], []
+        for end in (0, last):
+            difference = float(profile[point] - profile[end])
+            se = difference_standard_error(covariance, count, point, end)
+            if not math.isfinite(se):
+                return "undecided"
+            lows.append(difference - z * se)
+            highs.append(difference + z * se)
+        crossed |= min(lows) > tolerance
+        every_point_below_an_end &= min(highs) <= tolerance
+    if crossed:
+        return "crossed"
+    return "not crossed" if every_point_below_an_end else "undecided"
+
+
+def segment_uncertainty(
+    means: ArrayLike,
+    covariance: ArrayLike,
+    count: int,
+    *,
+    confidence: float = BARRIER_TEST_CONFIDENCE,
+    looks: int = 1,
+    relative_tolerance: float = BARRIER_RELATIVE_TOLERANCE,
+    absolute_tolerance: float = BARRIER_ABSOLUTE_TOLERANCE,
+) -> SegmentUncertainty:
+    """Standard errors of a segment's heights, floor depth and barrier excess, and its test.
+
+    The floor and the peak are chosen as ``segment.summarize_segment`` chooses them: the
+    lowest point of the whole profile, and the highest interior point.
+    """
+    profile = np.asarray(means, dtype=np.float64)
+    sigma = np.asarray(covariance, dtype=np.float64)
+    if profile.ndim != 1 or profile.size < 3 or sigma.shape != (profile.size, profile.size):
+        raise ValueError(f"means {profile.shape} and covariance {sigma.shape} must cover a profile of 3+ points")
+    last = profile.size - 1
+    floor_index = int(np.argmin(profile))
+    lower_end = 0 if profile[0] <= profile[last] else last
+    higher_end = last if lower_end == 0 else 0
+    peak_index = 1 + int(np.argmax(profile[1:last]))
+
+    def se(first: int, second: int) -> float:
+        return difference_standard_error(sigma, count, first, second) if count >= 2 else math.nan
+
+    point_se = tuple(
+        math.sqrt(max(float(sigma[p, p]), 0.0) / count) if count >= 2 else math.nan for p in range(profile.size)
+    )
+    return SegmentUncertainty(
+        samples=int(count),
+        segment_loss_se=point_se,
+        height_start_se=se(0, floor_index),
+        height_end_se=se(last, floor_index),
+        floor_depth=float(profile[lower_end] - profile[floor_index]),
+        floor_depth_se=se(lower_end, floor_index),
+        barrier_excess=float(profile[peak_index] - profile[higher_end]),
+        barrier_excess_se=se(peak_index, higher_end),
+        barrier_test=barrier_test(
+            profile,
+            sigma,
+            count,
+            confidence=confidence,
+            looks=looks,
+            relative_tolerance=relative_tolerance,
+            absolute_tolerance=absolute_tolerance,
+        ),
+    )
