@@ -7,6 +7,7 @@ answers come from numpy, independently of torch and of sgdwalk.
 """
 
 from landscapes.noisy_quadratic import NoisyQuadratic
+from landscapes.profile import SegmentProfile
 from landscapes.quadratic import Quadratic, QuadraticAnswers, Rotation, SegmentParabola, as_vector, orthogonal_matrix
 from landscapes.valley import BarrierAnswer, Bump, Valley
 from landscapes.walk import CovarianceNoiseGD, Walk, WalkKind, WalkLandscape, walk
@@ -20,6 +21,7 @@ __all__ = [
     "QuadraticAnswers",
     "Rotation",
     "SegmentParabola",
+    "SegmentProfile",
     "Valley",
     "Walk",
     "WalkKind",
