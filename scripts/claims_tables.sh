@@ -31,6 +31,28 @@ print(f"Report `{sys.argv[1]}`, made {report.get('created', '?')} with "
 PYTHON
 }
 
+# Outcomes counted by claim id and tier, across the reports (what the README's table sums up).
+outcomes_by_claim() {
+  "$PY" - "$@" <<'PYTHON'
+import json, sys
+counts = {}
+order = []
+for path in sys.argv[1:]:
+    for entry in json.load(open(path, encoding="utf-8"))["claims"]:
+        key = (entry["id"], entry["tier"])
+        if key not in counts:
+            counts[key] = {}
+            order.append(key)
+        counts[key][entry["outcome"]] = counts[key].get(entry["outcome"], 0) + 1
+print("| claim | tier | outcomes |")
+print("|---|---|---|")
+number = lambda claim_id: (claim_id[0], int(claim_id[1:]) if claim_id[1:].isdigit() else 0)
+for claim_id, tier in sorted(order, key=lambda key: (number(key[0]), key[1])):
+    outcomes = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts[(claim_id, tier)].items()))
+    print(f"| {claim_id} | {tier} | {outcomes} |")
+PYTHON
+}
+
 # One section per tier: a fixed description of its setting, then the generated rows.
 section() {
   local report=$1 title=$2 setting=$3 fold=${4:-}
@@ -61,6 +83,12 @@ sums these rows up by claim id. Measured on a 2-core CPU; no GPU run has been ma
 (`results/gpu/README.md` says how to make one).
 
 HEADER
+  echo "## Outcomes by claim id"
+  echo
+  echo "Counted over the three reports below; the gpu rows are the tiny CPU profile."
+  echo
+  outcomes_by_claim suites/baselines/quick.json suites/baselines/real.json suites/baselines/gpu-tiny.json
+  echo
   section suites/baselines/quick.json "Synthetic tier (quick)" \
     "Analytic landscapes with exact answers (\`tox -e quick\`)."
   section suites/baselines/real.json "Real data on a CPU (real)" \
