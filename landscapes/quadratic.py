@@ -3,7 +3,7 @@
 The module is a model like any other (one float64 parameter ``theta``, a ``forward`` that
 returns per-sample losses), so the tracker measures it exactly as it measures a network.
 The exact answers (loss, gradient, Hessian, eigen-coordinates, the parabola of the loss
-along any segment, the closed-form gradient cosine of NOTES §4) are computed in numpy from
+along any segment, the closed-form gradient cosine of docs/theory.md#the-cosine) are computed in numpy from
 the spectrum, independently of torch and of sgdwalk.
 
 ``QuadraticAnswers`` holds the answers that every quadratic shares; ``NoisyQuadratic``
@@ -183,11 +183,11 @@ class QuadraticAnswers:
         return as_vector(theta, self.dimension) - lr * self.gradient(theta)
 
     def gd_damping_factors(self, lr: float) -> NDArray[np.float64]:
-        """1 − ηλ_i: GD multiplies the i-th eigen-coordinate by this each step (NOTES §4)."""
+        """1 − ηλ_i: GD multiplies the i-th eigen-coordinate by this each step (docs/theory.md)."""
         return 1.0 - lr * self.eigenvalues
 
     def gd_gradient_cosine(self, theta: ArrayLike | torch.Tensor, lr: float) -> float:
-        """cos(∇L(θ), ∇L(θ − η∇L(θ))) by the closed form of NOTES §4.
+        """cos(∇L(θ), ∇L(θ − η∇L(θ))) by the closed form of docs/theory.md#the-cosine.
 
         Σ c_i²λ_i²(1−ηλ_i) / sqrt(Σ c_i²λ_i² · Σ c_i²λ_i²(1−ηλ_i)²), c = eigen-coordinates
         of θ; 0.0 when either gradient is zero (as ``sgdwalk.cosine`` reports it).
@@ -219,7 +219,7 @@ class QuadraticAnswers:
     def step_parabola(
         self, theta: ArrayLike | torch.Tensor, direction: ArrayLike | torch.Tensor, lr: float
     ) -> SegmentParabola:
-        """The segment of the step θ → θ − η g, in the closed forms of NOTES §4.
+        """The segment of the step θ → θ − η g, in the closed forms of docs/theory.md#the-loss-along-a-step.
 
         α* = gᵀ∇L / (η gᵀHg); with g = ∇L that is 1/(ηλ_eff), and the depth below θ is
         (gᵀ∇L)² / (2 gᵀHg) = ‖g‖²/(2λ_eff).

@@ -39,7 +39,7 @@ FLOAT64_DIVIDED_DIFFERENCES = Tolerance(1e-9, 1e-9, "divided differences cancel 
 # of the sums): ~1e-7 relative per operation, a few layers deep.
 FLOAT32_REORDERED = Tolerance(1e-5, 1e-6, "float32 network re-run with another batch shape: ~1e-7 per op, few ops")
 
-# Lanczos stops at LANCZOS_RELATIVE_TOLERANCE (1e-8); NOTES asks 1e-6 of a float64 estimate.
+# Lanczos stops at LANCZOS_RELATIVE_TOLERANCE (1e-8); docs/definitions.md#sharpness asks 1e-6 of a float64 estimate.
 LANCZOS_VS_DENSE = Tolerance(1e-6, 1e-9, "eigsh tol 1e-8 against eigvalsh; the suite asks 1e-6")
 
 # Two Lanczos runs from different random starts both converge to within their tolerance.

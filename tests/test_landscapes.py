@@ -115,7 +115,7 @@ def test_step_parabola_is_the_loss_along_the_step() -> None:
     lr = 0.2
     parabola = quadratic.step_parabola(theta, gradient, lr)
     lambda_eff = quadratic.effective_curvature(gradient)
-    # NOTES §4: α* = 1/(η λ_eff), depth ‖g‖²/(2 λ_eff), height_end = (ηλ_eff − 1)² · depth.
+    # docs/theory.md: α* = 1/(η λ_eff), depth ‖g‖²/(2 λ_eff), height_end = (ηλ_eff − 1)² · depth.
     assert parabola.alpha_star == pytest.approx(1.0 / (lr * lambda_eff), rel=FLOAT64_AGREEMENT)
     assert parabola.interior_floor == (lr * lambda_eff > 1.0)
     if parabola.interior_floor:

@@ -2,7 +2,7 @@
 
 Ids are used everywhere (``@pytest.mark.claim("C3")``, the JSON report, the README
 table), so the registry is the single place that says which ids exist. Statements follow
-``shared/paper/NOTES.md`` §5 (paper claims C1-C11), the synthetic checks S1-S7 that
+``docs/claims.md`` (paper claims C1-C11), the synthetic checks S1-S7 that
 test the instrument on landscapes with exact answers, and X1-X2, checks beyond the paper.
 """
 
@@ -15,7 +15,7 @@ from types import MappingProxyType
 __all__ = ["CLAIMS", "Claim", "get_claim"]
 
 PAPER = "A Walk with SGD (Xing et al. 2018, arXiv 1802.08770)"
-QUADRATIC_THEORY = "quadratic theory (NOTES.md §4)"
+QUADRATIC_THEORY = "quadratic theory (docs/theory.md)"
 EDGE_OF_STABILITY = "Cohen et al. 2021, arXiv 2103.00065"
 
 
@@ -29,7 +29,7 @@ class Claim:
 
 
 _CLAIM_LIST: tuple[Claim, ...] = (
-    # --- The paper's claims (NOTES.md §5).
+    # --- The paper's claims (docs/claims.md#paper-claims-c1-c11).
     Claim(
         "C1",
         "Full-batch GD: after an initial phase the consecutive-gradient cosine is strongly "

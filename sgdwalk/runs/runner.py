@@ -216,7 +216,7 @@ def estimate_noise_variance(
     model: nn.Module, config: WalkConfig, inputs: Tensor, targets: Tensor
 ) -> float:
     """σ² = c · max per-coordinate variance of minibatch gradients at θ_0, over
-    ``config.noise_batches`` minibatches of ``config.batch_size`` (NOTES §2).
+    ``config.noise_batches`` minibatches of ``config.batch_size`` (docs/protocol.md#gd-with-isotropic-noise).
 
     Batch norm runs in train mode, as in training; its running statistics are restored
     afterwards so the estimate leaves the model exactly as it found it.
@@ -321,7 +321,7 @@ class _WalkRun:
                 seed=config.seed + NOISE_STREAM,
             )
         else:
-            # No momentum: the paper's plain SGD (NOTES §2); GD is the same step on the exact gradient.
+            # No momentum: the paper's plain SGD (docs/protocol.md#sgd-runs); GD is the same step on the exact gradient.
             self.optimizer = torch.optim.SGD(
                 self.model.parameters(), lr=config.lr, momentum=0.0, weight_decay=config.weight_decay
             )

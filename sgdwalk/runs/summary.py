@@ -18,7 +18,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class WindowSummary:
-    """The walk during one epoch's measured steps (NOTES §1 names; heights are L(θ_t) − y_t).
+    """The walk during one epoch's measured steps (names of docs/definitions.md; heights are L(θ_t) − y_t).
 
     Standard deviations are the sample ones (ddof = 1) and None below two values; the
     cosine statistics skip steps without a previous gradient (the first of a window).

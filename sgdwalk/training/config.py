@@ -9,7 +9,7 @@ Fashion-MNIST for 5 epochs, the first 50 steps of epochs 1 and 5 measured on 1,0
 samples. Measuring a step costs about 30 training steps (10 forward passes over the
 measurement set), so the measured steps set the run time: about a minute on two CPU cores
 (62 s with other processes holding a load average of 6; one intra-op thread, see
-DEFAULT_CPU_THREADS), figures included. The paper's CIFAR-10 protocol (NOTES §2) is
+DEFAULT_CPU_THREADS), figures included. The paper's CIFAR-10 protocol (docs/protocol.md) is
 ``--arch vgg11 --data cifar10 --augment --train-subset 0 --epochs 100 --track-epochs
 1,10,25,100 --steps-per-window 0 --measurement-size 0 --cpu-threads 0`` (0: no limit).
 """
@@ -37,12 +37,12 @@ DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: Final[tuple[str, ...]] = get_args(DeviceName)
 
 # --- defaults, each with its reason --------------------------------------------------------
-# The authors' seed, learning rate, batch and weight decay (NOTES §2).
+# The authors' seed, learning rate, batch and weight decay (docs/protocol.md#sgd-runs).
 DEFAULT_SEED: Final = 1111
 DEFAULT_LR: Final = 0.1
 DEFAULT_BATCH_SIZE: Final = 100
 DEFAULT_WEIGHT_DECAY: Final = 1e-4
-# The authors' c: σ² = c · (max per-coordinate gradient variance at θ_0) (NOTES §2).
+# The authors' c: σ² = c · (max per-coordinate gradient variance at θ_0) (docs/protocol.md#gd-with-isotropic-noise).
 DEFAULT_NOISE_SCALE: Final = 0.02
 # Minibatches for that variance: 50 batches give each coordinate's variance a relative
 # standard error of about sqrt(2/49) ≈ 20%, enough for a noise scale set by hand (c).
@@ -60,12 +60,12 @@ DEFAULT_STEPS_PER_WINDOW: Final = 50
 # loss *differences* along a segment (the same samples at every α) are far more precise;
 # the cost of a measured step is proportional to this size.
 DEFAULT_MEASUREMENT_SIZE: Final = 1_000
-# The authors' α grid 0, 0.1, …, 0.9 (NOTES §1).
+# The authors' α grid 0, 0.1, …, 0.9 (docs/definitions.md#segment).
 DEFAULT_NUM_ALPHAS: Final = 10
 # Measurement chunk: bounds memory of a forward pass (a VGG-11 chunk of 1024 at 32x32 fits
 # a few GiB); the mean does not depend on it except through batch norm in train mode.
 DEFAULT_CHUNK_SIZE: Final = 1024
-# The authors' full-batch GD chunk (NOTES §2).
+# The authors' full-batch GD chunk (docs/protocol.md#full-batch-gd).
 DEFAULT_GD_CHUNK_SIZE: Final = 5_000
 # Smith (2017) recommends a half cycle of 2-10 epochs; 2 is the short end.
 DEFAULT_LR_STEP_EPOCHS: Final = 2.0

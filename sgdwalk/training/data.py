@@ -33,7 +33,7 @@ Design, in short:
   into the first of data_root, ``$SGDWALK_DATA_ROOT``, the cache. Otherwise
   ``DatasetNotFoundError`` names every way to provide it.
 
-The paper's splits (NOTES.md §2, the authors' ``sgd.py``) are index ranges of the source
+The paper's splits (docs/protocol.md#data-and-splits, from the authors' ``sgd.py``) are index ranges of the source
 training file, clipped to the images the file holds:
 
 | data set | train | val | test |

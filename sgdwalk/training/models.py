@@ -6,7 +6,7 @@ Every constructor takes the same four arguments (``in_channels``, ``image_size``
 the data set's ``DatasetInfo`` fills the rest. ``width_multiplier`` scales every hidden width
 (1.0 is the paper); it exists for a tiny CPU profile and never changes depth or layout.
 
-Protocol source: /work/shared/paper/NOTES.md §2 (read from the authors' public code).
+Protocol: docs/protocol.md#networks (read from the authors' public code).
 Deviations, each needed for image sizes other than 32, are stated where they are made.
 """
 

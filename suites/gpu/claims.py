@@ -1,6 +1,6 @@
 """The GPU tier as data: its parts, the settings each runs, and the checks of C1-C11.
 
-Parts: VGG-11 and ResNet-56 on CIFAR-10, the MLP on MNIST (NOTES §2), each sized by a profile
+Parts: VGG-11 and ResNet-56 on CIFAR-10, the MLP on MNIST (docs/protocol.md), each sized by a profile
 (``profiles.py``). Settings are named the same in every part, so one table of checks serves
 all three; C11 (schedules) runs on VGG-11 and ResNet-56, as in the paper's Appendix C.
 
@@ -10,7 +10,7 @@ all three; C11 (schedules) runs on VGG-11 and ResNet-56, as in the paper's Appen
 | lr-high / lr-low | Table 2's pairs: VGG-11 and MLP 0.1 / 0.05, ResNet-56 0.3 / 0.15 | C4 C6 |
 | batch-small / batch-large | batch 50 / 500 at lr 0.1, the same number of updates | C3 C4 C5 |
 | gd | full-batch GD at lr 0.1, one SGD epoch of updates | C5 C8 C9 |
-| gd-edge | full-batch GD at the authors' effective lr 0.9 (their 9x bug, NOTES §2) | C1 C2 |
+| gd-edge | full-batch GD at the authors' effective lr 0.9 (their 9x bug, docs/protocol.md#the-authors-bugs) | C1 C2 |
 | noisy-gd | GD + isotropic noise, σ² = 0.02 · max coordinate variance at θ_0 | C9 |
 | lr-step / lr-cyclical-short / -long / lr-trapezoid | Appendix C schedules, no measurement | C11 |
 
@@ -71,10 +71,10 @@ from suites.claim_statistics import (
     relative_barrier_height,
 )
 
-# --- the protocol (NOTES §2), each value with its source
+# --- the protocol (docs/protocol.md), each value with its source
 PROTOCOL_LR: Final = 0.1
 WEIGHT_DECAY: Final = 1e-4
-# The authors' GD summed 9 chunk means: effective lr 9 × 0.1 (NOTES §2), their Figure 1 regime.
+# The authors' GD summed 9 chunk means: effective lr 9 × 0.1 (docs/protocol.md), their Figure 1 regime.
 GD_EDGE_LR: Final = 0.9
 # Cyclical and trapezoid schedules run from 0.01 up to 0.3: 0.3 is the top rate the paper
 # trains with (ResNet-56, Table 2), 0.01 a tenth of the protocol's 0.1. The paper tuned each
@@ -171,7 +171,7 @@ def base_config(part: Part, size: PartSize, data: DataChoice, device: str, data_
         data=data.name,
         data_root=data_root,
         pad_to=data.pad_to,
-        # CIFAR-10's crop and flip (NOTES §2); the MNISTs are not augmented.
+        # CIFAR-10's crop and flip (docs/protocol.md#data-and-splits); the MNISTs are not augmented.
         augment=data.name == "cifar10",
         train_subset=size.train_subset,
         validation_subset=size.validation_subset,
@@ -188,7 +188,7 @@ def base_config(part: Part, size: PartSize, data: DataChoice, device: str, data_
         measurement_size=size.measurement_size,
         chunk_size=size.chunk_size,
         num_alphas=size.num_alphas,
-        # The authors' choice (NOTES §1): batch statistics of the evaluation chunks.
+        # The authors' choice (docs/definitions.md#batch-norm-modes): batch statistics of the evaluation chunks.
         bn_mode="train",
         checkpoint_every_epochs=None,
         device=device,  # type: ignore[arg-type]  # "cpu" or "cuda", resolved by the conftest

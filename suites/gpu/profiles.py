@@ -14,7 +14,7 @@ so a profile changes sizes, never which quantities a claim compares.
   ``benchmarks/gpu_speed.py`` has timed it on the card): full widths and batch 100, the first
   5,000 training images, 200 updates, two windows of 20 measured steps, 1,000 measurement
   images, three seeds.
-- ``paper``: the authors' protocol (NOTES §2): the whole 45k training split, 100 epochs (MLP 40),
+- ``paper``: the authors' protocol (docs/protocol.md): the whole 45k training split, 100 epochs (MLP 40),
   every step of epochs 1, 10, 25 and 100 (MLP 40) measured on all 45k images, three seeds.
   Days of GPU time: run it as a sweep (``sgdwalk sweep``) and point the tier at the cells.
 """
@@ -29,7 +29,7 @@ from sgdwalk.training.config import DEFAULT_NOISE_BATCHES, DEFAULT_NUM_ALPHAS
 
 Window = tuple[int, int]
 
-# The paper's split: training images 0-44,999 of CIFAR-10 and MNIST (NOTES §2).
+# The paper's split: training images 0-44,999 of CIFAR-10 and MNIST (docs/protocol.md#data-and-splits).
 PAPER_TRAIN_SIZE: Final = 45_000
 # The authors' seed and the next ones; seeds are the unit of evidence of every interval.
 PAPER_SEEDS: Final[tuple[int, ...]] = (1111, 1112, 1113)

@@ -3,7 +3,7 @@
 The run is a real torch.optim.SGD loop on the full batch, measured by the WalkTracker; its
 iterates are projected on the landscape's eigenvectors and compared with the factor
 (1 − ηλ_i), and the tracker's own numbers (loss, distance from θ_0) are compared with the
-exact loss and distances of those iterates. Regimes (NOTES §4): monotone for ηλ < 1, sign
+exact loss and distances of those iterates. Regimes (docs/theory.md#gd-on-a-quadratic): monotone for ηλ < 1, sign
 flips for 1 < ηλ < 2, growth for ηλ > 2, which the tracker must report as a divergence
 once the loss overflows, with every record it kept finite.
 

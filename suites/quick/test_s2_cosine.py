@@ -1,4 +1,4 @@
-"""S2: the tracked consecutive-gradient cosine equals the quadratic closed form (NOTES §4).
+"""S2: the tracked consecutive-gradient cosine equals the quadratic closed form (docs/theory.md#the-cosine).
 
 cos(g_{t−1}, g_t) = Σ c_i²λ_i²(1−ηλ_i) / sqrt(Σ c_i²λ_i² · Σ c_i²λ_i²(1−ηλ_i)²), with c the
 eigen-coordinates of θ_{t−1} − θ*; in one dimension it is sign(1 − ηλ). The cosine under

@@ -1,4 +1,4 @@
-"""S3: a step has an interior valley floor iff ηλ_eff > 1; α* and the depth match NOTES §4.
+"""S3: a step has an interior valley floor iff ηλ_eff > 1; α* and the depth match docs/theory.md.
 
 Along the step θ → θ − ηg the loss is a parabola with vertex α* = gᵀ∇L / (η gᵀHg) (for GD,
 1/(ηλ_eff)) and depth (gᵀ∇L)² / (2 gᵀHg) below θ. The tracker sees the segment only on its
@@ -160,9 +160,9 @@ def test_sgd_step_floor_matches_minibatch_closed_form(claim: ClaimRecorder) -> N
         closed_form = landscape.step_parabola(theta, minibatch_gradient, lr)
         via_segment = landscape.segment_parabola(theta, end)
         if closed_form.alpha_star is not None and via_segment.alpha_star is not None:
-            # θ_{t+1} is θ − ηĝ up to one rounding: the NOTES form and the segment agree.
+            # θ_{t+1} is θ − ηĝ up to one rounding: the closed form and the segment agree.
             _, alpha_rounding = vertex_rounding_bounds(landscape, theta, end - theta, via_segment)
-            worst.check("|NOTES alpha* - segment alpha*| / rounding bound", abs(closed_form.alpha_star - via_segment.alpha_star) / alpha_rounding, 1.0, "<=")
+            worst.check("|closed-form alpha* - segment alpha*| / rounding bound", abs(closed_form.alpha_star - via_segment.alpha_star) / alpha_rounding, 1.0, "<=")
         check_segment(worst, landscape, theta, end, record)
 
     run_property(claim, examples)

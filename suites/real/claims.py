@@ -79,7 +79,7 @@ BASE_MLP = WalkConfig(
 # Full-batch GD on the same 5,000 images: one update per epoch.
 GD_UPDATES = 50
 # The authors' GD summed 9 chunk means, so their effective learning rate was 9 × 0.1 = 0.9
-# (NOTES §2): the regime of their Figure 1. C1 runs GD there; C5, C8 and C9 compare GD with
+# (docs/protocol.md#the-authors-bugs): the regime of their Figure 1. C1 runs GD there; C5, C8 and C9 compare GD with
 # SGD at the same learning rate 0.1.
 GD_EDGE_LR = 0.9
 GD_EDGE_UPDATES = 40

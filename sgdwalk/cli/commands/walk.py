@@ -35,7 +35,7 @@ DEFAULT_RUNS_ROOT: Final = Path("runs")
 DESCRIPTION: Final = """\
 Train a network and measure, at the tracked steps, the loss along each update step
 (valley floor, height, barriers), the cosine of consecutive gradients and the distance
-from initialization (see /work/shared/paper/NOTES.md section 1).
+from initialization (definitions: docs/definitions.md).
 
 The defaults are a laptop run (about a minute on two shared CPU cores): the paper's MLP on
 10,000 Fashion-MNIST images, 5 epochs, the first 50 steps of epochs 1 and 5 measured on
