@@ -78,8 +78,10 @@ def test_height_floor_and_excess_intervals_cover_the_population_values() -> None
 
 @pytest.mark.parametrize("precision", [None, PrecisionTarget(height_se=None, height_relative_se=None, first_look=32)], ids=["exact", "targeted"])
 def test_barrier_test_rarely_calls_a_crossing_that_is_not_there(precision: PrecisionTarget | None) -> None:
-    # Least favourable truth for "crossed": the interior touches the higher end at α = 0.5.
-    means = 1.0 - 0.2 * np.sin(np.pi * NODES) ** 2
+    # Least favourable truth for "crossed": one interior point exactly level with the higher
+    # end (θ_t) and far above the lower one, so only its difference with θ_t stands between
+    # it and a crossing.
+    means = 1.0 - 0.5 * NODES - 0.2 * np.sin(np.pi * NODES) ** 2
     means[5] = 1.0
     replicates = 300
     wrong = sum(measure(SegmentProfile(means, COVARIANCE, 400, seed=seed), precision).barrier_test == "crossed" for seed in range(replicates))

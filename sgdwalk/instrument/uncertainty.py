@@ -17,9 +17,10 @@ What the errors mean, and how they treat the data-chosen points:
   half the difference's standard error) and the interval is optimistic; the coverage test
   (``tests/test_uncertainty_coverage.py``) states the regime where the nominal rate holds.
 - The barrier test does not depend on any choice: a barrier means that some interior point
-  lies above *both* ends, so the test bounds all 2·(K − 1) differences "interior point minus
-  end" at once (Bonferroni), and its error rate holds whatever the data pick, including
-  across the repeated looks of precision-targeted measurement (``looks``).
+  lies above *both* ends, so the test looks at every difference "interior point minus end"
+  with the corrections its logic needs (``barrier_test``), and its error rate holds whatever
+  the data pick, including across the repeated looks of precision-targeted measurement
+  (``looks``: the error budget is split evenly across the planned looks).
 """
 
 from __future__ import annotations
@@ -75,17 +76,11 @@ class SegmentUncertainty:
         return asdict(self)
 
 
-def simultaneous_z(confidence: float, comparisons: int, looks: int = 1) -> float:
-    """Two-sided normal quantile that holds ``comparisons`` intervals at ``looks`` looks at once.
-
-    Bonferroni: each interval gets 1 − (1 − confidence) / (comparisons · looks).
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    if comparisons < 1 or looks < 1:
-        raise ValueError("comparisons and looks must be positive")
-    each = (1.0 - confidence) / (comparisons * looks)
-    return NormalDist().inv_cdf(1.0 - each / 2.0)
+def one_sided_z(error_rate: float) -> float:
+    """The normal quantile whose upper tail holds ``error_rate``."""
+    if not 0.0 < error_rate < 1.0:
+        raise ValueError(f"an error rate must lie in (0, 1), got {error_rate}")
+    return NormalDist().inv_cdf(1.0 - error_rate)
 
 
 def barrier_test(
@@ -101,30 +96,47 @@ def barrier_test(
     """Decide whether the segment crosses a barrier, from paired per-sample moments.
 
     ``means`` and ``covariance`` are over the whole profile: the grid (α = 0 first) and then
-    α = 1 last. Each interior point a gives two differences, L_a − L(θ_t) and L_a − L(θ_{t+1});
-    all of them get simultaneous intervals at ``confidence`` (over ``looks`` looks).
+    α = 1 last. Interior point a lies above both ends when D_a0 = L_a − L(θ_t) and
+    D_a1 = L_a − L(θ_{t+1}) both exceed the tolerance τ. With δ = 1 − confidence, spent evenly
+    over ``looks`` looks:
+
+    - "crossed" when, for some a, both one-sided lower bounds exceed τ. Showing both parts
+      of one point's claim needs no correction between them (an intersection-union test);
+      any of the K − 1 interior points may be the one, so each gets δ / (K − 1).
+    - "not crossed" when every interior point has an end it provably lies below (an upper
+      bound ≤ τ). Every point must pass, so no correction across points is due
+      (intersection-union again); either end may be the one, so each bound gets δ / 2.
+
+    Each decision is wrong with probability at most δ whatever the truth, including at the
+    least favourable one (an interior point exactly level with an end).
     """
     profile = np.asarray(means, dtype=np.float64)
     last = profile.size - 1
     interior = range(1, last)
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    if looks < 1:
+        raise ValueError(f"looks must be positive, got {looks}")
     if count < 2 or last < 2:
         return "undecided"
+    error_rate = (1.0 - confidence) / looks
+    z_crossed = one_sided_z(error_rate / len(interior))
+    z_not_crossed = one_sided_z(error_rate / 2.0)
     higher_end = max(float(profile[0]), float(profile[last]))
     tolerance = absolute_tolerance + relative_tolerance * abs(higher_end)
-    z = simultaneous_z(confidence, comparisons=2 * len(interior), looks=looks)
     crossed = False
     every_point_below_an_end = True
     for point in interior:
-        lows, highs = [], []
+        above_both, below_one = True, False
         for end in (0, last):
             difference = float(profile[point] - profile[end])
             se = difference_standard_error(covariance, count, point, end)
             if not math.isfinite(se):
                 return "undecided"
-            lows.append(difference - z * se)
-            highs.append(difference + z * se)
-        crossed |= min(lows) > tolerance
-        every_point_below_an_end &= min(highs) <= tolerance
+            above_both &= difference - z_crossed * se > tolerance
+            below_one |= difference + z_not_crossed * se <= tolerance
+        crossed |= above_both
+        every_point_below_an_end &= below_one
     if crossed:
         return "crossed"
     return "not crossed" if every_point_below_an_end else "undecided"

@@ -15,7 +15,8 @@ changing what is measured never changes what is trained:
   draws the same batches on CPU and GPU;
 - the measurement subset: a CPU generator (``seed + MEASUREMENT_STREAM``);
 - the noise of ``noisy-gd``: ``NoisyGD``'s own generator (``seed + NOISE_STREAM``), and the
-  minibatches of its variance estimate (``seed + NOISE_ESTIMATE_STREAM``).
+  minibatches of its variance estimate (``seed + NOISE_ESTIMATE_STREAM``);
+- the order precision-targeted measurement reads the set in (``seed + SAMPLE_ORDER_STREAM``).
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ from sgdwalk.runs.runlog import (
 )
 from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
 from sgdwalk.runs.summary import WindowSummary, summarize_windows
+from sgdwalk.instrument.sampling import PrecisionTarget
 from sgdwalk.instrument.tracker import WalkTracker
 
 # Offsets of the independent random streams from config.seed (see the module docstring).
 MEASUREMENT_STREAM: Final = 1
 NOISE_STREAM: Final = 2
 NOISE_ESTIMATE_STREAM: Final = 3
+SAMPLE_ORDER_STREAM: Final = 4
 # The training subset is the same whatever the run's seed, so runs that differ in seed
 # differ in initialisation and batch order only, not in the data they see.
 DATA_SUBSET_SEED: Final = 0
@@ -173,6 +176,18 @@ def tracking_schedule(config: WalkConfig, steps_per_epoch: int) -> MeasurementSc
     if config.track_every is not None:
         parts.append(every_kth(config.track_every))
     return AnyOf(tuple(parts))
+
+
+def precision_target(config: WalkConfig) -> PrecisionTarget | None:
+    """The stopping rule of precision-targeted measurement (None: exact, the whole set)."""
+    if config.measurement_mode == "exact":
+        return None
+    return PrecisionTarget(
+        height_se=config.height_se,
+        height_relative_se=config.height_relative_se,
+        first_look=config.first_look,
+        seed=config.seed + SAMPLE_ORDER_STREAM,
+    )
 
 
 def measurement_indices(train_size: int, size: int | None, seed: int) -> Tensor:
@@ -354,6 +369,7 @@ class _WalkRun:
             sharpness_every=config.sharpness_every,
             sharpness_seed=config.seed,
             sinks=sinks,
+            precision=precision_target(config),
         )
         if checkpoint is not None:
             self._restore(checkpoint)

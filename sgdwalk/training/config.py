@@ -26,12 +26,16 @@ from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
+from sgdwalk.instrument.sampling import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
 
 OptimizerName = Literal["sgd", "gd", "noisy-gd"]
 OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
 
 LRScheduleName = Literal["constant", "step", "cyclical", "trapezoid"]
 LR_SCHEDULES: Final[tuple[str, ...]] = get_args(LRScheduleName)
+
+MeasurementMode = Literal["exact", "targeted"]
+MEASUREMENT_MODES: Final[tuple[str, ...]] = get_args(MeasurementMode)
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: Final[tuple[str, ...]] = get_args(DeviceName)
@@ -144,6 +148,13 @@ class WalkConfig:
     track_steps: tuple[tuple[int, int], ...] = ()
     steps_per_window: int | None = DEFAULT_STEPS_PER_WINDOW
     measurement_size: int | None = DEFAULT_MEASUREMENT_SIZE
+    # exact: every tracked step reads the whole measurement set; targeted: each reads it in a
+    # seeded order only until its barrier test is decided and its heights are as precise
+    # as height_se / height_relative_se ask (sgdwalk.instrument.sampling).
+    measurement_mode: MeasurementMode = "exact"
+    height_se: float | None = DEFAULT_HEIGHT_SE
+    height_relative_se: float | None = DEFAULT_HEIGHT_RELATIVE_SE
+    first_look: int = DEFAULT_FIRST_LOOK
     bn_mode: BatchNormMode = "train"
     num_alphas: int = DEFAULT_NUM_ALPHAS
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -189,13 +200,18 @@ class WalkConfig:
         choice("lr_schedule", LR_SCHEDULES)
         choice("device", DEVICES)
         choice("bn_mode", BATCHNORM_MODES)
+        choice("measurement_mode", MEASUREMENT_MODES)
+        if self.measurement_mode == "targeted" and self.bn_mode == "recompute":
+            raise ConfigError("measurement_mode 'targeted' needs bn_mode train or eval (recompute reads the whole set)")
         for name in ("lr", "batch_size", "epochs", "width_multiplier", "num_alphas", "chunk_size", "gd_chunk_size",
-                     "lr_gamma", "lr_step_epochs"):
+                     "lr_gamma", "lr_step_epochs", "first_look"):
             positive(name)
         for name in ("train_subset", "validation_subset", "pad_to", "track_every", "steps_per_window",
                      "measurement_size", "sharpness_every", "checkpoint_every_epochs", "lr_max", "lr_anneal_epochs",
-                     "cpu_threads"):
+                     "cpu_threads", "height_se", "height_relative_se"):
             positive(name, allow_none=True)
+        if self.first_look < 2:
+            raise ConfigError(f"first_look must be at least 2 samples (a variance needs two), got {self.first_look}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.weight_decay < 0:

@@ -17,6 +17,7 @@ from typing import Any, Final
 from sgdwalk.training.config import (
     DEVICES,
     LR_SCHEDULES,
+    MEASUREMENT_MODES,
     OPTIMIZERS,
     ConfigError,
     WalkConfig,
@@ -151,6 +152,14 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
             ("steps_per_window", _optional_int, "N", "measure only the first N steps of each tracked epoch (0: all)"),
             ("measurement_size", _optional_int, "N", "losses are measured on a fixed, seeded subset of N training "
              "images (0: the whole training subset)"),
+            ("measurement_mode", str, MEASUREMENT_MODES, "exact: every tracked step reads the whole measurement "
+             "set; targeted: reads it in a seeded order only until the step's barrier test is decided and its "
+             "heights meet --height-se / --height-relative-se"),
+            ("height_se", _optional_float, "SE", "targeted: standard error the heights need, in loss units "
+             "(the looser of this and the relative target; none: no absolute target)"),
+            ("height_relative_se", _optional_float, "FRACTION", "targeted: standard error the heights need, "
+             "as a fraction of each height (none: no relative target)"),
+            ("first_look", int, "N", "targeted: samples read before the first look (then doubled at each look)"),
             ("bn_mode", str, BATCHNORM_MODES, "batch norm during measurements (train: the paper's)"),
             ("num_alphas", int, "K", "points per segment: alpha = 0, 1/K, ..., (K-1)/K"),
             ("chunk_size", int, "N", "samples per forward pass of a measurement or evaluation"),
