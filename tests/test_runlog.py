@@ -187,9 +187,26 @@ def test_reopen_keeps_what_the_checkpoint_saw(tmp_path: Path) -> None:
         RunWriter.reopen(run_dir, steps_kept=9, epochs_kept=0)
 
 
-def test_non_finite_values_are_written_as_null() -> None:
-    line = dumps_line({"loss": float("nan"), "values": (1.0, float("inf")), "flag": np.bool_(True), "n": np.int64(3)})
-    assert json.loads(line) == {"loss": None, "values": [1.0, None], "flag": True, "n": 3}
+def test_non_finite_values_are_written_as_strings_in_strict_json() -> None:
+    line = dumps_line({"loss": float("nan"), "values": (1.0, float("-inf")), "flag": np.bool_(True), "n": np.int64(3)})
+    # Strict JSON: json.loads with parse_constant refusing NaN/Infinity would raise otherwise.
+    assert json.loads(line, parse_constant=lambda name: pytest.fail(f"non-standard {name}")) == {
+        "loss": "nan", "values": [1.0, "-inf"], "flag": True, "n": 3,
+    }  # fmt: skip
+
+
+def test_a_run_read_back_keeps_missing_values_and_non_finite_ones_apart(tmp_path: Path) -> None:
+    epochs = [
+        {"epoch": 0, "train_loss": 2.3, "sharpness": None, "lr_first": None},
+        {"epoch": 1, "train_loss": float("nan"), "sharpness": float("inf"), "lr_first": 0.1},
+    ]
+    write_run(tmp_path / "run", [make_record(0, cosine=None)], epochs, steps_per_epoch=4)
+    run = load_run(tmp_path / "run")
+    (first, second) = run.epoch_entries()
+    assert first == epochs[0]  # None stays None
+    assert math.isnan(second["train_loss"]) and second["sharpness"] == math.inf  # NaN stays NaN
+    assert run.step_records()[0].cosine is None
+    assert math.isnan(run.epochs["train_loss"].iloc[1])  # the frame holds a float column
 
 
 def test_metadata_records_provenance(tmp_path: Path) -> None:
