@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from sgdwalk.claims.registry import CLAIMS
-from sgdwalk.cli.exits import EXIT_FAILED, EXIT_OK, usage_error
 from sgdwalk.claims.report import (
     ReportError,
     compare_reports,
@@ -22,7 +21,7 @@ from sgdwalk.claims.report import (
     render_markdown_table,
     save_report,
 )
-
+from sgdwalk.cli.exits import EXIT_FAILED, EXIT_OK, usage_error
 
 COMPARE_EPILOG: Final = """\
 Entries are matched by pytest node id; the claim id is shown beside it.

@@ -25,7 +25,6 @@ from sgdwalk.training.config import (
     read_config_file,
 )
 
-
 # Where runs go when --out is not given (relative to the working directory).
 DEFAULT_RUNS_ROOT: Final = Path("runs")
 
