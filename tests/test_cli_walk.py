@@ -22,7 +22,7 @@ from fixtures_data import write_cifar10, write_mnist_idx
 from sgdwalk.training import data as data_module
 from sgdwalk.runs import runner
 from sgdwalk.cli import main
-from sgdwalk.cli.commands.walk import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from sgdwalk.training.config import WalkConfig
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, METADATA_FILE, STEPS_FILE, SUMMARY_FILE, load_run
 

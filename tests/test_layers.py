@@ -45,6 +45,7 @@ def test_the_layers_of_the_tree_are_kept() -> None:
 @pytest.mark.parametrize(
     ("module", "upward_import"),
     [
+        ("sgdwalk/base/tables.py", "import sgdwalk.instrument.record"),
         ("sgdwalk/instrument/segment.py", "import sgdwalk.cli.commands.walk"),
         ("sgdwalk/training/lr_schedules.py", "from sgdwalk.runs import runlog"),
         ("sgdwalk/runs/summary.py", "from sgdwalk.claims import statistics"),
@@ -59,3 +60,13 @@ def test_an_upward_import_breaks_the_rule(tmp_path: Path, module: str, upward_im
     assert result.returncode != 0
     assert "BROKEN" in result.stdout
     assert module.removesuffix(".py").replace("/", ".") in result.stdout
+
+
+def test_the_shared_layer_imports_no_numerical_library() -> None:
+    """``sgdwalk.base`` serves the pytest plugin and ``sgdwalk --help``: neither may pay for torch."""
+    code = (
+        "import sys, sgdwalk.base.atomic, sgdwalk.base.errors, sgdwalk.base.json_data, sgdwalk.base.tables; "
+        "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPOSITORY)
+    assert completed.stdout.strip() == "[]"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sgdwalk.training.config import ConfigError, WalkConfig
+from sgdwalk.training.config import ConfigError, WalkConfig, learning_rate_schedule
 from sgdwalk.training.lr_schedules import (
     constant,
     epochs_to_steps,
-    schedule_from_config,
     step_decay,
     trapezoid,
     triangular,
@@ -98,17 +97,17 @@ def _config(**changes: object) -> WalkConfig:
     return WalkConfig(epochs=4, track_epochs=(1,), **changes)  # type: ignore[arg-type]
 
 
-def test_schedule_from_config_converts_epochs_to_steps() -> None:
+def test_learning_rate_schedule_converts_epochs_to_steps() -> None:
     steps_per_epoch = 8
-    step_schedule = schedule_from_config(_config(lr_schedule="step", lr_milestones=(2,), lr_gamma=0.5), steps_per_epoch)
+    step_schedule = learning_rate_schedule(_config(lr_schedule="step", lr_milestones=(2,), lr_gamma=0.5), steps_per_epoch)
     assert step_schedule(15) == approx(0.1) and step_schedule(16) == approx(0.05)  # after 2 epochs = step 16
 
     # half cycle 0.5 epoch = 4 steps
-    cyclical = schedule_from_config(_config(lr_schedule="cyclical", lr_max=1.0, lr_step_epochs=0.5), steps_per_epoch)
+    cyclical = learning_rate_schedule(_config(lr_schedule="cyclical", lr_max=1.0, lr_step_epochs=0.5), steps_per_epoch)
     assert [cyclical(t) for t in (0, 2, 4, 8)] == [approx(0.1), approx(0.55), approx(1.0), approx(0.1)]
 
     # 32 steps in all; ramp 4 steps, anneal 1 epoch = 8 steps from step 24, to 0.02
-    trap = schedule_from_config(
+    trap = learning_rate_schedule(
         _config(lr_schedule="trapezoid", lr_max=1.0, lr_step_epochs=0.5, lr_anneal_epochs=1.0, lr_final=0.02),
         steps_per_epoch,
     )

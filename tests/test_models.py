@@ -104,6 +104,10 @@ def expected_convnet_parameters(in_channels: int, image_size: int, classes: int)
 
 def test_architecture_names() -> None:
     assert ARCHITECTURES == ("mlp", "vgg11", "resnet56", "convnet")
+    # The config validates against training.names (no torch import); the builders serve exactly those.
+    from sgdwalk.training import models
+
+    assert tuple(models._BUILDERS) == ARCHITECTURES
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)

@@ -117,6 +117,24 @@ def test_noise_leaves_the_global_generator_alone_and_is_seeded() -> None:
     assert len(set(trajectories[0].tolist())) == 50  # fresh noise per coordinate
 
 
+def test_generator_states_continue_the_noise_stream_in_a_new_optimizer() -> None:
+    parameter = zero_gradient_parameter(20)
+    first = NoisyGD([parameter], lr=0.1, noise_variance=1.0, seed=5)
+    first.step()
+    saved, after_one = first.generator_states(), parameter.detach().clone()
+    assert list(saved) == ["cpu"]
+    first.step()
+    expected = parameter.detach().clone()
+
+    # A fresh optimizer with another seed, from the saved parameters and noise state,
+    # takes the step the first one took (the checkpoint of a resumed run).
+    parameter.data.copy_(after_one)
+    second = NoisyGD([parameter], lr=0.1, noise_variance=1.0, seed=99)
+    second.load_generator_states(saved)
+    second.step()
+    assert torch.equal(parameter.detach(), expected)
+
+
 def test_noiseless_step_is_sgd_with_weight_decay() -> None:
     models = [mlp(23, dtype=torch.float64) for _ in range(2)]
     inputs, targets = classification_data(23, 12, dtype=torch.float64)

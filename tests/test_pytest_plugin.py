@@ -122,7 +122,6 @@ def test_help_lists_every_option_with_its_default(project: pytest.Pytester) -> N
         else:
             chunks[flag] += " " + line.strip()
     assert set(chunks) == {
-        "--runslow",
         "--sgdwalk-report",
         "--sgdwalk-device",
         "--sgdwalk-profile",
@@ -132,30 +131,91 @@ def test_help_lists_every_option_with_its_default(project: pytest.Pytester) -> N
         assert "(default:" in text, f"{flag}: help must end with its default: {text!r}"
 
 
-def test_markers_are_registered(project: pytest.Pytester) -> None:
+def test_the_plugin_registers_only_its_own_marker(project: pytest.Pytester) -> None:
     result = run(project, "--markers")
-    result.stdout.fnmatch_lines(
-        ["@pytest.mark.slow:*", "@pytest.mark.gpu:*", "@pytest.mark.claim(id):*"]
-    )
+    result.stdout.fnmatch_lines(["@pytest.mark.claim(id):*"])
+    # slow and gpu are suite policy: each project's own conftest registers them (or not).
+    result.stdout.no_fnmatch_line("@pytest.mark.slow:*")
+    result.stdout.no_fnmatch_line("@pytest.mark.gpu:*")
 
 
-def test_runslow_skips_slow_tests_unless_given(project: pytest.Pytester) -> None:
-    project.makepyfile(
-        """
-        import pytest
+def test_the_plugin_owns_no_option_outside_its_prefix(project: pytest.Pytester) -> None:
+    result = run(project, "--help")
+    lines = result.stdout.lines
+    start = lines.index("sgdwalk: claims of 'A Walk with SGD':")
+    flags = [line.split()[0].split("=")[0] for line in lines[start + 1 : lines.index("", start)] if line.startswith("  --")]
+    assert flags and all(flag.startswith("--sgdwalk-") for flag in flags), flags
+    assert "--runslow" not in result.stdout.str()
 
-        @pytest.mark.slow
-        def test_slow():
-            pass
 
-        def test_fast():
-            pass
-        """
-    )
+# pytest's documented recipe ("Control skipping of tests according to command line option"),
+# as a project that installs sgdwalk may well have it in its own conftest.py.
+FOREIGN_RUNSLOW_CONFTEST = """
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: mark test as slow to run")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip_slow = pytest.mark.skip(reason="need --runslow option to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+"""
+
+SLOW_AND_FAST = """
+import pytest
+
+@pytest.mark.slow
+def test_slow():
+    pass
+
+def test_fast():
+    pass
+"""
+
+
+def test_a_foreign_project_with_its_own_runslow_recipe_runs_with_the_plugin(project: pytest.Pytester) -> None:
+    project.makeconftest(FOREIGN_RUNSLOW_CONFTEST)
+    project.makepyfile(SLOW_AND_FAST)
+    result = run(project)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED*need --runslow option to run*"])
+    result.stdout.no_fnmatch_line("*conflicting option string*")
+    run(project, "--runslow").assert_outcomes(passed=2)
+    # The plugin is loaded: its own option is there beside the project's.
+    run(project, "--runslow", "--sgdwalk-report", "ledger.json").assert_outcomes(passed=2)
+
+
+def test_a_project_without_a_runslow_recipe_runs_its_slow_tests(project: pytest.Pytester) -> None:
+    # Installing sgdwalk no longer skips anyone's slow-marked tests.
+    project.makeini(PROJECT_INI.replace("[pytest]", "[pytest]\nmarkers = slow: a project's own marker"))
+    project.makepyfile(SLOW_AND_FAST)
+    run(project).assert_outcomes(passed=2)
+
+
+def use_the_repository_suite_policy(pytester: pytest.Pytester) -> None:
+    """The repository's root conftest.py (``--runslow``, the slow and gpu markers) in ``pytester``."""
+    pytester.makeconftest((REPO_ROOT / "conftest.py").read_text(encoding="utf-8"))
+
+
+def test_the_repository_runslow_skips_slow_tests_unless_given(project: pytest.Pytester) -> None:
+    use_the_repository_suite_policy(project)
+    project.makepyfile(SLOW_AND_FAST)
     result = run(project)
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["SKIPPED*slow: needs --runslow*"])
     run(project, "--runslow").assert_outcomes(passed=2)
+    run(project, "--runslow", "-m", "slow").assert_outcomes(passed=1, deselected=1)
+    run(project, "--markers").stdout.fnmatch_lines(["@pytest.mark.slow:*", "@pytest.mark.gpu:*"])
 
 
 def test_option_fixtures(
@@ -367,6 +427,7 @@ def test_no_report_without_the_option(project: pytest.Pytester) -> None:
 
 
 def test_slow_claim_skipped_before_setup_is_recorded(project: pytest.Pytester) -> None:
+    use_the_repository_suite_policy(project)
     project.makepyfile(
         """
         import pytest

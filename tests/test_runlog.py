@@ -13,14 +13,22 @@ import torch
 from sgdwalk.training.config import ConfigError, WalkConfig, read_config_file
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
 from sgdwalk.runs.runlog import (
+    CHECKPOINT_FILE,
+    CHECKPOINT_FORMAT_VERSION,
     EPOCHS_FILE,
     METADATA_FILE,
     STEPS_FILE,
+    SUMMARY_FILE,
     RunDirectoryError,
     RunWriter,
     base_metadata,
+    clear_run_files,
+    count_step_records,
     dumps_line,
+    last_epoch_entry,
     load_run,
+    read_checkpoint,
+    run_status,
 )
 from sgdwalk.runs.summary import render_table, summarize_windows
 
@@ -165,6 +173,46 @@ def test_a_line_cut_by_a_crash_is_dropped_but_a_broken_middle_line_is_an_error(t
         load_run(run_dir)
 
 
+def test_status_last_epoch_and_record_count_without_reading_the_whole_run(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run_status(run_dir) == "missing"
+    run_dir.mkdir()
+    (run_dir / STEPS_FILE).write_text("")  # killed while being created
+    assert run_status(run_dir) == "incomplete"
+    (run_dir / STEPS_FILE).unlink()
+
+    epochs = [{"epoch": 0, "train_loss": 2.3}, {"epoch": 1, "train_loss": 1.5}]
+    write_run(run_dir, [make_record(0), make_record(1)], epochs, steps_per_epoch=4)
+    assert run_status(run_dir) == "finished"
+    (run_dir / STEPS_FILE).write_text((run_dir / STEPS_FILE).read_text() + '{"step": 2, "lr"')
+    (run_dir / EPOCHS_FILE).write_text((run_dir / EPOCHS_FILE).read_text() + '{"epoch": 2, "tr')
+    assert count_step_records(run_dir) == 2  # the line cut by a crash is not a record
+    assert last_epoch_entry(run_dir) == epochs[-1]
+    # A finished run's summary holds its final epoch; it wins over the epochs file.
+    (run_dir / SUMMARY_FILE).write_text(json.dumps({"final_epoch": {"epoch": 1, "train_loss": 1.25}}))
+    assert last_epoch_entry(run_dir) == {"epoch": 1, "train_loss": 1.25}
+
+    clear_run_files(run_dir)
+    assert run_status(run_dir) == "missing"
+
+
+def test_a_checkpoint_round_trips_with_the_record_counts_it_saw(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert read_checkpoint(run_dir, torch.device("cpu")) is None  # died before its first one
+    write_run(run_dir, [make_record(0), make_record(1)], [{"epoch": 0}], steps_per_epoch=4)
+    writer = RunWriter.reopen(run_dir, steps_kept=2, epochs_kept=1)
+    writer.write_checkpoint({"epoch": 1, "weights": torch.arange(3.0)})
+    writer.close()
+    checkpoint = read_checkpoint(run_dir, torch.device("cpu"))
+    assert checkpoint is not None
+    assert (checkpoint["epoch"], checkpoint["steps_written"], checkpoint["epochs_written"]) == (1, 2, 1)
+    assert torch.equal(checkpoint["weights"], torch.arange(3.0))
+
+    torch.save({**checkpoint, "format_version": CHECKPOINT_FORMAT_VERSION + 1}, run_dir / CHECKPOINT_FILE)
+    with pytest.raises(RunDirectoryError, match="checkpoint format"):
+        read_checkpoint(run_dir, torch.device("cpu"))
+
+
 def test_create_refuses_a_directory_that_holds_a_run(tmp_path: Path) -> None:
     write_run(tmp_path / "run", [make_record(0)], [], steps_per_epoch=4)
     with pytest.raises(RunDirectoryError, match="already holds a run"):
@@ -187,9 +235,26 @@ def test_reopen_keeps_what_the_checkpoint_saw(tmp_path: Path) -> None:
         RunWriter.reopen(run_dir, steps_kept=9, epochs_kept=0)
 
 
-def test_non_finite_values_are_written_as_null() -> None:
-    line = dumps_line({"loss": float("nan"), "values": (1.0, float("inf")), "flag": np.bool_(True), "n": np.int64(3)})
-    assert json.loads(line) == {"loss": None, "values": [1.0, None], "flag": True, "n": 3}
+def test_non_finite_values_are_written_as_strings_in_strict_json() -> None:
+    line = dumps_line({"loss": float("nan"), "values": (1.0, float("-inf")), "flag": np.bool_(True), "n": np.int64(3)})
+    # Strict JSON: json.loads with parse_constant refusing NaN/Infinity would raise otherwise.
+    assert json.loads(line, parse_constant=lambda name: pytest.fail(f"non-standard {name}")) == {
+        "loss": "nan", "values": [1.0, "-inf"], "flag": True, "n": 3,
+    }  # fmt: skip
+
+
+def test_a_run_read_back_keeps_missing_values_and_non_finite_ones_apart(tmp_path: Path) -> None:
+    epochs = [
+        {"epoch": 0, "train_loss": 2.3, "sharpness": None, "lr_first": None},
+        {"epoch": 1, "train_loss": float("nan"), "sharpness": float("inf"), "lr_first": 0.1},
+    ]
+    write_run(tmp_path / "run", [make_record(0, cosine=None)], epochs, steps_per_epoch=4)
+    run = load_run(tmp_path / "run")
+    (first, second) = run.epoch_entries()
+    assert first == epochs[0]  # None stays None
+    assert math.isnan(second["train_loss"]) and second["sharpness"] == math.inf  # NaN stays NaN
+    assert run.step_records()[0].cosine is None
+    assert math.isnan(run.epochs["train_loss"].iloc[1])  # the frame holds a float column
 
 
 def test_metadata_records_provenance(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, STEPS_FILE, load_run
 from sgdwalk.runs.runner import (
     WalkData,
+    WalkResult,
     measurement_indices,
     resume_walk,
     run_walk,
@@ -297,6 +298,13 @@ def test_resume_without_a_checkpoint_starts_over(tmp_path: Path) -> None:
     run_dir = interrupted_then_resumed(config, tiny_data(), stop_at_step=2)
     assert not (run_dir / CHECKPOINT_FILE).exists()
     assert load_run(run_dir).step_records() == whole.records
+
+
+def test_a_run_read_from_its_directory_is_the_result_the_run_returned(tmp_path: Path) -> None:
+    config = tiny_config(out_dir=str(tmp_path / "run"), sharpness_per_tracked_epoch=True)
+    returned = run_walk(config, data=tiny_data())
+    read = WalkResult.from_run(load_run(tmp_path / "run"))
+    assert read == returned  # records, history (None as None), windows, status, metadata, run_dir
 
 
 def test_resuming_a_finished_run_returns_it_without_training(tmp_path: Path) -> None:

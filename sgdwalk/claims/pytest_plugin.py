@@ -4,7 +4,12 @@ Loaded through the ``pytest11`` entry point ``sgdwalk`` (``pip install -e .``). 
 the install (or with PYTEST_DISABLE_PLUGIN_AUTOLOAD) load it with ``-p sgdwalk.claims.pytest_plugin``;
 never both at once: pluggy refuses one module under two names.
 
-- ``--runslow``: tests marked ``slow`` are skipped unless given (pytest's documented recipe).
+The plugin is loaded in every project whose environment installs sgdwalk, so it owns only
+names of its own: ``--sgdwalk-*`` options, the ``claim`` marker and fixture, the
+``sgdwalk_*`` fixtures and the ledger. Suite policy (``--runslow``, the ``slow`` and ``gpu``
+markers) is each project's own, in its conftest.py; sgdwalk's is in the repository's root
+conftest.py.
+
 - ``@pytest.mark.claim("C3")`` ties a test to a registered claim; a bad marker is a usage
   error at collection time.
 - The ``claim`` fixture records the setting and the statistics a claim test measured and
@@ -20,7 +25,6 @@ This module and the ledger modules import torch only when a test asks for
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import sys
@@ -32,6 +36,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
+from sgdwalk.base.json_data import to_json_data
+from sgdwalk.base.tables import text_table
 from sgdwalk.claims.registry import CLAIMS, Claim
 from sgdwalk.claims.report import (
     RELATIONS,
@@ -69,12 +75,6 @@ VERSIONED_PACKAGES: Final[tuple[str, ...]] = ("pytest", "torch", "numpy", "scipy
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sgdwalk", "sgdwalk: claims of 'A Walk with SGD'")
-    group.addoption(
-        "--runslow",
-        action="store_true",
-        default=False,
-        help="Run tests marked slow. (default: skip them)",
-    )
     group.addoption(
         "--sgdwalk-report",
         metavar="PATH",
@@ -126,8 +126,6 @@ _report_written_key: Final = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: slow test; skipped unless --runslow is given")
-    config.addinivalue_line("markers", "gpu: test that needs a CUDA device (the gpu tier)")
     config.addinivalue_line(
         "markers",
         "claim(id): ties the test to a registered claim of sgdwalk.claims.registry "
@@ -175,12 +173,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     errors = [error for error in map(_claim_marker_error, items) if error is not None]
     if errors:
         raise pytest.UsageError("invalid claim marker:\n  " + "\n  ".join(errors))
-    if config.getoption("runslow"):
-        return
-    skip_slow = pytest.mark.skip(reason="slow: needs --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip_slow)
 
 
 def _tier_from_path(item: pytest.Item) -> str:
@@ -200,24 +192,14 @@ def _tier_from_path(item: pytest.Item) -> str:
 
 
 def _json_ready(key: str, value: object) -> object:
-    """``value`` as plain JSON data; numpy/torch scalars and paths are converted."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _json_ready(f"{key}.{k}", v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_ready(f"{key}[{index}]", v) for index, v in enumerate(value)]
-    if not isinstance(value, str | int | float | bool | type(None)) and hasattr(value, "item"):
-        # numpy and torch scalars: .item() gives the Python number.
-        value = value.item()
+    """``value`` as plain JSON data (numpy/torch scalars, paths and non-finite floats
+    converted by the package's one rule, ``sgdwalk.base.json_data``)."""
     try:
-        json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError) as error:
+        return to_json_data(value, repr(key))
+    except TypeError as error:
         raise TypeError(
-            f"claim setting {key!r} = {value!r} is not JSON data "
-            "(use str, int, float, bool, None, lists and dicts of those)"
+            f"claim setting {error} (use str, int, float, bool, None, lists and dicts of those)"
         ) from error
-    return value
 
 
 class ClaimRecorder:
@@ -515,10 +497,8 @@ def pytest_terminal_summary(
         )
         for entry in entries
     ]
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(3)]
-    for row in [header, *rows]:
-        cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
-        terminalreporter.write_line("  ".join([*cells, row[3]]))
+    for line in text_table(header, rows):
+        terminalreporter.write_line(line)
     written = config.stash.get(_report_written_key, None)
     if written is not None:
         terminalreporter.write_line(f"claims report written to {written}")

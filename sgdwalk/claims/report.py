@@ -28,7 +28,8 @@ Schema (``schema_version`` 1)::
     }
 
 Non-finite statistic values are written as the strings "nan", "inf", "-inf" so that the
-file stays strict JSON (jq, browsers); ``load_report`` turns them back into floats.
+file stays strict JSON (jq, browsers); ``load_report`` turns them back into floats (the
+package's one rule, ``sgdwalk.base.json_data``).
 Merged reports (``merge_reports``) also carry ``merged_from``: the created/pytest_args/
 versions of each input.
 
@@ -41,13 +42,16 @@ report (unless missing claims are allowed). Every other change of outcome is a f
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from sgdwalk.base.atomic import atomic_write_text
+from sgdwalk.base.errors import SgdwalkError
+from sgdwalk.base.json_data import dumps, float_from_json, float_to_json
+from sgdwalk.base.tables import text_table
 from sgdwalk.claims.registry import CLAIMS
 
 __all__ = [
@@ -86,7 +90,7 @@ REGRESSING_OUTCOMES: Final[frozenset[str]] = frozenset({"failed", "error", "xpas
 MISSING: Final = "missing"
 
 
-class ReportError(ValueError):
+class ReportError(SgdwalkError, ValueError):
     """A report file that cannot be read or does not follow the schema."""
 
 
@@ -173,33 +177,23 @@ def main_statistic(entry: ClaimEntry) -> Statistic | None:
 # --------------------------------------------------------------------------- (de)serialise
 
 
-def _float_to_json(value: float) -> float | str:
-    # Strict JSON has no NaN/Infinity; strings keep the file readable by any parser.
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
-
-
 def _float_from_json(raw: object, where: str) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
-        raise ReportError(f"{where}: expected a number, got {raw!r}")
-    if isinstance(raw, str) and raw not in ("nan", "inf", "-inf"):
-        raise ReportError(f"{where}: expected a number or 'nan'/'inf'/'-inf', got {raw!r}")
-    return float(raw)
+    try:
+        return float_from_json(raw)
+    except ValueError as error:
+        raise ReportError(f"{where}: {error}") from None
 
 
 def _statistic_to_dict(statistic: Statistic) -> dict[str, Any]:
     return {
         "name": statistic.name,
-        "value": _float_to_json(statistic.value),
+        "value": float_to_json(statistic.value),
         "interval": (
             None
             if statistic.interval is None
-            else [_float_to_json(bound) for bound in statistic.interval]
+            else [float_to_json(bound) for bound in statistic.interval]
         ),
-        "bound": _float_to_json(statistic.bound),
+        "bound": float_to_json(statistic.bound),
         "relation": statistic.relation,
         "held": statistic.held,
         "detail": statistic.detail,
@@ -366,12 +360,8 @@ def save_report(report: ClaimsReport, path: str | os.PathLike[str]) -> Path:
     """Write ``report`` as strict JSON (parent folders created); returns the path written."""
     report_path = Path(path)
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(report_to_dict(report), indent=2, allow_nan=False, ensure_ascii=False)
-    # Write-then-rename so a crashed run never leaves half a ledger behind.
-    temporary_path = report_path.with_name(report_path.name + ".tmp")
-    temporary_path.write_text(text + "\n", encoding="utf-8")
-    temporary_path.replace(report_path)
-    return report_path
+    # Whole or not at all, so a crashed run never leaves half a ledger behind.
+    return atomic_write_text(report_path, dumps(report_to_dict(report), indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------- ordering
@@ -477,19 +467,6 @@ def _statistic_cell(entry: ClaimEntry | None) -> str:
     )
 
 
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(header, widths, strict=True)).rstrip()
-    ]
-    lines.append("  ".join("-" * width for width in widths))
-    lines.extend(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-    return lines
-
-
 def short_test_name(test: str) -> str:
     """``path/to/test_x.py::TestA::test_b[p]`` -> ``test_x.py::TestA::test_b[p]``."""
     path, separator, rest = test.partition("::")
@@ -511,7 +488,7 @@ def format_comparison(comparison: Comparison) -> str:
         )
         for row in comparison.rows
     ]
-    lines = _text_table(header, table_rows) if table_rows else ["(no claims in either report)"]
+    lines = text_table(header, table_rows, rule=True) if table_rows else ["(no claims in either report)"]
     lines.append("")
     for row in comparison.rows:
         if row.verdict == "same":

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
+from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.instrument.batchnorm import BatchNormMode, measuring
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
 from sgdwalk.instrument.paired import PairedLossMoments
@@ -261,7 +262,7 @@ def measure_segment(
     )
 
 
-class NonFiniteSegment(ArithmeticError):
+class NonFiniteSegment(SgdwalkError, ArithmeticError):
     """A loss along the segment is not finite: the run diverged."""
 
     def __init__(self, losses: tuple[float, ...]) -> None:

@@ -7,9 +7,13 @@
     RUN_DIR/summary.json     per-window summaries and the final state, written at the end
     RUN_DIR/checkpoint.pt    the state to resume from (written by the runner at epoch ends)
 
-Writers go through ``RunWriter``; readers through ``load_run``. JSON has no NaN or
-infinity, so a non-finite float is written as null (the runner stops a diverging run
-before any such value reaches a step record; this is the belt to that pair of braces).
+This module is the only one that knows these names and formats: writers go through
+``RunWriter``, readers through ``load_run`` (a whole run), ``run_status`` and
+``last_epoch_entry`` (what a sweep's table needs without reading every record), and
+``read_checkpoint``. JSON is strict; a non-finite float is written as the string "nan",
+"inf" or "-inf" and read back as that float (``sgdwalk.base.json_data``), so a run read
+from disk holds what the run held in memory. (The runner stops a diverging run before any
+such value reaches a step record; an epoch's training loss may still be NaN.)
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sgdwalk.training.config import WalkConfig
+from sgdwalk.base.atomic import atomic_write, atomic_write_text
+from sgdwalk.base.errors import SgdwalkError
+from sgdwalk.base.json_data import dumps, loads
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+from sgdwalk.training.config import WalkConfig
 
 CONFIG_FILE: Final = "config.json"
 METADATA_FILE: Final = "metadata.json"
@@ -38,9 +45,14 @@ STEPS_FILE: Final = "steps.jsonl"
 EPOCHS_FILE: Final = "epochs.jsonl"
 SUMMARY_FILE: Final = "summary.json"
 CHECKPOINT_FILE: Final = "checkpoint.pt"
+# Every file a run may hold: what a restart of a half-created run removes.
+RUN_FILES: Final[tuple[str, ...]] = (CONFIG_FILE, METADATA_FILE, STEPS_FILE, EPOCHS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
 
-# Bumped when a file's meaning changes, so an old run is never misread.
-FORMAT_VERSION: Final = 1
+# Bumped when a file's meaning changes, so an old run is never misread. 2: a non-finite
+# float is the string "nan"/"inf"/"-inf" (version 1 wrote null, as for a missing value).
+FORMAT_VERSION: Final = 2
+# The checkpoint's own layout (its keys), checked when a run resumes.
+CHECKPOINT_FORMAT_VERSION: Final = 1
 
 RunStatus = Literal["running", "finished", "diverged", "interrupted", "failed"]
 
@@ -49,47 +61,23 @@ RunStatus = Literal["running", "finished", "diverged", "interrupted", "failed"]
 GIT_TIMEOUT_SECONDS: Final = 5.0
 
 
-class RunDirectoryError(Exception):
+class RunDirectoryError(SgdwalkError):
     """A run directory that cannot be created, read or resumed (the message says why)."""
 
 
 # ----------------------------------------------------------------------------- JSON
-def _plain(value: Any) -> Any:
-    """JSON-ready: tuples become lists, numpy/torch scalars Python numbers, non-finite floats null."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return _plain(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def dumps_line(value: Mapping[str, Any]) -> str:
-    """One JSON line (no NaN: ``allow_nan=False`` guards ``_plain``)."""
-    return json.dumps(_plain(value), allow_nan=False, separators=(",", ":")) + "\n"
+    """One JSON line of a ``.jsonl`` file (strict JSON, non-finite floats as strings)."""
+    return dumps(value) + "\n"
 
 
 def _write_json(path: Path, value: Mapping[str, Any]) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(_plain(value), indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    atomic_write_text(path, dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RunDirectoryError(f"{path.parent} is not a run directory: {path.name} is missing") from None
     except json.JSONDecodeError as error:
@@ -110,7 +98,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            entries.append(json.loads(line))
+            entries.append(loads(line))
         except json.JSONDecodeError as error:
             if number == len(lines):
                 break  # the record in flight when the process died
@@ -200,7 +188,7 @@ class RunWriter:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise RunDirectoryError(f"cannot create the run directory {run_dir}: {error.strerror}") from None
-        (run_dir / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
+        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
         _write_json(run_dir / METADATA_FILE, metadata)
         for name in (STEPS_FILE, EPOCHS_FILE):
             (run_dir / name).write_text("", encoding="utf-8")
@@ -236,6 +224,20 @@ class RunWriter:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         _write_json(self.run_dir / SUMMARY_FILE, summary)
 
+    def write_checkpoint(self, state: Mapping[str, Any]) -> None:
+        """``state`` (tensors, generator states, the record counts) as the run's checkpoint.
+
+        The counts of records written so far are added, so that ``reopen`` can cut the
+        record files back to what the checkpoint saw.
+        """
+        payload = {
+            **state,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
+            "steps_written": self.steps_written,
+            "epochs_written": self.epochs_written,
+        }
+        atomic_write(self.run_dir / CHECKPOINT_FILE, lambda temporary: torch.save(payload, temporary))
+
     def close(self) -> None:
         self._steps.close()
         self._epochs.close()
@@ -254,6 +256,25 @@ def _truncate_lines(path: Path, keep: int) -> None:
         handle.writelines(dumps_line(entry) for entry in entries[:keep])
 
 
+def read_checkpoint(run_dir: str | Path, map_location: torch.device) -> dict[str, Any] | None:
+    """The run's checkpoint, or None when it died before its first one (it then starts over)."""
+    path = Path(run_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    checkpoint: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+    if checkpoint.get("format_version") != CHECKPOINT_FORMAT_VERSION:
+        raise RunDirectoryError(
+            f"{path} has checkpoint format {checkpoint.get('format_version')}, expected {CHECKPOINT_FORMAT_VERSION}"
+        )
+    return checkpoint
+
+
+def clear_run_files(run_dir: str | Path) -> None:
+    """Remove every run file of ``run_dir`` (the leftovers of a run killed while being created)."""
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- reader
 STEP_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, "epoch")
 
@@ -264,7 +285,9 @@ class Run:
 
     ``steps`` has one row per measured step, columns ``RECORD_FIELDS`` plus ``epoch``
     (1-based); ``segment_alphas`` / ``segment_losses`` hold tuples. ``epochs`` has one row
-    per finished epoch. ``summary`` is empty while a run has not finished.
+    per finished epoch. ``summary`` is empty while a run has not finished. The frames are
+    for analysis (pandas turns a missing value into NaN); ``step_records`` and
+    ``epoch_entries`` give the records exactly as written (None stays None, NaN stays NaN).
     """
 
     path: Path
@@ -273,6 +296,8 @@ class Run:
     steps: pd.DataFrame
     epochs: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+    step_dicts: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    epoch_dicts: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     @property
     def status(self) -> str:
@@ -285,11 +310,11 @@ class Run:
 
     def step_records(self) -> list[StepRecord]:
         """The steps as ``StepRecord`` objects (tuples restored), in file order."""
-        return [record_from_dict(row) for row in frame_rows(self.steps[list(RECORD_FIELDS)])]
+        return [record_from_dict(entry) for entry in self.step_dicts]
 
     def epoch_entries(self) -> list[dict[str, Any]]:
         """The per-epoch history as written (None where a value is missing)."""
-        return frame_rows(self.epochs)
+        return [dict(entry) for entry in self.epoch_dicts]
 
     def segment_curves(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(alphas [K+1], losses [n, K+1], steps [n]): each measured segment's loss curve.
@@ -351,24 +376,69 @@ def load_run(path: str | Path) -> Run:
     config = WalkConfig.from_dict(_read_json(run_dir / CONFIG_FILE))
     metadata = _read_json(run_dir / METADATA_FILE)
     steps_per_epoch = metadata.get("steps_per_epoch")
-    steps = _steps_frame(_read_jsonl(run_dir / STEPS_FILE), steps_per_epoch)
-    epochs = pd.DataFrame(_read_jsonl(run_dir / EPOCHS_FILE))
+    step_entries = _read_jsonl(run_dir / STEPS_FILE)
+    epoch_entries = _read_jsonl(run_dir / EPOCHS_FILE)
+    steps = _steps_frame(step_entries, steps_per_epoch)
+    epochs = pd.DataFrame(epoch_entries)
     summary = _read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).exists() else {}
-    return Run(run_dir, config, metadata, steps, epochs, summary)
+    return Run(run_dir, config, metadata, steps, epochs, summary, tuple(step_entries), tuple(epoch_entries))
+
+
+def is_run_directory(path: str | Path) -> bool:
+    """Whether ``path`` holds a run's config and metadata (a run that got past its creation)."""
+    return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / METADATA_FILE).is_file()
+
+
+def run_status(path: str | Path) -> str:
+    """"missing" (no run files), "incomplete" (killed while being created), or the metadata's status."""
+    run_dir = Path(path)
+    if is_run_directory(run_dir):
+        try:
+            return str(_read_json(run_dir / METADATA_FILE).get("status", "incomplete"))
+        except RunDirectoryError:
+            return "incomplete"
+    if any((run_dir / name).exists() for name in RUN_FILES):
+        return "incomplete"
+    return "missing"
+
+
+def last_epoch_entry(path: str | Path) -> dict[str, Any]:
+    """The last finished epoch's entry: the summary's when written, else the last of the
+    epochs file; empty when the run has none."""
+    run_dir = Path(path)
+    if (run_dir / SUMMARY_FILE).is_file():
+        final = _read_json(run_dir / SUMMARY_FILE).get("final_epoch")
+        if final:
+            return dict(final)
+    entries = _read_jsonl(run_dir / EPOCHS_FILE)
+    return dict(entries[-1]) if entries else {}
+
+
+def count_step_records(path: str | Path) -> int:
+    """How many step records the run has written (a line cut short by a crash not counted)."""
+    return _count_lines(Path(path) / STEPS_FILE)
 
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT_VERSION",
     "CONFIG_FILE",
     "EPOCHS_FILE",
     "METADATA_FILE",
+    "RUN_FILES",
     "Run",
     "RunDirectoryError",
     "RunWriter",
     "STEPS_FILE",
     "SUMMARY_FILE",
     "base_metadata",
-    "load_run",
+    "clear_run_files",
+    "count_step_records",
     "frame_rows",
+    "is_run_directory",
+    "last_epoch_entry",
+    "load_run",
+    "read_checkpoint",
     "record_from_dict",
+    "run_status",
 ]

@@ -36,26 +36,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from sgdwalk.training.config import ConfigError, WalkConfig
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
-from sgdwalk.training.lr_schedules import schedule_from_config
 from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
-from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
 from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.sampling import PrecisionTarget
+from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
+from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.runs.runlog import (
-    CHECKPOINT_FILE,
     CONFIG_FILE,
     METADATA_FILE,
+    Run,
     RunDirectoryError,
     RunWriter,
     base_metadata,
+    is_run_directory,
     load_run,
     now_iso,
+    read_checkpoint,
 )
-from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
 from sgdwalk.runs.summary import WindowSummary, summarize_windows
-from sgdwalk.instrument.sampling import PrecisionTarget
-from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.training.config import ConfigError, WalkConfig, learning_rate_schedule
+from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
 
 # Offsets of the independent random streams from config.seed (see the module docstring).
 MEASUREMENT_STREAM: Final = 1
@@ -65,8 +66,6 @@ SAMPLE_ORDER_STREAM: Final = 4
 # The training subset is the same whatever the run's seed, so runs that differ in seed
 # differ in initialisation and batch order only, not in the data they see.
 DATA_SUBSET_SEED: Final = 0
-
-CHECKPOINT_FORMAT_VERSION: Final = 1
 
 RecordCallback = Callable[[StepRecord], None]
 # Called once the data is loaded and the run directory written (None: an in-memory run).
@@ -142,6 +141,25 @@ class WalkResult:
     def diverged(self) -> bool:
         return self.divergence is not None
 
+    @classmethod
+    def from_run(cls, run: Run) -> WalkResult:
+        """The result a run returned, rebuilt from its directory (the window summaries are
+        recomputed from the records, as the run computed them)."""
+        steps_per_epoch = run.steps_per_epoch or 1
+        history = run.epoch_entries()
+        records = run.step_records()
+        return cls(
+            config=run.config,
+            records=records,
+            history=history,
+            windows=summarize_windows((record.as_dict() for record in records), history, steps_per_epoch),
+            status=run.status,
+            divergence=run.metadata.get("divergence"),
+            steps_per_epoch=steps_per_epoch,
+            run_dir=run.path,
+            metadata=run.metadata,
+        )
+
 
 # ------------------------------------------------------------------------- helpers
 def resolve_device(name: str) -> torch.device:
@@ -196,6 +214,51 @@ def measurement_indices(train_size: int, size: int | None, seed: int) -> Tensor:
         return torch.arange(train_size)
     generator = torch.Generator().manual_seed(seed + MEASUREMENT_STREAM)
     return torch.randperm(train_size, generator=generator)[:size].sort().values
+
+
+def build_measurement_set(config: WalkConfig, train_inputs: Tensor, train_targets: Tensor) -> MeasurementSet:
+    """The fixed, seeded subset of the training set every tracked step is measured on."""
+    chosen = measurement_indices(int(train_targets.shape[0]), config.measurement_size, config.seed)
+    chosen = chosen.to(train_inputs.device)
+    return MeasurementSet(train_inputs[chosen], train_targets[chosen], chunk_size=config.chunk_size)
+
+
+def walk_data_for(config: WalkConfig, data: WalkData | None) -> WalkData:
+    """The data handed in, or the config's loaded; a data set that cannot serve the config
+    (a subset larger than the split, a pad below the image size, a bad file) is a ``ConfigError``."""
+    if data is not None:
+        return data
+    try:
+        return load_walk_data(config)
+    except ValueError as error:
+        raise ConfigError(f"data set {config.data!r}: {error}") from error
+
+
+def build_seeded_model(config: WalkConfig, data: WalkData, device: torch.device) -> nn.Module:
+    """The config's network for the data, initialised from ``torch.manual_seed(config.seed)``, in train mode."""
+    from sgdwalk.training.models import build_model
+
+    torch.manual_seed(config.seed)
+    try:
+        model = build_model(config.arch, data.in_channels, data.image_size, data.num_classes, config.width_multiplier)
+    except ValueError as error:  # e.g. an image too small for the network
+        raise ConfigError(f"model {config.arch!r}: {error}") from error
+    return model.to(device).train()
+
+
+def build_optimizer(config: WalkConfig, model: nn.Module, noise_variance: float | None) -> torch.optim.Optimizer:
+    """NoisyGD for noisy-gd (its noise stream seeded from ``seed + NOISE_STREAM``), else plain SGD."""
+    if config.optimizer == "noisy-gd":
+        assert noise_variance is not None  # estimated (or restored) before the optimizer is built
+        return NoisyGD(
+            model.parameters(),
+            lr=config.lr,
+            noise_variance=noise_variance,
+            weight_decay=config.weight_decay,
+            seed=config.seed + NOISE_STREAM,
+        )
+    # No momentum: the paper's plain SGD (NOTES §2); GD is the same step on the exact gradient.
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.0, weight_decay=config.weight_decay)
 
 
 @torch.no_grad()
@@ -290,12 +353,8 @@ class _WalkRun:
     ) -> None:
         self.config = config
         self.progress = progress
-        self.on_record = on_record
         self.device = resolve_device(config.device)
-        try:
-            self.data = data if data is not None else load_walk_data(config)
-        except ValueError as error:  # a subset larger than the split, a pad below the image size, a bad file
-            raise ConfigError(f"data set {config.data!r}: {error}") from error
+        self.data = walk_data_for(config, data)
         self.train_x = self.data.train_inputs.to(self.device)
         self.train_y = self.data.train_targets.to(self.device)
         self.val_x = self.data.val_inputs.to(self.device)
@@ -303,63 +362,54 @@ class _WalkRun:
         self.train_size = int(self.train_y.shape[0])
         self.steps_per_epoch = steps_per_epoch_of(config, self.train_size)
         self.total_steps = config.epochs * self.steps_per_epoch
-        self.lr_at = schedule_from_config(config, self.steps_per_epoch)
-
-        torch.manual_seed(config.seed)
-        from sgdwalk.training.models import build_model
-
-        try:
-            model = build_model(
-                config.arch, self.data.in_channels, self.data.image_size, self.data.num_classes, config.width_multiplier
-            )
-        except ValueError as error:  # e.g. an image too small for the network
-            raise ConfigError(f"model {config.arch!r}: {error}") from error
-        self.model = model.to(self.device)
-        self.model.train()
+        self.lr_at = learning_rate_schedule(config, self.steps_per_epoch)
+        self.model = build_seeded_model(config, self.data, self.device)
         self.batch_generator = torch.Generator().manual_seed(config.seed)
+        self.measurement = build_measurement_set(config, self.train_x, self.train_y)
 
-        chosen = measurement_indices(self.train_size, config.measurement_size, config.seed).to(self.device)
-        self.measurement = MeasurementSet(self.train_x[chosen], self.train_y[chosen], chunk_size=config.chunk_size)
-
-        checkpoint = self._read_checkpoint(resume_dir) if resume_dir is not None else None
-        self.noise_variance: float | None = None
-        if config.optimizer == "noisy-gd":
-            if checkpoint is not None:
-                self.noise_variance = float(checkpoint["noise_variance"])
-            else:
-                self.noise_variance = estimate_noise_variance(self.model, config, self.train_x, self.train_y)
-            self.optimizer: torch.optim.Optimizer = NoisyGD(
-                self.model.parameters(),
-                lr=config.lr,
-                noise_variance=self.noise_variance,
-                weight_decay=config.weight_decay,
-                seed=config.seed + NOISE_STREAM,
-            )
-        else:
-            # No momentum: the paper's plain SGD (docs/protocol.md#sgd-runs); GD is the same step on the exact gradient.
-            self.optimizer = torch.optim.SGD(
-                self.model.parameters(), lr=config.lr, momentum=0.0, weight_decay=config.weight_decay
-            )
-
-        self.writer: RunWriter | None = None
-        sinks: list[RecordCallback] = []
+        checkpoint = None if resume_dir is None else read_checkpoint(resume_dir, self.device)
+        self.noise_variance = self._noise_variance(checkpoint)
+        self.optimizer = build_optimizer(config, self.model, self.noise_variance)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
-        if config.out_dir is not None:
-            if resume_dir is not None:
-                saw = checkpoint or {"steps_written": 0, "epochs_written": 0}  # no checkpoint: from the start
-                self.writer = RunWriter.reopen(
-                    config.out_dir, steps_kept=int(saw["steps_written"]), epochs_kept=int(saw["epochs_written"])
-                )
-            else:
-                self.writer = RunWriter.create(config.out_dir, config, self._metadata())
+        self.last_record: StepRecord | None = None
+        self.writer = self._open_writer(resume_dir, checkpoint)
+        self.tracker = self._build_tracker(on_record)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        if on_start is not None:
+            on_start(None if self.writer is None else self.writer.run_dir)
+
+    # ----------------------------------------------------------------- set-up steps
+    def _noise_variance(self, checkpoint: dict[str, Any] | None) -> float | None:
+        """noisy-gd's σ²: the checkpoint's when resuming (the estimate is made once per run), else estimated at θ_0."""
+        if self.config.optimizer != "noisy-gd":
+            return None
+        if checkpoint is not None:
+            return float(checkpoint["noise_variance"])
+        return estimate_noise_variance(self.model, self.config, self.train_x, self.train_y)
+
+    def _open_writer(self, resume_dir: Path | None, checkpoint: dict[str, Any] | None) -> RunWriter | None:
+        """The run directory's writer: a new one, or the resumed one cut back to what the checkpoint saw."""
+        if self.config.out_dir is None:
+            return None
+        if resume_dir is None:
+            return RunWriter.create(self.config.out_dir, self.config, self._metadata())
+        saw = checkpoint or {"steps_written": 0, "epochs_written": 0}  # no checkpoint: from the start
+        return RunWriter.reopen(
+            self.config.out_dir, steps_kept=int(saw["steps_written"]), epochs_kept=int(saw["epochs_written"])
+        )
+
+    def _build_tracker(self, on_record: RecordCallback | None) -> WalkTracker:
+        """The tracker, its records going to the run directory, then ``on_record``, then ``last_record``."""
+        sinks: list[RecordCallback] = []
+        if self.writer is not None:
             sinks.append(self.writer.write_step)
         if on_record is not None:
             sinks.append(on_record)
-        self.last_record: StepRecord | None = None
         sinks.append(self._remember)
-
-        self.tracker = WalkTracker(
+        config = self.config
+        return WalkTracker(
             self.model,
             self.measurement,
             schedule=tracking_schedule(config, self.steps_per_epoch),
@@ -371,10 +421,6 @@ class _WalkRun:
             sinks=sinks,
             precision=precision_target(config),
         )
-        if checkpoint is not None:
-            self._restore(checkpoint)
-        if on_start is not None:
-            on_start(None if self.writer is None else self.writer.run_dir)
 
     # ----------------------------------------------------------------- bookkeeping
     def _remember(self, record: StepRecord) -> None:
@@ -396,56 +442,29 @@ class _WalkRun:
         )
         return metadata
 
-    def _read_checkpoint(self, run_dir: Path) -> dict[str, Any] | None:
-        path = run_dir / CHECKPOINT_FILE
-        if not path.exists():
-            return None  # died before its first checkpoint: start over
-        checkpoint: dict[str, Any] = torch.load(path, map_location=self.device, weights_only=True)
-        if checkpoint.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-            raise RunDirectoryError(
-                f"{path} has checkpoint format {checkpoint.get('format_version')}, "
-                f"expected {CHECKPOINT_FORMAT_VERSION}"
-            )
-        return checkpoint
-
-    def _noise_generators(self) -> dict[str, Tensor]:
-        if not isinstance(self.optimizer, NoisyGD):
-            return {}
-        # NoisyGD keeps one lazily made generator per device and has no public accessor.
-        return {str(device): generator.get_state() for device, generator in self.optimizer._generators.items()}
-
     def _save_checkpoint(self, epoch: int) -> None:
         assert self.writer is not None
-        state = {
-            "format_version": CHECKPOINT_FORMAT_VERSION,
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "batch_generator": self.batch_generator.get_state(),
-            "noise_generators": self._noise_generators(),
-            "noise_variance": self.noise_variance,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-            "tracker": self.tracker.state_dict(),
-            "history": self.history,
-            "steps_written": self.writer.steps_written,
-            "epochs_written": self.writer.epochs_written,
-        }
-        path = self.writer.run_dir / CHECKPOINT_FILE
-        temporary = path.with_name(path.name + ".tmp")
-        torch.save(state, temporary)
-        temporary.replace(path)  # never a half-written checkpoint
+        self.writer.write_checkpoint(
+            {
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "batch_generator": self.batch_generator.get_state(),
+                "noise_generators": self.optimizer.generator_states() if isinstance(self.optimizer, NoisyGD) else {},
+                "noise_variance": self.noise_variance,
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+                "tracker": self.tracker.state_dict(),
+                "history": self.history,
+            }
+        )
 
     def _restore(self, checkpoint: dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.batch_generator.set_state(checkpoint["batch_generator"].cpu())
         if isinstance(self.optimizer, NoisyGD):
-            for name, generator_state in checkpoint["noise_generators"].items():
-                device = torch.device(name)
-                generator = torch.Generator(device=device)
-                generator.set_state(generator_state.cpu())
-                self.optimizer._generators[device] = generator  # see _noise_generators
+            self.optimizer.load_generator_states(checkpoint["noise_generators"])
         torch.set_rng_state(checkpoint["torch_rng"].cpu())
         if checkpoint["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([state.cpu() for state in checkpoint["cuda_rng"]])
@@ -640,24 +659,11 @@ def resume_walk(
     finished run is returned as it is, without training.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG_FILE).exists() or not (run_dir / METADATA_FILE).exists():
+    if not is_run_directory(run_dir):
         raise RunDirectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE} / {METADATA_FILE})")
     run = load_run(run_dir)
     if run.status == "finished":
-        steps_per_epoch = run.steps_per_epoch or 1
-        history = run.epoch_entries()
-        records = run.step_records()
-        return WalkResult(
-            config=run.config,
-            records=records,
-            history=history,
-            windows=summarize_windows((r.as_dict() for r in records), history, steps_per_epoch),
-            status="finished",
-            divergence=None,
-            steps_per_epoch=steps_per_epoch,
-            run_dir=run_dir,
-            metadata=run.metadata,
-        )
+        return WalkResult.from_run(run)
     config = run.config.replace(out_dir=str(run_dir))
     with cpu_threads(config.cpu_threads):
         return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
@@ -666,6 +672,10 @@ def resume_walk(
 __all__ = [
     "WalkData",
     "WalkResult",
+    "build_measurement_set",
+    "build_optimizer",
+    "build_seeded_model",
+    "walk_data_for",
     "estimate_noise_variance",
     "evaluate",
     "load_walk_data",

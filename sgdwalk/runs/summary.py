@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from sgdwalk.base.tables import text_table
+
 
 @dataclass(frozen=True)
 class WindowSummary:
@@ -150,11 +152,7 @@ def render_table(summaries: Sequence[WindowSummary]) -> str:
     ]
     if not rows:
         return "(no measured steps)\n"
-    widths = [max(len(header), *(len(row[i]) for row in rows)) for i, header in enumerate(TABLE_COLUMNS)]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(TABLE_COLUMNS, widths))]
-    lines.append("  ".join("-" * width for width in widths))
-    lines += ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(text_table(TABLE_COLUMNS, rows, align="right", rule=True)) + "\n"
 
 
 __all__ = [

@@ -44,25 +44,21 @@ import fcntl
 import functools
 import itertools
 import json
-import math
 import multiprocessing
-import os
-import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from sgdwalk.base.atomic import atomic_write_text
+from sgdwalk.base.errors import SgdwalkError
+from sgdwalk.base.json_data import dumps
+from sgdwalk.base.mapping_files import read_mapping_file
+from sgdwalk.base.tables import text_table
+from sgdwalk.runs.runlog import clear_run_files, count_step_records, last_epoch_entry, load_run
+from sgdwalk.runs.runlog import run_status as cell_status  # a cell's status is its run directory's
 from sgdwalk.training.config import ConfigError, WalkConfig
-from sgdwalk.runs.runlog import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    EPOCHS_FILE,
-    METADATA_FILE,
-    STEPS_FILE,
-    SUMMARY_FILE,
-)
 
 if TYPE_CHECKING:
     from sgdwalk.runs.runner import WalkData, WalkResult
@@ -73,7 +69,6 @@ LOCK_FILE: Final = ".lock"
 SUBMITIT_FOLDER: Final = "submitit"
 # The cells of the last expansion, with their hashes, for whoever reads OUT without the grid.
 MANIFEST_FILE: Final = "sweep.json"
-RUN_FILES: Final[tuple[str, ...]] = (CONFIG_FILE, METADATA_FILE, STEPS_FILE, EPOCHS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
 # A divergence is an outcome of the config, not an accident: rerunning gives it again.
 DONE_STATUSES: Final = frozenset({"finished", "diverged"})
 RESUMABLE_STATUSES: Final = frozenset({"running", "interrupted", "failed"})
@@ -84,11 +79,11 @@ FORKSERVER_PRELOAD: Final[tuple[str, ...]] = ("sgdwalk.runs.runner",)
 DATA_CACHE_SIZE: Final = 4
 
 
-class SweepError(ValueError):
+class SweepError(SgdwalkError, ValueError):
     """A grid file or sweep folder that cannot be used (the message says why)."""
 
 
-class CellBusyError(RuntimeError):
+class CellBusyError(SgdwalkError, RuntimeError):
     """Another process holds the cell's lock (it is being run right now)."""
 
 
@@ -133,18 +128,7 @@ def parse_grid(values: Mapping[str, Any]) -> Grid:
 
 def read_grid(path: str | Path) -> Grid:
     """The grid in a ``.toml`` or ``.json`` file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise SweepError(f"cannot read grid file {path}: {error.strerror}") from None
-    try:
-        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
-        raise SweepError(f"grid file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
-    if not isinstance(values, dict):
-        raise SweepError(f"grid file {path} must hold a table with base / axes / cells")
-    return parse_grid(values)
+    return parse_grid(read_mapping_file(path, "grid file", SweepError))
 
 
 def expand_grid(grid: Grid) -> list[WalkConfig]:
@@ -183,19 +167,6 @@ def cell_dir(out_root: str | Path, config: WalkConfig) -> Path:
     return Path(out_root) / CELLS_FOLDER / config.result_hash
 
 
-def cell_status(directory: Path) -> str:
-    """"missing", "incomplete" (killed while being created), or the run's metadata status."""
-    if (directory / CONFIG_FILE).is_file() and (directory / METADATA_FILE).is_file():
-        try:
-            metadata = json.loads((directory / METADATA_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return "incomplete"
-        return str(metadata.get("status", "incomplete"))
-    if any((directory / name).exists() for name in RUN_FILES):
-        return "incomplete"
-    return "missing"
-
-
 @contextlib.contextmanager
 def _cell_lock(directory: Path) -> Iterator[None]:
     """Hold the cell's exclusive lock, or raise ``CellBusyError`` at once if another process does."""
@@ -230,11 +201,6 @@ def load_cell_data(config: WalkConfig) -> WalkData:
     )
 
 
-def _clear_run_files(directory: Path) -> None:
-    for name in RUN_FILES:
-        (directory / name).unlink(missing_ok=True)
-
-
 def run_cell(config_dict: Mapping[str, Any], out_root: str) -> str:
     """Run (or resume, or skip) one cell into ``out_root/cells/<hash>``; return that folder.
 
@@ -254,38 +220,19 @@ def run_cell(config_dict: Mapping[str, Any], out_root: str) -> str:
         if status in RESUMABLE_STATUSES:
             resume_walk(directory, data=data, progress=False)
         else:
-            _clear_run_files(directory)  # "incomplete" leftovers; nothing for "missing"
+            clear_run_files(directory)  # "incomplete" leftovers; nothing for "missing"
             run_walk(config.replace(out_dir=str(directory), progress=False), data=data)
     return str(directory)
 
 
 def load_cell_result(directory: str | Path) -> WalkResult:
     """The ``WalkResult`` of a done cell (finished or diverged), rebuilt from its files."""
-    from sgdwalk.runs.runlog import load_run
     from sgdwalk.runs.runner import WalkResult
-    from sgdwalk.runs.summary import summarize_windows
 
     run = load_run(directory)
     if run.status not in DONE_STATUSES:
         raise SweepError(f"{directory} is {run.status}, not done")
-    steps_per_epoch = run.steps_per_epoch or 1
-    # pandas reads missing values as NaN; the runner's history holds None there.
-    history = [
-        {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in entry.items()}
-        for entry in run.epochs.to_dict("records")
-    ]
-    records = run.step_records()
-    return WalkResult(
-        config=run.config,
-        records=records,
-        history=history,
-        windows=summarize_windows((record.as_dict() for record in records), history, steps_per_epoch),
-        status=run.status,
-        divergence=run.metadata.get("divergence"),
-        steps_per_epoch=steps_per_epoch,
-        run_dir=Path(directory),
-        metadata=run.metadata,
-    )
+    return WalkResult.from_run(run)
 
 
 # ------------------------------------------------------------------------- executors
@@ -409,21 +356,6 @@ class CellRow:
     error: str | None = None
 
 
-def _last_epoch(directory: Path) -> dict[str, Any]:
-    """The last finished epoch's entry (from the summary when written, else epochs.jsonl)."""
-    summary_path = directory / SUMMARY_FILE
-    if summary_path.is_file():
-        final = json.loads(summary_path.read_text(encoding="utf-8")).get("final_epoch")
-        if final:
-            return dict(final)
-    lines = [line for line in (directory / EPOCHS_FILE).read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if (directory / EPOCHS_FILE).is_file() else []
-    for line in reversed(lines):
-        with contextlib.suppress(json.JSONDecodeError):  # the line in flight when a run died
-            return dict(json.loads(line))
-    return {}
-
-
 def summarize_cells(
     configs: Sequence[WalkConfig], out_root: str | Path, errors: Mapping[str, str] | None = None
 ) -> list[CellRow]:
@@ -434,10 +366,9 @@ def summarize_cells(
     for config in configs:
         directory = cell_dir(out_root, config)
         status = cell_status(directory)
-        last = _last_epoch(directory) if status not in ("missing", "incomplete") else {}
-        measured = None
-        if (directory / STEPS_FILE).is_file():
-            measured = sum(1 for line in (directory / STEPS_FILE).read_text(encoding="utf-8").splitlines() if line.strip())
+        started = status not in ("missing", "incomplete")
+        last = last_epoch_entry(directory) if started else {}
+        measured = count_step_records(directory) if started else None
         error = errors.get(config.result_hash)
         if error is not None and status not in DONE_STATUSES:
             status = "busy" if error.startswith(CellBusyError.__name__) else "error"
@@ -478,8 +409,7 @@ def format_table(rows: Sequence[CellRow]) -> str:
          _cell_text(row.train_loss), _cell_text(row.val_accuracy), _cell_text(row.measured_steps)]
         for row in rows
     ]
-    widths = [max(len(line[column]) for line in [header, *body]) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in [header, *body]]
+    lines = text_table(header, body)
     lines += [f"{row.hash}: {row.error}" for row in rows if row.error]
     counts: dict[str, int] = {}
     for row in rows:
@@ -496,11 +426,7 @@ def write_manifest(configs: Sequence[WalkConfig], out_root: str | Path, grid_pat
         "grid": None if grid_path is None else str(grid_path),
         "cells": [{"hash": config.result_hash, "config": config.to_dict()} for config in configs],
     }
-    path = out_root / MANIFEST_FILE
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-    return path
+    return atomic_write_text(out_root / MANIFEST_FILE, dumps(manifest, indent=2) + "\n")
 
 
 __all__ = [

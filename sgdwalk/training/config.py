@@ -17,16 +17,21 @@ DEFAULT_CPU_THREADS), figures included. The paper's CIFAR-10 protocol (docs/prot
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
+from sgdwalk.base.errors import SgdwalkError
+from sgdwalk.base.json_data import dumps
+from sgdwalk.base.mapping_files import read_mapping_file
 from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
 from sgdwalk.instrument.sampling import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
+from sgdwalk.training import lr_schedules
+from sgdwalk.training.names import ARCHITECTURES, DATASETS
 
 OptimizerName = Literal["sgd", "gd", "noisy-gd"]
 OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
@@ -83,7 +88,7 @@ DEFAULT_LR_GAMMA: Final = 0.1
 DEFAULT_CPU_THREADS: Final = 1
 
 
-class ConfigError(ValueError):
+class ConfigError(SgdwalkError, ValueError):
     """A configuration that cannot describe a run (the message says which field and why)."""
 
 
@@ -191,9 +196,6 @@ class WalkConfig:
             if getattr(self, name) not in options:
                 raise ConfigError(f"{name} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
 
-        from sgdwalk.training.data import DATASETS
-        from sgdwalk.training.models import ARCHITECTURES
-
         choice("arch", ARCHITECTURES)
         choice("data", DATASETS)
         choice("optimizer", OPTIMIZERS)
@@ -275,7 +277,7 @@ class WalkConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @property
     def result_hash(self) -> str:
@@ -303,20 +305,37 @@ def field_default(name: str) -> Any:
     raise KeyError(name)
 
 
+def learning_rate_schedule(config: WalkConfig, steps_per_epoch: int) -> lr_schedules.LRSchedule:
+    """The config's schedule as ``step -> lr``, its epoch-valued parameters turned into steps.
+
+    The binding lives here, with the names it reads, so that the schedules stay pure
+    functions of numbers that know nothing of a run's configuration.
+    """
+    total_steps = config.epochs * steps_per_epoch
+    if config.lr_schedule == "constant":
+        return functools.partial(lr_schedules.constant, lr=config.lr)
+    if config.lr_schedule == "step":
+        milestones = tuple(epoch * steps_per_epoch for epoch in config.lr_milestones)
+        return functools.partial(lr_schedules.step_decay, lr=config.lr, gamma=config.lr_gamma, milestones=milestones)
+    assert config.lr_max is not None  # validate() requires it for these schedules
+    step_size = lr_schedules.epochs_to_steps(config.lr_step_epochs, steps_per_epoch)
+    if config.lr_schedule == "cyclical":
+        return functools.partial(lr_schedules.triangular, base_lr=config.lr, max_lr=config.lr_max, step_size=step_size)
+    anneal_epochs = config.lr_step_epochs if config.lr_anneal_epochs is None else config.lr_anneal_epochs
+    return functools.partial(
+        lr_schedules.trapezoid,
+        base_lr=config.lr,
+        max_lr=config.lr_max,
+        ramp_steps=step_size,
+        anneal_steps=lr_schedules.epochs_to_steps(anneal_epochs, steps_per_epoch),
+        total_steps=total_steps,
+        final_lr=config.lr_final,
+    )
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping in a JSON or TOML (``.toml``) config file; keys use underscores."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
-    try:
-        values = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        kind = "TOML" if path.suffix == ".toml" else "JSON"
-        raise ConfigError(f"config file {path} is not valid {kind}: {error}") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of field names to values")
+    values = read_mapping_file(path, "config file", ConfigError)
     # Accept the CLI spelling (track-epochs) as well as the field name (track_epochs).
     return {key.replace("-", "_"): value for key, value in values.items()}
 
@@ -329,5 +348,6 @@ __all__ = [
     "OPTIMIZERS",
     "WalkConfig",
     "field_default",
+    "learning_rate_schedule",
     "read_config_file",
 ]

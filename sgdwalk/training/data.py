@@ -58,6 +58,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sgdwalk.base.errors import SgdwalkError
+from sgdwalk.training.names import DATASETS
+
 __all__ = [
     "DATASETS",
     "ENV_DATA_ROOT",
@@ -85,7 +88,6 @@ __all__ = [
     "tiny_imagenet_classes",
 ]
 
-DATASETS: tuple[str, ...] = ("cifar10", "mnist", "fashion-mnist", "tiny-imagenet")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 ENV_DATA_ROOT: str = "SGDWALK_DATA_ROOT"
@@ -145,12 +147,12 @@ _GZIP_MAGIC: bytes = b"\x1f\x8b"
 _IDX_UBYTE_TYPE: int = 0x08
 
 
-class DatasetNotFoundError(Exception):
+class DatasetNotFoundError(SgdwalkError):
     """The data set is in none of the places searched, and no download was asked for or the
     download failed. The message names every way to provide it (the CLI exits with 2)."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(SgdwalkError, ValueError):
     """A data file exists but does not hold what its format promises."""
 
 

@@ -10,18 +10,15 @@
   (base_lr → max_lr over ``ramp_steps``), flat at max_lr, then a linear anneal to
   ``final_lr`` reached at ``total_steps`` (the step after the last one).
 
-``schedule_from_config`` binds a ``WalkConfig``'s parameters (given in epochs) to one of
-these, returning a ``step -> lr`` callable.
+Nothing here knows a run's configuration: ``config.learning_rate_schedule`` binds a
+``WalkConfig``'s parameters (given in epochs) to one of these.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import math
 from collections.abc import Callable, Sequence
-
-from sgdwalk.training.config import WalkConfig
 
 LRSchedule = Callable[[int], float]
 
@@ -93,35 +90,10 @@ def epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
     return max(1, round(epochs * steps_per_epoch))
 
 
-def schedule_from_config(config: WalkConfig, steps_per_epoch: int) -> LRSchedule:
-    """The config's schedule as ``step -> lr``, its epoch-valued parameters turned into steps."""
-    total_steps = config.epochs * steps_per_epoch
-    if config.lr_schedule == "constant":
-        return functools.partial(constant, lr=config.lr)
-    if config.lr_schedule == "step":
-        milestones = tuple(epoch * steps_per_epoch for epoch in config.lr_milestones)
-        return functools.partial(step_decay, lr=config.lr, gamma=config.lr_gamma, milestones=milestones)
-    assert config.lr_max is not None  # WalkConfig.validate requires it for these schedules
-    step_size = epochs_to_steps(config.lr_step_epochs, steps_per_epoch)
-    if config.lr_schedule == "cyclical":
-        return functools.partial(triangular, base_lr=config.lr, max_lr=config.lr_max, step_size=step_size)
-    anneal_epochs = config.lr_step_epochs if config.lr_anneal_epochs is None else config.lr_anneal_epochs
-    return functools.partial(
-        trapezoid,
-        base_lr=config.lr,
-        max_lr=config.lr_max,
-        ramp_steps=step_size,
-        anneal_steps=epochs_to_steps(anneal_epochs, steps_per_epoch),
-        total_steps=total_steps,
-        final_lr=config.lr_final,
-    )
-
-
 __all__ = [
     "LRSchedule",
     "constant",
     "epochs_to_steps",
-    "schedule_from_config",
     "step_decay",
     "trapezoid",
     "triangular",

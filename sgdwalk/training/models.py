@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from sgdwalk.training.names import ARCHITECTURES
+
 __all__ = [
     "ARCHITECTURES",
     "ConvNet",
@@ -324,7 +326,7 @@ _BUILDERS = {
     "convnet": ConvNet,
 }
 
-ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
+# ARCHITECTURES (training.names) lists these keys for the config, which must not import torch.
 
 
 def build_model(

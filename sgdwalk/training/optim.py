@@ -12,7 +12,7 @@ code passed the variance where torch expects a standard deviation; this module d
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -63,7 +63,10 @@ class NoisyGD(Optimizer):
     """θ ← θ − η (g + λ_wd θ + ξ), ξ ~ N(0, σ² I) drawn from the optimizer's own generator.
 
     The generator is seeded and separate from torch's global one, so adding noise does not
-    shift any other random stream of the training run.
+    shift any other random stream of the training run. There is one per device the
+    parameters live on, made at its first draw; ``generator_states`` and
+    ``load_generator_states`` carry them through a checkpoint (``state_dict`` holds only
+    torch's per-parameter state and hyper-parameters).
     """
 
     def __init__(
@@ -88,6 +91,20 @@ class NoisyGD(Optimizer):
             generator.manual_seed(self.seed)
             self._generators[device] = generator
         return self._generators[device]
+
+    def generator_states(self) -> dict[str, torch.Tensor]:
+        """The state of each device's noise generator, keyed by the device's name ("cpu", "cuda:0")."""
+        return {str(device): generator.get_state() for device, generator in self._generators.items()}
+
+    def load_generator_states(self, states: Mapping[str, torch.Tensor]) -> None:
+        """Continue the noise streams saved by ``generator_states``: the next draws are the
+        ones the saved optimizer would have made. A device not in ``states`` starts from the seed."""
+        self._generators = {}
+        for name, state in states.items():
+            device = torch.device(name)
+            generator = torch.Generator(device=device)
+            generator.set_state(state.cpu())  # get_state is a CPU byte tensor whatever the device
+            self._generators[device] = generator
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

@@ -21,10 +21,7 @@ from sgdwalk.claims.report import (
     render_markdown_table,
     save_report,
 )
-
-EXIT_OK: Final = 0
-EXIT_REGRESSION: Final = 1
-EXIT_UNREADABLE: Final = 2
+from sgdwalk.cli.exits import EXIT_FAILED, EXIT_OK, usage_error
 
 COMPARE_EPILOG: Final = """\
 Entries are matched by pytest node id; the claim id is shown beside it.
@@ -41,27 +38,22 @@ Exit codes: 0 no regression, 1 at least one regression, 2 a report cannot be rea
 """
 
 
-def _print_error(error: Exception) -> int:
-    print(f"sgdwalk claims: error: {error}", file=sys.stderr)
-    return EXIT_UNREADABLE
-
-
 def run_compare(args: argparse.Namespace) -> int:
     try:
         baseline = load_report(args.baseline)
         new = load_report(args.new)
     except ReportError as error:
-        return _print_error(error)
+        return usage_error("claims", error)
     comparison = compare_reports(baseline, new, allow_missing=args.allow_missing)
     print(format_comparison(comparison))
-    return EXIT_REGRESSION if comparison.regressions else EXIT_OK
+    return EXIT_FAILED if comparison.regressions else EXIT_OK
 
 
 def run_table(args: argparse.Namespace) -> int:
     try:
         report = load_report(args.report)
     except ReportError as error:
-        return _print_error(error)
+        return usage_error("claims", error)
     table = render_markdown_table(report)
     if args.output is None:
         sys.stdout.write(table)
@@ -77,7 +69,7 @@ def run_merge(args: argparse.Namespace) -> int:
     try:
         reports = [load_report(path) for path in args.reports]
     except ReportError as error:
-        return _print_error(error)
+        return usage_error("claims", error)
     merged, replaced = merge_reports(reports)
     for test in replaced:
         print(f"note: {test} appears in several reports; the last one is kept")

@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-EXIT_OK: Final = 0
-EXIT_NOTHING_TO_PLOT: Final = 1
-EXIT_BAD_INPUT: Final = 2
+from sgdwalk.cli.exits import EXIT_FAILED, EXIT_OK, usage_error
 
 # Repeated from sgdwalk.runs.plots (which the parser must not import); a test keeps them equal.
 DEFAULT_MAX_STEPS: Final = 60
@@ -50,28 +48,23 @@ def _formats(text: str) -> tuple[str, ...]:
     return tuple(piece.strip() for piece in text.split(",") if piece.strip())
 
 
-def _error(message: str) -> int:
-    print(f"sgdwalk plot: error: {message}", file=sys.stderr)
-    return EXIT_BAD_INPUT
-
-
 def run_plot(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     # Checked before the (slow) matplotlib import, so a typo fails at once.
     if not run_dir.is_dir():
         problem = "is not a directory" if run_dir.exists() else "does not exist"
-        return _error(f"run directory {run_dir} {problem}")
+        return usage_error("plot", f"run directory {run_dir} {problem}")
 
+    from sgdwalk.base.errors import SgdwalkError
     from sgdwalk.runs.plots import plot_run
-    from sgdwalk.runs.runlog import RunDirectoryError
 
     try:
         paths = plot_run(run_dir, args.out, args.formats, max_steps=args.max_steps)
-    except (RunDirectoryError, ValueError) as error:
-        return _error(str(error))
+    except (SgdwalkError, ValueError) as error:  # an unreadable run, an unknown figure format
+        return usage_error("plot", error)
     if not paths:
         print(f"sgdwalk plot: {run_dir} has no measured step and no finished epoch: nothing to plot", file=sys.stderr)
-        return EXIT_NOTHING_TO_PLOT
+        return EXIT_FAILED
     for path in paths:
         print(path)
     return EXIT_OK

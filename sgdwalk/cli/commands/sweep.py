@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from sgdwalk.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from sgdwalk.runs.sweep import (
     SlurmOptions,
     SweepError,
@@ -24,10 +25,6 @@ from sgdwalk.runs.sweep import (
     write_manifest,
 )
 
-EXIT_OK: Final = 0
-EXIT_CELL_FAILED: Final = 1  # at least one cell raised (the table lists why)
-EXIT_USAGE: Final = 2  # a bad grid file or a refused submission, as argparse's code for bad flags
-EXIT_INTERRUPTED: Final = 130
 
 # Where cells go when --out is not given (relative to the working directory).
 DEFAULT_SWEEPS_ROOT: Final = Path("sweeps")
@@ -108,11 +105,9 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     try:
         configs = expand_grid(read_grid(args.grid))
     except SweepError as error:
-        print(f"sgdwalk sweep: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error("sweep", error)
     if args.workers < 1:
-        print(f"sgdwalk sweep: error: --workers must be at least 1, got {args.workers}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error("sweep", f"--workers must be at least 1, got {args.workers}")
     out_root = _out_root(args)
     write_manifest(configs, out_root, args.grid)
     todo = pending_configs(configs, out_root)
@@ -140,8 +135,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             try:
                 jobs = submit_cells(configs, out_root, cluster=args.executor, options=options)
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:  # no Slurm here, sbatch refused
-                print(f"sgdwalk sweep: error: submitting to {args.executor} failed: {error}", file=sys.stderr)
-                return EXIT_USAGE
+                return usage_error("sweep", f"submitting to {args.executor} failed: {error}")
             print(f"submitted {len(jobs)} jobs ({args.executor}): {', '.join(str(job.job_id) for _, job in jobs[:5])}"
                   f"{' ...' if len(jobs) > 5 else ''}; logs in {out_root / 'submitit'}")
             if args.executor == "slurm" and not args.wait:
@@ -152,7 +146,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         print("interrupted: rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     sys.stdout.write(format_table(summarize_cells(configs, out_root, errors)))
-    return EXIT_CELL_FAILED if errors else EXIT_OK
+    return EXIT_FAILED if errors else EXIT_OK
 
 
 def _wait(jobs: list[tuple[Any, Any]]) -> dict[str, str]:

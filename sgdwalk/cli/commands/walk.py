@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from sgdwalk.training.config import (
     DEVICES,
     LR_SCHEDULES,
@@ -24,11 +25,6 @@ from sgdwalk.training.config import (
     field_default,
     read_config_file,
 )
-
-EXIT_OK: Final = 0
-EXIT_USAGE: Final = 2  # argparse's own code for bad flags; also a missing data set or bad config
-EXIT_DIVERGED: Final = 3
-EXIT_INTERRUPTED: Final = 130  # the shell's code for a process ended by Ctrl-C
 
 # Where runs go when --out is not given (relative to the working directory).
 DEFAULT_RUNS_ROOT: Final = Path("runs")
@@ -110,8 +106,7 @@ FlagSpec = tuple[str, Callable[[str], Any] | None, str | tuple[str, ...] | None,
 
 def _flag_specs() -> dict[str, list[FlagSpec]]:
     from sgdwalk.instrument.batchnorm import BATCHNORM_MODES
-    from sgdwalk.training.data import DATASETS
-    from sgdwalk.training.models import ARCHITECTURES
+    from sgdwalk.training.names import ARCHITECTURES, DATASETS
 
     return {
         "model and data": [
@@ -252,11 +247,6 @@ def build_config(args: argparse.Namespace) -> WalkConfig:
     return config
 
 
-def _print_error(message: str) -> int:
-    print(f"sgdwalk walk: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 def _announce(what: str) -> Callable[[Path | None], None]:
     """Say where the records go once the run has really started (data found, folder made)."""
 
@@ -278,8 +268,7 @@ def _draw_figures(run_dir: Path) -> list[Path] | None:
 
 
 def run_walk_command(args: argparse.Namespace) -> int:
-    from sgdwalk.training.data import DatasetNotFoundError
-    from sgdwalk.runs.runlog import RunDirectoryError
+    from sgdwalk.base.errors import SgdwalkError
     from sgdwalk.runs.runner import resume_walk, run_walk
     from sgdwalk.runs.summary import render_table
 
@@ -294,8 +283,8 @@ def run_walk_command(args: argparse.Namespace) -> int:
             result = resume_walk(Path(args.resume), progress=progress, on_start=_announce("resuming"))
         else:
             result = run_walk(build_config(args), on_start=_announce("run directory:"))
-    except (ConfigError, RunDirectoryError, DatasetNotFoundError) as error:
-        return _print_error(str(error))
+    except SgdwalkError as error:  # a bad config, a data set not found, an unusable run directory
+        return usage_error("walk", error)
     except KeyboardInterrupt:
         print("\nsgdwalk walk: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return EXIT_INTERRUPTED
