@@ -264,6 +264,30 @@ def test_walk_figure_has_the_papers_layout(wavy_steps: pd.DataFrame) -> None:
     assert_artists_finite(figure)
 
 
+def test_walk_figure_shades_each_loss_with_its_error_band(wavy_steps: pd.DataFrame) -> None:
+    window = plots.tracked_windows(wavy_steps)[0].steps.reset_index(drop=True)
+    figure = plots.walk_figure(window)
+    (bands,) = by_gid(figure, plots.GID_SEGMENT_BANDS)
+    polygons = [np.asarray(path.vertices, dtype=np.float64) for path in bands.get_paths()]
+    assert len(polygons) == len(window)
+    alphas, losses, errors = (np.asarray(window[column][2], dtype=np.float64) for column in ("segment_alphas", "segment_losses", "segment_floor_se"))
+    top = polygons[2][: alphas.size]  # the band's upper edge runs left to right first
+    np.testing.assert_allclose(top[:, 0], 2 + alphas)
+    np.testing.assert_allclose(top[:, 1], losses + plots.ERROR_BAND_Z * errors)
+    assert any("95 % interval" in label for label in legend_labels(figure))
+    assert min(errors) == 0.0  # the floor itself has no height to be unsure of
+    # Records written without standard errors draw no band.
+    assert by_gid(plots.walk_figure(window.assign(segment_floor_se=None)), plots.GID_SEGMENT_BANDS) == []
+
+
+def test_heights_figure_draws_each_steps_error(wavy_steps: pd.DataFrame) -> None:
+    found = plots.tracked_windows(wavy_steps)
+    figure = plots.heights_figure(found)
+    errors = by_gid(figure, plots.GID_HEIGHT_ERRORS)
+    assert errors, "the heights figure should show the measurement's error per step"
+    assert sum(len(w.steps) for w in found) == len(np.concatenate([w.steps["height_start_se"].to_numpy() for w in found]))
+
+
 def test_walk_figure_without_barriers(convex_run: Path) -> None:
     steps = load_run(convex_run).steps
     assert not steps["barrier"].any()

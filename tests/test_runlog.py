@@ -35,7 +35,15 @@ from sgdwalk.runs.summary import render_table, summarize_windows
 NUM_ALPHAS = 4
 
 
-def make_record(step: int, *, height: float = 0.1, cosine: float | None = -0.5, barrier: float = 0.0) -> StepRecord:
+def make_record(
+    step: int,
+    *,
+    height: float = 0.1,
+    cosine: float | None = -0.5,
+    barrier: float = 0.0,
+    height_se: float | None = None,
+    barrier_test: str | None = None,
+) -> StepRecord:
     """A self-consistent record: a parabola-like segment from 1.0 down to 1 − height … and back."""
     alphas = (0.0, 0.25, 0.5, 0.75, 1.0)
     losses = (1.0, 1.0 - height, 1.0 - height / 2 + barrier, 1.0 - height / 4, 0.99)
@@ -63,6 +71,16 @@ def make_record(step: int, *, height: float = 0.1, cosine: float | None = -0.5, 
         sharpness=None,
         segment_alphas=alphas,
         segment_losses=losses,
+        samples=None if height_se is None else 500 + step,
+        segment_loss_se=None if height_se is None else tuple(2 * height_se for _ in losses),
+        segment_floor_se=None if height_se is None else tuple(height_se * (i != 1) for i in range(len(losses))),
+        height_start_se=height_se,
+        height_end_se=height_se,
+        floor_depth=None if height_se is None else 0.99 - (1.0 - height),
+        floor_depth_se=height_se,
+        barrier_excess=None if height_se is None else barrier - height / 2,
+        barrier_excess_se=height_se,
+        barrier_test=barrier_test,
     )
 
 
@@ -297,6 +315,28 @@ def test_window_summaries_accept_load_run_rows(tmp_path: Path) -> None:
     run = load_run(tmp_path / "run")
     (window,) = summarize_windows(run.steps.to_dict("records"), run.epochs.to_dict("records"), 4)
     assert window.cosine_mean == 0.5 and window.train_loss is None
+
+
+def test_window_summaries_carry_the_measurement_error_and_the_barrier_tests(tmp_path: Path) -> None:
+    records = [
+        make_record(0, height=0.2, cosine=None, height_se=0.01, barrier_test="not crossed"),
+        make_record(1, height=0.4, height_se=0.03, barrier_test="undecided"),
+        make_record(2, height=0.3, height_se=0.02, barrier=0.05, barrier_test="crossed"),
+    ]
+    write_run(tmp_path / "run", records, [], steps_per_epoch=10)
+    run = load_run(tmp_path / "run")
+    assert run.step_records() == records  # the uncertainty fields survive the round trip
+    for rows in ([r.as_dict() for r in records], run.steps.to_dict("records")):
+        (window,) = summarize_windows(rows, [], 10)
+        # Errors of steps that read the same samples are taken as perfectly correlated.
+        assert window.height_se == pytest.approx(0.02)
+        assert window.samples_mean == pytest.approx(501)
+        assert (window.barriers_crossed, window.barriers_undecided) == (1, 1)
+    table = render_table([window]).splitlines()
+    assert "0.02" in table[2] and "1/1" in table[2]
+    # Records made before the error bars summarise with None, and print "-".
+    (old,) = summarize_windows([make_record(0).as_dict()], [], 10)
+    assert old.height_se is None and old.barriers_crossed is None and old.samples_mean is None
 
 
 def test_render_table_has_one_row_per_window() -> None:

@@ -38,6 +38,7 @@ class StepRecord:
     # (fewer than two samples).
     samples: int | None = None
     segment_loss_se: tuple[float, ...] | None = None
+    segment_floor_se: tuple[float, ...] | None = None
     height_start_se: float | None = None
     height_end_se: float | None = None
     floor_depth: float | None = None

@@ -253,9 +253,10 @@ class WalkTracker:
                     **saved,
                     "segment_alphas": tuple(saved["segment_alphas"]),
                     "segment_losses": tuple(saved["segment_losses"]),
-                    "segment_loss_se": None
-                    if saved.get("segment_loss_se") is None
-                    else tuple(saved["segment_loss_se"]),
+                    **{
+                        name: None if saved.get(name) is None else tuple(saved[name])
+                        for name in ("segment_loss_se", "segment_floor_se")
+                    },
                 }
             )
             for saved in state["records"]
@@ -321,15 +322,18 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _finite_tuple_or_none(values: tuple[float, ...]) -> tuple[float, ...] | None:
+    return values if all(math.isfinite(value) for value in values) else None
+
+
 def _uncertainty_fields(measured: MeasuredSegment) -> dict[str, Any]:
     """The record's uncertainty fields; a standard error that is undefined (fewer than two
     samples) is None, so a record never holds NaN."""
     uncertainty = measured.uncertainty
     return {
         "samples": uncertainty.samples,
-        "segment_loss_se": None
-        if not all(math.isfinite(se) for se in uncertainty.segment_loss_se)
-        else uncertainty.segment_loss_se,
+        "segment_loss_se": _finite_tuple_or_none(uncertainty.segment_loss_se),
+        "segment_floor_se": _finite_tuple_or_none(uncertainty.segment_floor_se),
         "height_start_se": _finite_or_none(uncertainty.height_start_se),
         "height_end_se": _finite_or_none(uncertainty.height_end_se),
         "floor_depth": uncertainty.floor_depth,

@@ -51,6 +51,9 @@ class SegmentUncertainty:
     Attributes:
         samples: how many samples of the measurement set the segment was measured on.
         segment_loss_se: standard error of the mean loss at each point (grid, then α = 1).
+        segment_floor_se: standard error of each point's height above the floor,
+            L(α) − y_t (0 at the floor itself): how sure the valley's shape is, which the
+            pairing makes far smaller than the losses' own errors.
         height_start_se / height_end_se: of L(θ_t) − y_t and L(θ_{t+1}) − y_t.
         floor_depth: min(L(θ_t), L(θ_{t+1})) − y_t, how far the floor lies below the lower end.
         floor_depth_se: its standard error.
@@ -64,6 +67,7 @@ class SegmentUncertainty:
 
     samples: int
     segment_loss_se: tuple[float, ...]
+    segment_floor_se: tuple[float, ...]
     height_start_se: float
     height_end_se: float
     floor_depth: float
@@ -176,6 +180,7 @@ def segment_uncertainty(
     return SegmentUncertainty(
         samples=int(count),
         segment_loss_se=point_se,
+        segment_floor_se=tuple(se(p, floor_index) for p in range(profile.size)),
         height_start_se=se(0, floor_index),
         height_end_se=se(last, floor_index),
         floor_depth=float(profile[lower_end] - profile[floor_index]),

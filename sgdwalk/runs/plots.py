@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import LineCollection
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
@@ -78,6 +78,8 @@ GID_BARRIER_MARKERS: Final = "barrier-markers"
 GID_COSINE: Final = "cosine"
 GID_DISTANCE: Final = "distance"
 GID_HEIGHTS: Final = "heights"
+GID_SEGMENT_BANDS: Final = "segment-error-bands"
+GID_HEIGHT_ERRORS: Final = "height-errors"
 GID_WINDOW_MEANS: Final = "window-means"
 GID_BARRIER_COUNTS: Final = "barrier-counts"
 GID_BARRIER_HEIGHTS: Final = "relative-barrier-heights"
@@ -179,6 +181,27 @@ def _segment_curves(steps: pd.DataFrame) -> list[tuple[NDArray[np.float64], NDAr
     return curves
 
 
+#: Half-width of the error bands, in standard errors: ±1.96 is a 95 % interval per point.
+ERROR_BAND_Z: Final = 1.96
+
+
+def _segment_bands(steps: pd.DataFrame, x0: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """One polygon per step: each loss ± ERROR_BAND_Z standard errors of its height above the
+    segment's floor (the paired error of the valley's shape; none for steps recorded
+    without standard errors). The losses' own errors are much wider but shared by every
+    point of a segment (the same samples), so they say nothing about the valley's shape."""
+    if "segment_floor_se" not in steps:
+        return []
+    bands = []
+    for x, alphas, losses, errors in zip(x0, steps["segment_alphas"], steps["segment_losses"], steps["segment_floor_se"]):
+        if errors is None or (isinstance(errors, float) and math.isnan(errors)):
+            continue
+        a, v, e = (np.asarray(values, dtype=np.float64) for values in (alphas, losses, errors))
+        upper, lower = np.column_stack((x + a, v + ERROR_BAND_Z * e)), np.column_stack((x + a, v - ERROR_BAND_Z * e))
+        bands.append(np.concatenate([upper, lower[::-1]]))
+    return bands
+
+
 # --------------------------------------------------------------------------- helpers
 def _new_figure(figsize: tuple[float, float]) -> Figure:
     # Constrained layout, not tight_layout: it makes room for the legends above the axes,
@@ -224,7 +247,9 @@ def _light_grid(*axes_list: Axes) -> None:
 def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
     """The paper's Figures 1-2 for one window or one page of it.
 
-    Top: the loss along each segment θ_t → θ_{t+1} over x ∈ [t, t+1], thin gray lines at
+    Top: the loss along each segment θ_t → θ_{t+1} over x ∈ [t, t+1] (shaded: ±1.96
+    standard errors of each point's height above the floor, when the records carry them),
+    thin gray lines at
     iteration boundaries, the segments' floors (α*, y_t) joined by a dashed orange line
     (filled markers: interior floors, hollow: floor at an endpoint), barriers in red.
     Middle: cos(g_{t−1}, g_t) at x = t. Bottom: ‖θ_{t+1} − θ_0‖ at x = t + 1.
@@ -247,6 +272,14 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
     )
 
     segments = [np.column_stack((x + a, v)) for x, (a, v) in zip(x0, curves, strict=True)]
+    bands = _segment_bands(steps, x0)
+    if bands:
+        loss_axes.add_collection(
+            PolyCollection(
+                bands, facecolors=LOSS_COLOR, alpha=0.18, linewidths=0, zorder=1,
+                label="95 % interval of each loss's height above the floor", gid=GID_SEGMENT_BANDS,
+            )
+        )
     loss_axes.add_collection(
         LineCollection(
             segments, colors=LOSS_COLOR, linewidths=1.3, label=r"loss along the step $\theta_t \to \theta_{t+1}$",
@@ -345,7 +378,8 @@ def walk_title(page: pd.DataFrame, window: Window | None = None, number: int = 1
 def heights_figure(windows: Sequence[Window], *, title: str | None = None) -> Figure:
     """Height L(θ_t) − y_t of the iterate above its segment's floor.
 
-    Left, every measured step in order, windows side by side (dotted lines between them)
+    Left, every measured step in order with ±1.96 standard errors of its measurement (when
+    the records carry them), windows side by side (dotted lines between them)
     so that far-apart windows (epochs 1 and 100) each get their share of the width.
     Right, mean ± sd per window: the paper's Table 2.
     """
@@ -361,6 +395,14 @@ def heights_figure(windows: Sequence[Window], *, title: str | None = None) -> Fi
     starts = np.cumsum([0, *(len(h) for h in heights)])[:-1]
     for start in starts[1:]:
         per_step.axvline(start - 0.5, color="0.6", linestyle=":", linewidth=0.8)
+    errors = np.concatenate([_numeric(w.steps, "height_start_se") for w in windows]) if heights else np.empty(0)
+    shown = finite & np.isfinite(errors)
+    if shown.any():
+        per_step.errorbar(
+            np.arange(all_heights.size)[shown], all_heights[shown], yerr=ERROR_BAND_Z * errors[shown],
+            linestyle="none", elinewidth=0.6, color=LOSS_COLOR, alpha=0.5, label="±1.96 standard errors",
+            gid=GID_HEIGHT_ERRORS,
+        )
     _category_ticks(per_step, starts, [w.label for w in windows])
     per_step.set_xlabel("measured steps in order, window by window (ticks: each window's first step)")
     per_step.set_ylabel(r"height $L(\theta_t) - y_t$")

@@ -361,6 +361,9 @@ def _steps_frame(entries: list[dict[str, Any]], steps_per_epoch: int | None) -> 
     frame = pd.DataFrame(entries, columns=list(RECORD_FIELDS))
     for column in ("segment_alphas", "segment_losses"):
         frame[column] = [tuple(curve) for curve in frame[column]]
+    # Absent in runs written before the measurement carried its standard errors.
+    for column in ("segment_loss_se", "segment_floor_se"):
+        frame[column] = [None if curve is None else tuple(curve) for curve in frame[column]]
     if steps_per_epoch:
         frame["epoch"] = frame["step"] // steps_per_epoch + 1
     else:

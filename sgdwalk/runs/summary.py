@@ -24,12 +24,22 @@ class WindowSummary:
 
     Standard deviations are the sample ones (ddof = 1) and None below two values; the
     cosine statistics skip steps without a previous gradient (the first of a window).
+
+    ``height_se`` is the measurement's standard error of ``height_mean``: the mean of the
+    steps' own standard errors, i.e. taking their errors as perfectly correlated, which
+    they nearly are when every step reads the same samples. It says how much of the window
+    mean is measurement noise; ``height_sd`` is how much the height moves from step to step.
+    ``barriers_crossed`` and ``barriers_undecided`` count the barrier tests' outcomes.
     """
 
     epoch: int
     steps: int
     height_mean: float | None
     height_sd: float | None
+    height_se: float | None
+    samples_mean: float | None
+    barriers_crossed: int | None
+    barriers_undecided: int | None
     barriers: int
     max_barrier_height: float
     interior_floor_fraction: float
@@ -69,6 +79,10 @@ def summarize_window(
         raise ValueError(f"epoch {epoch} has no measured steps to summarise")
     ordered = sorted(records, key=lambda record: int(record["step"]))
     height_mean, height_sd = _mean_sd(_finite(r["height_start"] for r in ordered))
+    height_ses = _finite(r.get("height_start_se") for r in ordered)
+    samples = _finite(r.get("samples") for r in ordered)
+    tests = [r.get("barrier_test") for r in ordered]
+    tested = all(test is not None for test in tests)
     cosine_mean, cosine_sd = _mean_sd(_finite(r.get("cosine") for r in ordered))
     barrier_heights = [float(r["barrier_height"]) for r in ordered if bool(r["barrier"])]
     entry = history_entry or {}
@@ -77,6 +91,10 @@ def summarize_window(
         steps=len(ordered),
         height_mean=height_mean,
         height_sd=height_sd,
+        height_se=float(np.mean(height_ses)) if height_ses else None,
+        samples_mean=float(np.mean(samples)) if samples else None,
+        barriers_crossed=tests.count("crossed") if tested else None,
+        barriers_undecided=tests.count("undecided") if tested else None,
         barriers=len(barrier_heights),
         max_barrier_height=max(barrier_heights, default=0.0),
         interior_floor_fraction=float(np.mean([bool(r["interior_floor"]) for r in ordered])),
@@ -123,7 +141,10 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "epoch",
     "steps",
     "height (mean ± sd)",
+    "height se",
     "barriers",
+    "tests crossed/undecided",
+    "samples",
     "max barrier",
     "interior floor",
     "cosine (mean ± sd)",
@@ -140,7 +161,10 @@ def render_table(summaries: Sequence[WindowSummary]) -> str:
             str(s.epoch),
             str(s.steps),
             _mean_pm_sd(s.height_mean, s.height_sd),
+            _number(s.height_se, 2),
             str(s.barriers),
+            "-" if s.barriers_crossed is None else f"{s.barriers_crossed}/{s.barriers_undecided}",
+            _number(s.samples_mean, 4),
             _number(s.max_barrier_height),
             f"{s.interior_floor_fraction:.0%}",
             _mean_pm_sd(s.cosine_mean, s.cosine_sd),
