@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Literal
 
 import numpy as np
@@ -214,7 +215,7 @@ class Valley(nn.Module, DeterministicSamples):
         ordered = sorted(self.bumps, key=lambda b: b.position)
         return all(
             left.position + left.half_width <= right.position - right.half_width
-            for left, right in zip(ordered, ordered[1:])
+            for left, right in pairwise(ordered)
         )
 
     def barrier_on_segment(

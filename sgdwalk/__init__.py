@@ -55,12 +55,17 @@ if _TYPE_CHECKING:
         per_sample_cross_entropy,
         segment_losses,
     )
-    from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
     from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
     from sgdwalk.instrument.schedule import MeasurementSchedule, epoch_windows, every_kth, every_step, windows
     from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, summarize_segment
     from sgdwalk.instrument.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
     from sgdwalk.instrument.tracker import WalkTracker
+    from sgdwalk.training.optim import (
+        NoisyGD,
+        full_batch_gradient_,
+        gradient_coordinate_variance,
+        isotropic_noise_variance,
+    )
 
 
 def __getattr__(name: str) -> _Any:
@@ -80,13 +85,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BATCHNORM_MODES",
-    "BatchNormMode",
     "DEFAULT_NUM_ALPHAS",
+    "RECORD_FIELDS",
+    "BatchNormMode",
     "MeasurementSchedule",
     "MeasurementSet",
     "NoisyGD",
     "ParameterLayout",
-    "RECORD_FIELDS",
     "SegmentSummary",
     "StepRecord",
     "WalkTracker",

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from sgdwalk.instrument.measurement import MeasurementSet, affine_input_layer, segment_losses
-from sgdwalk.training.models import ARCHITECTURES, build_model
 from sgdwalk.instrument.segment import alpha_grid
+from sgdwalk.training.models import ARCHITECTURES, build_model
 
 # float32 forward passes of the mixed first-layer output (1 − α)z0 + αz1 and of the layer at
 # mixed weights round differently by a few ulps per activation; after a mean over samples

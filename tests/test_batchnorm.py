@@ -39,9 +39,11 @@ def test_the_three_modes() -> None:
 def test_unknown_mode_names_the_choices(mode: str) -> None:
     with pytest.raises(ValueError, match=f"unknown batch-norm mode {mode!r}; choose one of train, eval, recompute"):
         check_batchnorm_mode(mode)
-    with pytest.raises(ValueError, match="unknown batch-norm mode"):
-        with measuring(bn_net(), mode):  # type: ignore[arg-type]
-            pass
+    with (
+        pytest.raises(ValueError, match="unknown batch-norm mode"),
+        measuring(bn_net(), mode),  # type: ignore[arg-type]
+    ):
+        pass
 
 
 def test_batchnorm_layers_found_at_any_depth() -> None:
@@ -79,9 +81,8 @@ def test_flags_and_running_statistics_restored(mode: str) -> None:
 def test_restored_after_an_exception() -> None:
     model = bn_net().train()
     flags = training_flags(model)
-    with pytest.raises(RuntimeError, match="inside"):
-        with measuring(model, "train"):
-            raise RuntimeError("inside")
+    with pytest.raises(RuntimeError, match="inside"), measuring(model, "train"):
+        raise RuntimeError("inside")
     assert training_flags(model) == flags
     assert all(layer.track_running_stats for layer in batchnorm_layers(model))
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.fixtures_data import write_cifar10, write_mnist_idx, write_tiny_imagenet
 
 from sgdwalk.training import data
 from sgdwalk.training.data import (
@@ -35,6 +34,7 @@ from sgdwalk.training.data import (
     resolve_dataset,
     split_indices,
 )
+from tests.fixtures_data import write_cifar10, write_mnist_idx, write_tiny_imagenet
 
 # The loader computes (x/255 - mean)/std in float32; the reference here in float64. Values
 # are at most ~3 in magnitude, where float32 spacing is 2.4e-7; a few roundings stay below 1e-5.

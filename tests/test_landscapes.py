@@ -246,7 +246,7 @@ def test_stationary_sgd_formula_by_hand() -> None:
     lr, batch = 0.3, 2
     by_hand = sum(
         lr * lam**2 * s2 / (2 * batch * (2 - lr * lam))
-        for lam, s2 in zip(landscape.eigenvalues, landscape.shift_variances)
+        for lam, s2 in zip(landscape.eigenvalues, landscape.shift_variances, strict=True)
     )
     assert landscape.stationary_excess_loss_sgd(lr, batch) == pytest.approx(by_hand, rel=FLOAT64_AGREEMENT)
     assert landscape.stationary_loss_sgd(lr, batch) == pytest.approx(landscape.minimum_loss + by_hand, rel=FLOAT64_AGREEMENT)
@@ -306,7 +306,7 @@ def test_valley_matches_autograd(point: np.ndarray, smoothness: int) -> None:
 
 def test_valley_bump_heights_and_positions() -> None:
     valley = Valley(10.0, 0.0, bumps=[Bump(-1.0, 0.4, 0.25), Bump(2.0, 1.5, 0.75)], dim=2)
-    for (point, loss), bump in zip(valley.bump_peaks(), valley.bumps):
+    for (point, loss), bump in zip(valley.bump_peaks(), valley.bumps, strict=True):
         assert point[0] == bump.position and loss == bump.height  # exact: b(0) = 1
         assert valley.gradient(point)[0] == 0.0
         for edge in (bump.position - bump.half_width, bump.position + bump.half_width):

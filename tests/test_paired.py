@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ def chunked_losses(draw: st.DrawFn) -> tuple[np.ndarray, list[int]]:
 
 def accumulate(losses: np.ndarray, bounds: list[int]) -> PairedLossMoments:
     moments = PairedLossMoments(losses.shape[0])
-    for first, stop in zip(bounds, bounds[1:]):
+    for first, stop in pairwise(bounds):
         moments.update(torch.from_numpy(losses[:, first:stop]))
     return moments
 

@@ -26,11 +26,11 @@ from numpy.typing import NDArray
 from torch import nn
 
 from sgdwalk import MeasurementSchedule, MeasurementSet, WalkTracker, every_kth, outputs_are_losses, windows
-from sgdwalk.runs import plots
 from sgdwalk.cli import main
 from sgdwalk.cli.commands import plot as plot_command
-from sgdwalk.training.config import WalkConfig
+from sgdwalk.runs import plots
 from sgdwalk.runs.runlog import RunWriter, load_run
+from sgdwalk.training.config import WalkConfig
 from tests.helpers import classification_data, mlp
 
 STEPS_PER_EPOCH = 12

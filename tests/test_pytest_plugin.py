@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from sgdwalk.claims.pytest_plugin import ClaimRecorder
 from sgdwalk.claims.registry import CLAIMS, get_claim
 from sgdwalk.claims.report import ClaimEntry, load_report
-from sgdwalk.claims.pytest_plugin import ClaimRecorder
 
 pytest_plugins = ["pytester"]
 

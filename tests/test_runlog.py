@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from sgdwalk.training.config import ConfigError, WalkConfig, read_config_file
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
 from sgdwalk.runs.runlog import (
     CHECKPOINT_FILE,
@@ -31,6 +30,7 @@ from sgdwalk.runs.runlog import (
     run_status,
 )
 from sgdwalk.runs.summary import render_table, summarize_windows
+from sgdwalk.training.config import ConfigError, WalkConfig, read_config_file
 
 NUM_ALPHAS = 4
 
@@ -141,7 +141,7 @@ def test_config_hash_follows_what_changes_the_records() -> None:
 def test_config_file_errors_name_the_file(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(ConfigError, match="broken.json"):
+    with pytest.raises(ConfigError, match=r"broken\.json"):
         read_config_file(broken)
     with pytest.raises(ConfigError, match="cannot read"):
         read_config_file(tmp_path / "absent.json")

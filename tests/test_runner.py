@@ -16,12 +16,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgdwalk.training.config import WalkConfig
-from sgdwalk.training.data import RandomCropFlip
 from sgdwalk.instrument.geometry import flat_gradient
 from sgdwalk.instrument.measurement import MeasurementSet
-from sgdwalk.training.models import build_model
 from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.schedule import every_kth
+from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, STEPS_FILE, load_run
 from sgdwalk.runs.runner import (
     WalkData,
@@ -31,8 +30,9 @@ from sgdwalk.runs.runner import (
     run_walk,
     tracking_schedule,
 )
-from sgdwalk.instrument.schedule import every_kth
-from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.training.config import WalkConfig
+from sgdwalk.training.data import RandomCropFlip
+from sgdwalk.training.models import build_model
 
 IMAGE_SIZE = 4  # the smallest image every model accepts
 NUM_CLASSES = 3

@@ -10,7 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid, summarize_segment
-from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE, FLOOR_RELATIVE_TOLERANCE
+from sgdwalk.instrument.tolerances import (
+    BARRIER_ABSOLUTE_TOLERANCE,
+    BARRIER_RELATIVE_TOLERANCE,
+    FLOOR_RELATIVE_TOLERANCE,
+)
 from tests.helpers import FLOAT64_DIVIDED_DIFFERENCES, FLOAT64_REORDERED, assert_close
 
 GRID4 = [0.0, 0.25, 0.5, 0.75]
@@ -261,7 +265,7 @@ def test_as_dict_holds_every_field() -> None:
     ids=["nan-in-grid", "inf-in-grid", "nan-at-end"],
 )
 def test_non_finite_losses_are_refused(losses: list[float], loss_end: float) -> None:
-    with pytest.raises(ValueError, match="finite.*diverged"):
+    with pytest.raises(ValueError, match=r"finite.*diverged"):
         summarize_segment(GRID4, losses, loss_end)
 
 

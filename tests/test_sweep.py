@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import sgdwalk.runs.sweep as sweep
+from sgdwalk.claims.sweep_cache import SweepRunCache
 from sgdwalk.cli import main as cli_main
-from sgdwalk.training.config import WalkConfig
 from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import (
     CellBusyError,
@@ -35,7 +35,7 @@ from sgdwalk.runs.sweep import (
     submit_cells,
     summarize_cells,
 )
-from sgdwalk.claims.sweep_cache import SweepRunCache
+from sgdwalk.training.config import WalkConfig
 from tests.fixtures_data import write_mnist_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,7 +217,7 @@ def test_a_cell_another_process_runs_is_left_alone(tmp_path: Path, data_root: Pa
         errors = run_local([config], out)
         with pytest.raises(CellBusyError):
             run_cell(config.to_dict(), str(out))
-    assert list(errors.values())[0].startswith("CellBusyError")
+    assert next(iter(errors.values())).startswith("CellBusyError")
     assert summarize_cells([config], out, errors)[0].status == "busy"
     assert cell_status(directory) == "missing"
 

@@ -360,7 +360,7 @@ def test_divergence_keeps_every_sound_segment(how: Callable[[nn.Module], float],
     records = tracker.close()
     assert tracker.diverged and reason in str(tracker.divergence)
     assert str(tracker.divergence).startswith("step 3")
-    # Steps 0–2 were sound; step 2's α = 1 (θ_3, the start of the broken step) is finite.
+    # Steps 0-2 were sound; step 2's α = 1 (θ_3, the start of the broken step) is finite.
     assert [record.step for record in records] == [0, 1, 2]
     assert_finite_records(records)
 

@@ -30,7 +30,7 @@ import platform
 import sys
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -450,7 +450,7 @@ def _package_versions() -> dict[str, str | None]:
 def build_report(config: pytest.Config) -> ClaimsReport:
     state = config.stash[_session_state_key]
     return ClaimsReport(
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
         pytest_args=tuple(str(arg) for arg in config.invocation_params.args),
         versions=_package_versions(),
         claims=tuple(sorted_entries(state.entries.values())),

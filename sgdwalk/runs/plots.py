@@ -39,8 +39,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
-from sgdwalk.runs.runlog import load_run
 from sgdwalk.instrument.tolerances import BARRIER_RELATIVE_TOLERANCE
+from sgdwalk.runs.runlog import load_run
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -193,7 +193,8 @@ def _segment_bands(steps: pd.DataFrame, x0: NDArray[np.float64]) -> list[NDArray
     if "segment_floor_se" not in steps:
         return []
     bands = []
-    for x, alphas, losses, errors in zip(x0, steps["segment_alphas"], steps["segment_losses"], steps["segment_floor_se"]):
+    columns = (steps["segment_alphas"], steps["segment_losses"], steps["segment_floor_se"])
+    for x, alphas, losses, errors in zip(x0, *columns, strict=True):
         if errors is None or (isinstance(errors, float) and math.isnan(errors)):
             continue
         a, v, e = (np.asarray(values, dtype=np.float64) for values in (alphas, losses, errors))

@@ -107,7 +107,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def now_iso() -> str:
-    return _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds")
+    return _datetime.datetime.now(_datetime.UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------- metadata
@@ -172,8 +172,9 @@ class RunWriter:
     def __init__(self, run_dir: Path, metadata: dict[str, Any]) -> None:
         self.run_dir = run_dir
         self.metadata = metadata
-        self._steps: IO[str] = open(run_dir / STEPS_FILE, "a", encoding="utf-8")
-        self._epochs: IO[str] = open(run_dir / EPOCHS_FILE, "a", encoding="utf-8")
+        # Open for the writer's life (records arrive one by one); close() closes them.
+        self._steps: IO[str] = open(run_dir / STEPS_FILE, "a", encoding="utf-8")  # noqa: SIM115
+        self._epochs: IO[str] = open(run_dir / EPOCHS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self.steps_written = _count_lines(run_dir / STEPS_FILE)
         self.epochs_written = _count_lines(run_dir / EPOCHS_FILE)
 
@@ -429,11 +430,11 @@ __all__ = [
     "EPOCHS_FILE",
     "METADATA_FILE",
     "RUN_FILES",
+    "STEPS_FILE",
+    "SUMMARY_FILE",
     "Run",
     "RunDirectoryError",
     "RunWriter",
-    "STEPS_FILE",
-    "SUMMARY_FILE",
     "base_metadata",
     "clear_run_files",
     "count_step_records",

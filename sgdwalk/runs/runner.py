@@ -675,7 +675,6 @@ __all__ = [
     "build_measurement_set",
     "build_optimizer",
     "build_seeded_model",
-    "walk_data_for",
     "estimate_noise_variance",
     "evaluate",
     "load_walk_data",
@@ -685,4 +684,5 @@ __all__ = [
     "run_walk",
     "steps_per_epoch_of",
     "tracking_schedule",
+    "walk_data_for",
 ]

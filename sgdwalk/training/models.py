@@ -20,12 +20,12 @@ from sgdwalk.training.names import ARCHITECTURES
 
 __all__ = [
     "ARCHITECTURES",
-    "ConvNet",
     "MLP",
-    "PreActBlock",
-    "PreActResNet",
     "VGG11",
     "VGG11_CONFIG",
+    "ConvNet",
+    "PreActBlock",
+    "PreActResNet",
     "build_model",
     "count_parameters",
     "resnet56",

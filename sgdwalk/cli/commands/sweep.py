@@ -25,7 +25,6 @@ from sgdwalk.runs.sweep import (
     write_manifest,
 )
 
-
 # Where cells go when --out is not given (relative to the working directory).
 DEFAULT_SWEEPS_ROOT: Final = Path("sweeps")
 # pool: this machine's processes; slurm: a job array; local / debug: submitit's own

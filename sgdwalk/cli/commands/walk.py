@@ -20,7 +20,6 @@ from sgdwalk.training.config import (
     LR_SCHEDULES,
     MEASUREMENT_MODES,
     OPTIMIZERS,
-    ConfigError,
     WalkConfig,
     field_default,
     read_config_file,
