@@ -23,6 +23,8 @@ __all__ = ["SegmentProfile"]
 
 
 class SegmentProfile(nn.Module):
+    nodes: torch.Tensor  # a registered buffer (nn.Module's __getattr__ types it loosely)
+
     """Per-sample segment losses drawn from N(``means``, ``covariance``) over K + 1 nodes.
 
     Args:

@@ -85,13 +85,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BATCHNORM_MODES",
-    "DEFAULT_NUM_ALPHAS",
-    "RECORD_FIELDS",
     "BatchNormMode",
+    "DEFAULT_NUM_ALPHAS",
     "MeasurementSchedule",
     "MeasurementSet",
     "NoisyGD",
     "ParameterLayout",
+    "RECORD_FIELDS",
     "SegmentSummary",
     "StepRecord",
     "WalkTracker",

@@ -16,6 +16,7 @@ from torch import nn
 from torch.func import functional_call
 
 from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout
+from sgdwalk.instrument.schedule import MeasurementSchedule
 
 # The unit tests' tensors are tiny: a second intra-op thread only adds hand-offs, and on a
 # shared 2-core machine its spin-waits made batch norm 60x slower (15 ms vs 0.25 ms a call).
@@ -192,5 +193,13 @@ def mean_loss_function(
     return loss
 
 
-def measured_steps(schedule: object, steps: int) -> list[int]:
-    return [step for step in range(steps) if schedule(step)]  # type: ignore[operator]
+def measured_steps(schedule: MeasurementSchedule, steps: int) -> list[int]:
+    return [step for step in range(steps) if schedule(step)]
+
+
+def linear_layer(model: nn.Module, index: int) -> nn.Linear:
+    """``model[index]`` of a Sequential, checked to be a Linear (indexing types it as any Module)."""
+    assert isinstance(model, nn.Sequential), type(model).__name__
+    layer = model[index]
+    assert isinstance(layer, nn.Linear), type(layer).__name__
+    return layer

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from sgdwalk.instrument.batchnorm import BatchNormMode
 from sgdwalk.instrument.measurement import MeasurementSet, affine_input_layer, segment_losses
 from sgdwalk.instrument.segment import alpha_grid
 from sgdwalk.training.models import ARCHITECTURES, build_model
@@ -25,7 +26,7 @@ def _perturbed_copy(vector: torch.Tensor, scale: float, seed: int) -> torch.Tens
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("bn_mode", ["train", "eval"])
-def test_shortcut_matches_plain_evaluation(arch: str, bn_mode: str) -> None:
+def test_shortcut_matches_plain_evaluation(arch: str, bn_mode: BatchNormMode) -> None:
     torch.manual_seed(0)
     model = build_model(arch, in_channels=1, image_size=28, num_classes=10, width_multiplier=0.125)
     assert affine_input_layer(model) is not None
@@ -38,9 +39,9 @@ def test_shortcut_matches_plain_evaluation(arch: str, bn_mode: str) -> None:
     # 4 grid points and α = 1 cover α = 0, mixed outputs, and the exact end; three chunks
     # (10, 10, 4) cover a short last chunk.
     grid = alpha_grid(4)
-    fast = segment_losses(model, start, end, grid, measurement, bn_mode, include_end=True)  # type: ignore[arg-type]
+    fast = segment_losses(model, start, end, grid, measurement, bn_mode, include_end=True)
     plain = segment_losses(
-        model, start, end, grid, measurement, bn_mode, include_end=True, exploit_affine_input=False  # type: ignore[arg-type]
+        model, start, end, grid, measurement, bn_mode, include_end=True, exploit_affine_input=False
     )
     np.testing.assert_allclose(fast, plain, rtol=AFFINE_SHORTCUT_RTOL, atol=0)
     # α = 0 runs the whole model at θ_t, unchanged: bitwise equal.

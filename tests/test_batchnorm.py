@@ -6,7 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, batchnorm_layers, check_batchnorm_mode, measuring
+from sgdwalk.instrument.batchnorm import (
+    BATCHNORM_MODES,
+    BatchNormMode,
+    batchnorm_layers,
+    check_batchnorm_mode,
+    measuring,
+)
 from tests.helpers import (
     FLOAT32_REORDERED,
     assert_close,
@@ -18,7 +24,7 @@ from tests.helpers import (
 )
 
 
-def bn_net() -> nn.Module:
+def bn_net() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(1, 2, 3),
@@ -41,37 +47,39 @@ def test_unknown_mode_names_the_choices(mode: str) -> None:
         check_batchnorm_mode(mode)
     with (
         pytest.raises(ValueError, match="unknown batch-norm mode"),
-        measuring(bn_net(), mode),  # type: ignore[arg-type]
+        measuring(bn_net(), mode),  # type: ignore[arg-type]  # deliberately not a mode: the check is under test
     ):
         pass
 
 
 def test_batchnorm_layers_found_at_any_depth() -> None:
     model = bn_net()
-    assert batchnorm_layers(model) == [model[1], model[4][1]]
+    inner = model[4]
+    assert isinstance(inner, nn.Sequential)
+    assert batchnorm_layers(model) == [model[1], inner[1]]
     assert batchnorm_layers(mlp(0)) == []
 
 
 @pytest.mark.parametrize("mode", BATCHNORM_MODES)
-def test_inside_a_measurement(mode: str) -> None:
+def test_inside_a_measurement(mode: BatchNormMode) -> None:
     model = bn_net().train()
-    with measuring(model, mode):  # type: ignore[arg-type]
+    with measuring(model, mode):
         for module in model.modules():
             is_batchnorm = isinstance(module, nn.modules.batchnorm._BatchNorm)
             # Batch statistics in train mode only; dropout and everything else always in eval.
             assert module.training is (is_batchnorm and mode == "train"), type(module).__name__
-            if is_batchnorm:
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 assert module.track_running_stats is (mode != "train")
 
 
 @pytest.mark.parametrize("mode", BATCHNORM_MODES)
-def test_flags_and_running_statistics_restored(mode: str) -> None:
+def test_flags_and_running_statistics_restored(mode: BatchNormMode) -> None:
     model = bn_net().train()
     model[4].eval()  # mixed, so a blanket model.train() afterwards would show
     model[3].eval()
     warm_batchnorm(model, torch.randn(5, 1, 4, 4))
     flags, before = training_flags(model), state_snapshot(model)
-    with measuring(model, mode), torch.no_grad():  # type: ignore[arg-type]
+    with measuring(model, mode), torch.no_grad():
         model(torch.randn(5, 1, 4, 4))
     assert training_flags(model) == flags
     assert_same_state(before, state_snapshot(model))

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import torch
-from fixtures_data import write_cifar10, write_mnist_idx
 
 from sgdwalk.cli import main
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -25,6 +24,7 @@ from sgdwalk.runs import runner
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, METADATA_FILE, STEPS_FILE, SUMMARY_FILE, load_run
 from sgdwalk.training import data as data_module
 from sgdwalk.training.config import WalkConfig
+from tests.fixtures_data import write_cifar10, write_mnist_idx
 
 # The process-level tests start a Python that imports torch: allow for a slow, shared CPU.
 SUBPROCESS_TIMEOUT_SECONDS = 120

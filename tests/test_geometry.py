@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm, trainable_parameters
-from tests.helpers import FLOAT64_REORDERED, assert_close, mlp
+from tests.helpers import FLOAT64_REORDERED, assert_close, linear_layer, mlp
 
 
 def numpy_parameters(model: nn.Module) -> np.ndarray:
@@ -28,8 +30,8 @@ def test_flat_parameters_concatenates_trainable_parameters_in_order() -> None:
 
 def test_flat_parameters_leave_out_buffers_and_frozen_parameters() -> None:
     model = mlp(0, batchnorm=True)
-    model[0].bias.requires_grad_(False)
-    expected = sum(p.numel() for p in model.parameters()) - model[0].bias.numel()
+    linear_layer(model, 0).bias.requires_grad_(False)
+    expected = sum(p.numel() for p in model.parameters()) - linear_layer(model, 0).bias.numel()
     assert flat_parameters(model).numel() == expected  # running_mean / running_var are not coordinates
     assert len(trainable_parameters(model)) == len(list(model.parameters())) - 1
 
@@ -67,7 +69,7 @@ def test_flat_gradient_is_a_copy() -> None:
     for parameter in model.parameters():
         parameter.grad = torch.ones_like(parameter)
     flat_gradient(model).mul_(0.0)
-    assert all(bool((p.grad == 1.0).all()) for p in model.parameters())
+    assert all(p.grad is not None and bool((p.grad == 1.0).all()) for p in model.parameters())
 
 
 class NoParameters(nn.Module):
@@ -76,9 +78,9 @@ class NoParameters(nn.Module):
 
 
 @pytest.mark.parametrize("function", [flat_parameters, flat_gradient, trainable_parameters])
-def test_model_without_parameters_is_refused(function: object) -> None:
+def test_model_without_parameters_is_refused(function: Callable[[nn.Module], object]) -> None:
     with pytest.raises(ValueError, match="NoParameters has no trainable parameters"):
-        function(NoParameters())  # type: ignore[operator]
+        function(NoParameters())
 
 
 def test_fully_frozen_model_is_refused() -> None:
@@ -132,8 +134,8 @@ def test_cosine_is_bounded_symmetric_and_scale_free(pairs: list[tuple[float, flo
 
 
 @pytest.mark.parametrize("function", [cosine, distance])
-def test_vectors_of_different_shape_are_refused(function: object) -> None:
+def test_vectors_of_different_shape_are_refused(function: Callable[[torch.Tensor, torch.Tensor], float]) -> None:
     with pytest.raises(ValueError, match=r"differ in shape: \(3,\) vs \(4,\)"):
-        function(torch.zeros(3), torch.zeros(4))  # type: ignore[operator]
+        function(torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="differ in shape"):
-        function(torch.zeros(2, 3), torch.zeros(3, 2))  # type: ignore[operator]
+        function(torch.zeros(2, 3), torch.zeros(3, 2))

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -27,9 +28,11 @@ FLOAT64_AGREEMENT = 1e-12
 STANDARD_ERRORS = 5.0
 
 
-def autograd_answers(model: torch.nn.Module, theta: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+def autograd_answers(
+    model: Quadratic | NoisyQuadratic | Valley, theta: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean loss over the model's measurement set, its gradient and Hessian, by autograd."""
-    measurement = model.measurement_set()  # type: ignore[operator]
+    measurement = model.measurement_set()
 
     def mean_loss(point: torch.Tensor) -> torch.Tensor:
         return functional_call(model, {"theta": point}, (measurement.inputs,)).mean()
@@ -294,8 +297,8 @@ VALLEY_POINTS = [
 
 @pytest.mark.parametrize("smoothness", [1, 2])
 @pytest.mark.parametrize("point", VALLEY_POINTS, ids=lambda p: f"x={p[0]}")
-def test_valley_matches_autograd(point: np.ndarray, smoothness: int) -> None:
-    valley = Valley(20.0, 0.3, bumps=[(1.0, 0.7, 0.5), (2.5, 0.2, 0.4)], dim=3, smoothness=smoothness)  # type: ignore[arg-type]
+def test_valley_matches_autograd(point: np.ndarray, smoothness: Literal[1, 2]) -> None:
+    valley = Valley(20.0, 0.3, bumps=[(1.0, 0.7, 0.5), (2.5, 0.2, 0.4)], dim=3, smoothness=smoothness)
     loss, gradient, hessian = autograd_answers(valley, point)
     assert_close(valley.loss(point), loss, abs(loss))
     assert_close(valley.gradient(point), gradient, float(np.abs(gradient).max()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sgdwalk.training.config import ConfigError, WalkConfig, learning_rate_schedule
@@ -67,7 +69,7 @@ def test_triangular_smith_2017(step: int, expected: float) -> None:
     ],
 )
 def test_trapezoid_ramp_flat_anneal(step: int, expected: float) -> None:
-    kwargs = dict(base_lr=0.1, max_lr=1.0, ramp_steps=4, anneal_steps=4, total_steps=12, final_lr=0.0)
+    kwargs: dict[str, Any] = dict(base_lr=0.1, max_lr=1.0, ramp_steps=4, anneal_steps=4, total_steps=12, final_lr=0.0)
     assert trapezoid(step, **kwargs) == approx(expected)
 
 
@@ -93,8 +95,8 @@ def test_epochs_to_steps_rounds_and_keeps_one_step() -> None:
     assert epochs_to_steps(0.001, 10) == 1
 
 
-def _config(**changes: object) -> WalkConfig:
-    return WalkConfig(epochs=4, track_epochs=(1,), **changes)  # type: ignore[arg-type]
+def _config(**changes: Any) -> WalkConfig:
+    return WalkConfig(epochs=4, track_epochs=(1,), **changes)
 
 
 def test_learning_rate_schedule_converts_epochs_to_steps() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -174,7 +176,7 @@ def test_parameters_without_gradient_do_not_move() -> None:
         ({"lr": 0.1, "noise_variance": -1.0}, "is a variance"),
     ],
 )
-def test_noisy_gd_bad_input(kwargs: dict[str, float], message: str) -> None:
+def test_noisy_gd_bad_input(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         NoisyGD([nn.Parameter(torch.zeros(2))], **kwargs)
 
@@ -206,7 +208,7 @@ def test_coordinate_variance_restores_gradients() -> None:
     for parameter in model.parameters():
         parameter.grad = torch.full_like(parameter, 3.0)
     gradient_coordinate_variance(model, per_sample_cross_entropy, batches)
-    assert all(bool((p.grad == 3.0).all()) for p in model.parameters())
+    assert all(p.grad is not None and bool((p.grad == 3.0).all()) for p in model.parameters())
 
 
 def test_variance_bad_input() -> None:

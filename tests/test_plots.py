@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.artist import Artist
-from matplotlib.collections import LineCollection
+from matplotlib.collections import Collection, LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -73,7 +73,7 @@ def record_run(
         batch = torch.randint(0, measurement.size, (8,), generator=generator)
         optimizer.zero_grad()
         loss = loss_fn(model(measurement.inputs[batch]), measurement.targets[batch]).mean()
-        loss.backward()  # type: ignore[no-untyped-call]
+        loss.backward()
         with tracker.step(minibatch_loss=loss, lr=lr):
             optimizer.step()
         if write_epochs and (step + 1) % epoch_length == 0:
@@ -268,6 +268,7 @@ def test_walk_figure_shades_each_loss_with_its_error_band(wavy_steps: pd.DataFra
     window = plots.tracked_windows(wavy_steps)[0].steps.reset_index(drop=True)
     figure = plots.walk_figure(window)
     (bands,) = by_gid(figure, plots.GID_SEGMENT_BANDS)
+    assert isinstance(bands, Collection), type(bands).__name__
     polygons = [np.asarray(path.vertices, dtype=np.float64) for path in bands.get_paths()]
     assert len(polygons) == len(window)
     alphas, losses, errors = (np.asarray(window[column][2], dtype=np.float64) for column in ("segment_alphas", "segment_losses", "segment_floor_se"))
@@ -310,7 +311,7 @@ def test_walk_figure_of_a_single_step(single_step_run: Path) -> None:
     # Step 1 was not measured but its gradient was kept for step 2's cosine.
     assert len(xs(curve(figure, plots.GID_COSINE))) == int(steps["cosine"].notna().sum()) == 1
     assert_artists_finite(figure)
-    without_cosine = plots.walk_figure(steps.assign(cosine=[None]))
+    without_cosine = plots.walk_figure(steps.assign(cosine=pd.Series([None], index=steps.index, dtype=object)))
     assert len(xs(curve(without_cosine, plots.GID_COSINE))) == 0
     assert "no consecutive gradients" in texts(without_cosine)
 
@@ -380,7 +381,7 @@ def test_training_figure_draws_the_curves_present(wavy_run: Path) -> None:
     np.testing.assert_allclose(ys(curve(figure, "train_loss")), epochs["train_loss"])
     assert by_gid(figure, "val_loss") == []  # this history has no validation loss
     assert legend_labels(figure) == ["training", "validation"]
-    more = epochs.assign(sharpness=[None, 4.0], val_loss=[2.5, 2.0], train_accuracy=[0.4, 0.5])
+    more = epochs.assign(sharpness=pd.Series([None, 4.0], index=epochs.index), val_loss=[2.5, 2.0], train_accuracy=[0.4, 0.5])
     figure = plots.training_figure(more)
     assert [axes.get_ylabel() for axes in figure.axes] == ["loss", "accuracy", "sharpness (top Hessian eigenvalue)"]
     # A split keeps its colour across panels.

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -84,7 +87,12 @@ def make_record(
     )
 
 
-def write_run(run_dir: Path, records: list[StepRecord], epochs: list[dict[str, object]], steps_per_epoch: int) -> None:
+def rows_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """A frame's rows as load_run's callers take them (pandas-stubs types the keys as any Hashable)."""
+    return [{str(key): value for key, value in row.items()} for row in frame.to_dict("records")]
+
+
+def write_run(run_dir: Path, records: list[StepRecord], epochs: Sequence[Mapping[str, Any]], steps_per_epoch: int) -> None:
     config = WalkConfig(num_alphas=NUM_ALPHAS, out_dir=str(run_dir))
     metadata = base_metadata(config, torch.device("cpu"))
     metadata["steps_per_epoch"] = steps_per_epoch
@@ -262,7 +270,7 @@ def test_non_finite_values_are_written_as_strings_in_strict_json() -> None:
 
 
 def test_a_run_read_back_keeps_missing_values_and_non_finite_ones_apart(tmp_path: Path) -> None:
-    epochs = [
+    epochs: list[dict[str, Any]] = [
         {"epoch": 0, "train_loss": 2.3, "sharpness": None, "lr_first": None},
         {"epoch": 1, "train_loss": float("nan"), "sharpness": float("inf"), "lr_first": 0.1},
     ]
@@ -313,7 +321,7 @@ def test_window_summaries_accept_load_run_rows(tmp_path: Path) -> None:
     records = [make_record(0, cosine=None), make_record(1, cosine=0.5)]
     write_run(tmp_path / "run", records, [], steps_per_epoch=4)
     run = load_run(tmp_path / "run")
-    (window,) = summarize_windows(run.steps.to_dict("records"), run.epochs.to_dict("records"), 4)
+    (window,) = summarize_windows(rows_of(run.steps), rows_of(run.epochs), 4)
     assert window.cosine_mean == 0.5 and window.train_loss is None
 
 
@@ -326,7 +334,7 @@ def test_window_summaries_carry_the_measurement_error_and_the_barrier_tests(tmp_
     write_run(tmp_path / "run", records, [], steps_per_epoch=10)
     run = load_run(tmp_path / "run")
     assert run.step_records() == records  # the uncertainty fields survive the round trip
-    for rows in ([r.as_dict() for r in records], run.steps.to_dict("records")):
+    for rows in ([r.as_dict() for r in records], rows_of(run.steps)):
         (window,) = summarize_windows(rows, [], 10)
         # Errors of steps that read the same samples are taken as perfectly correlated.
         assert window.height_se == pytest.approx(0.02)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +90,7 @@ def tiny_config(**changes: Any) -> WalkConfig:
     return WalkConfig(**values)
 
 
-def without_timing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def without_timing(entries: Sequence[Mapping[Any, Any]]) -> list[dict[Any, Any]]:
     """History entries minus their wall time, with pandas' NaN for a missing value as None."""
 
     def plain(value: Any) -> Any:
@@ -169,6 +169,7 @@ def test_the_lr_schedule_reaches_the_optimizer() -> None:
     # half cycle of 2 steps: 0.1, 0.3, 0.5, 0.3
     assert [r.lr for r in result.records] == pytest.approx([0.1, 0.3, 0.5, 0.3], rel=1e-12)
     for record in result.records:  # no momentum, no noise: the step is lr times the gradient
+        assert record.lr is not None
         assert record.step_length == pytest.approx(record.lr * record.grad_norm, rel=FLOAT32_GRADIENT_RTOL)
 
 

@@ -20,7 +20,7 @@ def temporary_path(path: Path) -> Path:
     return path.with_name(path.name + TEMPORARY_SUFFIX)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Call ``write(temporary)`` then rename the temporary file onto ``path``; returns ``path``.
 
     For writers that take a path (``torch.save``); a failed ``write`` leaves ``path`` as it was.

@@ -47,4 +47,4 @@ def text_table(
     return lines
 
 
-__all__ = ["COLUMN_GAP", "Alignment", "text_table"]
+__all__ = ["Alignment", "COLUMN_GAP", "text_table"]

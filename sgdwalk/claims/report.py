@@ -367,6 +367,12 @@ def save_report(report: ClaimsReport, path: str | os.PathLike[str]) -> Path:
 # --------------------------------------------------------------------------- ordering
 
 
+def _row_sort_key(row: ComparisonRow) -> tuple[int, str, str]:
+    entry = row.new or row.baseline
+    assert entry is not None  # a row is made for a test in the baseline, the new report or both
+    return _claim_sort_key(entry)
+
+
 def _claim_sort_key(entry: ClaimEntry) -> tuple[int, str, str]:
     # Registry order (C1..C11, S1..S7, X1, X2), not string order (C10 before C2).
     registry_order = {claim_id: index for index, claim_id in enumerate(CLAIMS)}
@@ -451,7 +457,7 @@ def compare_reports(
                 ),
             )
         )
-    rows.sort(key=lambda row: _claim_sort_key(row.new or row.baseline))  # type: ignore[arg-type]
+    rows.sort(key=_row_sort_key)
     return Comparison(rows=tuple(rows), allow_missing=allow_missing)
 
 

@@ -10,7 +10,7 @@ import numbers
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, SupportsIndex
 
 
 class MeasurementSchedule(Protocol):
@@ -78,7 +78,7 @@ def every_kth(k: int, offset: int = 0) -> EveryKth:
     return EveryKth(k, offset)
 
 
-def windows(ranges: Iterable[tuple[int, int]]) -> Windows:
+def windows(ranges: Iterable[tuple[SupportsIndex, SupportsIndex]]) -> Windows:
     pairs = []
     for window in ranges:
         try:

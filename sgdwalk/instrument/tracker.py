@@ -242,8 +242,8 @@ class WalkTracker:
         self.initial_parameters = initial
         previous = state["previous_gradient"]
         self._previous_gradient = None if previous is None else previous.to(device)
-        carried_step, carried_losses = state.get("carried_step"), state.get("carried_losses")
-        self._carried = None if carried_step is None else (int(carried_step), carried_losses.cpu())
+        carried_step = state.get("carried_step")
+        self._carried = None if carried_step is None else (int(carried_step), state["carried_losses"].cpu())
         self.divergence = state["divergence"]
         # Tuples, as the tracker makes them (a serializer may hand back lists).
         self.records = [

@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
 import numpy as np
 import pandas as pd
@@ -149,8 +149,9 @@ def tracked_windows(steps: pd.DataFrame) -> list[Window]:
     ordered = steps.sort_values("step", kind="stable").reset_index(drop=True)
     epochs = _numeric(ordered, "epoch")
     if np.isfinite(epochs).all():
+        # cast: pandas-stubs types every groupby key as a tuple; grouped by one array, each is an int.
         return [
-            Window(f"epoch {int(epoch)}", f"epoch{int(epoch)}", group.reset_index(drop=True))
+            Window(f"epoch {int(cast(int, epoch))}", f"epoch{int(cast(int, epoch))}", group.reset_index(drop=True))
             for epoch, group in ordered.groupby(epochs.astype(np.int64), sort=True)
         ]
     gaps = np.diff(_steps(ordered))

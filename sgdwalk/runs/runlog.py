@@ -364,7 +364,9 @@ def _steps_frame(entries: list[dict[str, Any]], steps_per_epoch: int | None) -> 
         frame[column] = [tuple(curve) for curve in frame[column]]
     # Absent in runs written before the measurement carried its standard errors.
     for column in ("segment_loss_se", "segment_floor_se"):
-        frame[column] = [None if curve is None else tuple(curve) for curve in frame[column]]
+        frame[column] = pd.Series(
+            [None if curve is None else tuple(curve) for curve in frame[column]], index=frame.index, dtype=object
+        )
     if steps_per_epoch:
         frame["epoch"] = frame["step"] // steps_per_epoch + 1
     else:
@@ -430,11 +432,11 @@ __all__ = [
     "EPOCHS_FILE",
     "METADATA_FILE",
     "RUN_FILES",
-    "STEPS_FILE",
-    "SUMMARY_FILE",
     "Run",
     "RunDirectoryError",
     "RunWriter",
+    "STEPS_FILE",
+    "SUMMARY_FILE",
     "base_metadata",
     "clear_run_files",
     "count_step_records",

@@ -675,6 +675,7 @@ __all__ = [
     "build_measurement_set",
     "build_optimizer",
     "build_seeded_model",
+    "walk_data_for",
     "estimate_noise_variance",
     "evaluate",
     "load_walk_data",
@@ -684,5 +685,4 @@ __all__ = [
     "run_walk",
     "steps_per_epoch_of",
     "tracking_schedule",
-    "walk_data_for",
 ]

@@ -287,8 +287,8 @@ def run_local(
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = {pool.submit(run_cell, config.to_dict(), str(out_root)): config for config in todo}
         for future in as_completed(futures):
-            error = future.exception()
-            finished(futures[future], error)
+            failure = future.exception()
+            finished(futures[future], failure)
     return errors
 
 

@@ -341,11 +341,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
+    "ConfigError",
     "DEVICES",
     "FIELD_NAMES",
     "LR_SCHEDULES",
     "OPTIMIZERS",
-    "ConfigError",
     "WalkConfig",
     "field_default",
     "learning_rate_schedule",

@@ -413,7 +413,7 @@ def _tiny_imagenet_samples(
     if split == "train":
         from torchvision.datasets import ImageFolder
 
-        class _ChosenClasses(ImageFolder):  # type: ignore[misc]  # torchvision ships no type hints
+        class _ChosenClasses(ImageFolder):
             # ImageFolder lists every class folder; this keeps the chosen ones, same labels.
             def find_classes(self, directory: str | Path) -> tuple[list[str], dict[str, int]]:
                 return list(wnids), dict(class_to_idx)

@@ -20,12 +20,12 @@ from sgdwalk.training.names import ARCHITECTURES
 
 __all__ = [
     "ARCHITECTURES",
-    "MLP",
-    "VGG11",
-    "VGG11_CONFIG",
     "ConvNet",
+    "MLP",
     "PreActBlock",
     "PreActResNet",
+    "VGG11",
+    "VGG11_CONFIG",
     "build_model",
     "count_parameters",
     "resnet56",
