@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol, cast, overload
 
 import numpy as np
 import torch
@@ -94,8 +94,15 @@ class CovarianceNoiseGD(Optimizer):
         self.generator = torch.Generator(device=parameter.device)
         self.generator.manual_seed(seed)
 
+    # The overloads of torch.optim.Optimizer.step: no closure, no loss.
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():

@@ -7,8 +7,11 @@ PY=.venv/bin/python
 REPORTS=${SGDWALK_REPORTS:-reports}
 mkdir -p "$REPORTS"
 
-echo "== static checks: the package's layers import only downward"
+echo "== static checks: the package's layers import only downward, lint, types"
 .venv/bin/lint-imports
+# Both read their settings and scope (the whole tree) from pyproject.toml.
+.venv/bin/ruff check .
+.venv/bin/mypy
 
 echo "== quick tier: unit tests and synthetic claims (S1-S7)"
 $PY -m pytest tests suites/quick --sgdwalk-report "$REPORTS/quick.json"

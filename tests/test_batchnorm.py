@@ -47,7 +47,7 @@ def test_unknown_mode_names_the_choices(mode: str) -> None:
         check_batchnorm_mode(mode)
     with (
         pytest.raises(ValueError, match="unknown batch-norm mode"),
-        measuring(bn_net(), mode),  # type: ignore[arg-type]  # deliberately not a mode: the check is under test
+        measuring(bn_net(), mode),  # type: ignore[arg-type]  # deliberately not a mode: the run-time check is under test
     ):
         pass
 

@@ -84,7 +84,7 @@ def test_full_batch_gradient_bad_input(
     inputs: torch.Tensor, targets: torch.Tensor, loss_fn: object, chunk_size: int, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        full_batch_gradient_(mlp(0), loss_fn, inputs, targets, chunk_size)  # type: ignore[arg-type]
+        full_batch_gradient_(mlp(0), loss_fn, inputs, targets, chunk_size)  # type: ignore[arg-type]  # deliberately wrong type: the run-time check is under test
 
 
 # ----------------------------------------------------------------------------- NoisyGD

@@ -656,4 +656,4 @@ def test_registry() -> None:
     with pytest.raises(KeyError, match="unknown claim id 'C12'; known ids: C1, C2"):
         get_claim("C12")
     with pytest.raises(TypeError):
-        CLAIMS["C12"] = CLAIMS["C1"]  # type: ignore[index]
+        CLAIMS["C12"] = CLAIMS["C1"]  # type: ignore[index]  # deliberately: the registry is read-only

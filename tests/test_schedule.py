@@ -47,7 +47,7 @@ def test_schedules_are_immutable_values() -> None:
     assert every_kth(3, 1) == every_kth(3, 1)
     assert windows([(0, 2)]) == windows(((0, 2),))
     with pytest.raises(AttributeError):
-        every_kth(3).k = 4  # type: ignore[misc]
+        every_kth(3).k = 4  # type: ignore[misc]  # deliberately: schedules are frozen
 
 
 # -------------------------------------------------------------------------- bad input
@@ -64,7 +64,7 @@ def test_schedules_are_immutable_values() -> None:
 )
 def test_bad_every_kth(k: object, offset: object, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
-        every_kth(k, offset)  # type: ignore[arg-type]
+        every_kth(k, offset)  # type: ignore[arg-type]  # deliberately wrong type: the run-time check is under test
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_bad_every_kth(k: object, offset: object, error: type[Exception], messag
 )
 def test_bad_windows(ranges: list[object], error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
-        windows(ranges)  # type: ignore[arg-type]
+        windows(ranges)  # type: ignore[arg-type]  # deliberately wrong type: the run-time check is under test
 
 
 def test_bad_epoch_windows() -> None:

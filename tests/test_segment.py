@@ -44,7 +44,7 @@ def test_grid_needs_two_points(num_alphas: int) -> None:
 @pytest.mark.parametrize("num_alphas", [2.0, True, "10"])
 def test_grid_size_must_be_an_int(num_alphas: object) -> None:
     with pytest.raises(TypeError, match="must be an int"):
-        alpha_grid(num_alphas)  # type: ignore[arg-type]
+        alpha_grid(num_alphas)  # type: ignore[arg-type]  # deliberately wrong type: the run-time check is under test
 
 
 # ----------------------------------------------------------------- hand-computed segments

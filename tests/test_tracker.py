@@ -398,7 +398,7 @@ def test_misuse_is_refused() -> None:
     with pytest.raises(ValueError, match="sharpness_every must be positive or None, got 0"):
         WalkTracker(model, measurement, sharpness_every=0)
     with pytest.raises(ValueError, match="unknown batch-norm mode 'running'"):
-        WalkTracker(model, measurement, bn_mode="running")  # type: ignore[arg-type]  # deliberately not a mode: the check is under test
+        WalkTracker(model, measurement, bn_mode="running")  # type: ignore[arg-type]  # deliberately not a mode: the run-time check is under test
     with pytest.raises(ValueError, match="num_alphas must be at least 2"):
         WalkTracker(model, measurement, num_alphas=1)
     with pytest.raises(ValueError, match="no trainable parameters"):

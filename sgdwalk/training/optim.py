@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
+from typing import overload
 
 import torch
 from torch import nn
@@ -106,8 +107,15 @@ class NoisyGD(Optimizer):
             generator.set_state(state.cpu())  # get_state is a CPU byte tensor whatever the device
             self._generators[device] = generator
 
+    # The overloads of torch.optim.Optimizer.step: no closure, no loss.
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
