@@ -17,8 +17,10 @@ _EXPORTS: dict[str, str] = {
     "MeasurementSet": "sgdwalk.instrument.measurement",
     "NoisyGD": "sgdwalk.training.optim",
     "ParameterLayout": "sgdwalk.instrument.measurement",
+    "PrecisionTarget": "sgdwalk.instrument.sampling",
     "RECORD_FIELDS": "sgdwalk.instrument.record",
     "SegmentSummary": "sgdwalk.instrument.segment",
+    "SgdwalkError": "sgdwalk.base.errors",
     "StepRecord": "sgdwalk.instrument.record",
     "WalkTracker": "sgdwalk.instrument.tracker",
     "alpha_grid": "sgdwalk.instrument.segment",
@@ -45,6 +47,7 @@ _EXPORTS: dict[str, str] = {
 
 
 if _TYPE_CHECKING:
+    from sgdwalk.base.errors import SgdwalkError
     from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
     from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
     from sgdwalk.instrument.measurement import (
@@ -56,6 +59,7 @@ if _TYPE_CHECKING:
         segment_losses,
     )
     from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+    from sgdwalk.instrument.sampling import PrecisionTarget
     from sgdwalk.instrument.schedule import MeasurementSchedule, epoch_windows, every_kth, every_step, windows
     from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, summarize_segment
     from sgdwalk.instrument.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
@@ -91,8 +95,10 @@ __all__ = [
     "MeasurementSet",
     "NoisyGD",
     "ParameterLayout",
+    "PrecisionTarget",
     "RECORD_FIELDS",
     "SegmentSummary",
+    "SgdwalkError",
     "StepRecord",
     "WalkTracker",
     "__version__",
