@@ -101,7 +101,7 @@ def test_standard_errors_match_the_spread_over_disjoint_measurement_sets(data: W
 def test_targeted_decisions_agree_with_the_whole_sets(data: WalkData) -> None:
     model = build_seeded_model(WalkConfig(), data, torch.device("cpu"))
     whole = MeasurementSet(data.train_inputs[: SUBSETS * SUBSET_SIZE], data.train_targets[: SUBSETS * SUBSET_SIZE], chunk_size=1024)
-    schedule = lambda step: step < 40 or 160 <= step < 200  # noqa: E731 - the real tier's two windows
+    schedule = lambda step: step < 20 or 160 <= step < 200  # noqa: E731 - the real tier's two windows
     exact = WalkTracker(model, whole, schedule=schedule, weight_decay=1e-4)
     targeted = WalkTracker(model, whole, schedule=schedule, weight_decay=1e-4, precision=PrecisionTarget(height_se=None, height_relative_se=None))
     train(model, data, 200, [exact, targeted])
