@@ -2,11 +2,12 @@
 
 Hessian-vector products by double backward through ``functional_call`` at a given
 parameter vector (the model is not modified), fed to a Lanczos iteration with full
-reorthogonalisation and a seeded start vector. It stops on an a-posteriori estimate of the
-*value's* error (``SHARPNESS_RELATIVE_ERROR``), checked after every product: a Ritz value
-with residual r is within r of an eigenvalue, and within about r²/gap of it when the
-Ritz gap is resolved, so the value is good long before the residual is small (ARPACK's
-criterion, which this replaced, asks the residual itself to be small, after blocks of 20).
+reorthogonalisation and a seeded start vector. It checks after every product whether the
+value is good to ``SHARPNESS_RELATIVE_ERROR``: by default when the residual r of the Ritz
+pair is that small (an eigenvalue lies within r), or, opted in with ``gap_estimate``, when
+the Kato-Temple estimate r²/gap is (fewer products, but wrong for a top eigenvalue not yet
+told apart from a close second). ARPACK, which this replaced, checked only after blocks of
+20 products.
 
 ``which="LA"`` (default) is the largest algebraic eigenvalue, ``which="LM"`` the one of
 largest magnitude: they differ when the Hessian has a large negative eigenvalue, and the
@@ -97,7 +98,9 @@ def _operator_and_gradient(
 
     if reuse:
         with measuring(model, forward_mode):
-            full_gradient = sum(chunk_gradient(inputs, targets) for inputs, targets in measurement.chunks())
+            full_gradient = torch.stack(
+                [chunk_gradient(inputs, targets) for inputs, targets in measurement.chunks()]
+            ).sum(dim=0)
 
         def product(vector: torch.Tensor) -> torch.Tensor:
             (hv,) = torch.autograd.grad(full_gradient, leaf, grad_outputs=vector, retain_graph=True)
@@ -131,11 +134,14 @@ def _chosen(values: NDArray[np.float64], which: EigenvalueChoice) -> int:
     return int(np.argmax(values) if which == "LA" else np.argmax(np.abs(values)))
 
 
-def _value_error_estimate(values: NDArray[np.float64], chosen: int, residual: float) -> float:
-    """min(r, r²/gap): Weyl's bound r always holds; r²/gap (Kato-Temple) once the gap to the
-    next Ritz value stands for the gap to the next eigenvalue."""
+def _value_error_bound(values: NDArray[np.float64], chosen: int, residual: float, gap_estimate: bool) -> float:
+    """The residual r of the Ritz pair: an eigenvalue lies within r of the Ritz value (a
+    Weyl-type bound that needs nothing else). With ``gap_estimate``, min(r, r²/gap) with
+    gap the distance to the next Ritz value (Kato-Temple): far smaller, but only an estimate,
+    wrong when an eigenvalue close to the top one is not resolved yet (the Ritz gap then
+    overstates the true one)."""
     others = np.delete(values, chosen)
-    if others.size == 0:
+    if not gap_estimate or others.size == 0:
         return residual
     gap = float(np.min(np.abs(others - values[chosen])))
     return residual if gap == 0.0 else min(residual, residual * residual / gap)
@@ -148,20 +154,23 @@ def lanczos_top_eigenpair(
     which: EigenvalueChoice = "LA",
     relative_error: float = SHARPNESS_RELATIVE_ERROR,
     max_products: int | None = None,
+    gap_estimate: bool = False,
 ) -> LanczosResult:
     """The top (``which``) eigenpair of the symmetric operator ``matvec`` by Lanczos.
 
     Full reorthogonalisation (a second pass when the first cancelled much) keeps the basis
     orthogonal in floating point, so no ghost copies of converged eigenvalues appear. Stops
-    when the error estimate of the value is below ``relative_error`` times the value (for
-    ``LM``: of both ends of the spectrum) and the value moved by less than that since the
-    previous product, after ``max_products`` products, or when the Krylov space is
-    invariant (then the value is exact).
+    when the error bound of the value (``_value_error_bound``; for ``LM`` of both ends of the
+    spectrum) is below ``relative_error`` times the value and the value moved by less than
+    that since the previous product, after ``max_products`` products, or when the Krylov
+    space is invariant (then the value is exact).
     """
     dimension = start.size
     limit = min(dimension, _DEFAULT_MAX_PRODUCTS if max_products is None else max_products)
     if limit < 1:
         raise ValueError(f"max_products must be positive, got {max_products}")
+    if not np.any(start):
+        raise ValueError("the start vector is zero: Lanczos needs a direction to start from")
     # Rows are written before they are read: np.empty spares zeroing (page faults) of
     # memory that most runs never touch.
     basis = np.empty((min(limit, 16), dimension))
@@ -189,7 +198,7 @@ def lanczos_top_eigenpair(
         # still moving outwards could overtake the one that has settled.
         ends = {chosen} if which == "LA" else {int(np.argmin(values)), int(np.argmax(values))}
         error = 0.0 if breakdown else max(
-            _value_error_estimate(values, end, norm * abs(float(vectors[-1, end]))) for end in ends
+            _value_error_bound(values, end, norm * abs(float(vectors[-1, end])), gap_estimate) for end in ends
         )
         settled = previous_value is not None and abs(value - previous_value) <= relative_error * abs(value)
         if breakdown or step + 1 == limit or (settled and error <= relative_error * abs(value)):
@@ -247,12 +256,17 @@ def top_hessian_eigenpair(
     relative_tolerance: float = SHARPNESS_RELATIVE_ERROR,
     max_iterations: int | None = None,
     reuse_graph: bool | None = None,
+    gap_estimate: bool = False,
 ) -> LanczosResult:
     """The largest (``LA``) or largest-magnitude (``LM``) Hessian eigenvalue at ``point``,
     with its unit eigenvector (float64, flat like ``point``) and the products it took.
 
-    ``relative_tolerance`` bounds the estimated relative error of the value (see
-    ``lanczos_top_eigenpair``); ``max_iterations`` caps the Hessian-vector products.
+    Lanczos starts from a vector drawn with ``seed`` (plus the gradient where the graph is
+    reused, see ``_start_vector``): the same seed gives the same value.
+
+    ``relative_tolerance`` bounds the relative error of the value, and ``gap_estimate``
+    trades that bound for an estimate (see ``lanczos_top_eigenpair``); ``max_iterations``
+    caps the Hessian-vector products.
     """
     if which not in ("LA", "LM"):
         raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
@@ -263,7 +277,12 @@ def top_hessian_eigenpair(
         return _dense_top_eigenpair(matvec, dimension, which)
     start = _start_vector(dimension, seed, None if gradient is None else gradient.double().cpu().numpy())
     return lanczos_top_eigenpair(
-        matvec, start, which=which, relative_error=relative_tolerance, max_products=max_iterations
+        matvec,
+        start,
+        which=which,
+        relative_error=relative_tolerance,
+        max_products=max_iterations,
+        gap_estimate=gap_estimate,
     )
 
 
