@@ -1,33 +1,58 @@
-"""Sharpness: the top eigenvalue of the Hessian of the measurement-set loss.
+"""Sharpness: the top eigenvalue of the Hessian of the measurement-set loss, with its error.
 
 Hessian-vector products by double backward through ``functional_call`` at a given
-parameter vector (the model is not modified), fed to Lanczos (``scipy.sparse.linalg.eigsh``)
-with a seeded start vector. ``which="LA"`` (default) is the largest algebraic eigenvalue,
-``which="LM"`` the one of largest magnitude: they differ when the Hessian has a large
-negative eigenvalue, and the suite says which one it means.
+parameter vector (the model is not modified), fed to a Lanczos iteration with full
+reorthogonalisation and a seeded start vector. It checks after every product whether the
+value is good to ``SHARPNESS_RELATIVE_ERROR``: by default when the residual r of the Ritz
+pair is that small (an eigenvalue lies within r), or, opted in with ``gap_estimate``, when
+the Kato-Temple estimate r²/gap is (fewer products, but wrong for a top eigenvalue not yet
+told apart from a close second). ARPACK, which this replaced, checked only after blocks of
+20 products.
+
+``which="LA"`` (default) is the largest algebraic eigenvalue, ``which="LM"`` the one of
+largest magnitude: they differ when the Hessian has a large negative eigenvalue, and the
+suite says which one it means.
+
+``top_eigenvalue_standard_error`` says how precise the value is as an estimate over the
+sample the measurement set is: batch means of the Rayleigh quotient along the found
+eigenvector (see its docstring for why that is the first-order error of the eigenvalue).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy.sparse.linalg import LinearOperator, eigsh
+from scipy.linalg import eigh_tridiagonal
 from torch import nn
 from torch.func import functional_call
 
-from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode, measuring
+from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, check_batchnorm_mode, measuring
 from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, recomputed_batchnorm_statistics
-from sgdwalk.instrument.tolerances import LANCZOS_RELATIVE_TOLERANCE
+from sgdwalk.instrument.tolerances import SHARPNESS_ERROR_BATCHES, SHARPNESS_RELATIVE_ERROR
 
 EigenvalueChoice = Literal["LA", "LM"]
 
-# Below this many parameters eigsh cannot run (it needs k < n); the Hessian is then built
-# column by column from Hessian-vector products and diagonalised densely, which is exact.
+# Below this many parameters the Hessian is built column by column from Hessian-vector
+# products and diagonalised densely, which is exact and no dearer than Lanczos.
 _DENSE_FALLBACK_DIMENSION = 3
+
+# Lanczos stops after this many products unless told otherwise: the basis it keeps grows by
+# one parameter vector (float64) per product, and the sharpness of the networks measured
+# here converges in 10-40.
+_DEFAULT_MAX_PRODUCTS = 300
+
+# A Lanczos step whose new direction is this small relative to the projected matrix has
+# found an invariant subspace: its Ritz values are eigenvalues, exactly (up to rounding).
+_BREAKDOWN_RELATIVE = 1e-12
+
+# Kahan and Parlett's "twice is enough": a second Gram-Schmidt pass is needed only when the
+# first removed most of the vector (its norm fell below 1/√2 of what it was).
+_REORTHOGONALISE_AGAIN = 2**-0.5
 
 
 def hessian_vector_product_operator(
@@ -43,6 +68,18 @@ def hessian_vector_product_operator(
     graph are built once and every product is one backward through it; otherwise each
     product re-runs the chunks, so memory stays bounded by the chunk size.
     """
+    return _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph)[0]
+
+
+def _operator_and_gradient(
+    model: nn.Module,
+    point: torch.Tensor,
+    measurement: MeasurementSet,
+    bn_mode: BatchNormMode = "train",
+    reuse_graph: bool | None = None,
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]:
+    """The operator, and the gradient at ``point`` where building it computed it (the
+    reused graph); None where it would cost a pass of its own."""
     check_batchnorm_mode(bn_mode)
     layout = ParameterLayout.of(model)
     leaf = point.detach().clone().requires_grad_(True)
@@ -61,13 +98,15 @@ def hessian_vector_product_operator(
 
     if reuse:
         with measuring(model, forward_mode):
-            full_gradient = sum(chunk_gradient(inputs, targets) for inputs, targets in measurement.chunks())
+            full_gradient = torch.stack(
+                [chunk_gradient(inputs, targets) for inputs, targets in measurement.chunks()]
+            ).sum(dim=0)
 
         def product(vector: torch.Tensor) -> torch.Tensor:
             (hv,) = torch.autograd.grad(full_gradient, leaf, grad_outputs=vector, retain_graph=True)
             return hv.detach()
 
-        return product
+        return product, full_gradient.detach()
 
     def product_by_chunks(vector: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(leaf)
@@ -78,7 +117,173 @@ def hessian_vector_product_operator(
                 total += hv.detach()
         return total
 
-    return product_by_chunks
+    return product_by_chunks, None
+
+
+@dataclass(frozen=True)
+class LanczosResult:
+    """The chosen Ritz pair, how many products it took, and its estimated error."""
+
+    value: float
+    vector: NDArray[np.float64]
+    products: int
+    error_estimate: float
+
+
+def _chosen(values: NDArray[np.float64], which: EigenvalueChoice) -> int:
+    return int(np.argmax(values) if which == "LA" else np.argmax(np.abs(values)))
+
+
+def _value_error_bound(values: NDArray[np.float64], chosen: int, residual: float, gap_estimate: bool) -> float:
+    """The residual r of the Ritz pair: an eigenvalue lies within r of the Ritz value (a
+    Weyl-type bound that needs nothing else). With ``gap_estimate``, min(r, r²/gap) with
+    gap the distance to the next Ritz value (Kato-Temple): far smaller, but only an estimate,
+    wrong when an eigenvalue close to the top one is not resolved yet (the Ritz gap then
+    overstates the true one)."""
+    others = np.delete(values, chosen)
+    if not gap_estimate or others.size == 0:
+        return residual
+    gap = float(np.min(np.abs(others - values[chosen])))
+    return residual if gap == 0.0 else min(residual, residual * residual / gap)
+
+
+def lanczos_top_eigenpair(
+    matvec: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+    start: NDArray[np.float64],
+    *,
+    which: EigenvalueChoice = "LA",
+    relative_error: float = SHARPNESS_RELATIVE_ERROR,
+    max_products: int | None = None,
+    gap_estimate: bool = False,
+) -> LanczosResult:
+    """The top (``which``) eigenpair of the symmetric operator ``matvec`` by Lanczos.
+
+    Full reorthogonalisation (a second pass when the first cancelled much) keeps the basis
+    orthogonal in floating point, so no ghost copies of converged eigenvalues appear. Stops
+    when the error bound of the value (``_value_error_bound``; for ``LM`` of both ends of the
+    spectrum) is below ``relative_error`` times the value and the value moved by less than
+    that since the previous product, after ``max_products`` products, or when the Krylov
+    space is invariant (then the value is exact).
+    """
+    dimension = start.size
+    limit = min(dimension, _DEFAULT_MAX_PRODUCTS if max_products is None else max_products)
+    if limit < 1:
+        raise ValueError(f"max_products must be positive, got {max_products}")
+    if not np.any(start):
+        raise ValueError("the start vector is zero: Lanczos needs a direction to start from")
+    # Rows are written before they are read: np.empty spares zeroing (page faults) of
+    # memory that most runs never touch.
+    basis = np.empty((min(limit, 16), dimension))
+    basis[0] = start / np.linalg.norm(start)
+    diagonal: list[float] = []
+    off_diagonal: list[float] = []
+    previous_value: float | None = None
+    for step in range(limit):
+        direction = np.asarray(matvec(basis[step]), dtype=np.float64)
+        diagonal.append(float(basis[step] @ direction))
+        kept = basis[: step + 1]
+        before = float(np.linalg.norm(direction))
+        direction -= kept.T @ (kept @ direction)
+        norm = float(np.linalg.norm(direction))
+        if norm < _REORTHOGONALISE_AGAIN * before:
+            # Much was cancelled, so rounding left a visible component along the basis.
+            direction -= kept.T @ (kept @ direction)
+            norm = float(np.linalg.norm(direction))
+        values, vectors = eigh_tridiagonal(np.array(diagonal), np.array(off_diagonal))
+        chosen = _chosen(values, which)
+        value = float(values[chosen])
+        scale = float(np.max(np.abs(values)))
+        breakdown = norm <= _BREAKDOWN_RELATIVE * scale or scale == 0.0
+        # "LM" compares the two ends of the spectrum, so both must have converged: an end
+        # still moving outwards could overtake the one that has settled.
+        ends = {chosen} if which == "LA" else {int(np.argmin(values)), int(np.argmax(values))}
+        error = 0.0 if breakdown else max(
+            _value_error_bound(values, end, norm * abs(float(vectors[-1, end])), gap_estimate) for end in ends
+        )
+        settled = previous_value is not None and abs(value - previous_value) <= relative_error * abs(value)
+        if breakdown or step + 1 == limit or (settled and error <= relative_error * abs(value)):
+            return LanczosResult(value, kept.T @ vectors[:, chosen], step + 1, error)
+        previous_value = value
+        off_diagonal.append(norm)
+        if step + 1 == basis.shape[0]:
+            basis = np.concatenate([basis, np.empty((min(basis.shape[0], limit - basis.shape[0]), dimension))])
+        basis[step + 1] = direction / norm
+    raise AssertionError("unreachable: the loop returns at its last step")
+
+
+def _matvec_of(point: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+    def matvec(vector: NDArray[np.float64]) -> NDArray[np.float64]:
+        as_tensor = torch.as_tensor(np.ravel(vector), dtype=point.dtype, device=point.device)
+        return product(as_tensor).double().cpu().numpy()
+
+    return matvec
+
+
+def _dense_top_eigenpair(
+    matvec: Callable[[NDArray[np.float64]], NDArray[np.float64]], dimension: int, which: EigenvalueChoice
+) -> LanczosResult:
+    columns = [matvec(column) for column in np.eye(dimension)]
+    hessian = np.array(columns).T
+    values, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    chosen = _chosen(values, which)
+    return LanczosResult(float(values[chosen]), vectors[:, chosen], dimension, 0.0)
+
+
+def _start_vector(dimension: int, seed: int, gradient: NDArray[np.float64] | None) -> NDArray[np.float64]:
+    """A seeded random unit vector, plus the unit gradient where it is at hand.
+
+    The gradient of a network's loss lies mostly in the top few Hessian eigendirections
+    (Gur-Ari, Roberts and Dyer 2018), so it starts Lanczos close to the answer (measured:
+    2-3 fewer products on the MLP of ``benchmarks/test_sharpness_speed.py``); the random half
+    keeps every eigendirection in the Krylov space, so a gradient that happens to be another
+    eigenvector cannot hide the top one.
+    """
+    start = np.random.default_rng(seed).standard_normal(dimension)
+    start /= np.linalg.norm(start)
+    if gradient is not None and np.linalg.norm(gradient) > 0.0 and np.all(np.isfinite(gradient)):
+        start += gradient / np.linalg.norm(gradient)
+    return start
+
+
+def top_hessian_eigenpair(
+    model: nn.Module,
+    point: torch.Tensor,
+    measurement: MeasurementSet,
+    *,
+    bn_mode: BatchNormMode = "train",
+    which: EigenvalueChoice = "LA",
+    seed: int = 0,
+    relative_tolerance: float = SHARPNESS_RELATIVE_ERROR,
+    max_iterations: int | None = None,
+    reuse_graph: bool | None = None,
+    gap_estimate: bool = False,
+) -> LanczosResult:
+    """The largest (``LA``) or largest-magnitude (``LM``) Hessian eigenvalue at ``point``,
+    with its unit eigenvector (float64, flat like ``point``) and the products it took.
+
+    Lanczos starts from a vector drawn with ``seed`` (plus the gradient where the graph is
+    reused, see ``_start_vector``): the same seed gives the same value.
+
+    ``relative_tolerance`` bounds the relative error of the value, and ``gap_estimate``
+    trades that bound for an estimate (see ``lanczos_top_eigenpair``); ``max_iterations``
+    caps the Hessian-vector products.
+    """
+    if which not in ("LA", "LM"):
+        raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
+    product, gradient = _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph)
+    matvec = _matvec_of(point, product)
+    dimension = point.numel()
+    if dimension < _DENSE_FALLBACK_DIMENSION:
+        return _dense_top_eigenpair(matvec, dimension, which)
+    start = _start_vector(dimension, seed, None if gradient is None else gradient.double().cpu().numpy())
+    return lanczos_top_eigenpair(
+        matvec,
+        start,
+        which=which,
+        relative_error=relative_tolerance,
+        max_products=max_iterations,
+        gap_estimate=gap_estimate,
+    )
 
 
 def top_hessian_eigenvalue(
@@ -89,33 +294,135 @@ def top_hessian_eigenvalue(
     bn_mode: BatchNormMode = "train",
     which: EigenvalueChoice = "LA",
     seed: int = 0,
-    relative_tolerance: float = LANCZOS_RELATIVE_TOLERANCE,
+    relative_tolerance: float = SHARPNESS_RELATIVE_ERROR,
     max_iterations: int | None = None,
     reuse_graph: bool | None = None,
 ) -> float:
     """The largest (``LA``) or largest-magnitude (``LM``) Hessian eigenvalue at ``point``."""
-    if which not in ("LA", "LM"):
-        raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
-    product = hessian_vector_product_operator(model, point, measurement, bn_mode, reuse_graph)
-    dimension = point.numel()
-    dtype, device = point.dtype, point.device
+    return top_hessian_eigenpair(
+        model,
+        point,
+        measurement,
+        bn_mode=bn_mode,
+        which=which,
+        seed=seed,
+        relative_tolerance=relative_tolerance,
+        max_iterations=max_iterations,
+        reuse_graph=reuse_graph,
+    ).value
 
-    def matvec(vector: NDArray[np.float64]) -> NDArray[np.float64]:
-        as_tensor = torch.as_tensor(np.ravel(vector), dtype=dtype, device=device)
-        return product(as_tensor).double().cpu().numpy()
 
-    if dimension < _DENSE_FALLBACK_DIMENSION:
-        columns = [matvec(column) for column in np.eye(dimension)]
-        hessian = np.array(columns).T
-        eigenvalues = np.linalg.eigvalsh(0.5 * (hessian + hessian.T))
-        return float(eigenvalues[-1] if which == "LA" else eigenvalues[np.argmax(np.abs(eigenvalues))])
+# ------------------------------------------------------------------ error over the set
+def _error_batches(
+    model: nn.Module, measurement: MeasurementSet, bn_mode: BatchNormMode, num_batches: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Disjoint parts of the measurement set whose mean losses average to the set's loss.
 
-    operator = LinearOperator((dimension, dimension), matvec=matvec, dtype=np.float64)
-    start = np.random.default_rng(seed).standard_normal(dimension)
-    if not np.any(matvec(start)):
-        # H v0 = 0 for a random v0 means H = 0 (almost surely): ARPACK would stop on a zero vector.
-        return 0.0
-    values = eigsh(
-        operator, k=1, which=which, v0=start, tol=relative_tolerance, maxiter=max_iterations, return_eigenvectors=False
+    In ``train`` batch-norm mode the loss of a sample depends on the chunk it is normalised
+    with, so the parts are the set's own chunks; otherwise every sample's loss is its own
+    and the set is cut into ``num_batches`` contiguous parts of near-equal size.
+    """
+    if bn_mode == "train" and batchnorm_layers(model):
+        yield from measurement.chunks()
+        return
+    for indices in np.array_split(np.arange(measurement.size), min(num_batches, measurement.size)):
+        yield measurement.inputs[indices[0] : indices[-1] + 1], measurement.targets[indices[0] : indices[-1] + 1]
+
+
+def batch_rayleigh_quotients(
+    model: nn.Module,
+    point: torch.Tensor,
+    vector: torch.Tensor | NDArray[np.float64],
+    measurement: MeasurementSet,
+    *,
+    bn_mode: BatchNormMode = "train",
+    num_batches: int = SHARPNESS_ERROR_BATCHES,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(vᵀ H_b v / vᵀ v for each part b, the parts' sizes): H_b is the Hessian of the mean
+    loss over part b (see ``_error_batches`` for the parts). The size-weighted mean of the
+    quotients is the Rayleigh quotient of the whole set's Hessian."""
+    check_batchnorm_mode(bn_mode)
+    layout = ParameterLayout.of(model)
+    leaf = point.detach().clone().requires_grad_(True)
+    direction = torch.as_tensor(np.asarray(vector), dtype=point.dtype, device=point.device).reshape(-1)
+    direction = direction / torch.linalg.vector_norm(direction)
+    # "recompute": statistics of the whole set at the point, held fixed, as the value uses.
+    buffers = recomputed_batchnorm_statistics(model, point, measurement) if bn_mode == "recompute" else {}
+    forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
+    quotients, sizes = [], []
+    with measuring(model, forward_mode):
+        for inputs, targets in _error_batches(model, measurement, bn_mode, num_batches):
+            outputs = functional_call(model, {**layout.unflatten(leaf), **buffers}, (inputs,))
+            loss = measurement.loss_fn(outputs, targets).mean()
+            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
+            (curvature,) = torch.autograd.grad(gradient, leaf, grad_outputs=direction)
+            quotients.append(float((direction.double() @ curvature.detach().double()).cpu()))
+            sizes.append(int(targets.shape[0]))
+    return np.array(quotients), np.array(sizes, dtype=np.float64)
+
+
+def top_eigenvalue_standard_error(
+    model: nn.Module,
+    point: torch.Tensor,
+    vector: torch.Tensor | NDArray[np.float64],
+    measurement: MeasurementSet,
+    *,
+    bn_mode: BatchNormMode = "train",
+    num_batches: int = SHARPNESS_ERROR_BATCHES,
+) -> float:
+    """Standard error of the top Hessian eigenvalue over the measurement set, by batch means.
+
+    The set is a sample; the eigenvalue of its mean Hessian H = Σ_b w_b H_b varies with it.
+    To first order in the sampling noise δH, the top eigenvalue moves by vᵀ δH v along its
+    unit eigenvector v (Hellmann-Feynman; valid while the noise is small against the gap
+    to the next eigenvalue), so its sampling error is that of the weighted mean of the batch
+    quotients q_b = vᵀ H_b v: SE² = B/(B−1) Σ_b w_b² (q_b − λ)², w_b = n_b / n (the usual
+    batch-means estimate; for equal parts it is sd(q)/√B). One pass of products over the set,
+    against B eigen-solves for a jackknife. It does not see the eigenvalue's upward bias
+    (the top eigenvalue of a noisy matrix is biased high, at second order) nor the noise of
+    v itself, which enters at second order too.
+    """
+    quotients, sizes = batch_rayleigh_quotients(
+        model, point, vector, measurement, bn_mode=bn_mode, num_batches=num_batches
     )
-    return float(values[0])
+    return _batch_means_standard_error(quotients, sizes)
+
+
+def _batch_means_standard_error(quotients: NDArray[np.float64], sizes: NDArray[np.float64]) -> float:
+    if quotients.size < 2:
+        raise ValueError(
+            "the standard error needs at least two disjoint parts of the measurement set; in batch-norm "
+            "'train' mode the parts are the set's chunks: use a chunk size below the set size"
+        )
+    weights = sizes / sizes.sum()
+    value = float(weights @ quotients)
+    count = quotients.size
+    return float(np.sqrt(count / (count - 1) * np.sum(weights**2 * (quotients - value) ** 2)))
+
+
+@dataclass(frozen=True)
+class SharpnessEstimate:
+    """The top eigenvalue, its standard error over the measurement set, and what it cost."""
+
+    value: float
+    standard_error: float
+    products: int
+    batches: int
+
+
+def sharpness_with_standard_error(
+    model: nn.Module,
+    point: torch.Tensor,
+    measurement: MeasurementSet,
+    *,
+    bn_mode: BatchNormMode = "train",
+    which: EigenvalueChoice = "LA",
+    seed: int = 0,
+    num_batches: int = SHARPNESS_ERROR_BATCHES,
+) -> SharpnessEstimate:
+    """``top_hessian_eigenpair`` followed by ``top_eigenvalue_standard_error`` along its vector."""
+    pair = top_hessian_eigenpair(model, point, measurement, bn_mode=bn_mode, which=which, seed=seed)
+    quotients, sizes = batch_rayleigh_quotients(
+        model, point, pair.vector, measurement, bn_mode=bn_mode, num_batches=num_batches
+    )
+    return SharpnessEstimate(pair.value, _batch_means_standard_error(quotients, sizes), pair.products, int(quotients.size))

@@ -21,7 +21,7 @@ from landscapes import Quadratic
 from sgdwalk import top_hessian_eigenvalue
 from suites.quick import rotation_seeds, rounding_bound
 
-# The agreement asked of a float64 estimate (Lanczos is run to 1e-8, sgdwalk.instrument.tolerances).
+# The agreement asked of a float64 estimate (Lanczos stops at a residual of 1e-6 of the value, sgdwalk.instrument.tolerances).
 RELATIVE_AGREEMENT = 1e-6
 # "LM" is ambiguous when the two largest magnitudes belong to eigenvalues of opposite sign and
 # nearly cancel; below this relative gap the example is skipped (either answer would be right).
