@@ -23,7 +23,7 @@ from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, loss
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_kth, every_step, windows
 from sgdwalk.instrument.segment import alpha_grid
-from sgdwalk.instrument.sharpness import top_hessian_eigenvalue
+from sgdwalk.instrument.sharpness import sharpness_with_standard_error, top_hessian_eigenvalue
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.instrument.uncertainty import BARRIER_TEST_OUTCOMES
 from tests.helpers import FLOAT64_REORDERED, assert_close, classification_data, linear_layer, measured_steps, mlp
@@ -295,6 +295,24 @@ def test_sharpness_on_every_kth_measured_step_at_the_next_iterate() -> None:
         if record.sharpness is not None:
             point = torch.from_numpy(run.parameters[record.step + 1]).float()
             assert record.sharpness == top_hessian_eigenvalue(run.model, point, run.measurement, seed=5)
+            estimate = sharpness_with_standard_error(run.model, point, run.measurement, seed=5)
+            assert record.sharpness_se == estimate.standard_error
+        else:
+            assert record.sharpness_se is None
+
+
+def test_sharpness_carries_its_standard_error_over_the_set() -> None:
+    model = mlp(2)
+    inputs, targets = classification_data(2, 64)
+    tracker = WalkTracker(model, MeasurementSet(inputs, targets, chunk_size=16), sharpness_every=1, sharpness_seed=3)
+    tracker.before_step()
+    with torch.no_grad():
+        model[0].bias.add_(0.1)
+    (record,) = tracker.after_step()
+    point = flat_parameters(model)
+    assert record.sharpness == top_hessian_eigenvalue(model, point, tracker.measurement, seed=3)
+    estimate = sharpness_with_standard_error(model, point, tracker.measurement, seed=3)
+    assert record.sharpness_se == estimate.standard_error and estimate.batches >= 2
 
 
 # ------------------------------------------------------------------------- divergence

@@ -46,6 +46,7 @@ class StepRecord:
     barrier_excess: float | None = None
     barrier_excess_se: float | None = None
     barrier_test: str | None = None
+    sharpness_se: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -388,6 +388,12 @@ def top_eigenvalue_standard_error(
     return _batch_means_standard_error(quotients, sizes)
 
 
+def top_eigenvalue_standard_error_of(quotients: NDArray[np.float64], sizes: NDArray[np.float64]) -> float:
+    """The batch-means standard error of ``top_eigenvalue_standard_error`` from quotients
+    already taken (``batch_rayleigh_quotients``)."""
+    return _batch_means_standard_error(quotients, sizes)
+
+
 def _batch_means_standard_error(quotients: NDArray[np.float64], sizes: NDArray[np.float64]) -> float:
     if quotients.size < 2:
         raise ValueError(

@@ -35,7 +35,13 @@ from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
 from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid
-from sgdwalk.instrument.sharpness import EigenvalueChoice, top_hessian_eigenvalue
+from sgdwalk.instrument.sharpness import (
+    EigenvalueChoice,
+    batch_rayleigh_quotients,
+    top_eigenvalue_standard_error_of,
+    top_hessian_eigenpair,
+    top_hessian_eigenvalue,
+)
 from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
 
 RecordSink = Callable[[StepRecord], None]
@@ -207,6 +213,19 @@ class WalkTracker:
                 seed=self.sharpness_seed,
             )
 
+    def sharpness_with_error(self, point: torch.Tensor) -> tuple[float, float | None]:
+        """The top Hessian eigenvalue at ``point`` (as ``sharpness``) and its standard error
+        over the measurement set (None when the set gives fewer than two disjoint parts:
+        in batch-norm "train" mode the parts are the set's chunks)."""
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            pair = top_hessian_eigenpair(
+                self.model, point, self.measurement, bn_mode=self.bn_mode, which=self.sharpness_which, seed=self.sharpness_seed
+            )
+            quotients, sizes = batch_rayleigh_quotients(self.model, point, pair.vector, self.measurement, bn_mode=self.bn_mode)
+        if quotients.size < 2:
+            return pair.value, None
+        return pair.value, top_eigenvalue_standard_error_of(quotients, sizes)
+
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue the walk exactly: the step index, θ_0, the
@@ -294,9 +313,9 @@ class WalkTracker:
             return
         if next_measured:
             self._carried = (step + 1, measured.end_losses)
-        sharpness = None
+        sharpness, sharpness_se = None, None
         if self.sharpness_every is not None and step % self.sharpness_every == 0:
-            sharpness = self.sharpness(end)
+            sharpness, sharpness_se = self.sharpness_with_error(end)
         assert gradient is not None  # measured steps always take their gradient
         self._emit(
             StepRecord(
@@ -310,6 +329,7 @@ class WalkTracker:
                 distance_from_init=distance(end, self.initial_parameters),
                 param_norm=norm(end),
                 sharpness=sharpness,
+                sharpness_se=sharpness_se,
                 segment_alphas=(*(float(a) for a in self.alphas), 1.0),
                 segment_losses=measured.losses,
                 **_uncertainty_fields(measured),
