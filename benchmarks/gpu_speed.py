@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,12 +45,12 @@ REPO: Final = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script: the suites package lives at the repository root
     sys.path.insert(0, str(REPO))
 
-from sgdwalk.training.config import DEFAULT_CPU_THREADS  # noqa: E402
 from sgdwalk.instrument.geometry import flat_gradient, flat_parameters  # noqa: E402
 from sgdwalk.instrument.measurement import MeasurementSet, segment_losses  # noqa: E402
-from sgdwalk.training.models import build_model  # noqa: E402
-from sgdwalk.runs.runlog import device_name  # noqa: E402
 from sgdwalk.instrument.segment import alpha_grid, summarize_segment  # noqa: E402
+from sgdwalk.runs.runlog import device_name  # noqa: E402
+from sgdwalk.training.config import DEFAULT_CPU_THREADS  # noqa: E402
+from sgdwalk.training.models import build_model  # noqa: E402
 from suites.gpu.profiles import TINY_SIZES  # noqa: E402
 
 ARCHS: Final[tuple[str, ...]] = ("vgg11", "resnet56", "mlp")
@@ -309,7 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"device: {name}; torch {torch.__version__}; float32 (TF32 off); sizes: {'tiny' if args.tiny else 'full'}")
 
     numbers: dict[str, Any] = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": device.type,
         "device_name": name,
         "torch": torch.__version__,

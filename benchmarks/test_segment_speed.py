@@ -34,8 +34,8 @@ from torch import nn
 from benchmarks.conftest import EXTRAS, MEDIANS
 from sgdwalk.instrument.batchnorm import measuring
 from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, segment_losses
-from sgdwalk.training.models import build_model
 from sgdwalk.instrument.segment import alpha_grid
+from sgdwalk.training.models import build_model
 
 NUM_ALPHAS = 10
 # 2,000 samples in chunks of 1,000: the default walk's measurement set.

@@ -63,10 +63,10 @@ def power_iteration(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
     vector = [torch.randn(p.shape, generator=generator) for p in parameters]
     eigenvalue: float | None = None
     for _ in range(POWER_MAX_ITERATIONS):
-        norm = torch.sqrt(sum((v * v).sum() for v in vector))
+        norm = torch.sqrt(torch.stack([(v * v).sum() for v in vector]).sum())
         vector = [v / norm for v in vector]
         product = torch.autograd.grad(gradient, parameters, grad_outputs=vector, retain_graph=True)
-        new = float(sum((h * v).sum() for h, v in zip(product, vector)))
+        new = float(sum((h * v).sum() for h, v in zip(product, vector, strict=True)))
         vector = [h.detach() for h in product]
         if eigenvalue is not None and abs(new - eigenvalue) < POWER_RELATIVE_CHANGE * (abs(eigenvalue) + 1e-6):
             return new

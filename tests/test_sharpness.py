@@ -31,6 +31,8 @@ from tests.helpers import (
 class Quadratic(nn.Module):
     """Per-sample loss ½ (θ − x)ᵀ H (θ − x): the Hessian of the mean is H, whatever the x."""
 
+    hessian: torch.Tensor
+
     def __init__(self, hessian: torch.Tensor) -> None:
         super().__init__()
         self.theta = nn.Parameter(torch.linspace(-1.0, 1.0, hessian.shape[0], dtype=torch.float64))
@@ -169,7 +171,7 @@ def test_estimate_touches_neither_model_nor_random_streams() -> None:
     warm_batchnorm(model, inputs)
     nn.functional.cross_entropy(model(inputs), targets).backward()
     flags, before = training_flags(model), state_snapshot(model)
-    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state(legacy=True)
     for bn_mode in ("train", "eval", "recompute"):
         top_hessian_eigenvalue(
             model, flat_parameters(model), MeasurementSet(inputs, targets, chunk_size=8), bn_mode=bn_mode
@@ -177,7 +179,8 @@ def test_estimate_touches_neither_model_nor_random_streams() -> None:
     assert_same_state(before, state_snapshot(model))
     assert training_flags(model) == flags
     assert torch.equal(torch.random.get_rng_state(), torch_state)
-    after = np.random.get_state()
+    after = np.random.get_state(legacy=True)  # the tuple form (numpy's stubs type the default as a dict)
+    assert isinstance(after, tuple) and isinstance(numpy_state, tuple)
     assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
 
 

@@ -81,7 +81,7 @@ def _float64_setting(size: int = 200) -> tuple[torch.nn.Module, torch.Tensor, Me
 
 
 def _dense_hessian(model: torch.nn.Module, point: torch.Tensor, measurement: MeasurementSet) -> np.ndarray:
-    return torch.autograd.functional.hessian(mean_loss_function(model, measurement), point).numpy()  # type: ignore[arg-type]
+    return torch.autograd.functional.hessian(mean_loss_function(model, measurement), point).numpy()
 
 
 def test_eigenpair_matches_the_dense_hessian() -> None:
@@ -123,7 +123,7 @@ def test_train_mode_batchnorm_uses_the_sets_chunks_and_needs_two() -> None:
     inputs, targets = classification_data(3, 40)
     point = flat_parameters(model)
     vector = torch.randn(point.shape, generator=torch.Generator().manual_seed(0))
-    quotients, sizes = batch_rayleigh_quotients(model, point, vector, MeasurementSet(inputs, targets, chunk_size=16))
+    _, sizes = batch_rayleigh_quotients(model, point, vector, MeasurementSet(inputs, targets, chunk_size=16))
     assert sizes.tolist() == [16, 16, 8]
     with pytest.raises(ValueError, match="at least two disjoint parts"):
         top_eigenvalue_standard_error(model, point, vector, MeasurementSet(inputs, targets, chunk_size=64))

@@ -307,7 +307,7 @@ def test_sharpness_carries_its_standard_error_over_the_set() -> None:
     tracker = WalkTracker(model, MeasurementSet(inputs, targets, chunk_size=16), sharpness_every=1, sharpness_seed=3)
     tracker.before_step()
     with torch.no_grad():
-        model[0].bias.add_(0.1)
+        linear_layer(model, 0).bias.add_(0.1)
     (record,) = tracker.after_step()
     point = flat_parameters(model)
     assert record.sharpness == top_hessian_eigenvalue(model, point, tracker.measurement, seed=3)

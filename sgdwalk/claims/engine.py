@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sgdwalk.training.config import WalkConfig
+from sgdwalk.claims.statistics import Estimate
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkData, WalkResult, load_walk_data, run_walk
-from sgdwalk.claims.statistics import Estimate
+from sgdwalk.training.config import WalkConfig
 
 RunsBySetting = Mapping[str, Sequence[WalkResult]]
 StatisticFunction = Callable[[RunsBySetting], Estimate]

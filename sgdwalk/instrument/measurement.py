@@ -88,7 +88,7 @@ class ParameterLayout:
         if vector.ndim != 1 or vector.numel() != self.numel:
             raise ValueError(f"expected a vector of {self.numel} parameters, got shape {tuple(vector.shape)}")
         pieces = torch.split(vector, [int(np.prod(shape)) for shape in self.shapes])
-        return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
+        return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes, strict=True)}
 
 
 def _check_per_sample(losses: torch.Tensor, num_samples: int) -> None:
@@ -129,7 +129,7 @@ def _recompute_statistics(
             layer.track_running_stats = True
             layer.momentum = None
         for inputs, _ in measurement.chunks():
-            for parameters, buffers in zip(parameter_dicts, statistics):
+            for parameters, buffers in zip(parameter_dicts, statistics, strict=True):
                 functional_call(model, {**parameters, **buffers}, (inputs,))
     finally:
         for layer, training, tracking, momentum in saved:
@@ -172,7 +172,7 @@ def losses_at_points(
         if bn_mode == "recompute" and batchnorm_layers(model):
             buffer_dicts = _recompute_statistics(model, parameter_dicts, measurement)
         for inputs, targets in measurement.chunks():
-            for index, (parameters, buffers) in enumerate(zip(parameter_dicts, buffer_dicts)):
+            for index, (parameters, buffers) in enumerate(zip(parameter_dicts, buffer_dicts, strict=True)):
                 outputs = functional_call(model, {**parameters, **buffers}, (inputs,))
                 losses = measurement.loss_fn(outputs, targets)
                 _check_per_sample(losses, int(targets.shape[0]))
@@ -217,7 +217,7 @@ def _submodule_name(model: nn.Module, layer: nn.Module) -> str:
 @contextmanager
 def _forward_replaced(layer: nn.Module, output: Callable[[], torch.Tensor]) -> Iterator[None]:
     """Make ``layer(...)`` return ``output()`` without computing anything (hooks still run)."""
-    layer.forward = lambda *args, **kwargs: output()  # type: ignore[method-assign]
+    layer.forward = lambda *args, **kwargs: output()
     try:
         yield
     finally:
@@ -351,7 +351,7 @@ class SegmentPoints:
             rows = self._losses_affine_input(inputs, targets, first)
         else:
             rows = []
-            for parameters, buffers in zip(self._parameters[first:], self._buffers[first:]):
+            for parameters, buffers in zip(self._parameters[first:], self._buffers[first:], strict=True):
                 outputs = functional_call(self.model, {**parameters, **buffers}, (inputs,))
                 rows.append(self._checked(self.loss_fn(outputs, targets), targets))
         return torch.stack(rows)
@@ -364,7 +364,7 @@ class SegmentPoints:
         # One buffer for every α: a fresh activation-sized tensor per α costs more in page
         # faults than the lerp itself (conv nets, CPU).
         mixed = torch.empty_like(layer_start)
-        for alpha, parameters in zip(self.alphas[first:], self._parameters[first:]):
+        for alpha, parameters in zip(self.alphas[first:], self._parameters[first:], strict=True):
             # lerp returns its ends exactly at weights 0 and 1, so α = 0 and 1 are exact too.
             torch.lerp(layer_start, layer_end, alpha, out=mixed)
             with _forward_replaced(self._layer, lambda: mixed):
