@@ -10,6 +10,7 @@ from collections import defaultdict
 
 import pytest
 import torch
+from pytest_benchmark.fixture import BenchmarkFixture
 
 # One intra-op thread, as `sgdwalk walk` runs by default (config.DEFAULT_CPU_THREADS): the
 # ratios then compare the methods, not how well each hides a second thread's waits.
@@ -32,3 +33,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(f"{group:<28} {method:<22} {median * 1e3:9.1f} ms  {ratio}")
         for what, value in sorted(EXTRAS.get(group, {}).items()):
             terminalreporter.write_line(f"{group:<28} {what:<22} {value}")
+
+
+def median_seconds(benchmark: BenchmarkFixture) -> float:
+    """The median of a benchmark that has run (pytest-benchmark fills ``stats`` after a run)."""
+    assert benchmark.stats is not None, "the benchmark has not run"
+    return float(benchmark.stats.stats.median)

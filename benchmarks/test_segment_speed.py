@@ -29,9 +29,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
 
-from benchmarks.conftest import EXTRAS, MEDIANS
+from benchmarks.conftest import EXTRAS, MEDIANS, median_seconds
 from sgdwalk.instrument.batchnorm import measuring
 from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, segment_losses
 from sgdwalk.instrument.segment import alpha_grid
@@ -119,7 +120,7 @@ def _peak_memory_mib(method: str, arch: str, channels: int, size: int, width: fl
 @pytest.mark.parametrize(("group", "arch", "channels", "size", "width"), MODELS, ids=[m[0] for m in MODELS])
 @pytest.mark.parametrize("method", ["reference", "sgdwalk", "naive"])
 def test_segment_measurement(
-    benchmark: pytest.FixtureRequest, group: str, arch: str, channels: int, size: int, width: float, method: str
+    benchmark: BenchmarkFixture, group: str, arch: str, channels: int, size: int, width: float, method: str
 ) -> None:
     model, start, end, measurement = _setup(arch, channels, size, width)
     grid = alpha_grid(NUM_ALPHAS)
@@ -128,9 +129,9 @@ def test_segment_measurement(
         "sgdwalk": lambda: segment_losses(model, start, end, grid, measurement, "train"),
         "naive": lambda: _naive(model, start, end, measurement),
     }
-    benchmark.group = group  # type: ignore[attr-defined]
-    benchmark.pedantic(runs[method], rounds=3, warmup_rounds=1)  # type: ignore[attr-defined]
-    MEDIANS[group][method] = benchmark.stats.stats.median  # type: ignore[attr-defined]
+    benchmark.group = group
+    benchmark.pedantic(runs[method], rounds=3, warmup_rounds=1)
+    MEDIANS[group][method] = median_seconds(benchmark)
     if method in ("sgdwalk", "reference"):
         EXTRAS[group][f"peak MiB, {method}"] = f"{_peak_memory_mib(method, arch, channels, size, width):.1f}"
         _check_goal(group)

@@ -23,10 +23,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pytest_benchmark.fixture import BenchmarkFixture
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 
-from benchmarks.conftest import EXTRAS, MEDIANS
+from benchmarks.conftest import EXTRAS, MEDIANS, median_seconds
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.sharpness import _matvec_of, hessian_vector_product_operator, top_hessian_eigenpair
 from sgdwalk.training.data import DatasetNotFoundError, load_tensors
@@ -88,7 +89,7 @@ ERRORS: dict[str, dict[str, float]] = {}
 
 @pytest.mark.parametrize("where", list(POINTS))
 @pytest.mark.parametrize("method", ["reference", "sgdwalk", "sgdwalk-gap-estimate"])
-def test_top_eigenvalue(benchmark: pytest.FixtureRequest, where: str, method: str) -> None:
+def test_top_eigenvalue(benchmark: BenchmarkFixture, where: str, method: str) -> None:
     model, inputs, targets = _setting(POINTS[where])
     measurement = MeasurementSet(inputs, targets, chunk_size=IMAGES)
     point = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -100,9 +101,9 @@ def test_top_eigenvalue(benchmark: pytest.FixtureRequest, where: str, method: st
         ).value,
     }
     group = f"sharpness-mlp-784-100-10-{where}"
-    benchmark.group = group  # type: ignore[attr-defined]
-    value = benchmark.pedantic(runs[method], rounds=5, warmup_rounds=1)  # type: ignore[attr-defined]
-    MEDIANS[group][method] = benchmark.stats.stats.median  # type: ignore[attr-defined]
+    benchmark.group = group
+    value = benchmark.pedantic(runs[method], rounds=5, warmup_rounds=1)
+    MEDIANS[group][method] = median_seconds(benchmark)
     converged = _converged(model, point, measurement)
     error = abs(value - converged) / abs(converged)
     ERRORS.setdefault(group, {})[method] = error

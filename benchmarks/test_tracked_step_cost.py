@@ -22,6 +22,7 @@ import statistics
 import time
 
 import pytest
+from pytest_benchmark.fixture import BenchmarkFixture
 
 from benchmarks.conftest import EXTRAS, MEDIANS
 from sgdwalk.runs.runner import WalkData, load_walk_data, run_walk
@@ -39,7 +40,7 @@ def _timed(config: WalkConfig, data: WalkData) -> tuple[float, list]:
     return time.perf_counter() - began, result.records
 
 
-def test_tracked_step_cost_in_training_steps(benchmark: pytest.FixtureRequest) -> None:
+def test_tracked_step_cost_in_training_steps(benchmark: BenchmarkFixture) -> None:
     base = WalkConfig(progress=False, checkpoint_every_epochs=None)
     try:
         data = load_walk_data(base)
@@ -57,7 +58,7 @@ def test_tracked_step_cost_in_training_steps(benchmark: pytest.FixtureRequest) -
         for mode, config in configs.items():
             seconds[mode], records[mode] = _timed(config, data)
 
-    benchmark.pedantic(one_round, rounds=1, warmup_rounds=0)  # type: ignore[attr-defined]
+    benchmark.pedantic(one_round, rounds=1, warmup_rounds=0)
     steps = base.epochs * (data.train_inputs.shape[0] // base.batch_size)
     training_step = seconds["untracked"] / steps
     MEDIANS[GROUP]["reference"] = training_step

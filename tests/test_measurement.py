@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from sgdwalk.instrument.batchnorm import BatchNormMode
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import (
     MeasurementSet,
@@ -58,11 +59,11 @@ def float64_setting(batchnorm: bool, chunk_size: int = CHUNK) -> tuple[nn.Module
     [(False, "train"), (True, "train"), (True, "eval")],
     ids=["no-bn", "bn-train", "bn-eval"],
 )
-def test_segment_losses_match_naive_evaluation(batchnorm: bool, bn_mode: str) -> None:
+def test_segment_losses_match_naive_evaluation(batchnorm: bool, bn_mode: BatchNormMode) -> None:
     model, measurement = float64_setting(batchnorm)
     start, end = segment_ends(model, seed=1)
     alphas = alpha_grid(5)
-    measured = segment_losses(model, start, end, alphas, measurement, bn_mode)  # type: ignore[arg-type]
+    measured = segment_losses(model, start, end, alphas, measurement, bn_mode)
     expected = [
         naive_mean_loss(model_at(model, start + alpha * (end - start)), measurement, batchnorm_train=bn_mode == "train")
         for alpha in alphas
@@ -169,7 +170,7 @@ def test_no_points_give_no_losses() -> None:
 
 # ---------------------------------------------------------------- the model is untouched
 @pytest.mark.parametrize("bn_mode", ["train", "eval", "recompute"])
-def test_measurement_touches_no_parameter_buffer_gradient_or_flag(bn_mode: str) -> None:
+def test_measurement_touches_no_parameter_buffer_gradient_or_flag(bn_mode: BatchNormMode) -> None:
     model = mlp(6, batchnorm=True, dropout=0.5)
     inputs, targets = classification_data(6, SET_SIZE)
     warm_batchnorm(model, inputs)
@@ -178,7 +179,7 @@ def test_measurement_touches_no_parameter_buffer_gradient_or_flag(bn_mode: str) 
     model[1].eval()  # a mixed state, to see each flag restored individually
     flags, before = training_flags(model), state_snapshot(model)
     start, end = segment_ends(model, seed=6)
-    segment_losses(model, start, end, alpha_grid(3), MeasurementSet(inputs, targets, chunk_size=CHUNK), bn_mode)  # type: ignore[arg-type]
+    segment_losses(model, start, end, alpha_grid(3), MeasurementSet(inputs, targets, chunk_size=CHUNK), bn_mode)
     assert_same_state(before, state_snapshot(model))
     assert training_flags(model) == flags
     assert all(layer.track_running_stats for layer in model.modules() if isinstance(layer, nn.BatchNorm1d))
@@ -186,18 +187,18 @@ def test_measurement_touches_no_parameter_buffer_gradient_or_flag(bn_mode: str) 
 
 
 @pytest.mark.parametrize("bn_mode", ["train", "eval", "recompute"])
-def test_dropout_draws_no_random_numbers_during_a_measurement(bn_mode: str) -> None:
+def test_dropout_draws_no_random_numbers_during_a_measurement(bn_mode: BatchNormMode) -> None:
     model = mlp(7, batchnorm=True, dropout=0.5)
     model.train()
     inputs, targets = classification_data(7, SET_SIZE)
     measurement = MeasurementSet(inputs, targets, chunk_size=CHUNK)
     point = flat_parameters(model)
     rng_before = torch.random.get_rng_state()
-    first = losses_at_points(model, [point], measurement, bn_mode)  # type: ignore[arg-type]
+    first = losses_at_points(model, [point], measurement, bn_mode)
     assert torch.equal(torch.random.get_rng_state(), rng_before)
-    np.testing.assert_array_equal(first, losses_at_points(model, [point], measurement, bn_mode))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(first, losses_at_points(model, [point], measurement, bn_mode))
     without_dropout = nn.Sequential(*[layer for layer in model if not isinstance(layer, nn.Dropout)])
-    np.testing.assert_array_equal(first, losses_at_points(without_dropout, [point], measurement, bn_mode))  # type: ignore[arg-type]
+    np.testing.assert_array_equal(first, losses_at_points(without_dropout, [point], measurement, bn_mode))
 
 
 # -------------------------------------------------------------------------- bad input

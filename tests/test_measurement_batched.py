@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import vector_to_parameters
 
-from sgdwalk.instrument.batchnorm import batchnorm_layers, measuring
+from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, measuring
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints, _prefers_channels_last
 from sgdwalk.training.models import ARCHITECTURES, build_model
 
@@ -28,7 +28,7 @@ FAST_PATH_ATOL = 1e-6
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _setting(arch: str, bn_mode: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, MeasurementSet]:
+def _setting(arch: str, bn_mode: BatchNormMode) -> tuple[nn.Module, torch.Tensor, torch.Tensor, MeasurementSet]:
     torch.manual_seed(0)
     model = build_model(arch, in_channels=1, image_size=28, num_classes=10, width_multiplier=0.125)
     generator = torch.Generator().manual_seed(1)
@@ -44,7 +44,7 @@ def _setting(arch: str, bn_mode: str) -> tuple[nn.Module, torch.Tensor, torch.Te
     return model, start, end, MeasurementSet(inputs, targets, chunk_size=12)
 
 
-def _plain_losses(model: nn.Module, point: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, bn_mode: str) -> torch.Tensor:
+def _plain_losses(model: nn.Module, point: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, bn_mode: BatchNormMode) -> torch.Tensor:
     copied = copy.deepcopy(model)
     vector_to_parameters(point, copied.parameters())
     copied.eval()
@@ -62,11 +62,11 @@ def _point(start: torch.Tensor, end: torch.Tensor, alpha: float) -> torch.Tensor
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 @pytest.mark.parametrize("bn_mode", ["train", "eval"])
-def test_fast_path_matches_plain_evaluation_per_sample(arch: str, bn_mode: str) -> None:
+def test_fast_path_matches_plain_evaluation_per_sample(arch: str, bn_mode: BatchNormMode) -> None:
     model, start, end, measurement = _setting(arch, bn_mode)
-    points = SegmentPoints(model, start, end, ALPHAS, measurement, bn_mode)  # type: ignore[arg-type]
+    points = SegmentPoints(model, start, end, ALPHAS, measurement, bn_mode)
     for inputs, targets in measurement.chunks():
-        with torch.no_grad(), measuring(model, bn_mode):  # type: ignore[arg-type]
+        with torch.no_grad(), measuring(model, bn_mode):
             fast = points.losses(inputs, targets)
         plain = torch.stack([_plain_losses(model, _point(start, end, a), inputs, targets, bn_mode) for a in ALPHAS])
         assert fast.shape == (len(ALPHAS), targets.shape[0])

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from sgdwalk.instrument.batchnorm import BatchNormMode
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import MeasurementSet, outputs_are_losses
-from sgdwalk.instrument.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
+from sgdwalk.instrument.sharpness import EigenvalueChoice, hessian_vector_product_operator, top_hessian_eigenvalue
 from tests.helpers import (
     FLOAT64_REORDERED,
     LANCZOS_SEED_TO_SEED,
@@ -90,7 +91,7 @@ def test_tiny_models_use_the_exact_dense_path(eigenvalues: list[float], la: floa
 # ------------------------------------------------------------- a network, dense reference
 @pytest.mark.parametrize("reuse_graph", [True, False], ids=["one-graph", "by-chunks"])
 @pytest.mark.parametrize("which", ["LA", "LM"])
-def test_network_matches_dense_hessian(which: str, reuse_graph: bool) -> None:
+def test_network_matches_dense_hessian(which: EigenvalueChoice, reuse_graph: bool) -> None:
     model = mlp(11, dtype=torch.float64)
     inputs, targets = classification_data(11, 24, dtype=torch.float64)
     measurement = MeasurementSet(inputs, targets, chunk_size=10)
@@ -98,11 +99,11 @@ def test_network_matches_dense_hessian(which: str, reuse_graph: bool) -> None:
     dense = dense_eigenvalues(model, measurement, point)
     assert dense[0] < 0 < dense[-1]
     expected = dense[-1] if which == "LA" else largest_magnitude(dense)
-    value = top_hessian_eigenvalue(model, point, measurement, which=which, reuse_graph=reuse_graph)  # type: ignore[arg-type]
+    value = top_hessian_eigenvalue(model, point, measurement, which=which, reuse_graph=reuse_graph)
     assert_close(value, expected, LANCZOS_VS_DENSE, f"{which}, reuse_graph={reuse_graph}")
 
 
-def batchnorm_reference(model: nn.Module, point: torch.Tensor, measurement: MeasurementSet, bn_mode: str) -> nn.Module:
+def batchnorm_reference(model: nn.Module, point: torch.Tensor, measurement: MeasurementSet, bn_mode: BatchNormMode) -> nn.Module:
     """A copy of the model whose plain forward is what ``bn_mode`` asks a measurement to see."""
     if bn_mode == "recompute":
         return recomputed_statistics_model(model, point, measurement)
@@ -117,7 +118,7 @@ def batchnorm_reference(model: nn.Module, point: torch.Tensor, measurement: Meas
 
 
 @pytest.mark.parametrize("bn_mode", ["train", "eval", "recompute"])
-def test_batchnorm_modes_match_dense_hessian(bn_mode: str) -> None:
+def test_batchnorm_modes_match_dense_hessian(bn_mode: BatchNormMode) -> None:
     model = mlp(12, batchnorm=True, dropout=0.5, dtype=torch.float64)
     inputs, targets = classification_data(12, 24, dtype=torch.float64)
     warm_batchnorm(model, inputs)
@@ -125,7 +126,7 @@ def test_batchnorm_modes_match_dense_hessian(bn_mode: str) -> None:
     point = flat_parameters(model)
     reference = batchnorm_reference(model, point, measurement, bn_mode)
     expected = dense_eigenvalues(reference, measurement, point)[-1]
-    value = top_hessian_eigenvalue(model, point, measurement, bn_mode=bn_mode)  # type: ignore[arg-type]
+    value = top_hessian_eigenvalue(model, point, measurement, bn_mode=bn_mode)
     assert_close(value, expected, LANCZOS_VS_DENSE, f"bn {bn_mode}")
 
 

@@ -9,6 +9,7 @@ import torch
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.sharpness import (
+    EigenvalueChoice,
     batch_rayleigh_quotients,
     lanczos_top_eigenpair,
     sharpness_with_standard_error,
@@ -36,14 +37,14 @@ def _random_symmetric(dimension: int, seed: int) -> np.ndarray:
 @pytest.mark.parametrize("which", ["LA", "LM"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("gap_estimate", [False, True], ids=["residual-bound", "gap-estimate"])
-def test_lanczos_matches_eigh(which: str, seed: int, gap_estimate: bool) -> None:
+def test_lanczos_matches_eigh(which: EigenvalueChoice, seed: int, gap_estimate: bool) -> None:
     matrix = _random_symmetric(200, seed)
     values, vectors = np.linalg.eigh(matrix)
     index = -1 if which == "LA" else int(np.argmax(np.abs(values)))
     result = lanczos_top_eigenpair(
         lambda v: matrix @ v,
         np.random.default_rng(99).standard_normal(200),
-        which=which,  # type: ignore[arg-type]
+        which=which,
         relative_error=1e-6,
         gap_estimate=gap_estimate,
     )
