@@ -1,4 +1,4 @@
-"""Claims C1-C11 on VGG-11, ResNet-56 and the MLP: one test per check of ``claims.CHECKS`` and part.
+"""Claims C1-C11 on VGG-11, ResNet-56 and the MLP: one test per check of the claims table and part.
 
 Slow: runs only with ``--runslow``. Which profile (``--sgdwalk-profile``; default smoke),
 which device (``--sgdwalk-device``) and which data (``--sgdwalk-gpu-data``) are decided at
@@ -25,8 +25,9 @@ from sgdwalk.training.data import DatasetNotFoundError
 from sgdwalk.runs.runlog import device_name
 from sgdwalk.runs.sweep import expand_grid, parse_grid
 from suites.gpu import conftest
-from suites.gpu.claims import DATA_CHOICES, PARTS, Case, DataChoice, cases, choose_data, tier_configs, tier_grid
-from suites.gpu.profiles import DEFAULT_PROFILE, PROFILES, Profile
+from suites.gpu.claims import DATA_CHOICES, PARTS, choose_data
+from suites.profiles import DEFAULT_PROFILE, GPU_PROFILES, PROFILES, Profile
+from suites.tier_plan import Case, DataChoice, case_marks, cases, paper_data, tier_configs, tier_grid
 
 if TYPE_CHECKING:
     import torch
@@ -54,8 +55,8 @@ _plan_key: Final = pytest.StashKey[Plan]()
 
 def _profile(config: pytest.Config) -> Profile:
     name = config.getoption("sgdwalk_profile") or DEFAULT_PROFILE
-    if name not in PROFILES:
-        raise pytest.UsageError(f"--sgdwalk-profile {name!r}: the gpu tier knows {', '.join(PROFILES)}")
+    if name not in GPU_PROFILES:
+        raise pytest.UsageError(f"--sgdwalk-profile {name!r}: the gpu tier knows {', '.join(GPU_PROFILES)}")
     return PROFILES[name]
 
 
@@ -89,26 +90,20 @@ def plan(config: pytest.Config) -> Plan:
     for name, part in PARTS.items():
         if skip_reason is not None:
             # Nothing runs; the cases only name the tests (and their report entries).
-            data[name] = DataChoice(part.paper_data, None, False, "not resolved: the tier is skipped")
+            data[name] = paper_data(part, "not resolved: the tier is skipped")
             continue
         try:
             data[name] = choose_data(part, mode, profile.name, data_root)
         except DatasetNotFoundError as error:
-            data[name] = DataChoice(part.paper_data, None, False, "missing")
+            data[name] = paper_data(part, "missing")
             data_skips[name] = f"gpu tier, {name}: {error}"
     params = []
     for case in cases(profile, device, data, data_root):
-        marks: list[pytest.MarkDecorator] = [pytest.mark.claim(case.check.claim_id)]
-        reason = profile.not_reproduced.get(case.id)
+        marks = case_marks(case)
         if skip_reason is not None:
             marks.append(pytest.mark.skip(reason=skip_reason))
         elif case.part.name in data_skips:
             marks.append(pytest.mark.skip(reason=data_skips[case.part.name]))
-        elif reason is not None:
-            # The quoted values hold for the data and device they were measured on; elsewhere
-            # the check is expected to fail but may not.
-            strict = profile.measured_on == (case.data.name, device)
-            marks.append(pytest.mark.xfail(strict=strict, reason=f"{profile.name} profile: {reason}"))
         params.append(pytest.param(case, marks=marks, id=case.id))
     config.stash[_plan_key] = Plan(profile, device, params)
     return config.stash[_plan_key]
@@ -146,11 +141,11 @@ def test_conftest_data_choices_match_claims() -> None:
     assert conftest.DATA_CHOICES == DATA_CHOICES
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("profile", GPU_PROFILES)
 def test_tier_grid_round_trips_to_the_same_runs(profile: str) -> None:
     """The grid `python -m suites.gpu.claims` writes expands to exactly the tier's runs, so a
     sweep's cells are found again by --sgdwalk-sweep-dir."""
-    data = {name: DataChoice(part.paper_data, None, False, "") for name, part in PARTS.items()}
+    data = {name: paper_data(part) for name, part in PARTS.items()}
     configs = tier_configs(PROFILES[profile], "cuda", data)
     expanded = expand_grid(parse_grid(json.loads(json.dumps(tier_grid(configs)))))
     assert [c.result_hash for c in expanded] == [c.result_hash for c in configs]

@@ -1,31 +1,42 @@
-"""Sizes of the GPU tier as data: ``tiny`` (a CPU, CI), ``smoke`` (one H100) and ``paper``.
+"""The tiers as profiles of the claims table: which networks and data, how big, which seeds.
 
-A profile says, for each part of the tier (``vgg11``, ``resnet56``, ``mlp``), how big its runs
-are: widths, data subsets, updates, the step windows measured, the measurement set. What is
-run and compared (the settings and the checks of ``claims.py``) is built from these numbers,
-so a profile changes sizes, never which quantities a claim compares.
+A profile says, for each part of its tier (a network on a data set), how big its runs are:
+widths, data subsets, updates, the step windows measured, the measurement set, and which
+checks of ``claims_table.py`` it runs. What is run and compared (the settings of
+``tier_plan.py`` and the checks) is built from these numbers, so a profile changes sizes,
+seeds and setting names, never what a claim compares or its bound.
 
-- ``tiny``: every check end to end on a CPU in minutes (CI runs it with
+- ``real``: the CPU tier (``pytest suites/real --runslow``): the MLP and a half-width conv net
+  on the first 5,000 Fashion-MNIST images, a measurement set of 1,000 of them (the paper
+  measures on all 45k), 200 SGD updates (the conv net 100) with an early and a late window
+  measured, three seeds. The conv net runs four checks (a conv forward costs several times
+  the MLP's).
+- ``tiny``: every check of the GPU tier end to end on a CPU in minutes (CI runs it with
   ``--sgdwalk-device cpu --sgdwalk-profile tiny``). Widths are cut by ``width_multiplier``,
   data to a few hundred images, batches to 10-20, two seeds. Verdicts at this size say little
-  about the paper; a check that fails here is a strict xfail of this profile only, its reason
-  quoting the value measured (``TINY_NOT_REPRODUCED``).
-- ``smoke``: the whole tier on one H100 in about ten minutes (an estimate until
+  about the paper.
+- ``smoke``: the whole GPU tier on one H100 in about ten minutes (an estimate until
   ``benchmarks/gpu_speed.py`` has timed it on the card): full widths and batch 100, the first
   5,000 training images, 200 updates, two windows of 20 measured steps, 1,000 measurement
   images, three seeds.
 - ``paper``: the authors' protocol (NOTES §2): the whole 45k training split, 100 epochs (MLP 40),
   every step of epochs 1, 10, 25 and 100 (MLP 40) measured on all 45k images, three seeds.
   Days of GPU time: run it as a sweep (``sgdwalk sweep``) and point the tier at the cells.
+
+A check that does not reproduce in a profile is declared next to the checks
+(``claims_table.NOT_REPRODUCED``), keyed by profile, part and check.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
+from sgdwalk.claims.engine import ClaimCheck
 from sgdwalk.training.config import DEFAULT_NOISE_BATCHES, DEFAULT_NUM_ALPHAS
+from suites.claims_table import CHECKS, CORE_CHECKS, NOT_REPRODUCED, SCHEDULE_CHECKS
 
 Window = tuple[int, int]
 
@@ -35,13 +46,46 @@ PAPER_TRAIN_SIZE: Final = 45_000
 PAPER_SEEDS: Final[tuple[int, ...]] = (1111, 1112, 1113)
 # Two seeds are the fewest that give a spread; the tiny profile stops there to stay in minutes.
 TINY_SEEDS: Final[tuple[int, ...]] = (1111, 1112)
+# The protocol's learning rate (NOTES §2): every constant-rate setting but the lr pair runs at it.
+PROTOCOL_LR: Final = 0.1
 
-PART_NAMES: Final[tuple[str, ...]] = ("vgg11", "resnet56", "mlp")
+GPU_PART_NAMES: Final[tuple[str, ...]] = ("vgg11", "resnet56", "mlp")
 
 
 def epoch_windows(epochs: tuple[int, ...], steps_per_epoch: int) -> tuple[Window, ...]:
     """Every step of the given (1-based) epochs as step windows [start, stop)."""
     return tuple(((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch) for epoch in epochs)
+
+
+def select(*keys: str) -> tuple[ClaimCheck, ...]:
+    """Checks of the table by key (e.g. "C3-batch-cosine"), in table order; KeyError if unknown."""
+    known = {check.key for check in CHECKS}
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise KeyError(f"no checks {unknown} in the claims table")
+    return tuple(check for check in CHECKS if check.key in keys)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One network of a tier on its data, and the checks it runs.
+
+    Attributes:
+        name: the part's name in test ids ("mlp", "vgg11", ...).
+        arch / paper_data: the network and the data set it is checked on.
+        image_size: the image size the network was built for; a 28x28 fallback data set is
+            zero-padded to it (None: as is).
+        lr_high / lr_low: the learning-rate pair of C4 and C6 (Table 2's pairs in the GPU tier).
+        checks: the checks of the claims table this part runs.
+    """
+
+    name: str
+    arch: str
+    paper_data: str
+    image_size: int | None
+    lr_high: float
+    lr_low: float
+    checks: tuple[ClaimCheck, ...]
 
 
 @dataclass(frozen=True)
@@ -55,6 +99,9 @@ class PartSize:
         chunk_size: images per forward pass when measuring and evaluating.
         batch_size / small_batch / large_batch: the protocol batch and the two batch-sweep
             batches (C3, C4, C5).
+        batch_reference: the batch C4 compares ``small_batch`` with (None: the protocol
+            batch, whose run is the protocol run itself). ``batch_reference / small_batch``
+            must equal the part's ``lr_high / lr_low``: C4 changes lr/B by the same factor.
         updates / windows: SGD updates of every constant-rate setting, and the steps measured.
         batch_updates / batch_windows: the same for the batch sweep; its last window must be
             one of ``windows`` so that the protocol batch is measured on the same steps (C4).
@@ -62,7 +109,9 @@ class PartSize:
             GD at the authors' effective lr 0.9 (C1, C2). ``gd_updates`` ends an SGD epoch,
             so SGD's distance from θ_0 is recorded at the same update count (C5).
         gd_window: GD steps measured at each end of a GD run (None: every step).
-        schedule_epochs: epochs of the step / cyclical / trapezoid runs (C11).
+        schedule_epochs: epochs of the step / cyclical / trapezoid runs (C11; None: none run).
+        measure_sharpness: the protocol run measures the top Hessian eigenvalue at step 0 and
+            at the last window's start (C10).
         noise_batches: minibatches estimating the gradient variance of ``noisy-gd``.
         num_alphas: the α grid of a segment (the authors' 10 in every profile).
     """
@@ -82,14 +131,16 @@ class PartSize:
     gd_updates: int
     gd_edge_updates: int
     gd_window: int | None
-    schedule_epochs: int
+    schedule_epochs: int | None = None
+    batch_reference: int | None = None
+    measure_sharpness: bool = True
     noise_batches: int = DEFAULT_NOISE_BATCHES
     num_alphas: int = DEFAULT_NUM_ALPHAS
 
     def __post_init__(self) -> None:
         # Checked at import, so a profile that cannot describe its comparisons never runs.
         for batch, updates in ((self.batch_size, self.updates), (self.small_batch, self.batch_updates),
-                               (self.large_batch, self.batch_updates), (self.batch_size, self.batch_updates)):
+                               (self.large_batch, self.batch_updates), (self.reference_batch, self.batch_updates)):
             self.epochs_for(updates, batch)
         for name, windows, updates in (("windows", self.windows, self.updates),
                                        ("batch_windows", self.batch_windows, self.batch_updates)):
@@ -106,16 +157,22 @@ class PartSize:
             )
         if len(self.windows) < 2:
             raise ValueError("C10 compares the sharpness of the first and the last window: give two windows")
-        every = self.sharpness_every
-        sharp = [step for start, stop in self.windows for step in range(start, stop) if step % every == 0]
-        if sharp != [0, every]:
-            raise ValueError(f"sharpness every {every} steps would be measured at steps {sharp}, not just 0 and {every}")
-        if self.schedule_epochs < 2:
+        if self.measure_sharpness:
+            every = self.sharpness_every
+            sharp = [step for start, stop in self.windows for step in range(start, stop) if step % every == 0]
+            if sharp != [0, every]:
+                raise ValueError(f"sharpness every {every} steps would be measured at steps {sharp}, not just 0 and {every}")
+        if self.schedule_epochs is not None and self.schedule_epochs < 2:
             raise ValueError("the schedules need at least two epochs (a ramp and an anneal)")
 
     @property
     def train_size(self) -> int:
         return PAPER_TRAIN_SIZE if self.train_subset is None else self.train_subset
+
+    @property
+    def reference_batch(self) -> int:
+        """The batch C4 compares ``small_batch`` with."""
+        return self.batch_size if self.batch_reference is None else self.batch_reference
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.train_size // batch_size
@@ -142,25 +199,94 @@ class PartSize:
 
 @dataclass(frozen=True)
 class Profile:
-    """One size of the whole tier.
+    """One tier of the claims table at one size.
 
-    ``not_reproduced`` maps a test id (``<part>-<check name>``) to the reason of its strict
-    xfail in this profile; the values quoted were measured with ``measured_on`` = (data set,
-    device); with other data or another device the xfail is not strict (they do not apply).
+    Attributes:
+        name: ``--sgdwalk-profile`` (the gpu tier) or the tier's name (``real``).
+        seeds: the seeds every setting runs with.
+        parts / sizes: the parts (by name) and how big each one's runs are.
+        needs_cuda: sized for a GPU (the gpu tier skips it on a CPU).
+        measured_on: (data set, device) on which this profile's declared non-reproductions
+            were measured; elsewhere their xfails are not strict (the quoted values do not apply).
+        id_format: a test's id from ``part``, ``claim``, ``name`` (the check's short name)
+            and ``check`` (its key); ids are the keys by which ``sgdwalk claims compare``
+            matches a report with its baseline, so they stay as the tiers first wrote them.
     """
 
     name: str
     description: str
     seeds: tuple[int, ...]
+    parts: Mapping[str, Part]
     sizes: Mapping[str, PartSize]
     needs_cuda: bool
-    not_reproduced: Mapping[str, str] = field(default_factory=dict)
     measured_on: tuple[str, str] | None = None
+    id_format: str = "{part}-{check}"
 
     def __post_init__(self) -> None:
-        if set(self.sizes) != set(PART_NAMES):
-            raise ValueError(f"profile {self.name} must size every part {PART_NAMES}, got {sorted(self.sizes)}")
+        if set(self.sizes) != set(self.parts):
+            raise ValueError(f"profile {self.name} must size every part {sorted(self.parts)}, got {sorted(self.sizes)}")
+        for name, part in self.parts.items():
+            size = self.sizes[name]
+            keys = {check.key for check in part.checks}
+            # C4: the batch and the learning rate change the SDE's noise scale lr/B by one factor.
+            if "C4-batch-vs-lr" in keys and not math.isclose(
+                size.reference_batch / size.small_batch, part.lr_high / part.lr_low
+            ):
+                raise ValueError(
+                    f"profile {self.name}, {name}: batch {size.small_batch} -> {size.reference_batch} and lr "
+                    f"{part.lr_low} -> {part.lr_high} must change lr/B by the same factor (C4)"
+                )
+            sgd_epochs = size.updates // size.steps_per_epoch(size.batch_size)
+            if "C9-sgd-best" in keys and sgd_epochs >= size.gd_updates:
+                # "SGD trains best" is checked conservatively: SGD makes fewer passes than GD.
+                raise ValueError(f"profile {self.name}, {name}: SGD's {sgd_epochs} epochs must be fewer than GD's")
+            if any(check in SCHEDULE_CHECKS for check in part.checks) and size.schedule_epochs is None:
+                raise ValueError(f"profile {self.name}, {name}: C11 needs schedule_epochs")
+            if any(check.claim_id == "C10" for check in part.checks) and not size.measure_sharpness:
+                raise ValueError(f"profile {self.name}, {name}: C10 needs measure_sharpness")
 
+    def test_id(self, part: Part, check: ClaimCheck) -> str:
+        return self.id_format.format(part=part.name, claim=check.claim_id, name=check.name, check=check.key)
+
+
+# ------------------------------------------------------------------------------ real
+# 200 updates at batch 100 on 5,000 images = 4 epochs; every SGD setting takes the same 200
+# updates whatever its batch (epochs are scaled), so settings compare at equal updates.
+_REAL_MLP_SIZE: Final = PartSize(
+    width_multiplier=1.0, train_subset=5_000, validation_subset=2_000, measurement_size=1_000, chunk_size=1_000,
+    # C4 compares batch 50 with 200 and lr 0.05 with 0.2: a factor 4 in lr/B both.
+    batch_size=100, small_batch=50, large_batch=500, batch_reference=200,
+    updates=200, windows=((0, 20), (160, 200)), batch_updates=200, batch_windows=((0, 20), (160, 200)),
+    # 50 GD updates = one SGD epoch (C5); 40 at lr 0.9 (C1).
+    gd_updates=50, gd_edge_updates=40, gd_window=None,
+)
+# The conv net at half width (16 and 32 channels): 100 updates and 256 measurement samples,
+# because a conv forward costs several times the MLP's (at full width one run took 135 s on
+# this laptop, against ~20 s for the MLP). Its batch-sweep pair is 100 and 500 (C3), and its
+# sharpness is not measured: it runs no C10.
+_REAL_CONV_SIZE: Final = PartSize(
+    width_multiplier=0.5, train_subset=5_000, validation_subset=2_000, measurement_size=256, chunk_size=256,
+    batch_size=100, small_batch=100, large_batch=500,
+    updates=100, windows=((0, 10), (80, 100)), batch_updates=100, batch_windows=((0, 10), (80, 100)),
+    gd_updates=50, gd_edge_updates=40, gd_window=None, measure_sharpness=False,
+)
+REAL_PARTS: Final[Mapping[str, Part]] = {
+    "mlp": Part("mlp", "mlp", "fashion-mnist", None, lr_high=0.2, lr_low=0.05, checks=CORE_CHECKS),
+    "conv": Part(
+        "conv", "convnet", "fashion-mnist", None, lr_high=0.2, lr_low=0.05,
+        checks=select("C2-sgd-floor", "C3-batch-cosine", "C6-lr-height", "C7-early-barriers"),
+    ),
+}
+
+# --------------------------------------------------------------------------- gpu parts
+GPU_PARTS: Final[Mapping[str, Part]] = {
+    "vgg11": Part("vgg11", "vgg11", "cifar10", 32, lr_high=0.1, lr_low=0.05, checks=CORE_CHECKS + SCHEDULE_CHECKS),
+    "resnet56": Part(
+        "resnet56", "resnet56", "cifar10", 32, lr_high=0.3, lr_low=0.15, checks=CORE_CHECKS + SCHEDULE_CHECKS
+    ),
+    # The MLP is MNIST's network (784 inputs): Fashion-MNIST has the same shape, no padding.
+    "mlp": Part("mlp", "mlp", "mnist", None, lr_high=0.1, lr_low=0.05, checks=CORE_CHECKS),
+}
 
 # ------------------------------------------------------------------------------ tiny
 # ResNet-56 keeps its 56 layers at any width, so on a CPU it costs ~10x VGG-11 per image:
@@ -195,61 +321,6 @@ TINY_SIZES: Final[Mapping[str, PartSize]] = {
         gd_updates=10, gd_edge_updates=10, gd_window=None, schedule_epochs=3, noise_batches=10,
     ),
 }
-
-# The checks that failed in the first tiny run (CPU, Fashion-MNIST fallback, seeds 1111-1112),
-# with the value that decided it; the bounds were fixed before that run and are not moved.
-# Two seeds make the t interval 12.7 standard errors wide, so a check passes here only when
-# both seeds agree closely; most fail although both seeds lie on the claimed side.
-TINY_NOT_REPRODUCED: Final[Mapping[str, str]] = {
-    "mlp-C1-gd-cosine": "CI high end 0.36 (mean -0.4283, per seed [-0.49038, -0.36632]), not < -0.5",
-    "mlp-C10-sharpness": "CI low end -63.4 (mean 0.4911, per seed [-4.54023, 5.52236]), not > 0",
-    "mlp-C2-sgd-floor": "CI low end 0.5 (mean 0.5, per seed [0.5, 0.5]), not > 0.5",
-    "mlp-C2-sgd-vs-gd-cosine": "CI low end -0.0663 (mean 0.2374, per seed [0.21353, 0.26133]), not > 0",
-    "mlp-C3-batch-cosine": "CI low end -2.55 (mean 0.3696, per seed [0.59925, 0.13991]), not > 0",
-    "mlp-C4-batch-vs-lr": "CI low end -0.885 (mean 0.03115, per seed [0.10323, -0.04093]), not > 0",
-    "mlp-C5-batch-distance": "CI low end -0.0895 (mean 0.05061, per seed [0.03958, 0.06165]), not > 0",
-    "mlp-C5-sgd-vs-gd-distance": "CI low end -0.0644 (mean 0.07273, per seed [0.06193, 0.08352]), not > 0",
-    "mlp-C6-lr-height": "CI low end -0.0511 (mean 0.009394, per seed [0.01416, 0.00463]), not > 0",
-    "mlp-C8-floor-turning": "CI low end -1.95 (mean 0.1667, per seed [0.0, 0.33333]), not > 0",
-    "mlp-C9-noise-loss": "CI low end -0.00808 (mean 0.0003341, per seed [0.001, -0.00033]), not > 0",
-    "resnet56-C1-gd-cosine": "CI high end 0.435 (mean -0.02263, per seed [-0.05865, 0.01339]), not < -0.5",
-    "resnet56-C1-gd-floor": "CI low end -0.771 (mean 0.5, per seed [0.4, 0.6]), not > 0.5",
-    "resnet56-C10-sharpness": "CI low end -645 (mean 52.33, per seed [-2.53697, 107.18744]), not > 0",
-    "resnet56-C11-trapezoid-vs-cyclical": "CI low end -0.842 (mean -0.08, per seed [-0.14, -0.02]), not > -0.01",
-    "resnet56-C11-trapezoid-vs-step": "CI low end -0.117 (mean 0.01, per seed [0.02, 0.0]), not > -0.01",
-    "resnet56-C2-sgd-floor": "CI low end -1.78 (mean 0.3333, per seed [0.16667, 0.5]), not > 0.5",
-    "resnet56-C2-sgd-vs-gd-cosine": "CI low end -1.82 (mean 0.105, per seed [0.25676, -0.04676]), not > 0",
-    "resnet56-C3-batch-cosine": "CI low end -1.12 (mean 0.07643, per seed [0.17032, -0.01747]), not > 0",
-    "resnet56-C4-batch-vs-lr": "CI low end -0.332 (mean 0.03269, per seed [0.004, 0.06138]), not > 0",
-    "resnet56-C5-batch-distance": "CI low end -2.2 (mean 0.2511, per seed [0.05853, 0.44374]), not > 0",
-    "resnet56-C5-sgd-vs-gd-distance": "CI low end -2.08 (mean 0.2236, per seed [0.0421, 0.40511]), not > 0",
-    "resnet56-C6-lr-height": "CI low end -0.0402 (mean 0.001862, per seed [0.00518, -0.00145]), not > 0",
-    "resnet56-C7-barrier-size": "CI high end 0.0328 (mean 0.002735, per seed [0.00037, 0.0051]), not < 0.01",
-    "resnet56-C7-early-barriers": "CI high end 7.85 (mean 1.5, per seed [1.0, 2.0]), not <= 0",
-    "resnet56-C7-late-barrier-fraction": "CI high end 2.28 (mean 0.1667, per seed [0.0, 0.33333]), not < 0.1",
-    "resnet56-C8-floor-turning": "CI low end -5.85 (mean 0.5, per seed [1.0, 0.0]), not > 0",
-    "resnet56-C9-noise-distance": "CI low end -6.74 (mean 1.087, per seed [0.47084, 1.70283]), not > 0",
-    "resnet56-C9-noise-loss": "CI low end -0.0107 (mean -0.000735, per seed [5e-05, -0.00152]), not > 0",
-    "resnet56-C9-noise-norm": "CI low end -0.258 (mean 0.03867, per seed [0.0153, 0.06203]), not > 0",
-    "resnet56-C9-sgd-best": "CI low end 0 (mean 0, per seed [0.0, 0.0]), not > 0",
-    "vgg11-C1-gd-cosine": "CI high end 0.796 (mean 0.02429, per seed [0.08502, -0.03643]), not < -0.5",
-    "vgg11-C1-gd-floor": "CI low end -0.971 (mean 0.3, per seed [0.2, 0.4]), not > 0.5",
-    "vgg11-C10-sharpness": "CI low end -31.8 (mean -4.778, per seed [-6.90762, -2.64861]), not > 0",
-    "vgg11-C11-trapezoid-vs-cyclical": "CI low end -0.31 (mean 0.135, per seed [0.17, 0.1]), not > -0.01",
-    "vgg11-C2-sgd-floor": "CI low end -0.607 (mean 0.1875, per seed [0.25, 0.125]), not > 0.5",
-    "vgg11-C2-sgd-vs-gd-cosine": "CI low end -1.34 (mean 0.05998, per seed [-0.04998, 0.16994]), not > 0",
-    "vgg11-C3-batch-cosine": "CI low end -0.316 (mean -0.1238, per seed [-0.13887, -0.10865]), not > 0",
-    "vgg11-C4-batch-vs-lr": "CI low end -0.65 (mean -0.05437, per seed [-0.10128, -0.00746]), not > 0",
-    "vgg11-C5-batch-distance": "CI low end -0.526 (mean 0.04086, per seed [0.08545, -0.00374]), not > 0",
-    "vgg11-C5-sgd-vs-gd-distance": "CI low end -0.0577 (mean 0.04388, per seed [0.03589, 0.05187]), not > 0",
-    "vgg11-C6-lr-height": "CI low end -0.0211 (mean 0.01233, per seed [0.01496, 0.0097]), not > 0",
-    "vgg11-C8-floor-turning": "CI low end 0 (mean 0, per seed [0.0, 0.0]), not > 0",
-    "vgg11-C9-noise-distance": "CI low end -0.19 (mean 0.6479, per seed [0.58199, 0.71384]), not > 0",
-    "vgg11-C9-noise-loss": "CI low end -0.0196 (mean -0.002709, per seed [-0.00404, -0.00138]), not > 0",
-    "vgg11-C9-noise-norm": "CI low end -0.0329 (mean 0.01481, per seed [0.01105, 0.01856]), not > 0",
-    "vgg11-C9-sgd-best": "CI low end -0.214 (mean 0.04, per seed [0.06, 0.02]), not > 0",
-}
-
 # ----------------------------------------------------------------------------- smoke
 _SMOKE = PartSize(
     width_multiplier=1.0, train_subset=5_000, validation_subset=2_000, measurement_size=1_000, chunk_size=1_000,
@@ -260,7 +331,7 @@ _SMOKE = PartSize(
     gd_updates=50, gd_edge_updates=40, gd_window=None,
     schedule_epochs=10,
 )
-SMOKE_SIZES: Final[Mapping[str, PartSize]] = {name: _SMOKE for name in PART_NAMES}
+SMOKE_SIZES: Final[Mapping[str, PartSize]] = {name: _SMOKE for name in GPU_PART_NAMES}
 
 # ----------------------------------------------------------------------------- paper
 _PAPER_STEPS_PER_EPOCH: Final = PAPER_TRAIN_SIZE // 100  # 450 at batch 100
@@ -294,28 +365,37 @@ PAPER_SIZES: Final[Mapping[str, PartSize]] = {
 }
 
 PROFILES: Final[Mapping[str, Profile]] = {
+    "real": Profile(
+        "real", "C1-C10 on Fashion-MNIST on a CPU (5k images, 200 updates, 3 seeds)",
+        PAPER_SEEDS, REAL_PARTS, {"mlp": _REAL_MLP_SIZE, "conv": _REAL_CONV_SIZE}, needs_cuda=False,
+        measured_on=("fashion-mnist", "cpu"), id_format="{claim}-{part}-{name}",
+    ),
     "tiny": Profile(
         "tiny", "every check end to end on a CPU in minutes (tiny widths and data, two seeds)",
-        TINY_SEEDS, TINY_SIZES, needs_cuda=False,
-        not_reproduced=TINY_NOT_REPRODUCED, measured_on=("fashion-mnist", "cpu"),
+        TINY_SEEDS, GPU_PARTS, TINY_SIZES, needs_cuda=False, measured_on=("fashion-mnist", "cpu"),
     ),
     "smoke": Profile(
         "smoke", "the whole tier on one H100 in about ten minutes (5k images, 200 updates, 3 seeds)",
-        PAPER_SEEDS, SMOKE_SIZES, needs_cuda=True,
+        PAPER_SEEDS, GPU_PARTS, SMOKE_SIZES, needs_cuda=True,
     ),
     "paper": Profile(
         "paper", "the authors' protocol: 45k images, 100 epochs (MLP 40), tracked epochs measured on all 45k",
-        PAPER_SEEDS, PAPER_SIZES, needs_cuda=True,
+        PAPER_SEEDS, GPU_PARTS, PAPER_SIZES, needs_cuda=True,
     ),
 }
+# The profiles of the gpu tier (suites/gpu); `real` is the tier of suites/real.
+GPU_PROFILES: Final[tuple[str, ...]] = ("tiny", "smoke", "paper")
 # What `pytest suites/gpu` runs on a CUDA machine when no --sgdwalk-profile is given.
 DEFAULT_PROFILE: Final = "smoke"
 
-__all__ = [
-    "DEFAULT_PROFILE",
-    "PART_NAMES",
-    "PROFILES",
-    "PartSize",
-    "Profile",
-    "epoch_windows",
-]
+
+def _check_not_reproduced() -> None:
+    """Every declared non-reproduction names a profile, one of its parts, and a check it runs."""
+    for at in NOT_REPRODUCED:
+        profile = PROFILES.get(at.profile)
+        part = None if profile is None else profile.parts.get(at.part)
+        if part is None or at.check not in {check.key for check in part.checks}:
+            raise ValueError(f"NOT_REPRODUCED names {at}, which no profile runs")
+
+
+_check_not_reproduced()
