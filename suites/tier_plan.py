@@ -154,6 +154,8 @@ class Case:
     not_reproduced: str | None
     # Whether that xfail is strict: the data and device are those it was measured on.
     strict: bool
+    # Hold the statistic against its bound (else assert only that it is finite).
+    verdict: bool
 
 
 def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_root: str | None = None) -> list[Case]:
@@ -178,6 +180,7 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
                     data=data[name],
                     not_reproduced=NOT_REPRODUCED.get(At(profile.name, name, check.key)),
                     strict=profile.measured_on in (None, (data[name].name, device)),
+                    verdict=profile.verdicts,
                 )
             )
     return result

@@ -324,6 +324,40 @@ def test_a_check_refuses_an_unknown_relation() -> None:
                    relation="=", bound=0.0, bound_reason="")  # type: ignore[arg-type]
 
 
+def _gap_check(relation: Relation = ">") -> ClaimCheck:
+    return ClaimCheck(
+        claim_id="C9", name="hand-made", statistic_name="loss gap", settings=("high", "low"),
+        statistic=cs.final_gap("train_loss", "high", "low"), relation=relation, bound=1.0, bound_reason="a test",
+    )
+
+
+def test_without_verdict_a_failing_bound_is_noted_and_finiteness_asserted() -> None:
+    cache = HandMadeCache(lambda c: run(history=[{"step": 1, "train_loss": c.lr * c.seed / 1000}], lr=c.lr, seed=c.seed))
+    recorder = ListRecorder()
+    estimate = run_check(_gap_check(), WalkConfig(), {"high": {"lr": 0.2}, "low": {"lr": 0.1}}, (1, 2, 4), cache,
+                         recorder, verdict=False)
+    ((name, value, bound, relation, interval),) = recorder.checks
+    # The statistic (gaps of 1e-4 x seed) is far below the bound 1: noted, not asserted.
+    assert (bound, relation, interval) == (math.inf, "<", estimate.interval)
+    assert value == max(abs(estimate.value), abs(estimate.low), abs(estimate.high)) < math.inf
+    assert "must be finite" in name
+    assert any(note.startswith("bound not asserted at this size: ") and note.endswith("> 1 would not hold")
+               for note in recorder.notes)
+
+
+@pytest.mark.parametrize("broken", [math.nan, math.inf, -math.inf])
+def test_without_verdict_a_non_finite_statistic_fails(broken: float) -> None:
+    from sgdwalk.claims.engine import record_finite
+    from sgdwalk.claims.pytest_plugin import ClaimRecorder
+    from sgdwalk.claims.registry import CLAIMS
+
+    # A non-finite end in any position (the mean first, the high end last) must fail the test.
+    for estimate in (Estimate(broken, 0.0, 1.0, (0.0,)), Estimate(0.5, 0.0, broken, (0.0,))):
+        with pytest.raises(AssertionError, match="must be finite"):
+            record_finite(_gap_check(), estimate, ClaimRecorder(CLAIMS["C9"], "gpu"))
+    record_finite(_gap_check(), Estimate(0.5, 0.0, 1.0, (0.0,)), ClaimRecorder(CLAIMS["C9"], "gpu"))
+
+
 # ------------------------------------------------------------------------- the table
 def test_check_keys_are_unique() -> None:
     keys = [check.key for check in CHECKS]
@@ -359,13 +393,25 @@ def test_declared_non_reproductions_must_be_run(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_non_reproductions_are_strict_only_where_measured() -> None:
+    real = profiles.PROFILES["real"]
+    data = {name: paper_data(part) for name, part in real.parts.items()}
+    measured = {case.id: case for case in cases(real, "cpu", data)}
+    elsewhere = {case.id: case for case in cases(real, "cuda", data)}
+    assert measured["C9-mlp-sgd-best"].not_reproduced is not None
+    assert measured["C9-mlp-sgd-best"].strict and not elsewhere["C9-mlp-sgd-best"].strict
+    assert measured["C9-mlp-noise-norm"].not_reproduced is None
+
+
+def test_the_tiny_profile_asserts_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
     tiny = profiles.PROFILES["tiny"]
     fallback = {name: DataChoice("fashion-mnist", part.image_size, True, "") for name, part in tiny.parts.items()}
-    measured = {case.id: case for case in cases(tiny, "cpu", fallback)}
-    elsewhere = {case.id: case for case in cases(tiny, "cuda", fallback)}
-    assert measured["vgg11-C9-sgd-best"].not_reproduced is not None
-    assert measured["vgg11-C9-sgd-best"].strict and not elsewhere["vgg11-C9-sgd-best"].strict
-    assert measured["mlp-C9-sgd-best"].not_reproduced is None
+    assert all(not case.verdict and case.not_reproduced is None for case in cases(tiny, "cpu", fallback))
+    assert all(case.verdict for name in ("real", "smoke", "paper")
+               for case in cases(profiles.PROFILES[name], "cpu", {n: paper_data(p) for n, p in
+                                                                    profiles.PROFILES[name].parts.items()}))
+    monkeypatch.setattr(profiles, "NOT_REPRODUCED", {At("tiny", "mlp", "C9-sgd-best"): "x"})
+    with pytest.raises(ValueError, match="asserts no verdicts"):
+        profiles._check_not_reproduced()
 
 
 def test_a_profile_must_change_lr_and_batch_by_one_factor_for_c4() -> None:

@@ -34,4 +34,4 @@ def test_claim(case: Case, run_cache: RunCache, claim: ClaimRecorder, sgdwalk_da
     except DatasetNotFoundError as error:
         pytest.skip(str(error))
     claim.setting(profile=PROFILE.name, part=case.part.name)
-    run_check(case.check, base, case.settings, case.seeds, run_cache, claim)
+    run_check(case.check, base, case.settings, case.seeds, run_cache, claim, verdict=case.verdict)
