@@ -51,7 +51,7 @@ from sgdwalk.instrument.segment import alpha_grid, summarize_segment  # noqa: E4
 from sgdwalk.runs.runlog import device_name  # noqa: E402
 from sgdwalk.training.config import DEFAULT_CPU_THREADS  # noqa: E402
 from sgdwalk.training.models import build_model  # noqa: E402
-from suites.gpu.profiles import TINY_SIZES  # noqa: E402
+from suites.profiles import TINY_SIZES  # noqa: E402
 
 ARCHS: Final[tuple[str, ...]] = ("vgg11", "resnet56", "mlp")
 # (channels, image size) of the paper data: CIFAR-10 for the conv nets, MNIST for the MLP.
@@ -252,7 +252,7 @@ def tier_wall_time(profile_name: str, device: torch.device, data_mode: str, data
     from sgdwalk.runs.runner import run_walk
     from sgdwalk.runs.sweep import load_cell_data
     from suites.gpu.claims import PARTS, choose_data, tier_configs
-    from suites.gpu.profiles import PROFILES
+    from suites.profiles import PROFILES
 
     profile = PROFILES[profile_name]
     data = {name: choose_data(part, data_mode, profile.name, data_root) for name, part in PARTS.items()}

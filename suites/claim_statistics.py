@@ -1,25 +1,37 @@
-"""Per-seed statistics that the claim tiers share: window means, gaps between settings.
+"""The statistics of the claims table: per-seed values of named settings, gaps between them.
 
-Each ``*_statistic`` builder returns a function of the runs of named settings (see
-``sgdwalk.claims.engine.ClaimCheck``) giving an ``Estimate`` over seeds. The tiers
-(``suites/real``, ``suites/gpu``) bind them to their setting names.
+Each builder takes the names of the settings it reads (keys of a tier's setting table, see
+``suites/tier_plan.py``) and returns a ``StatisticFunction``: from the runs of those settings,
+one value per seed, and an ``Estimate`` (mean and 95 % t interval) over the seeds. The table
+(``suites/claims_table.py``) binds them; ``tests/test_claim_statistics.py`` pins each on
+hand-made runs with known answers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from sgdwalk.claims.engine import RunsBySetting, fraction, last_history, mean_field, tracked_windows
+import numpy as np
+
+from sgdwalk.claims.engine import (
+    RunsBySetting,
+    StatisticFunction,
+    floor_turning_fraction,
+    fraction,
+    last_history,
+    mean_field,
+    tracked_windows,
+)
+from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkResult
-from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
 
-# "Most" segments: more than half.
-MOST = 0.5
+Window = Callable[[WalkResult], list[StepRecord]]
 
 
+# ----------------------------------------------------------------------- windows of a run
 def in_window(result: WalkResult, window: tuple[int, int]) -> list[StepRecord]:
+    """The measured steps in [start, stop); ValueError when there are none."""
     start, stop = window
     records = [r for r in result.records if start <= r.step < stop]
     if not records:
@@ -28,14 +40,22 @@ def in_window(result: WalkResult, window: tuple[int, int]) -> list[StepRecord]:
 
 
 def late(result: WalkResult) -> list[StepRecord]:
+    """The last window of consecutive measured steps."""
     return tracked_windows(result.records)[-1]
 
 
 def early(result: WalkResult) -> list[StepRecord]:
+    """The first window of consecutive measured steps."""
     return tracked_windows(result.records)[0]
 
 
-def per_seed(runs: Sequence[WalkResult], statistic: Any) -> list[float]:
+def second_half(result: WalkResult) -> list[StepRecord]:
+    """The second half of every measured step (of a GD run measured throughout)."""
+    records = sorted(result.records, key=lambda r: r.step)
+    return records[len(records) // 2 :]
+
+
+def per_seed(runs: Sequence[WalkResult], statistic: Callable[[WalkResult], float]) -> list[float]:
     return [float(statistic(run)) for run in runs]
 
 
@@ -47,72 +67,49 @@ def history_at_update(result: WalkResult, key: str, update: int) -> float:
     raise ValueError(f"no {key} recorded at update {update}")
 
 
-def second_half(records: Sequence[StepRecord]) -> list[StepRecord]:
-    return list(records[len(records) // 2 :])
+# ------------------------------------------------------------------- one setting, per seed
+def window_mean(setting: str, field: str, window: Window) -> StatisticFunction:
+    """Mean of ``field`` over ``window`` of each run of ``setting``."""
 
-
-# ------------------------------------------------------------------------- checks
-
-
-def c1_cosine(runs: RunsBySetting) -> Estimate:
-    return mean_with_t_interval(per_seed(runs["gd-edge"], lambda r: mean_field(second_half(r.records), "cosine")))
-
-
-def c1_floor(runs: RunsBySetting) -> Estimate:
-    return mean_with_t_interval(
-        per_seed(runs["gd-edge"], lambda r: fraction(second_half(r.records), lambda s: s.interior_floor))
-    )
-
-
-def interior_floor_fraction(setting: str) -> Any:
     def statistic(runs: RunsBySetting) -> Estimate:
-        return mean_with_t_interval(per_seed(runs[setting], lambda r: fraction(r.records, lambda s: s.interior_floor)))
+        return mean_with_t_interval(per_seed(runs[setting], lambda r: mean_field(window(r), field)))
 
     return statistic
 
 
-def c2_cosine_vs_gd(runs: RunsBySetting) -> Estimate:
-    return paired_difference(
-        per_seed(runs["sgd"], lambda r: mean_field(late(r), "cosine")),
-        per_seed(runs["gd-edge"], lambda r: mean_field(second_half(r.records), "cosine")),
-    )
+def interior_floor_fraction(setting: str, window: Window) -> StatisticFunction:
+    """Fraction of the window's segments whose floor lies strictly inside (0, 1)."""
 
-
-def late_cosine_gap(small: str, large: str) -> Any:
     def statistic(runs: RunsBySetting) -> Estimate:
-        return paired_difference(
-            per_seed(runs[small], lambda r: mean_field(late(r), "cosine")),
-            per_seed(runs[large], lambda r: mean_field(late(r), "cosine")),
-        )
+        return mean_with_t_interval(per_seed(runs[setting], lambda r: fraction(window(r), lambda s: s.interior_floor)))
 
     return statistic
 
 
-def height_gap(high_lr: str, low_lr: str, window: Any) -> Any:
-    def statistic(runs: RunsBySetting) -> Estimate:
-        return paired_difference(
-            per_seed(runs[high_lr], lambda r: mean_field(window(r), "height_start")),
-            per_seed(runs[low_lr], lambda r: mean_field(window(r), "height_start")),
-        )
-
-    return statistic
+def all_measured(result: WalkResult) -> list[StepRecord]:
+    """Every measured step of the run, in every window."""
+    return list(result.records)
 
 
-def early_barriers(setting: str) -> Any:
+def early_barriers(setting: str) -> StatisticFunction:
+    """Number of barriers crossed in the first window, per seed."""
+
     def statistic(runs: RunsBySetting) -> Estimate:
         return mean_with_t_interval(per_seed(runs[setting], lambda r: sum(s.barrier for s in early(r))))
 
     return statistic
 
 
-def late_barrier_fraction(setting: str) -> Any:
+def late_barrier_fraction(setting: str) -> StatisticFunction:
+    """Fraction of the last window's updates that cross a barrier."""
+
     def statistic(runs: RunsBySetting) -> Estimate:
         return mean_with_t_interval(per_seed(runs[setting], lambda r: fraction(late(r), lambda s: s.barrier)))
 
     return statistic
 
 
-def relative_barrier_height(setting: str) -> Any:
+def relative_barrier_height(setting: str) -> StatisticFunction:
     """Per seed, the largest barrier height over the loss at its segment's start (0 if none)."""
 
     def statistic(runs: RunsBySetting) -> Estimate:
@@ -126,29 +123,97 @@ def relative_barrier_height(setting: str) -> Any:
     return statistic
 
 
-def noisy_minus_gd(key: str) -> Any:
+def sharpness_drop(setting: str) -> StatisticFunction:
+    """First sharpness estimate of a run minus its last, per seed."""
+
+    def first_and_last(result: WalkResult) -> tuple[float, float]:
+        values = [r.sharpness for r in sorted(result.records, key=lambda r: r.step) if r.sharpness is not None]
+        if len(values) < 2:
+            raise ValueError(f"need two sharpness estimates, got {values}")
+        return float(values[0]), float(values[-1])
+
+    def statistic(runs: RunsBySetting) -> Estimate:
+        pairs = [first_and_last(run) for run in runs[setting]]
+        return paired_difference([first for first, _ in pairs], [last for _, last in pairs])
+
+    return statistic
+
+
+# ------------------------------------------------------------ two settings, paired by seed
+def window_mean_gap(first: str, first_window: Window, second: str, second_window: Window, field: str) -> StatisticFunction:
+    """Mean ``field`` over a window of ``first`` minus over a window of ``second``, per seed."""
+
     def statistic(runs: RunsBySetting) -> Estimate:
         return paired_difference(
-            per_seed(runs["noisy-gd"], lambda r: last_history(r, key)),
-            per_seed(runs["gd"], lambda r: last_history(r, key)),
+            per_seed(runs[first], lambda r: mean_field(first_window(r), field)),
+            per_seed(runs[second], lambda r: mean_field(second_window(r), field)),
         )
 
     return statistic
 
 
-def c9_sgd_beats_gd(runs: RunsBySetting) -> Estimate:
-    return paired_difference(
-        per_seed(runs["sgd"], lambda r: last_history(r, "val_accuracy")),
-        per_seed(runs["gd"], lambda r: last_history(r, "val_accuracy")),
-    )
+def final_gap(key: str, first: str, second: str) -> StatisticFunction:
+    """``first`` − ``second`` of a run's last recorded history ``key``, per seed."""
+
+    def statistic(runs: RunsBySetting) -> Estimate:
+        return paired_difference(
+            per_seed(runs[first], lambda r: last_history(r, key)),
+            per_seed(runs[second], lambda r: last_history(r, key)),
+        )
+
+    return statistic
 
 
-def c10_sharpness_drop(runs: RunsBySetting) -> Estimate:
-    def first_and_last(result: WalkResult) -> tuple[float, float]:
-        values = [r.sharpness for r in result.records if r.sharpness is not None]
-        if len(values) < 2:
-            raise ValueError(f"need two sharpness estimates, got {values}")
-        return float(values[0]), float(values[-1])
+def gap_after_gd_updates(key: str, sgd: str, gd: str) -> StatisticFunction:
+    """``sgd`` − ``gd`` of history ``key`` after as many updates as GD took (one per epoch)."""
 
-    pairs = [first_and_last(run) for run in runs["sgd"]]
-    return paired_difference([early for early, _ in pairs], [late for _, late in pairs])
+    def statistic(runs: RunsBySetting) -> Estimate:
+        updates = runs[gd][0].config.epochs
+        return paired_difference(
+            per_seed(runs[sgd], lambda r: history_at_update(r, key, updates)),
+            per_seed(runs[gd], lambda r: history_at_update(r, key, updates)),
+        )
+
+    return statistic
+
+
+def floor_turning_gap(sgd: str, gd: str) -> StatisticFunction:
+    """Floor direction reversals: ``sgd``'s last window minus ``gd``'s, on equally many steps."""
+
+    def pair(sgd_run: WalkResult, gd_run: WalkResult) -> float:
+        sgd_window, gd_window = late(sgd_run), late(gd_run)
+        length = min(len(sgd_window), len(gd_window))
+        return floor_turning_fraction(sgd_window[-length:]) - floor_turning_fraction(gd_window[-length:])
+
+    def statistic(runs: RunsBySetting) -> Estimate:
+        return mean_with_t_interval([pair(s, g) for s, g in zip(runs[sgd], runs[gd], strict=True)])
+
+    return statistic
+
+
+def batch_minus_lr_effect(batch_pair: tuple[str, str], lr_pair: tuple[str, str]) -> StatisticFunction:
+    """|cos(batch a) − cos(batch b)| − |cos(lr a) − cos(lr b)| per seed, every mean cosine
+    over the last window of ``batch_pair[0]`` (a window every constant-rate setting measures)."""
+
+    def statistic(runs: RunsBySetting) -> Estimate:
+        window = runs[batch_pair[0]][0].config.track_steps[-1]
+
+        def cosines(setting: str) -> np.ndarray:
+            return np.array(per_seed(runs[setting], lambda r: mean_field(in_window(r, window), "cosine")))
+
+        batch_effect = np.abs(cosines(batch_pair[0]) - cosines(batch_pair[1]))
+        lr_effect = np.abs(cosines(lr_pair[0]) - cosines(lr_pair[1]))
+        return paired_difference(batch_effect.tolist(), lr_effect.tolist())
+
+    return statistic
+
+
+def final_minus_best(key: str, setting: str, others: tuple[str, ...]) -> StatisticFunction:
+    """``setting``'s last recorded ``key`` minus the best (largest) of ``others``', per seed."""
+
+    def statistic(runs: RunsBySetting) -> Estimate:
+        own = per_seed(runs[setting], lambda r: last_history(r, key))
+        best = np.max([per_seed(runs[name], lambda r: last_history(r, key)) for name in others], axis=0)
+        return paired_difference(own, best.tolist())
+
+    return statistic

@@ -1,6 +1,6 @@
 """A claim-engine ``RunCache`` that reuses finished sweep cells and can keep its runs as cells.
 
-``claim_engine.RunCache`` keys runs by ``config_key`` (every field, out_dir and progress
+``engine.RunCache`` keys runs by ``config_key`` (every field, out_dir and progress
 included) and keeps them in memory for one session. ``SweepRunCache`` looks a config up by
 ``WalkConfig.result_hash`` in a sweep's ``cells`` folder first (``sgdwalk sweep`` writes
 ``OUT/cells/<hash>``), so a claims session on a login node can read what a Slurm job array

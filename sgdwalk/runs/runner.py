@@ -257,7 +257,7 @@ def build_optimizer(config: WalkConfig, model: nn.Module, noise_variance: float 
             weight_decay=config.weight_decay,
             seed=config.seed + NOISE_STREAM,
         )
-    # No momentum: the paper's plain SGD (NOTES §2); GD is the same step on the exact gradient.
+    # No momentum: the paper's plain SGD (docs/protocol.md#sgd-runs); GD is the same step on the exact gradient.
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.0, weight_decay=config.weight_decay)
 
 

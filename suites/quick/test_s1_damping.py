@@ -23,7 +23,7 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from landscapes import Quadratic, walk
-from suites.quick import WorstCase, rounding_bound, rotation_seeds, run_property, signed_offsets
+from suites.quick import WorstCase, rotation_seeds, rounding_bound, run_property, signed_offsets
 
 if TYPE_CHECKING:
     from sgdwalk.claims.pytest_plugin import ClaimRecorder
@@ -87,7 +87,7 @@ def test_each_eigen_coordinate_is_damped_by_one_minus_eta_lambda(claim: ClaimRec
             error = np.abs(coordinates[t + 1] - factors * coordinates[t])
             error_over_bound = max(error_over_bound, float(error.max()) / rounding_bound(d, scale))
             ratios = coordinates[t + 1] / coordinates[t]
-            regime_violations += sum(not ratio_in_regime(float(r), name) for r, name in zip(ratios, regimes))
+            regime_violations += sum(not ratio_in_regime(float(r), name) for r, name in zip(ratios, regimes, strict=True))
         worst.check("max |c_{t+1} - (1-eta*lambda) c_t| / float64 rounding bound", error_over_bound, 1.0, "<=")
         worst.check("steps whose ratio c_{t+1}/c_t leaves its regime", regime_violations, 0, "<=")
 

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscapes import Quadratic, walk
-from suites.quick import FLOAT64_EPS, WorstCase, rounding_bound, rotation_seeds, run_property, signed_offsets
+from suites.quick import FLOAT64_EPS, WorstCase, rotation_seeds, rounding_bound, run_property, signed_offsets
 
 if TYPE_CHECKING:
     from sgdwalk.claims.pytest_plugin import ClaimRecorder

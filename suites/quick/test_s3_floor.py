@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from landscapes import NoisyQuadratic, Quadratic, SegmentParabola, walk
 from landscapes.quadratic import QuadraticAnswers
 from sgdwalk import DEFAULT_NUM_ALPHAS, StepRecord
-from suites.quick import WorstCase, rounding_bound, rotation_seeds, run_property, signed_offsets
+from suites.quick import WorstCase, rotation_seeds, rounding_bound, run_property, signed_offsets
 
 if TYPE_CHECKING:
     from sgdwalk.claims.pytest_plugin import ClaimRecorder

@@ -30,7 +30,7 @@ from torch import nn
 from landscapes import Quadratic, Valley
 from sgdwalk import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, losses_at_points, segment_losses, summarize_segment
 from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
-from suites.quick import WorstCase, rounding_bound, rotation_seeds, run_property
+from suites.quick import WorstCase, rotation_seeds, rounding_bound, run_property
 
 if TYPE_CHECKING:
     from sgdwalk.claims.pytest_plugin import ClaimRecorder
@@ -139,7 +139,7 @@ def test_a_spanned_bump_is_flagged_with_its_height(claim: ClaimRecorder) -> None
         exact = valley.barrier_on_segment(start, end)
         assert exact.method == "closed form" and exact.height == bump.height
 
-        summary, profile = measure_segment(valley, start, end)
+        summary, _ = measure_segment(valley, start, end)
         resolution = grid_resolution_bound(valley, start, end)
         rounding = rounding_bound(valley.dim, bump.height)
         worst.check("spanned bumps not flagged", int(not summary.barrier), 0, "<=")

@@ -25,6 +25,7 @@ Fixed seeds rather than hypothesis: the statistics are sampling averages of long
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from typing import TYPE_CHECKING
 
@@ -96,11 +97,11 @@ SETTING = {
 def test_height_grows_with_lr_and_cosine_ignores_batch_size(claim: ClaimRecorder) -> None:
     claim.setting(**SETTING, lrs=list(LRS), fixed_batch=FIXED_BATCH, batches=list(BATCHES), fixed_lr=FIXED_LR)
     heights = [mean_height(lr, FIXED_BATCH) for lr in LRS]
-    for (low_lr, low), (high_lr, high) in zip(zip(LRS, heights), zip(LRS[1:], heights[1:])):
+    for (low_lr, low), (high_lr, high) in itertools.pairwise(zip(LRS, heights, strict=True)):
         claim.check(f"(mean height at eta={high_lr:g} - at eta={low_lr:g}) / se, B={FIXED_BATCH}", separation(high, low), STANDARD_ERRORS, ">=")
 
     cosines_by_batch = [mean_cosine(FIXED_LR, batch) for batch in BATCHES]
-    claim.note("mean cosine by B: " + ", ".join(f"B={b}: {c:.3f} +- {s:.3f}" for b, (c, s) in zip(BATCHES, cosines_by_batch)))
+    claim.note("mean cosine by B: " + ", ".join(f"B={b}: {c:.3f} +- {s:.3f}" for b, (c, s) in zip(BATCHES, cosines_by_batch, strict=True)))
     smallest, largest = cosines_by_batch[0], cosines_by_batch[-1]
     claim.check(f"|mean cosine B={BATCHES[-1]} - B={BATCHES[0]}| / se (scale invariance)", abs(separation(largest, smallest)), STANDARD_ERRORS, "<=")
     # The η dependence that B lacks: the walls' correlation −ηλ/2 makes the cosine fall with η.

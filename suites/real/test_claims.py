@@ -1,5 +1,6 @@
-"""Claims C1-C10 on Fashion-MNIST on the CPU: one test per check of ``claims.PARTS``.
+"""Claims C1-C10 on Fashion-MNIST on the CPU: the claims table at the ``real`` profile.
 
+One test per check and part (``profiles.REAL_PARTS``: the MLP and a half-width conv net).
 Slow (minutes): runs only with ``--runslow``. Needs Fashion-MNIST (Debian's
 ``dataset-fashion-mnist``, ``--sgdwalk-data-root`` or ``SGDWALK_DATA_ROOT``).
 """
@@ -8,40 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Final
 
 import pytest
 
-from sgdwalk.claims.engine import ClaimCheck, RunCache, run_check
+from sgdwalk.claims.engine import RunCache, run_check
+from sgdwalk.claims.pytest_plugin import ClaimRecorder
 from sgdwalk.training.data import DatasetNotFoundError, resolve_dataset
-from suites.real.claims import PARTS, SEEDS
+from suites.profiles import PROFILES
+from suites.tier_plan import Case, case_marks, cases, paper_data
 
 pytestmark = pytest.mark.slow
 
-
-def _cases() -> list[object]:
-    cases = []
-    for part, base, settings, checks in PARTS:
-        for check in checks:
-            marks = [pytest.mark.claim(check.claim_id)]
-            if check.not_reproduced is not None:
-                marks.append(pytest.mark.xfail(strict=True, reason=check.not_reproduced))
-            cases.append(pytest.param(part, base, settings, check, marks=marks, id=check.name))
-    return cases
+PROFILE: Final = PROFILES["real"]
+# The tier's data is the parts' own (Fashion-MNIST), on the CPU.
+CASES: Final = cases(PROFILE, "cpu", {name: paper_data(part) for name, part in PROFILE.parts.items()})
 
 
-@pytest.mark.parametrize(("part", "base", "settings", "check"), _cases())
-def test_claim(
-    part: str,
-    base: object,
-    settings: dict[str, dict[str, object]],
-    check: ClaimCheck,
-    run_cache: RunCache,
-    claim: object,
-    sgdwalk_data_root: Path | None,
-) -> None:
-    config = base if sgdwalk_data_root is None else dataclasses.replace(base, data_root=str(sgdwalk_data_root))  # type: ignore[type-var]
+@pytest.mark.parametrize("case", [pytest.param(case, marks=case_marks(case), id=case.id) for case in CASES])
+def test_claim(case: Case, run_cache: RunCache, claim: ClaimRecorder, sgdwalk_data_root: Path | None) -> None:
+    base = case.base if sgdwalk_data_root is None else dataclasses.replace(case.base, data_root=str(sgdwalk_data_root))
     try:
-        resolve_dataset(config.data, config.data_root)  # type: ignore[attr-defined]
+        resolve_dataset(base.data, base.data_root)
     except DatasetNotFoundError as error:
         pytest.skip(str(error))
-    run_check(check, config, settings, SEEDS, run_cache, claim)  # type: ignore[arg-type]
+    claim.setting(profile=PROFILE.name, part=case.part.name)
+    run_check(case.check, base, case.settings, case.seeds, run_cache, claim, verdict=case.verdict)

@@ -1,0 +1,414 @@
+"""The tiers as profiles of the claims table: which networks and data, how big, which seeds.
+
+A profile says, for each part of its tier (a network on a data set), how big its runs are:
+widths, data subsets, updates, the step windows measured, the measurement set, and which
+checks of ``claims_table.py`` it runs. What is run and compared (the settings of
+``tier_plan.py`` and the checks) is built from these numbers, so a profile changes sizes,
+seeds and setting names, never what a claim compares or its bound.
+
+- ``real``: the CPU tier (``pytest suites/real --runslow``): the MLP and a half-width conv net
+  on the first 5,000 Fashion-MNIST images, a measurement set of 1,000 of them (the paper
+  measures on all 45k), 200 SGD updates (the conv net 100) with an early and a late window
+  measured, three seeds. The conv net runs four checks (a conv forward costs several times
+  the MLP's).
+- ``tiny``: keeps the GPU tier's code running on a CPU in minutes (CI runs it with
+  ``--sgdwalk-device cpu --sgdwalk-profile tiny``). Widths are cut by ``width_multiplier``,
+  data to a few hundred images, batches to 10-20, two seeds. Two seeds of toy runs say
+  nothing about the paper, so this profile asserts no verdict (``verdicts=False``): each test
+  asserts that its check runs end to end and that its statistic is finite, and records the
+  statistic with the bound it would be held against. Its ledger, compared with its baseline,
+  fails when a check stops running or its statistic turns non-finite.
+- ``smoke``: the whole GPU tier on one H100 in about ten minutes (an estimate until
+  ``benchmarks/gpu_speed.py`` has timed it on the card): full widths and batch 100, the first
+  5,000 training images, 200 updates, two windows of 20 measured steps, 1,000 measurement
+  images, three seeds.
+- ``paper``: the authors' protocol (docs/protocol.md): the whole 45k training split, 100 epochs (MLP 40),
+  every step of epochs 1, 10, 25 and 100 (MLP 40) measured on all 45k images, three seeds.
+  Days of GPU time: run it as a sweep (``sgdwalk sweep``) and point the tier at the cells.
+
+A check that does not reproduce in a profile is declared next to the checks
+(``claims_table.NOT_REPRODUCED``), keyed by profile, part and check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from sgdwalk.claims.engine import ClaimCheck
+from sgdwalk.training.config import DEFAULT_NOISE_BATCHES, DEFAULT_NUM_ALPHAS
+from suites.claims_table import CHECKS, CORE_CHECKS, NOT_REPRODUCED, SCHEDULE_CHECKS
+
+Window = tuple[int, int]
+
+# The paper's split: training images 0-44,999 of CIFAR-10 and MNIST (docs/protocol.md#data-and-splits).
+PAPER_TRAIN_SIZE: Final = 45_000
+# The authors' seed and the next ones; seeds are the unit of evidence of every interval.
+PAPER_SEEDS: Final[tuple[int, ...]] = (1111, 1112, 1113)
+# Two seeds are the fewest that give a spread; the tiny profile stops there to stay in minutes.
+TINY_SEEDS: Final[tuple[int, ...]] = (1111, 1112)
+# The protocol's learning rate (docs/protocol.md#sgd-runs): every constant-rate setting but the lr pair runs at it.
+PROTOCOL_LR: Final = 0.1
+
+GPU_PART_NAMES: Final[tuple[str, ...]] = ("vgg11", "resnet56", "mlp")
+
+
+def epoch_windows(epochs: tuple[int, ...], steps_per_epoch: int) -> tuple[Window, ...]:
+    """Every step of the given (1-based) epochs as step windows [start, stop)."""
+    return tuple(((epoch - 1) * steps_per_epoch, epoch * steps_per_epoch) for epoch in epochs)
+
+
+def select(*keys: str) -> tuple[ClaimCheck, ...]:
+    """Checks of the table by key (e.g. "C3-batch-cosine"), in table order; KeyError if unknown."""
+    known = {check.key for check in CHECKS}
+    unknown = sorted(set(keys) - known)
+    if unknown:
+        raise KeyError(f"no checks {unknown} in the claims table")
+    return tuple(check for check in CHECKS if check.key in keys)
+
+
+# The checks whose comparisons a profile's sizes must make fair (``Profile.__post_init__``).
+(_C4_BATCH_VS_LR,) = select("C4-batch-vs-lr")
+(_C9_SGD_BEST,) = select("C9-sgd-best")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One network of a tier on its data, and the checks it runs.
+
+    Attributes:
+        name: the part's name in test ids ("mlp", "vgg11", ...).
+        arch / paper_data: the network and the data set it is checked on.
+        image_size: the image size the network was built for; a 28x28 fallback data set is
+            zero-padded to it (None: as is).
+        lr_high / lr_low: the learning-rate pair of C4 and C6 (Table 2's pairs in the GPU tier).
+        checks: the checks of the claims table this part runs.
+    """
+
+    name: str
+    arch: str
+    paper_data: str
+    image_size: int | None
+    lr_high: float
+    lr_low: float
+    checks: tuple[ClaimCheck, ...]
+
+
+@dataclass(frozen=True)
+class PartSize:
+    """How big the runs of one part are in one profile (the protocol's values in ``paper``).
+
+    Attributes:
+        width_multiplier: scales every hidden width (1.0 is the paper's network).
+        train_subset / validation_subset: images kept (None: the whole split).
+        measurement_size: the fixed measurement set (None: the whole training subset).
+        chunk_size: images per forward pass when measuring and evaluating.
+        batch_size / small_batch / large_batch: the protocol batch and the two batch-sweep
+            batches (C3, C4, C5).
+        batch_reference: the batch C4 compares ``small_batch`` with (None: the protocol
+            batch, whose run is the protocol run itself). ``batch_reference / small_batch``
+            must equal the part's ``lr_high / lr_low``: C4 changes lr/B by the same factor.
+        updates / windows: SGD updates of every constant-rate setting, and the steps measured.
+        batch_updates / batch_windows: the same for the batch sweep; its last window must be
+            one of ``windows`` so that the protocol batch is measured on the same steps (C4).
+        gd_updates / gd_edge_updates: full-batch updates of GD at lr 0.1 (C5, C8, C9) and of
+            GD at the authors' effective lr 0.9 (C1, C2). ``gd_updates`` ends an SGD epoch,
+            so SGD's distance from θ_0 is recorded at the same update count (C5).
+        gd_window: GD steps measured at each end of a GD run (None: every step).
+        schedule_epochs: epochs of the step / cyclical / trapezoid runs (C11; None: none run).
+        measure_sharpness: the protocol run measures the top Hessian eigenvalue at step 0 and
+            at the last window's start (C10).
+        noise_batches: minibatches estimating the gradient variance of ``noisy-gd``.
+        num_alphas: the α grid of a segment (the authors' 10 in every profile).
+    """
+
+    width_multiplier: float
+    train_subset: int | None
+    validation_subset: int | None
+    measurement_size: int | None
+    chunk_size: int
+    batch_size: int
+    small_batch: int
+    large_batch: int
+    updates: int
+    windows: tuple[Window, ...]
+    batch_updates: int
+    batch_windows: tuple[Window, ...]
+    gd_updates: int
+    gd_edge_updates: int
+    gd_window: int | None
+    schedule_epochs: int | None = None
+    batch_reference: int | None = None
+    measure_sharpness: bool = True
+    noise_batches: int = DEFAULT_NOISE_BATCHES
+    num_alphas: int = DEFAULT_NUM_ALPHAS
+
+    def __post_init__(self) -> None:
+        # Checked at import, so a profile that cannot describe its comparisons never runs.
+        for batch, updates in ((self.batch_size, self.updates), (self.small_batch, self.batch_updates),
+                               (self.large_batch, self.batch_updates), (self.reference_batch, self.batch_updates)):
+            self.epochs_for(updates, batch)
+        for name, windows, updates in (("windows", self.windows, self.updates),
+                                       ("batch_windows", self.batch_windows, self.batch_updates)):
+            if not windows or windows[0][0] != 0:
+                raise ValueError(f"{name} must start at step 0 (C7 reads the first updates), got {windows}")
+            if any(not 0 <= start < stop <= updates for start, stop in windows):
+                raise ValueError(f"{name} {windows} must lie within the {updates} updates")
+        if self.batch_windows[-1] not in self.windows:
+            raise ValueError(f"the last batch window {self.batch_windows[-1]} must be one of windows {self.windows}")
+        if self.gd_updates % self.steps_per_epoch(self.batch_size) or self.gd_updates > self.updates:
+            raise ValueError(
+                f"gd_updates ({self.gd_updates}) must be a whole number of SGD epochs "
+                f"({self.steps_per_epoch(self.batch_size)} steps) within the {self.updates} SGD updates"
+            )
+        if len(self.windows) < 2:
+            raise ValueError("C10 compares the sharpness of the first and the last window: give two windows")
+        if self.measure_sharpness:
+            every = self.sharpness_every
+            sharp = [step for start, stop in self.windows for step in range(start, stop) if step % every == 0]
+            if sharp != [0, every]:
+                raise ValueError(f"sharpness every {every} steps would be measured at steps {sharp}, not just 0 and {every}")
+        if self.schedule_epochs is not None and self.schedule_epochs < 2:
+            raise ValueError("the schedules need at least two epochs (a ramp and an anneal)")
+
+    @property
+    def train_size(self) -> int:
+        return PAPER_TRAIN_SIZE if self.train_subset is None else self.train_subset
+
+    @property
+    def reference_batch(self) -> int:
+        """The batch C4 compares ``small_batch`` with."""
+        return self.batch_size if self.batch_reference is None else self.batch_reference
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.train_size // batch_size
+
+    def epochs_for(self, updates: int, batch_size: int) -> int:
+        """Whole epochs giving exactly ``updates`` updates at ``batch_size`` (else ValueError)."""
+        per_epoch = self.steps_per_epoch(batch_size)
+        if per_epoch < 1 or updates % per_epoch:
+            raise ValueError(f"{updates} updates are not whole epochs of {per_epoch} steps at batch {batch_size}")
+        return updates // per_epoch
+
+    @property
+    def sharpness_every(self) -> int:
+        """Sharpness at steps 0 and the start of the last window: those are the multiples of
+        this in the measured windows (C10)."""
+        return self.windows[-1][0]
+
+    def gd_windows(self, updates: int) -> tuple[Window, ...]:
+        """The GD steps measured: both ends of ``gd_window`` steps, or every step."""
+        if self.gd_window is None or 2 * self.gd_window >= updates:
+            return ((0, updates),)
+        return ((0, self.gd_window), (updates - self.gd_window, updates))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One tier of the claims table at one size.
+
+    Attributes:
+        name: ``--sgdwalk-profile`` (the gpu tier) or the tier's name (``real``).
+        seeds: the seeds every setting runs with.
+        parts / sizes: the parts (by name) and how big each one's runs are.
+        needs_cuda: sized for a GPU (the gpu tier skips it on a CPU).
+        measured_on: (data set, device) on which this profile's declared non-reproductions
+            were measured; elsewhere their xfails are not strict (the quoted values do not apply).
+        verdicts: hold each statistic against its bound (else assert only that it is
+            finite, and note the bound: ``engine.record_finite``).
+        id_format: a test's id from ``part``, ``claim``, ``name`` (the check's short name)
+            and ``check`` (its key); ids are the keys by which ``sgdwalk claims compare``
+            matches a report with its baseline, so they stay as the tiers first wrote them.
+    """
+
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    parts: Mapping[str, Part]
+    sizes: Mapping[str, PartSize]
+    needs_cuda: bool
+    measured_on: tuple[str, str] | None = None
+    verdicts: bool = True
+    id_format: str = "{part}-{check}"
+
+    def __post_init__(self) -> None:
+        if set(self.sizes) != set(self.parts):
+            raise ValueError(f"profile {self.name} must size every part {sorted(self.parts)}, got {sorted(self.sizes)}")
+        for name, part in self.parts.items():
+            size = self.sizes[name]
+            # C4: the batch and the learning rate change the SDE's noise scale lr/B by one factor.
+            if _C4_BATCH_VS_LR in part.checks and not math.isclose(
+                size.reference_batch / size.small_batch, part.lr_high / part.lr_low
+            ):
+                raise ValueError(
+                    f"profile {self.name}, {name}: batch {size.small_batch} -> {size.reference_batch} and lr "
+                    f"{part.lr_low} -> {part.lr_high} must change lr/B by the same factor (C4)"
+                )
+            sgd_epochs = size.updates // size.steps_per_epoch(size.batch_size)
+            if _C9_SGD_BEST in part.checks and sgd_epochs >= size.gd_updates:
+                # "SGD trains best" is checked conservatively: SGD makes fewer passes than GD.
+                raise ValueError(f"profile {self.name}, {name}: SGD's {sgd_epochs} epochs must be fewer than GD's")
+            if any(check in SCHEDULE_CHECKS for check in part.checks) and size.schedule_epochs is None:
+                raise ValueError(f"profile {self.name}, {name}: C11 needs schedule_epochs")
+            if any(check.claim_id == "C10" for check in part.checks) and not size.measure_sharpness:
+                raise ValueError(f"profile {self.name}, {name}: C10 needs measure_sharpness")
+
+    def test_id(self, part: Part, check: ClaimCheck) -> str:
+        return self.id_format.format(part=part.name, claim=check.claim_id, name=check.name, check=check.key)
+
+
+# ------------------------------------------------------------------------------ real
+# 200 updates at batch 100 on 5,000 images = 4 epochs; every SGD setting takes the same 200
+# updates whatever its batch (epochs are scaled), so settings compare at equal updates.
+_REAL_MLP_SIZE: Final = PartSize(
+    width_multiplier=1.0, train_subset=5_000, validation_subset=2_000, measurement_size=1_000, chunk_size=1_000,
+    # C4 compares batch 50 with 200 and lr 0.05 with 0.2: a factor 4 in lr/B both.
+    batch_size=100, small_batch=50, large_batch=500, batch_reference=200,
+    updates=200, windows=((0, 20), (160, 200)), batch_updates=200, batch_windows=((0, 20), (160, 200)),
+    # 50 GD updates = one SGD epoch (C5); 40 at lr 0.9 (C1).
+    gd_updates=50, gd_edge_updates=40, gd_window=None,
+)
+# The conv net at half width (16 and 32 channels): 100 updates and 256 measurement samples,
+# because a conv forward costs several times the MLP's (at full width one run took 135 s on
+# this laptop, against ~20 s for the MLP). Its batch-sweep pair is 100 and 500 (C3), and its
+# sharpness is not measured: it runs no C10.
+_REAL_CONV_SIZE: Final = PartSize(
+    width_multiplier=0.5, train_subset=5_000, validation_subset=2_000, measurement_size=256, chunk_size=256,
+    batch_size=100, small_batch=100, large_batch=500,
+    updates=100, windows=((0, 10), (80, 100)), batch_updates=100, batch_windows=((0, 10), (80, 100)),
+    gd_updates=50, gd_edge_updates=40, gd_window=None, measure_sharpness=False,
+)
+REAL_PARTS: Final[Mapping[str, Part]] = {
+    "mlp": Part("mlp", "mlp", "fashion-mnist", None, lr_high=0.2, lr_low=0.05, checks=CORE_CHECKS),
+    "conv": Part(
+        "conv", "convnet", "fashion-mnist", None, lr_high=0.2, lr_low=0.05,
+        checks=select("C2-sgd-floor", "C3-batch-cosine", "C6-lr-height", "C7-early-barriers"),
+    ),
+}
+
+# --------------------------------------------------------------------------- gpu parts
+GPU_PARTS: Final[Mapping[str, Part]] = {
+    "vgg11": Part("vgg11", "vgg11", "cifar10", 32, lr_high=0.1, lr_low=0.05, checks=CORE_CHECKS + SCHEDULE_CHECKS),
+    "resnet56": Part(
+        "resnet56", "resnet56", "cifar10", 32, lr_high=0.3, lr_low=0.15, checks=CORE_CHECKS + SCHEDULE_CHECKS
+    ),
+    # The MLP is MNIST's network (784 inputs): Fashion-MNIST has the same shape, no padding.
+    "mlp": Part("mlp", "mlp", "mnist", None, lr_high=0.1, lr_low=0.05, checks=CORE_CHECKS),
+}
+
+# ------------------------------------------------------------------------------ tiny
+# ResNet-56 keeps its 56 layers at any width, so on a CPU it costs ~10x VGG-11 per image:
+# its tiny runs see 100 images at batch 10; VGG-11 200 at batch 20; the MLP, cheap, 1,000 at 100.
+_TINY_CONV = dict(
+    chunk_size=256,
+    updates=20,
+    batch_updates=20,
+    gd_updates=10,
+    gd_edge_updates=10,
+    gd_window=None,
+    # Three epochs hold a short and a long cycle, a ramp and an anneal (C11).
+    schedule_epochs=3,
+    # 10 minibatches instead of 50: the noise scale of a tiny run need not be precise.
+    noise_batches=10,
+)
+TINY_SIZES: Final[Mapping[str, PartSize]] = {
+    "vgg11": PartSize(
+        width_multiplier=1 / 16, train_subset=200, validation_subset=100, measurement_size=32,
+        batch_size=20, small_batch=10, large_batch=50,
+        windows=((0, 4), (16, 20)), batch_windows=((0, 4), (16, 20)), **_TINY_CONV,  # type: ignore[arg-type]
+    ),
+    "resnet56": PartSize(
+        width_multiplier=1 / 8, train_subset=100, validation_subset=50, measurement_size=24,
+        batch_size=10, small_batch=5, large_batch=25,
+        windows=((0, 3), (17, 20)), batch_windows=((0, 3), (17, 20)), **_TINY_CONV,  # type: ignore[arg-type]
+    ),
+    "mlp": PartSize(
+        width_multiplier=0.1, train_subset=1_000, validation_subset=500, measurement_size=200, chunk_size=1_000,
+        batch_size=100, small_batch=50, large_batch=500,
+        updates=40, windows=((0, 5), (35, 40)), batch_updates=40, batch_windows=((0, 5), (35, 40)),
+        gd_updates=10, gd_edge_updates=10, gd_window=None, schedule_epochs=3, noise_batches=10,
+    ),
+}
+# ----------------------------------------------------------------------------- smoke
+_SMOKE = PartSize(
+    width_multiplier=1.0, train_subset=5_000, validation_subset=2_000, measurement_size=1_000, chunk_size=1_000,
+    batch_size=100, small_batch=50, large_batch=500,
+    # 200 updates = 4 epochs of the 5,000 images; the batch sweep takes the same 200 updates.
+    updates=200, windows=((0, 20), (180, 200)), batch_updates=200, batch_windows=((0, 20), (180, 200)),
+    # 50 GD updates = one SGD epoch (C5); 40 at lr 0.9 as in the real tier (C1).
+    gd_updates=50, gd_edge_updates=40, gd_window=None,
+    schedule_epochs=10,
+)
+SMOKE_SIZES: Final[Mapping[str, PartSize]] = {name: _SMOKE for name in GPU_PART_NAMES}
+
+# ----------------------------------------------------------------------------- paper
+_PAPER_STEPS_PER_EPOCH: Final = PAPER_TRAIN_SIZE // 100  # 450 at batch 100
+
+
+def _paper_size(epochs: int, tracked: tuple[int, ...]) -> PartSize:
+    return PartSize(
+        width_multiplier=1.0, train_subset=None, validation_subset=None, measurement_size=None,
+        # 5,000 per forward pass: the authors' full-batch chunk; a VGG-11 chunk fits an H100.
+        chunk_size=5_000,
+        batch_size=100, small_batch=50, large_batch=500,
+        updates=epochs * _PAPER_STEPS_PER_EPOCH,
+        windows=epoch_windows(tracked, _PAPER_STEPS_PER_EPOCH),
+        # The batch sweep at equal updates: 10 epochs at batch 100 (batch 500: 50 epochs),
+        # measured in epochs 1 and 10, which the protocol batch measures too.
+        batch_updates=10 * _PAPER_STEPS_PER_EPOCH,
+        batch_windows=epoch_windows((1, 10), _PAPER_STEPS_PER_EPOCH),
+        # GD: one SGD epoch of updates (450 full-batch passes), 50 steps measured at each end.
+        gd_updates=_PAPER_STEPS_PER_EPOCH,
+        gd_edge_updates=_PAPER_STEPS_PER_EPOCH,
+        gd_window=50,
+        schedule_epochs=epochs,
+    )
+
+
+PAPER_SIZES: Final[Mapping[str, PartSize]] = {
+    "vgg11": _paper_size(100, (1, 10, 25, 100)),
+    "resnet56": _paper_size(100, (1, 10, 25, 100)),
+    # The MLP: 40 epochs; Table 1 tracks epochs 1, 10, 25 (and 40 ends the run).
+    "mlp": _paper_size(40, (1, 10, 25, 40)),
+}
+
+PROFILES: Final[Mapping[str, Profile]] = {
+    "real": Profile(
+        "real", "C1-C10 on Fashion-MNIST on a CPU (5k images, 200 updates, 3 seeds)",
+        PAPER_SEEDS, REAL_PARTS, {"mlp": _REAL_MLP_SIZE, "conv": _REAL_CONV_SIZE}, needs_cuda=False,
+        measured_on=("fashion-mnist", "cpu"), id_format="{claim}-{part}-{name}",
+    ),
+    "tiny": Profile(
+        "tiny", "every check end to end on a CPU in minutes, no verdicts (tiny widths and data, two seeds)",
+        TINY_SEEDS, GPU_PARTS, TINY_SIZES, needs_cuda=False, verdicts=False,
+    ),
+    "smoke": Profile(
+        "smoke", "the whole tier on one H100 in about ten minutes (5k images, 200 updates, 3 seeds)",
+        PAPER_SEEDS, GPU_PARTS, SMOKE_SIZES, needs_cuda=True,
+    ),
+    "paper": Profile(
+        "paper", "the authors' protocol: 45k images, 100 epochs (MLP 40), tracked epochs measured on all 45k",
+        PAPER_SEEDS, GPU_PARTS, PAPER_SIZES, needs_cuda=True,
+    ),
+}
+# The profiles of the gpu tier (suites/gpu); `real` is the tier of suites/real.
+GPU_PROFILES: Final[tuple[str, ...]] = ("tiny", "smoke", "paper")
+# What `pytest suites/gpu` runs on a CUDA machine when no --sgdwalk-profile is given.
+DEFAULT_PROFILE: Final = "smoke"
+
+
+def _check_not_reproduced() -> None:
+    """Every declared non-reproduction names a profile with verdicts, one of its parts, and a
+    check it runs."""
+    for at in NOT_REPRODUCED:
+        profile = PROFILES.get(at.profile)
+        part = None if profile is None else profile.parts.get(at.part)
+        if profile is None or part is None or at.check not in {check.key for check in part.checks}:
+            raise ValueError(f"NOT_REPRODUCED names {at}, which no profile runs")
+        if not profile.verdicts:
+            raise ValueError(f"NOT_REPRODUCED names {at}, but the {profile.name} profile asserts no verdicts")
+
+
+_check_not_reproduced()
