@@ -9,6 +9,8 @@ hand-made runs with known answers.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -20,6 +22,7 @@ from sgdwalk.claims.engine import (
     fraction,
     last_history,
     mean_field,
+    mean_field_standard_error,
     tracked_windows,
 )
 from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
@@ -68,11 +71,20 @@ def history_at_update(result: WalkResult, key: str, update: int) -> float:
 
 
 # ------------------------------------------------------------------- one setting, per seed
+def window_measurement_se(runs: Sequence[WalkResult], field: str, window: Window) -> list[float] | None:
+    """Per seed, the measurement's standard error of the window mean of ``field`` (None when
+    the records carry none: a field measured without sampling error, or old records)."""
+    errors = [mean_field_standard_error(window(run), field) for run in runs]
+    return None if any(se is None for se in errors) else [float(se) for se in errors if se is not None]
+
+
 def window_mean(setting: str, field: str, window: Window) -> StatisticFunction:
     """Mean of ``field`` over ``window`` of each run of ``setting``."""
 
     def statistic(runs: RunsBySetting) -> Estimate:
-        return mean_with_t_interval(per_seed(runs[setting], lambda r: mean_field(window(r), field)))
+        estimate = mean_with_t_interval(per_seed(runs[setting], lambda r: mean_field(window(r), field)))
+        errors = window_measurement_se(runs[setting], field, window)
+        return estimate if errors is None else dataclasses.replace(estimate, measurement_se=tuple(errors))
 
     return statistic
 
@@ -144,10 +156,18 @@ def window_mean_gap(first: str, first_window: Window, second: str, second_window
     """Mean ``field`` over a window of ``first`` minus over a window of ``second``, per seed."""
 
     def statistic(runs: RunsBySetting) -> Estimate:
-        return paired_difference(
+        estimate = paired_difference(
             per_seed(runs[first], lambda r: mean_field(first_window(r), field)),
             per_seed(runs[second], lambda r: mean_field(second_window(r), field)),
         )
+        first_errors = window_measurement_se(runs[first], field, first_window)
+        second_errors = window_measurement_se(runs[second], field, second_window)
+        if first_errors is None or second_errors is None:
+            return estimate
+        # Two runs measured on the same samples err in the same direction, so adding the
+        # variances bounds the difference's measurement error from above.
+        errors = tuple(math.hypot(a, b) for a, b in zip(first_errors, second_errors, strict=True))
+        return dataclasses.replace(estimate, measurement_se=errors)
 
     return statistic
 

@@ -448,3 +448,41 @@ def test_every_statistic_of_the_table_is_finite_on_hand_made_runs() -> None:
                 ]
             estimate = check.statistic(runs)
             assert all(math.isfinite(v) for v in (estimate.value, estimate.low, estimate.high)), check.key
+
+
+# ------------------------------------------------------------ the measurement's share
+def test_height_statistics_say_what_share_of_their_spread_the_measurement_set_explains() -> None:
+    # Late windows: heights 0.3/0.5 (se 0.02, 0.04) and 0.2/0.2 (se 0.01, 0.03) for "high";
+    # 0.1/0.1 (se 0.02, 0.02) and 0.25/0.35 (se 0.04, 0.04) for "low".
+    def seeded(heights: tuple[float, float], errors: tuple[float, float]) -> WalkResult:
+        late = [record(10 + i, height_start=h, height_start_se=e) for i, (h, e) in enumerate(zip(heights, errors, strict=True))]
+        return run([record(0, height_start_se=0.5), record(1, height_start_se=0.5), *late])
+
+    runs = {
+        "high": [seeded((0.3, 0.5), (0.02, 0.04)), seeded((0.2, 0.2), (0.01, 0.03))],
+        "low": [seeded((0.1, 0.1), (0.02, 0.02)), seeded((0.25, 0.35), (0.04, 0.04))],
+    }
+    one = cs.window_mean("high", "height_start", cs.late)(runs)
+    # Errors of the steps of one window taken as perfectly correlated: their mean.
+    assert one.measurement_se == pytest.approx((0.03, 0.02), rel=FLOAT64_RTOL)
+    assert one.measurement_share == pytest.approx(np.mean([0.03**2, 0.02**2]) / np.var([0.4, 0.2], ddof=1))
+    gap = cs.window_mean_gap("high", cs.late, "low", cs.late, "height_start")(runs)
+    assert gap.measurement_se == pytest.approx((math.hypot(0.03, 0.02), math.hypot(0.02, 0.04)), rel=FLOAT64_RTOL)
+    # A field measured without sampling error (the cosine) carries no share.
+    cosine = cs.window_mean("high", "cosine", cs.late)(runs)
+    assert cosine.measurement_se is None and cosine.measurement_share is None
+
+
+def test_run_check_notes_the_measurement_share_in_the_report() -> None:
+    # Late heights 0.1 × seed, each step's se 0.01: share = 0.01² / var(0.1, 0.2, 0.4).
+    cache = HandMadeCache(
+        lambda c: run([record(10, height_start=0.1 * c.seed, height_start_se=0.01)], lr=c.lr, seed=c.seed)
+    )
+    check = ClaimCheck(
+        claim_id="C6", name="hand-made", statistic_name="height", settings=("sgd",),
+        statistic=cs.window_mean("sgd", "height_start", cs.late), relation=">", bound=0.0, bound_reason="a test",
+    )
+    recorder = ListRecorder()
+    run_check(check, WalkConfig(), {"sgd": {}}, (1, 2, 4), cache, recorder)
+    share = 0.01**2 / float(np.var([0.1, 0.2, 0.4], ddof=1))
+    assert any(note.startswith(f"measurement set's share of the seed-to-seed variance: {share:.1%}") for note in recorder.notes)
