@@ -79,10 +79,28 @@ class Sizes:
 
 # The protocol's batch 100; 10k measurement images in chunks of 5,000 (the smoke profile
 # measures 1k, the paper 45k); best of 3 against clock and launch jitter.
-FULL: Final = Sizes(batch_size=100, train_steps=100, warm_steps=200, measurement_size=10_000, chunk_size=5_000,
-                    num_alphas=10, repeats=3, precision_segments=20, tiny=False)
-TINY: Final = Sizes(batch_size=10, train_steps=3, warm_steps=3, measurement_size=32, chunk_size=32,
-                    num_alphas=10, repeats=1, precision_segments=2, tiny=True)
+FULL: Final = Sizes(
+    batch_size=100,
+    train_steps=100,
+    warm_steps=200,
+    measurement_size=10_000,
+    chunk_size=5_000,
+    num_alphas=10,
+    repeats=3,
+    precision_segments=20,
+    tiny=False,
+)
+TINY: Final = Sizes(
+    batch_size=10,
+    train_steps=3,
+    warm_steps=3,
+    measurement_size=32,
+    chunk_size=32,
+    num_alphas=10,
+    repeats=1,
+    precision_segments=2,
+    tiny=True,
+)
 
 
 def synchronize(device: torch.device) -> None:
@@ -120,8 +138,14 @@ def make_model(arch: str, sizes: Sizes, device: torch.device) -> nn.Module:
     return build_model(arch, channels, size, NUM_CLASSES, width).to(device)
 
 
-def sgd_steps(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor,
-              steps: int, batch_size: int) -> None:
+def sgd_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    steps: int,
+    batch_size: int,
+) -> None:
     model.train()
     for step in range(steps):
         start = (step * batch_size) % (inputs.shape[0] - batch_size + 1)
@@ -130,8 +154,9 @@ def sgd_steps(model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.
         optimizer.step()
 
 
-def one_step_segment(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int,
-                     lr: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+def one_step_segment(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, lr: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """θ and θ − lr·g for the minibatch gradient at θ (the model is left unchanged)."""
     model.train()
     model.zero_grad(set_to_none=True)
@@ -165,14 +190,20 @@ def speed(arch: str, sizes: Sizes, device: torch.device) -> dict[str, float]:
     inputs, targets = learnable_data(arch, count, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.0, weight_decay=1e-4)
     with precision("float32", device):
-        train_s = best_seconds(lambda: sgd_steps(model, optimizer, inputs, targets, sizes.train_steps, sizes.batch_size),
-                               device, sizes.repeats)
+        train_s = best_seconds(
+            lambda: sgd_steps(model, optimizer, inputs, targets, sizes.train_steps, sizes.batch_size),
+            device,
+            sizes.repeats,
+        )
         start, end = one_step_segment(model, inputs, targets, sizes.batch_size)
-        measurement = MeasurementSet(inputs[: sizes.measurement_size], targets[: sizes.measurement_size],
-                                     chunk_size=sizes.chunk_size)
+        measurement = MeasurementSet(
+            inputs[: sizes.measurement_size], targets[: sizes.measurement_size], chunk_size=sizes.chunk_size
+        )
         alphas = alpha_grid(sizes.num_alphas)
         measure_s = best_seconds(
-            lambda: segment_losses(model, start, end, alphas, measurement, "train", include_end=True), device, sizes.repeats
+            lambda: segment_losses(model, start, end, alphas, measurement, "train", include_end=True),
+            device,
+            sizes.repeats,
         )
         points = sizes.num_alphas + 1
         forward_images = points * sizes.measurement_size
@@ -207,8 +238,9 @@ def precision_effect(arch: str, sizes: Sizes, device: torch.device) -> dict[str,
     count = max(sizes.measurement_size, sizes.batch_size * (sizes.warm_steps + sizes.precision_segments + 1))
     inputs, targets = learnable_data(arch, count, device, seed=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.0, weight_decay=1e-4)
-    measurement = MeasurementSet(inputs[: sizes.measurement_size], targets[: sizes.measurement_size],
-                                 chunk_size=sizes.chunk_size)
+    measurement = MeasurementSet(
+        inputs[: sizes.measurement_size], targets[: sizes.measurement_size], chunk_size=sizes.chunk_size
+    )
     alphas = alpha_grid(sizes.num_alphas)
     modes = ["tf32", "bf16"] if device.type == "cuda" else ["bf16"]  # TF32 does not exist on a CPU
     summaries: dict[str, list[Any]] = {mode: [] for mode in ["float32", *modes]}
@@ -236,8 +268,12 @@ def precision_effect(arch: str, sizes: Sizes, device: torch.device) -> dict[str,
         result[mode] = {
             "segments": len(reference),
             "max_abs_height_change": float(np.max(change)),
-            "max_rel_height_change": float(np.max(change[has_height] / exact[has_height])) if has_height.any() else None,
-            "barrier_flag_changes": int(sum(a.barrier != b.barrier for a, b in zip(summaries[mode], reference, strict=True))),
+            "max_rel_height_change": float(np.max(change[has_height] / exact[has_height]))
+            if has_height.any()
+            else None,
+            "barrier_flag_changes": int(
+                sum(a.barrier != b.barrier for a, b in zip(summaries[mode], reference, strict=True))
+            ),
             "interior_floor_changes": int(
                 sum(a.interior_floor != b.interior_floor for a, b in zip(summaries[mode], reference, strict=True))
             ),
@@ -278,16 +314,35 @@ def tier_wall_time(profile_name: str, device: torch.device, data_mode: str, data
 # ------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="device to measure (default: cuda when available, else cpu)")
-    parser.add_argument("--tiny", action="store_true", help="tiny widths and sizes: a seconds-long smoke test (default: off)")
-    parser.add_argument("--archs", default=",".join(ARCHS), help=f"comma-separated architectures (default: {','.join(ARCHS)})")
-    parser.add_argument("--precision", action="store_true",
-                        help="compare TF32 and bf16 heights and barrier flags with float32 (default: off)")
-    parser.add_argument("--tier-profile", choices=("none", "tiny", "smoke", "paper"), default=None,
-                        help="time every run of this tier profile (default: smoke on cuda without --tiny, else none)")
-    parser.add_argument("--data", choices=("auto", "paper", "fashion-mnist"), default="auto",
-                        help="data of the tier runs, as --sgdwalk-gpu-data (default: auto)")
+    parser.add_argument(
+        "--device",
+        choices=("cuda", "cpu"),
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="device to measure (default: cuda when available, else cpu)",
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny widths and sizes: a seconds-long smoke test (default: off)"
+    )
+    parser.add_argument(
+        "--archs", default=",".join(ARCHS), help=f"comma-separated architectures (default: {','.join(ARCHS)})"
+    )
+    parser.add_argument(
+        "--precision",
+        action="store_true",
+        help="compare TF32 and bf16 heights and barrier flags with float32 (default: off)",
+    )
+    parser.add_argument(
+        "--tier-profile",
+        choices=("none", "tiny", "smoke", "paper"),
+        default=None,
+        help="time every run of this tier profile (default: smoke on cuda without --tiny, else none)",
+    )
+    parser.add_argument(
+        "--data",
+        choices=("auto", "paper", "fashion-mnist"),
+        default="auto",
+        help="data of the tier runs, as --sgdwalk-gpu-data (default: auto)",
+    )
     parser.add_argument("--data-root", default=None, help="data root of the tier runs (default: the usual search)")
     parser.add_argument("--out", metavar="PATH", default=None, help="write the numbers as JSON here (default: none)")
     return parser.parse_args(argv)
@@ -328,9 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             numbers["archs"][arch] = result
             for kind in ("train", "measure", "forward"):
                 numbers["images_per_second"][f"{arch}/{kind}"] = result[f"{kind}_images_per_s"]
-            print(f"{arch:<9} {result['train_images_per_s']:>12.0f} {result['measure_images_per_s']:>14.0f} "
-                  f"{result['forward_images_per_s']:>14.0f} {result['measure_over_forward']:>11.2f} "
-                  f"{result['train_over_forward']:>9.2f} {result['train_step_ms']:>8.2f} {result['segment_ms']:>10.1f}")
+            print(
+                f"{arch:<9} {result['train_images_per_s']:>12.0f} {result['measure_images_per_s']:>14.0f} "
+                f"{result['forward_images_per_s']:>14.0f} {result['measure_over_forward']:>11.2f} "
+                f"{result['train_over_forward']:>9.2f} {result['train_step_ms']:>8.2f} {result['segment_ms']:>10.1f}"
+            )
         if args.precision:
             numbers["precision"] = {arch: precision_effect(arch, sizes, device) for arch in archs}
             identical = True
@@ -338,12 +395,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for mode, effect in modes.items():
                     identical &= mode != "tf32" or effect["barrier_flag_changes"] == 0
                     relative = effect["max_rel_height_change"]
-                    print(f"precision {arch} {mode}: heights move by up to {effect['max_abs_height_change']:.3g} "
-                          f"({'-' if relative is None else f'{relative:.2%}'} of the height); barrier flags differ on "
-                          f"{effect['barrier_flag_changes']} of {effect['segments']} segments "
-                          f"(float32 saw {effect['float32_barriers']}); interior floors on {effect['interior_floor_changes']}")
-            verdict = ("barrier decisions identical under TF32: it may be used for measurements"
-                       if identical and device.type == "cuda" else "keep float32 for measurements")
+                    print(
+                        f"precision {arch} {mode}: heights move by up to {effect['max_abs_height_change']:.3g} "
+                        f"({'-' if relative is None else f'{relative:.2%}'} of the height); barrier flags differ on "
+                        f"{effect['barrier_flag_changes']} of {effect['segments']} segments "
+                        f"(float32 saw {effect['float32_barriers']}); interior floors on {effect['interior_floor_changes']}"
+                    )
+            verdict = (
+                "barrier decisions identical under TF32: it may be used for measurements"
+                if identical and device.type == "cuda"
+                else "keep float32 for measurements"
+            )
             numbers["precision_policy"] = verdict
             print(f"policy: {verdict}")
         if tier_profile != "none":

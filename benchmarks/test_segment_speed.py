@@ -51,13 +51,17 @@ MODELS = [
 ]
 
 
-def _setup(arch: str, channels: int, size: int, width: float) -> tuple[nn.Module, torch.Tensor, torch.Tensor, MeasurementSet]:
+def _setup(
+    arch: str, channels: int, size: int, width: float
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor, MeasurementSet]:
     torch.manual_seed(0)
     model = build_model(arch, channels, size, 10, width)
     start = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     end = start + 0.01 * torch.randn_like(start)
     measurement = MeasurementSet(
-        torch.randn(MEASUREMENT_SIZE, channels, size, size), torch.randint(0, 10, (MEASUREMENT_SIZE,)), chunk_size=CHUNK_SIZE
+        torch.randn(MEASUREMENT_SIZE, channels, size, size),
+        torch.randint(0, 10, (MEASUREMENT_SIZE,)),
+        chunk_size=CHUNK_SIZE,
     )
     return model, start, end, measurement
 

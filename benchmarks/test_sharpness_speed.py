@@ -95,10 +95,14 @@ def test_top_eigenvalue(benchmark: BenchmarkFixture, where: str, method: str) ->
     point = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     runs = {
         "reference": lambda: power_iteration(model, inputs, targets),
-        "sgdwalk": lambda: top_hessian_eigenpair(model, point, measurement, relative_tolerance=GOAL_RELATIVE_ERROR).value,
-        "sgdwalk-gap-estimate": lambda: top_hessian_eigenpair(
-            model, point, measurement, relative_tolerance=GOAL_RELATIVE_ERROR, gap_estimate=True
-        ).value,
+        "sgdwalk": lambda: (
+            top_hessian_eigenpair(model, point, measurement, relative_tolerance=GOAL_RELATIVE_ERROR).value
+        ),
+        "sgdwalk-gap-estimate": lambda: (
+            top_hessian_eigenpair(
+                model, point, measurement, relative_tolerance=GOAL_RELATIVE_ERROR, gap_estimate=True
+            ).value
+        ),
     }
     group = f"sharpness-mlp-784-100-10-{where}"
     benchmark.group = group

@@ -159,7 +159,9 @@ class NoisyQuadratic(nn.Module, QuadraticAnswers):
         """Variance of the minibatch gradient noise along each eigenvector: λ_j² s_j² / B."""
         return self.eigenvalues**2 * self.shift_variances / batch_size
 
-    def expected_excess_loss_sgd(self, start: ArrayLike | torch.Tensor, lr: float, batch_size: int, steps: int) -> float:
+    def expected_excess_loss_sgd(
+        self, start: ArrayLike | torch.Tensor, lr: float, batch_size: int, steps: int
+    ) -> float:
         """E[L(θ_t)] − L* after ``steps`` SGD steps from ``start`` (exact, see the module doc).
 
         SGD here is GD plus noise of variance λ_j² s_j²/B along eigenvector j, independent of

@@ -204,9 +204,7 @@ class QuadraticAnswers:
         g = as_vector(direction, self.dimension)
         return float(g @ self.hessian_matrix @ g) / float(g @ g)
 
-    def segment_parabola(
-        self, start: ArrayLike | torch.Tensor, end: ArrayLike | torch.Tensor
-    ) -> SegmentParabola:
+    def segment_parabola(self, start: ArrayLike | torch.Tensor, end: ArrayLike | torch.Tensor) -> SegmentParabola:
         """The exact loss profile along the segment from ``start`` to ``end``."""
         a = as_vector(start, self.dimension)
         d = as_vector(end, self.dimension) - a
@@ -396,4 +394,3 @@ class Quadratic(nn.Module, QuadraticAnswers, DeterministicSamples):
     def loss(self, theta: ArrayLike | torch.Tensor) -> float:
         offset = as_vector(theta, self.dimension) - self._stationary_point
         return float(0.5 * offset @ self.hessian_matrix @ offset)
-

@@ -214,13 +214,10 @@ class Valley(nn.Module, DeterministicSamples):
     def _supports_disjoint(self) -> bool:
         ordered = sorted(self.bumps, key=lambda b: b.position)
         return all(
-            left.position + left.half_width <= right.position - right.half_width
-            for left, right in pairwise(ordered)
+            left.position + left.half_width <= right.position - right.half_width for left, right in pairwise(ordered)
         )
 
-    def barrier_on_segment(
-        self, start: ArrayLike | torch.Tensor, end: ArrayLike | torch.Tensor
-    ) -> BarrierAnswer:
+    def barrier_on_segment(self, start: ArrayLike | torch.Tensor, end: ArrayLike | torch.Tensor) -> BarrierAnswer:
         """The barrier on θ(α) = start + α (end − start), α ∈ (0, 1).
 
         Closed forms: (i) no bumps and μ ≥ 0: L is convex, no barrier; (ii) both ends on the
@@ -258,9 +255,7 @@ class Valley(nn.Module, DeterministicSamples):
             values = values + bump.height * inside**self.profile_power
         return values
 
-    def reference_barrier(
-        self, start: ArrayLike | torch.Tensor, end: ArrayLike | torch.Tensor
-    ) -> BarrierAnswer:
+    def reference_barrier(self, start: ArrayLike | torch.Tensor, end: ArrayLike | torch.Tensor) -> BarrierAnswer:
         """Dense evaluation of the exact loss over α ∈ (0, 1), refined by minimize_scalar."""
         a, b = as_vector(start, self.dim), as_vector(end, self.dim)
 

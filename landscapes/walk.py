@@ -86,9 +86,13 @@ class CovarianceNoiseGD(Optimizer):
         eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
         # eigh resolves eigenvalues only to ~d·eps·‖C‖: a null direction comes back as ±1e-16·‖C‖,
         # whose square root (1e-8·√‖C‖) would be real noise. Below that resolution it is zero.
-        resolution = _EIGENVALUE_RESOLUTION_ULPS * matrix.shape[0] * np.finfo(np.float64).eps * float(np.abs(eigenvalues).max())
+        resolution = (
+            _EIGENVALUE_RESOLUTION_ULPS * matrix.shape[0] * np.finfo(np.float64).eps * float(np.abs(eigenvalues).max())
+        )
         if eigenvalues.min() < -resolution:
-            raise ValueError(f"covariance must be positive semi-definite, its smallest eigenvalue is {eigenvalues.min()}")
+            raise ValueError(
+                f"covariance must be positive semi-definite, its smallest eigenvalue is {eigenvalues.min()}"
+            )
         factor = eigenvectors * np.sqrt(np.where(eigenvalues > resolution, eigenvalues, 0.0))
         self.noise_factor = torch.tensor(factor, dtype=parameter.dtype, device=parameter.device)
         self.generator = torch.Generator(device=parameter.device)
@@ -214,7 +218,9 @@ def walk(
         optimizer = optimizer_factory(module.parameters())
     else:
         optimizer = _default_optimizer(kind, module.parameters(), lr, noise_variance, noise_covariance, seed)
-    tracker = WalkTracker(module, measurement, schedule=schedule, num_alphas=num_alphas, sharpness_every=sharpness_every)
+    tracker = WalkTracker(
+        module, measurement, schedule=schedule, num_alphas=num_alphas, sharpness_every=sharpness_every
+    )
     sampler = torch.Generator()
     sampler.manual_seed(seed)
 

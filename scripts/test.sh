@@ -11,6 +11,7 @@ echo "== static checks: the package's layers import only downward, lint, types"
 .venv/bin/lint-imports
 # Both read their settings and scope (the whole tree) from pyproject.toml.
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 
 echo "== quick tier: unit tests and synthetic claims (S1-S7)"

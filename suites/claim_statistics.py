@@ -152,7 +152,9 @@ def sharpness_drop(setting: str) -> StatisticFunction:
 
 
 # ------------------------------------------------------------ two settings, paired by seed
-def window_mean_gap(first: str, first_window: Window, second: str, second_window: Window, field: str) -> StatisticFunction:
+def window_mean_gap(
+    first: str, first_window: Window, second: str, second_window: Window, field: str
+) -> StatisticFunction:
     """Mean ``field`` over a window of ``first`` minus over a window of ``second``, per seed."""
 
     def statistic(runs: RunsBySetting) -> Estimate:

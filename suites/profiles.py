@@ -147,11 +147,17 @@ class PartSize:
 
     def __post_init__(self) -> None:
         # Checked at import, so a profile that cannot describe its comparisons never runs.
-        for batch, updates in ((self.batch_size, self.updates), (self.small_batch, self.batch_updates),
-                               (self.large_batch, self.batch_updates), (self.reference_batch, self.batch_updates)):
+        for batch, updates in (
+            (self.batch_size, self.updates),
+            (self.small_batch, self.batch_updates),
+            (self.large_batch, self.batch_updates),
+            (self.reference_batch, self.batch_updates),
+        ):
             self.epochs_for(updates, batch)
-        for name, windows, updates in (("windows", self.windows, self.updates),
-                                       ("batch_windows", self.batch_windows, self.batch_updates)):
+        for name, windows, updates in (
+            ("windows", self.windows, self.updates),
+            ("batch_windows", self.batch_windows, self.batch_updates),
+        ):
             if not windows or windows[0][0] != 0:
                 raise ValueError(f"{name} must start at step 0 (C7 reads the first updates), got {windows}")
             if any(not 0 <= start < stop <= updates for start, stop in windows):
@@ -169,7 +175,9 @@ class PartSize:
             every = self.sharpness_every
             sharp = [step for start, stop in self.windows for step in range(start, stop) if step % every == 0]
             if sharp != [0, every]:
-                raise ValueError(f"sharpness every {every} steps would be measured at steps {sharp}, not just 0 and {every}")
+                raise ValueError(
+                    f"sharpness every {every} steps would be measured at steps {sharp}, not just 0 and {every}"
+                )
         if self.schedule_epochs is not None and self.schedule_epochs < 2:
             raise ValueError("the schedules need at least two epochs (a ramp and an anneal)")
 
@@ -263,27 +271,56 @@ class Profile:
 # 200 updates at batch 100 on 5,000 images = 4 epochs; every SGD setting takes the same 200
 # updates whatever its batch (epochs are scaled), so settings compare at equal updates.
 _REAL_MLP_SIZE: Final = PartSize(
-    width_multiplier=1.0, train_subset=5_000, validation_subset=2_000, measurement_size=1_000, chunk_size=1_000,
+    width_multiplier=1.0,
+    train_subset=5_000,
+    validation_subset=2_000,
+    measurement_size=1_000,
+    chunk_size=1_000,
     # C4 compares batch 50 with 200 and lr 0.05 with 0.2: a factor 4 in lr/B both.
-    batch_size=100, small_batch=50, large_batch=500, batch_reference=200,
-    updates=200, windows=((0, 20), (160, 200)), batch_updates=200, batch_windows=((0, 20), (160, 200)),
+    batch_size=100,
+    small_batch=50,
+    large_batch=500,
+    batch_reference=200,
+    updates=200,
+    windows=((0, 20), (160, 200)),
+    batch_updates=200,
+    batch_windows=((0, 20), (160, 200)),
     # 50 GD updates = one SGD epoch (C5); 40 at lr 0.9 (C1).
-    gd_updates=50, gd_edge_updates=40, gd_window=None,
+    gd_updates=50,
+    gd_edge_updates=40,
+    gd_window=None,
 )
 # The conv net at half width (16 and 32 channels): 100 updates and 256 measurement samples,
 # because a conv forward costs several times the MLP's (at full width one run took 135 s on
 # this laptop, against ~20 s for the MLP). Its batch-sweep pair is 100 and 500 (C3), and its
 # sharpness is not measured: it runs no C10.
 _REAL_CONV_SIZE: Final = PartSize(
-    width_multiplier=0.5, train_subset=5_000, validation_subset=2_000, measurement_size=256, chunk_size=256,
-    batch_size=100, small_batch=100, large_batch=500,
-    updates=100, windows=((0, 10), (80, 100)), batch_updates=100, batch_windows=((0, 10), (80, 100)),
-    gd_updates=50, gd_edge_updates=40, gd_window=None, measure_sharpness=False,
+    width_multiplier=0.5,
+    train_subset=5_000,
+    validation_subset=2_000,
+    measurement_size=256,
+    chunk_size=256,
+    batch_size=100,
+    small_batch=100,
+    large_batch=500,
+    updates=100,
+    windows=((0, 10), (80, 100)),
+    batch_updates=100,
+    batch_windows=((0, 10), (80, 100)),
+    gd_updates=50,
+    gd_edge_updates=40,
+    gd_window=None,
+    measure_sharpness=False,
 )
 REAL_PARTS: Final[Mapping[str, Part]] = {
     "mlp": Part("mlp", "mlp", "fashion-mnist", None, lr_high=0.2, lr_low=0.05, checks=CORE_CHECKS),
     "conv": Part(
-        "conv", "convnet", "fashion-mnist", None, lr_high=0.2, lr_low=0.05,
+        "conv",
+        "convnet",
+        "fashion-mnist",
+        None,
+        lr_high=0.2,
+        lr_low=0.05,
         checks=select("C2-sgd-floor", "C3-batch-cosine", "C6-lr-height", "C7-early-barriers"),
     ),
 }
@@ -315,30 +352,68 @@ _TINY_CONV = dict(
 )
 TINY_SIZES: Final[Mapping[str, PartSize]] = {
     "vgg11": PartSize(
-        width_multiplier=1 / 16, train_subset=200, validation_subset=100, measurement_size=32,
-        batch_size=20, small_batch=10, large_batch=50,
-        windows=((0, 4), (16, 20)), batch_windows=((0, 4), (16, 20)), **_TINY_CONV,  # type: ignore[arg-type]
+        width_multiplier=1 / 16,
+        train_subset=200,
+        validation_subset=100,
+        measurement_size=32,
+        batch_size=20,
+        small_batch=10,
+        large_batch=50,
+        windows=((0, 4), (16, 20)),
+        batch_windows=((0, 4), (16, 20)),
+        **_TINY_CONV,  # type: ignore[arg-type]
     ),
     "resnet56": PartSize(
-        width_multiplier=1 / 8, train_subset=100, validation_subset=50, measurement_size=24,
-        batch_size=10, small_batch=5, large_batch=25,
-        windows=((0, 3), (17, 20)), batch_windows=((0, 3), (17, 20)), **_TINY_CONV,  # type: ignore[arg-type]
+        width_multiplier=1 / 8,
+        train_subset=100,
+        validation_subset=50,
+        measurement_size=24,
+        batch_size=10,
+        small_batch=5,
+        large_batch=25,
+        windows=((0, 3), (17, 20)),
+        batch_windows=((0, 3), (17, 20)),
+        **_TINY_CONV,  # type: ignore[arg-type]
     ),
     "mlp": PartSize(
-        width_multiplier=0.1, train_subset=1_000, validation_subset=500, measurement_size=200, chunk_size=1_000,
-        batch_size=100, small_batch=50, large_batch=500,
-        updates=40, windows=((0, 5), (35, 40)), batch_updates=40, batch_windows=((0, 5), (35, 40)),
-        gd_updates=10, gd_edge_updates=10, gd_window=None, schedule_epochs=3, noise_batches=10,
+        width_multiplier=0.1,
+        train_subset=1_000,
+        validation_subset=500,
+        measurement_size=200,
+        chunk_size=1_000,
+        batch_size=100,
+        small_batch=50,
+        large_batch=500,
+        updates=40,
+        windows=((0, 5), (35, 40)),
+        batch_updates=40,
+        batch_windows=((0, 5), (35, 40)),
+        gd_updates=10,
+        gd_edge_updates=10,
+        gd_window=None,
+        schedule_epochs=3,
+        noise_batches=10,
     ),
 }
 # ----------------------------------------------------------------------------- smoke
 _SMOKE = PartSize(
-    width_multiplier=1.0, train_subset=5_000, validation_subset=2_000, measurement_size=1_000, chunk_size=1_000,
-    batch_size=100, small_batch=50, large_batch=500,
+    width_multiplier=1.0,
+    train_subset=5_000,
+    validation_subset=2_000,
+    measurement_size=1_000,
+    chunk_size=1_000,
+    batch_size=100,
+    small_batch=50,
+    large_batch=500,
     # 200 updates = 4 epochs of the 5,000 images; the batch sweep takes the same 200 updates.
-    updates=200, windows=((0, 20), (180, 200)), batch_updates=200, batch_windows=((0, 20), (180, 200)),
+    updates=200,
+    windows=((0, 20), (180, 200)),
+    batch_updates=200,
+    batch_windows=((0, 20), (180, 200)),
     # 50 GD updates = one SGD epoch (C5); 40 at lr 0.9 as in the real tier (C1).
-    gd_updates=50, gd_edge_updates=40, gd_window=None,
+    gd_updates=50,
+    gd_edge_updates=40,
+    gd_window=None,
     schedule_epochs=10,
 )
 SMOKE_SIZES: Final[Mapping[str, PartSize]] = {name: _SMOKE for name in GPU_PART_NAMES}
@@ -349,10 +424,15 @@ _PAPER_STEPS_PER_EPOCH: Final = PAPER_TRAIN_SIZE // 100  # 450 at batch 100
 
 def _paper_size(epochs: int, tracked: tuple[int, ...]) -> PartSize:
     return PartSize(
-        width_multiplier=1.0, train_subset=None, validation_subset=None, measurement_size=None,
+        width_multiplier=1.0,
+        train_subset=None,
+        validation_subset=None,
+        measurement_size=None,
         # 5,000 per forward pass: the authors' full-batch chunk; a VGG-11 chunk fits an H100.
         chunk_size=5_000,
-        batch_size=100, small_batch=50, large_batch=500,
+        batch_size=100,
+        small_batch=50,
+        large_batch=500,
         updates=epochs * _PAPER_STEPS_PER_EPOCH,
         windows=epoch_windows(tracked, _PAPER_STEPS_PER_EPOCH),
         # The batch sweep at equal updates: 10 epochs at batch 100 (batch 500: 50 epochs),
@@ -376,21 +456,39 @@ PAPER_SIZES: Final[Mapping[str, PartSize]] = {
 
 PROFILES: Final[Mapping[str, Profile]] = {
     "real": Profile(
-        "real", "C1-C10 on Fashion-MNIST on a CPU (5k images, 200 updates, 3 seeds)",
-        PAPER_SEEDS, REAL_PARTS, {"mlp": _REAL_MLP_SIZE, "conv": _REAL_CONV_SIZE}, needs_cuda=False,
-        measured_on=("fashion-mnist", "cpu"), id_format="{claim}-{part}-{name}",
+        "real",
+        "C1-C10 on Fashion-MNIST on a CPU (5k images, 200 updates, 3 seeds)",
+        PAPER_SEEDS,
+        REAL_PARTS,
+        {"mlp": _REAL_MLP_SIZE, "conv": _REAL_CONV_SIZE},
+        needs_cuda=False,
+        measured_on=("fashion-mnist", "cpu"),
+        id_format="{claim}-{part}-{name}",
     ),
     "tiny": Profile(
-        "tiny", "every check end to end on a CPU in minutes, no verdicts (tiny widths and data, two seeds)",
-        TINY_SEEDS, GPU_PARTS, TINY_SIZES, needs_cuda=False, verdicts=False,
+        "tiny",
+        "every check end to end on a CPU in minutes, no verdicts (tiny widths and data, two seeds)",
+        TINY_SEEDS,
+        GPU_PARTS,
+        TINY_SIZES,
+        needs_cuda=False,
+        verdicts=False,
     ),
     "smoke": Profile(
-        "smoke", "the whole tier on one H100 in about ten minutes (5k images, 200 updates, 3 seeds)",
-        PAPER_SEEDS, GPU_PARTS, SMOKE_SIZES, needs_cuda=True,
+        "smoke",
+        "the whole tier on one H100 in about ten minutes (5k images, 200 updates, 3 seeds)",
+        PAPER_SEEDS,
+        GPU_PARTS,
+        SMOKE_SIZES,
+        needs_cuda=True,
     ),
     "paper": Profile(
-        "paper", "the authors' protocol: 45k images, 100 epochs (MLP 40), tracked epochs measured on all 45k",
-        PAPER_SEEDS, GPU_PARTS, PAPER_SIZES, needs_cuda=True,
+        "paper",
+        "the authors' protocol: 45k images, 100 epochs (MLP 40), tracked epochs measured on all 45k",
+        PAPER_SEEDS,
+        GPU_PARTS,
+        PAPER_SIZES,
+        needs_cuda=True,
     ),
 }
 # The profiles of the gpu tier (suites/gpu); `real` is the tier of suites/real.

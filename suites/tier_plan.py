@@ -89,14 +89,22 @@ def _schedule_settings(epochs: int) -> dict[str, dict[str, Any]]:
     cyclical: dict[str, Any] = {**common, "lr_schedule": "cyclical", "lr": CLR_BASE_LR, "lr_max": CLR_MAX_LR}
     return {
         "lr-step": {
-            **common, "lr_schedule": "step", "lr": PROTOCOL_LR, "lr_gamma": STEP_GAMMA,
+            **common,
+            "lr_schedule": "step",
+            "lr": PROTOCOL_LR,
+            "lr_gamma": STEP_GAMMA,
             "lr_milestones": (max(1, epochs // 2), max(2, 3 * epochs // 4)),
         },
         "lr-cyclical-short": {**cyclical, "lr_step_epochs": SHORT_HALF_CYCLE * epochs},
         "lr-cyclical-long": {**cyclical, "lr_step_epochs": LONG_HALF_CYCLE * epochs},
         "lr-trapezoid": {
-            **common, "lr_schedule": "trapezoid", "lr": CLR_BASE_LR, "lr_max": CLR_MAX_LR,
-            "lr_step_epochs": SHORT_HALF_CYCLE * epochs, "lr_anneal_epochs": LONG_HALF_CYCLE * epochs, "lr_final": 0.0,
+            **common,
+            "lr_schedule": "trapezoid",
+            "lr": CLR_BASE_LR,
+            "lr_max": CLR_MAX_LR,
+            "lr_step_epochs": SHORT_HALF_CYCLE * epochs,
+            "lr_anneal_epochs": LONG_HALF_CYCLE * epochs,
+            "lr_final": 0.0,
         },
     }
 
@@ -114,7 +122,9 @@ def part_settings(part: Part, size: PartSize) -> dict[str, dict[str, Any]]:
 
     def gd(lr: float, updates: int, measured: bool = True) -> dict[str, Any]:
         return {
-            "optimizer": "gd", "lr": lr, "epochs": updates,  # one update per epoch
+            "optimizer": "gd",
+            "lr": lr,
+            "epochs": updates,  # one update per epoch
             "track_steps": size.gd_windows(updates) if measured else (),
         }
 
@@ -213,8 +223,10 @@ def tier_grid(configs: Sequence[WalkConfig]) -> dict[str, Any]:
     excluded = {"out_dir", "data_root", "progress"}
     return {
         "cells": [
-            {**{k: v for k, v in config.to_dict().items() if k not in excluded},
-             "checkpoint_every_epochs": SWEEP_CHECKPOINT_EVERY_EPOCHS}
+            {
+                **{k: v for k, v in config.to_dict().items() if k not in excluded},
+                "checkpoint_every_epochs": SWEEP_CHECKPOINT_EVERY_EPOCHS,
+            }
             for config in configs
         ]
     }

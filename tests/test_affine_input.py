@@ -40,9 +40,7 @@ def test_shortcut_matches_plain_evaluation(arch: str, bn_mode: BatchNormMode) ->
     # (10, 10, 4) cover a short last chunk.
     grid = alpha_grid(4)
     fast = segment_losses(model, start, end, grid, measurement, bn_mode, include_end=True)
-    plain = segment_losses(
-        model, start, end, grid, measurement, bn_mode, include_end=True, exploit_affine_input=False
-    )
+    plain = segment_losses(model, start, end, grid, measurement, bn_mode, include_end=True, exploit_affine_input=False)
     np.testing.assert_allclose(fast, plain, rtol=AFFINE_SHORTCUT_RTOL, atol=0)
     # α = 0 runs the whole model at θ_t, unchanged: bitwise equal.
     assert fast[0] == plain[0]

@@ -28,7 +28,11 @@ def _package_error_classes() -> list[type[BaseException]]:
         module = importlib.import_module(module_info.name)
         for _, value in inspect.getmembers(module, inspect.isclass):
             # A private exception (leading underscore) is control flow that never reaches a caller.
-            if issubclass(value, BaseException) and value.__module__ == module.__name__ and not value.__name__.startswith("_"):
+            if (
+                issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+                and not value.__name__.startswith("_")
+            ):
                 found.append(value)
     return found
 
@@ -90,7 +94,9 @@ def test_atomic_write_takes_path_writers(tmp_path: Path) -> None:
 def test_floats_round_trip(value: float, written: float | str) -> None:
     assert float_to_json(value) == written
     back = float_from_json(float_to_json(value))
-    assert (math.isnan(back) and math.isnan(value)) or (back == value and math.copysign(1, back) == math.copysign(1, value))
+    assert (math.isnan(back) and math.isnan(value)) or (
+        back == value and math.copysign(1, back) == math.copysign(1, value)
+    )
 
 
 @pytest.mark.parametrize("raw", ["NaN", "1.0", True, None, [1.0]])

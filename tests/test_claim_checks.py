@@ -46,12 +46,28 @@ FLOAT64_RTOL = 1e-12
 def record(step: int, **fields: Any) -> StepRecord:
     """A measured step with neutral values; ``fields`` set what a test is about."""
     values: dict[str, Any] = {
-        "lr": 0.1, "minibatch_loss": None, "loss_start": 1.0, "loss_end": 0.9, "floor": 0.8,
-        "alpha_star": 0.5, "interior_floor": True, "floor_refined": 0.8, "alpha_star_refined": 0.5,
-        "height_start": 0.2, "height_end": 0.1, "barrier": False, "barrier_height": 0.0,
-        "barrier_alpha": None, "cosine": 0.0, "grad_norm": 1.0, "step_length": 0.1,
-        "distance_from_init": 0.0, "param_norm": 1.0, "sharpness": None,
-        "segment_alphas": (), "segment_losses": (),
+        "lr": 0.1,
+        "minibatch_loss": None,
+        "loss_start": 1.0,
+        "loss_end": 0.9,
+        "floor": 0.8,
+        "alpha_star": 0.5,
+        "interior_floor": True,
+        "floor_refined": 0.8,
+        "alpha_star_refined": 0.5,
+        "height_start": 0.2,
+        "height_end": 0.1,
+        "barrier": False,
+        "barrier_height": 0.0,
+        "barrier_alpha": None,
+        "cosine": 0.0,
+        "grad_norm": 1.0,
+        "step_length": 0.1,
+        "distance_from_init": 0.0,
+        "param_norm": 1.0,
+        "sharpness": None,
+        "segment_alphas": (),
+        "segment_losses": (),
     }
     values.update(fields)
     return StepRecord(step=step, **values)
@@ -75,7 +91,9 @@ def run(
 
 def windows_of(field: str, *windows: tuple[range, Sequence[float]]) -> list[StepRecord]:
     """Records whose ``field`` takes the given values on the given steps."""
-    return [record(step, **{field: value}) for steps, values in windows for step, value in zip(steps, values, strict=True)]
+    return [
+        record(step, **{field: value}) for steps, values in windows for step, value in zip(steps, values, strict=True)
+    ]
 
 
 def assert_estimate(estimate: Estimate, per_seed: Sequence[float]) -> None:
@@ -135,10 +153,12 @@ def test_floor_turning_needs_three_floors() -> None:
 
 
 def test_history_lookups() -> None:
-    result = run(history=[
-        {"step": 5, "train_loss": 0.5, "val_accuracy": 0.7},
-        {"step": 10, "train_loss": 0.4, "val_accuracy": None},
-    ])
+    result = run(
+        history=[
+            {"step": 5, "train_loss": 0.5, "val_accuracy": 0.7},
+            {"step": 10, "train_loss": 0.4, "val_accuracy": None},
+        ]
+    )
     assert last_history(result, "train_loss") == 0.4
     # The last epoch that recorded it, not the last epoch.
     assert last_history(result, "val_accuracy") == 0.7
@@ -170,14 +190,29 @@ def test_barrier_statistics() -> None:
     runs = {
         "sgd": [
             # First window: one barrier; last window: 1 of 4; the largest is 0.03 of its loss.
-            run([record(0, barrier=True, barrier_height=0.03, loss_start=1.0), record(1),
-                 record(8), record(9), record(10, barrier=True, barrier_height=0.01, loss_start=0.5), record(11)]),
+            run(
+                [
+                    record(0, barrier=True, barrier_height=0.03, loss_start=1.0),
+                    record(1),
+                    record(8),
+                    record(9),
+                    record(10, barrier=True, barrier_height=0.01, loss_start=0.5),
+                    record(11),
+                ]
+            ),
             # No barrier at all: 0 crossed, fraction 0, relative height 0.
             run([record(0), record(1), record(8), record(9), record(10), record(11)]),
             # Two barriers in the first window, none late; relative height 0.004 / 0.2.
-            run([record(0, barrier=True, barrier_height=0.004, loss_start=0.2),
-                 record(1, barrier=True, barrier_height=0.001, loss_start=1.0),
-                 record(8), record(9), record(10), record(11)]),
+            run(
+                [
+                    record(0, barrier=True, barrier_height=0.004, loss_start=0.2),
+                    record(1, barrier=True, barrier_height=0.001, loss_start=1.0),
+                    record(8),
+                    record(9),
+                    record(10),
+                    record(11),
+                ]
+            ),
         ]
     }
     assert_estimate(cs.early_barriers("sgd")(runs), [1.0, 0.0, 2.0])
@@ -201,10 +236,14 @@ def test_sharpness_drop_is_first_minus_last_estimate() -> None:
 def test_window_mean_gap_pairs_seeds() -> None:
     # The first windows (±9) must not enter a gap of the last windows.
     runs = {
-        "high": [run(windows_of("height_start", (range(0, 2), (9.0, 9.0)), (range(10, 12), (0.3, 0.5)))),
-                 run(windows_of("height_start", (range(0, 2), (9.0, 9.0)), (range(10, 12), (0.2, 0.2))))],
-        "low": [run(windows_of("height_start", (range(0, 2), (-9.0, -9.0)), (range(10, 12), (0.1, 0.1)))),
-                run(windows_of("height_start", (range(0, 2), (-9.0, -9.0)), (range(10, 12), (0.25, 0.35))))],
+        "high": [
+            run(windows_of("height_start", (range(0, 2), (9.0, 9.0)), (range(10, 12), (0.3, 0.5)))),
+            run(windows_of("height_start", (range(0, 2), (9.0, 9.0)), (range(10, 12), (0.2, 0.2)))),
+        ],
+        "low": [
+            run(windows_of("height_start", (range(0, 2), (-9.0, -9.0)), (range(10, 12), (0.1, 0.1)))),
+            run(windows_of("height_start", (range(0, 2), (-9.0, -9.0)), (range(10, 12), (0.25, 0.35)))),
+        ],
     }
     assert_estimate(cs.window_mean_gap("high", cs.late, "low", cs.late, "height_start")(runs), [0.3, -0.1])
 
@@ -239,8 +278,16 @@ def test_final_minus_best_takes_the_best_other_per_seed() -> None:
 
 def test_floor_turning_gap_compares_equally_many_last_steps() -> None:
     # SGD's last window: 5 steps, reversing at every step over its last 3 (turning 1.0 there).
-    sgd = [run([record(0, floor=0.0), record(1, floor=0.0), record(2, floor=0.0),
-                *[record(10 + i, floor=f) for i, f in enumerate((0.0, 1.0, 2.0, 1.0, 2.0))]])]
+    sgd = [
+        run(
+            [
+                record(0, floor=0.0),
+                record(1, floor=0.0),
+                record(2, floor=0.0),
+                *[record(10 + i, floor=f) for i, f in enumerate((0.0, 1.0, 2.0, 1.0, 2.0))],
+            ]
+        )
+    ]
     # GD's last window: 3 steps, descending (turning 0.0).
     gd = [run([record(0, floor=3.0), record(1, floor=2.0), record(2, floor=1.0)])]
     # On SGD's whole window the turning would be 2/3; on its last 3 steps it is 1.
@@ -252,13 +299,22 @@ def test_batch_minus_lr_effect_reads_the_batch_sweeps_last_window() -> None:
     batch_steps = ((0, 2), (8, 10))
 
     def batch_run(late_cosine: float) -> WalkResult:
-        return run(windows_of("cosine", (window_a, (5.0, 5.0)), (window_b, (late_cosine, late_cosine))),
-                   track_steps=batch_steps, epochs=1)
+        return run(
+            windows_of("cosine", (window_a, (5.0, 5.0)), (window_b, (late_cosine, late_cosine))),
+            track_steps=batch_steps,
+            epochs=1,
+        )
 
     def lr_run(cosine_b: float) -> WalkResult:
         # A run measured past the batch sweep: its own last window (±7) must not be read.
-        return run(windows_of("cosine", (window_a, (5.0, 5.0)), (window_b, (cosine_b, cosine_b)),
-                              (window_c, (7.0, -7.0 if cosine_b > 0 else 7.0))))
+        return run(
+            windows_of(
+                "cosine",
+                (window_a, (5.0, 5.0)),
+                (window_b, (cosine_b, cosine_b)),
+                (window_c, (7.0, -7.0 if cosine_b > 0 else 7.0)),
+            )
+        )
 
     runs = {
         "batch-small": [batch_run(-0.1), batch_run(-0.2)],
@@ -295,18 +351,34 @@ class ListRecorder:
     def note(self, text: str) -> None:
         self.notes.append(text)
 
-    def check(self, name: str, value: float, bound: float, relation: Relation, *,
-              interval: tuple[float, float] | None = None, detail: str = "") -> None:
+    def check(
+        self,
+        name: str,
+        value: float,
+        bound: float,
+        relation: Relation,
+        *,
+        interval: tuple[float, float] | None = None,
+        detail: str = "",
+    ) -> None:
         self.checks.append((name, value, bound, relation, interval))
 
 
 @pytest.mark.parametrize(("relation", "end"), [(">", "low"), (">=", "low"), ("<", "high"), ("<=", "high")])
 def test_run_check_records_the_conservative_end(relation: Relation, end: str) -> None:
     # Final train loss = lr × seed / 1000: seeds 1, 2, 4 at lr 0.2 minus lr 0.1 give 1e-4 × seed.
-    cache = HandMadeCache(lambda c: run(history=[{"step": 1, "train_loss": c.lr * c.seed / 1000}], lr=c.lr, seed=c.seed))
+    cache = HandMadeCache(
+        lambda c: run(history=[{"step": 1, "train_loss": c.lr * c.seed / 1000}], lr=c.lr, seed=c.seed)
+    )
     check = ClaimCheck(
-        claim_id="C9", name="hand-made", statistic_name="loss gap", settings=("high", "low"),
-        statistic=cs.final_gap("train_loss", "high", "low"), relation=relation, bound=0.0, bound_reason="a test",
+        claim_id="C9",
+        name="hand-made",
+        statistic_name="loss gap",
+        settings=("high", "low"),
+        statistic=cs.final_gap("train_loss", "high", "low"),
+        relation=relation,
+        bound=0.0,
+        bound_reason="a test",
     )
     recorder = ListRecorder()
     estimate = run_check(check, WalkConfig(), {"high": {"lr": 0.2}, "low": {"lr": 0.1}}, (1, 2, 4), cache, recorder)
@@ -320,29 +392,48 @@ def test_run_check_records_the_conservative_end(relation: Relation, end: str) ->
 
 def test_a_check_refuses_an_unknown_relation() -> None:
     with pytest.raises(ValueError, match="relation"):
-        ClaimCheck(claim_id="C1", name="x", statistic_name="x", settings=(), statistic=cs.final_gap("a", "b", "c"),
-                   relation="=", bound=0.0, bound_reason="")  # type: ignore[arg-type]
+        ClaimCheck(
+            claim_id="C1",
+            name="x",
+            statistic_name="x",
+            settings=(),
+            statistic=cs.final_gap("a", "b", "c"),
+            relation="=",  # type: ignore[arg-type]  # deliberately not a relation
+            bound=0.0,
+            bound_reason="",
+        )
 
 
 def _gap_check(relation: Relation = ">") -> ClaimCheck:
     return ClaimCheck(
-        claim_id="C9", name="hand-made", statistic_name="loss gap", settings=("high", "low"),
-        statistic=cs.final_gap("train_loss", "high", "low"), relation=relation, bound=1.0, bound_reason="a test",
+        claim_id="C9",
+        name="hand-made",
+        statistic_name="loss gap",
+        settings=("high", "low"),
+        statistic=cs.final_gap("train_loss", "high", "low"),
+        relation=relation,
+        bound=1.0,
+        bound_reason="a test",
     )
 
 
 def test_without_verdict_a_failing_bound_is_noted_and_finiteness_asserted() -> None:
-    cache = HandMadeCache(lambda c: run(history=[{"step": 1, "train_loss": c.lr * c.seed / 1000}], lr=c.lr, seed=c.seed))
+    cache = HandMadeCache(
+        lambda c: run(history=[{"step": 1, "train_loss": c.lr * c.seed / 1000}], lr=c.lr, seed=c.seed)
+    )
     recorder = ListRecorder()
-    estimate = run_check(_gap_check(), WalkConfig(), {"high": {"lr": 0.2}, "low": {"lr": 0.1}}, (1, 2, 4), cache,
-                         recorder, verdict=False)
+    estimate = run_check(
+        _gap_check(), WalkConfig(), {"high": {"lr": 0.2}, "low": {"lr": 0.1}}, (1, 2, 4), cache, recorder, verdict=False
+    )
     ((name, value, bound, relation, interval),) = recorder.checks
     # The statistic (gaps of 1e-4 x seed) is far below the bound 1: noted, not asserted.
     assert (bound, relation, interval) == (math.inf, "<", estimate.interval)
     assert value == max(abs(estimate.value), abs(estimate.low), abs(estimate.high)) < math.inf
     assert "must be finite" in name
-    assert any(note.startswith("bound not asserted at this size: ") and note.endswith("> 1 would not hold")
-               for note in recorder.notes)
+    assert any(
+        note.startswith("bound not asserted at this size: ") and note.endswith("> 1 would not hold")
+        for note in recorder.notes
+    )
 
 
 @pytest.mark.parametrize("broken", [math.nan, math.inf, -math.inf])
@@ -406,9 +497,13 @@ def test_the_tiny_profile_asserts_no_verdict(monkeypatch: pytest.MonkeyPatch) ->
     tiny = profiles.PROFILES["tiny"]
     fallback = {name: DataChoice("fashion-mnist", part.image_size, True, "") for name, part in tiny.parts.items()}
     assert all(not case.verdict and case.not_reproduced is None for case in cases(tiny, "cpu", fallback))
-    assert all(case.verdict for name in ("real", "smoke", "paper")
-               for case in cases(profiles.PROFILES[name], "cpu", {n: paper_data(p) for n, p in
-                                                                    profiles.PROFILES[name].parts.items()}))
+    assert all(
+        case.verdict
+        for name in ("real", "smoke", "paper")
+        for case in cases(
+            profiles.PROFILES[name], "cpu", {n: paper_data(p) for n, p in profiles.PROFILES[name].parts.items()}
+        )
+    )
     monkeypatch.setattr(profiles, "NOT_REPRODUCED", {At("tiny", "mlp", "C9-sgd-best"): "x"})
     with pytest.raises(ValueError, match="asserts no verdicts"):
         profiles._check_not_reproduced()
@@ -436,13 +531,27 @@ def test_every_statistic_of_the_table_is_finite_on_hand_made_runs() -> None:
                 steps = sorted({s for start, stop in config.track_steps for s in range(start, stop)})
                 runs[setting] = [
                     run(
-                        [record(s, cosine=float(rng.uniform(-1, 1)), floor=float(rng.uniform()),
-                                sharpness=float(rng.uniform(1, 9)) if s in (0, size.sharpness_every) else None)
-                         for s in steps],
-                        history=[{"step": e, "train_loss": float(rng.uniform()), "val_accuracy": float(rng.uniform()),
-                                  "distance_from_init": float(rng.uniform()), "param_norm": float(rng.uniform())}
-                                 for e in range(1, max(config.epochs, size.updates) + 1)],
-                        track_steps=config.track_steps, epochs=config.epochs,
+                        [
+                            record(
+                                s,
+                                cosine=float(rng.uniform(-1, 1)),
+                                floor=float(rng.uniform()),
+                                sharpness=float(rng.uniform(1, 9)) if s in (0, size.sharpness_every) else None,
+                            )
+                            for s in steps
+                        ],
+                        history=[
+                            {
+                                "step": e,
+                                "train_loss": float(rng.uniform()),
+                                "val_accuracy": float(rng.uniform()),
+                                "distance_from_init": float(rng.uniform()),
+                                "param_norm": float(rng.uniform()),
+                            }
+                            for e in range(1, max(config.epochs, size.updates) + 1)
+                        ],
+                        track_steps=config.track_steps,
+                        epochs=config.epochs,
                     )
                     for _ in profile.seeds
                 ]
@@ -455,7 +564,10 @@ def test_height_statistics_say_what_share_of_their_spread_the_measurement_set_ex
     # Late windows: heights 0.3/0.5 (se 0.02, 0.04) and 0.2/0.2 (se 0.01, 0.03) for "high";
     # 0.1/0.1 (se 0.02, 0.02) and 0.25/0.35 (se 0.04, 0.04) for "low".
     def seeded(heights: tuple[float, float], errors: tuple[float, float]) -> WalkResult:
-        late = [record(10 + i, height_start=h, height_start_se=e) for i, (h, e) in enumerate(zip(heights, errors, strict=True))]
+        late = [
+            record(10 + i, height_start=h, height_start_se=e)
+            for i, (h, e) in enumerate(zip(heights, errors, strict=True))
+        ]
         return run([record(0, height_start_se=0.5), record(1, height_start_se=0.5), *late])
 
     runs = {
@@ -479,10 +591,18 @@ def test_run_check_notes_the_measurement_share_in_the_report() -> None:
         lambda c: run([record(10, height_start=0.1 * c.seed, height_start_se=0.01)], lr=c.lr, seed=c.seed)
     )
     check = ClaimCheck(
-        claim_id="C6", name="hand-made", statistic_name="height", settings=("sgd",),
-        statistic=cs.window_mean("sgd", "height_start", cs.late), relation=">", bound=0.0, bound_reason="a test",
+        claim_id="C6",
+        name="hand-made",
+        statistic_name="height",
+        settings=("sgd",),
+        statistic=cs.window_mean("sgd", "height_start", cs.late),
+        relation=">",
+        bound=0.0,
+        bound_reason="a test",
     )
     recorder = ListRecorder()
     run_check(check, WalkConfig(), {"sgd": {}}, (1, 2, 4), cache, recorder)
     share = 0.01**2 / float(np.var([0.1, 0.2, 0.4], ddof=1))
-    assert any(note.startswith(f"measurement set's share of the seed-to-seed variance: {share:.1%}") for note in recorder.notes)
+    assert any(
+        note.startswith(f"measurement set's share of the seed-to-seed variance: {share:.1%}") for note in recorder.notes
+    )

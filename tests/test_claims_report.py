@@ -32,12 +32,8 @@ from tests.test_pytest_plugin import PROJECT_INI
 pytest_plugins = ["pytester"]
 
 
-def statistic(
-    name: str = "mean_cosine", value: float = -0.4, bound: float = -0.2, relation: str = "<"
-) -> Statistic:
-    held = {"<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound}[
-        relation
-    ]
+def statistic(name: str = "mean_cosine", value: float = -0.4, bound: float = -0.2, relation: str = "<") -> Statistic:
+    held = {"<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound}[relation]
     return Statistic(name=name, value=value, bound=bound, relation=relation, held=held)
 
 
@@ -144,17 +140,13 @@ TEST_C6 = "suites/quick/test_height.py::test_height_grows_with_lr"
 
 def test_identical_reports_exit_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     same = report(entry("C3", TEST_C3), entry("C9", TEST_C9, "xfailed", reason="no stall"))
-    assert (
-        run_cli(["compare", write(tmp_path, "a.json", same), write(tmp_path, "b.json", same)]) == 0
-    )
+    assert run_cli(["compare", write(tmp_path, "a.json", same), write(tmp_path, "b.json", same)]) == 0
     out = capsys.readouterr().out
     assert "FLIP:" not in out and "REGRESSION" not in out
     assert "2 claim tests compared: 0 regressions, 0 flips" in out
 
 
-def test_pass_to_fail_is_a_regression_naming_the_claim(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_pass_to_fail_is_a_regression_naming_the_claim(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     baseline = report(entry("C3", TEST_C3), entry("C6", TEST_C6))
     new = report(
         entry(
@@ -166,10 +158,7 @@ def test_pass_to_fail_is_a_regression_naming_the_claim(
         ),
         entry("C6", TEST_C6),
     )
-    assert (
-        run_cli(["compare", write(tmp_path, "a.json", baseline), write(tmp_path, "b.json", new)])
-        == 1
-    )
+    assert run_cli(["compare", write(tmp_path, "a.json", baseline), write(tmp_path, "b.json", new)]) == 1
     out = capsys.readouterr().out
     assert f"REGRESSION: C3 {TEST_C3}: passed -> failed (AssertionError: C3 ...)" in out
     # The table shows the statistic in both reports.
@@ -179,9 +168,7 @@ def test_pass_to_fail_is_a_regression_naming_the_claim(
 
 @pytest.mark.parametrize("new_outcome", ["failed", "error", "xpassed"])
 def test_regressing_outcomes(new_outcome: str) -> None:
-    comparison = compare_reports(
-        report(entry("C3", TEST_C3)), report(entry("C3", TEST_C3, new_outcome))
-    )
+    comparison = compare_reports(report(entry("C3", TEST_C3)), report(entry("C3", TEST_C3, new_outcome)))
     assert [row.claim_id for row in comparison.regressions] == ["C3"]
 
 
@@ -204,21 +191,14 @@ def test_other_changes_are_flips(baseline_outcome: str, new_outcome: str) -> Non
     assert [row.claim_id for row in comparison.flips] == ["C9"]
 
 
-def test_xfail_to_pass_prints_flip_and_exits_zero(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_xfail_to_pass_prints_flip_and_exits_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     baseline = report(entry("C9", TEST_C9, "xfailed", reason="measured: no stall"))
     new = report(entry("C9", TEST_C9, "passed"))
-    assert (
-        run_cli(["compare", write(tmp_path, "a.json", baseline), write(tmp_path, "b.json", new)])
-        == 0
-    )
+    assert run_cli(["compare", write(tmp_path, "a.json", baseline), write(tmp_path, "b.json", new)]) == 0
     assert f"FLIP: C9 {TEST_C9}: xfailed -> passed" in capsys.readouterr().out
 
 
-def test_missing_claim_regresses_unless_allowed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_missing_claim_regresses_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     baseline = write(tmp_path, "a.json", report(entry("C3", TEST_C3), entry("C6", TEST_C6)))
     new = write(
         tmp_path,
@@ -356,18 +336,13 @@ def test_acceptance_cosine_claim_flip_is_caught_by_compare(
     monkeypatch.setenv("MEAN_COSINE_GAP", "0.30")
     pytester.runpytest(*plugin_args, "--sgdwalk-report", "baseline.json").assert_outcomes(passed=2)
     monkeypatch.setenv("MEAN_COSINE_GAP", "-0.02")
-    pytester.runpytest(*plugin_args, "--sgdwalk-report", "new.json").assert_outcomes(
-        passed=1, failed=1
-    )
+    pytester.runpytest(*plugin_args, "--sgdwalk-report", "new.json").assert_outcomes(passed=1, failed=1)
     capsys.readouterr()
 
     baseline_path, new_path = str(pytester.path / "baseline.json"), str(pytester.path / "new.json")
     assert run_cli(["compare", baseline_path, new_path]) == 1
     out = capsys.readouterr().out
-    assert (
-        "REGRESSION: C3 test_cosine.py::test_larger_batch_more_negative_cosine: passed -> failed"
-        in out
-    )
+    assert "REGRESSION: C3 test_cosine.py::test_larger_batch_more_negative_cosine: passed -> failed" in out
     assert "mean_cosine_gap_small_minus_large_batch = 0.3 > 0" in out
     assert "mean_cosine_gap_small_minus_large_batch = -0.02 > 0" in out
     assert "REGRESSION: C6" not in out

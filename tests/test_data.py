@@ -608,4 +608,3 @@ def test_real_debian_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     assert val.source_indices.tolist() == list(range(50_000, 50_016))
     test = load_tensors("fashion-mnist", "test", pad_to=32, subset=16)
     assert test.inputs.shape == (16, 1, 32, 32)
-

@@ -170,7 +170,9 @@ def test_noisy_quadratic_minimum_and_flat_directions() -> None:
     landscape = NoisyQuadratic([0.0, 0.0, 1.0, 4.0], num_samples=50, noise_scale=1.0, seed=0, rotation=1)
     assert_close(landscape.gradient(landscape.minimizer), np.zeros(4), 1.0)
     assert landscape.loss(landscape.minimizer) == pytest.approx(landscape.minimum_loss, rel=FLOAT64_AGREEMENT)
-    assert landscape.minimum_loss == pytest.approx(float(np.mean(landscape.sample_losses(landscape.minimizer))), rel=FLOAT64_AGREEMENT)
+    assert landscape.minimum_loss == pytest.approx(
+        float(np.mean(landscape.sample_losses(landscape.minimizer))), rel=FLOAT64_AGREEMENT
+    )
     # Shifts have no spread along flat directions (rounding of the rotation only).
     assert np.all(landscape.shift_variances[:2] < 1e-28)
     assert np.all(landscape.shift_variances[2:] > 0.0)
@@ -182,9 +184,7 @@ def test_per_sample_gradient_covariance_is_hessian_shaped() -> None:
     measurement = landscape.measurement_set()
     point = torch.tensor(theta, requires_grad=True)
     per_sample = functional_call(landscape, {"theta": point}, (measurement.inputs,))
-    gradients = np.stack(
-        [torch.autograd.grad(loss, point, retain_graph=True)[0].numpy() for loss in per_sample]
-    )
+    gradients = np.stack([torch.autograd.grad(loss, point, retain_graph=True)[0].numpy() for loss in per_sample])
     centered = gradients - gradients.mean(axis=0)
     empirical = centered.T @ centered / landscape.num_samples
     assert_close(landscape.gradient_noise_covariance(), empirical, float(np.abs(empirical).max()))
@@ -252,7 +252,9 @@ def test_stationary_sgd_formula_by_hand() -> None:
         for lam, s2 in zip(landscape.eigenvalues, landscape.shift_variances, strict=True)
     )
     assert landscape.stationary_excess_loss_sgd(lr, batch) == pytest.approx(by_hand, rel=FLOAT64_AGREEMENT)
-    assert landscape.stationary_loss_sgd(lr, batch) == pytest.approx(landscape.minimum_loss + by_hand, rel=FLOAT64_AGREEMENT)
+    assert landscape.stationary_loss_sgd(lr, batch) == pytest.approx(
+        landscape.minimum_loss + by_hand, rel=FLOAT64_AGREEMENT
+    )
     assert math.isinf(landscape.stationary_excess_loss_sgd(1.1, batch))  # η λ_max = 2.2 > 2
 
 
@@ -428,11 +430,15 @@ def test_averaged_noisy_gd_moments_match_simulation() -> None:
     # The sample spread of a spread: relative standard error ≈ sqrt((κ − 1)/(4n)), a few % here.
     assert float(average.std()) == pytest.approx(spread, rel=0.05)
     single_mean, _ = quadratic.averaged_excess_loss_noisy_gd(quadratic.theta, lr, [5], variances)
-    assert single_mean == pytest.approx(quadratic.expected_excess_loss_noisy_gd(quadratic.theta, lr, 5, variances), rel=FLOAT64_AGREEMENT)
+    assert single_mean == pytest.approx(
+        quadratic.expected_excess_loss_noisy_gd(quadratic.theta, lr, 5, variances), rel=FLOAT64_AGREEMENT
+    )
 
 
 def test_exact_covariance_whitens_the_shifts() -> None:
-    landscape = NoisyQuadratic([0.5, 2.0, 0.0], num_samples=20, noise_scale=0.7, seed=1, rotation=2, exact_covariance=True)
+    landscape = NoisyQuadratic(
+        [0.5, 2.0, 0.0], num_samples=20, noise_scale=0.7, seed=1, rotation=2, exact_covariance=True
+    )
     assert_close(landscape.mean_shift, np.zeros(3), 1.0)
     deviations = (landscape.shifts - landscape.mean_shift) @ landscape.eigenvectors
     covariance = deviations.T @ deviations / landscape.num_samples

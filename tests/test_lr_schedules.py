@@ -101,7 +101,9 @@ def _config(**changes: Any) -> WalkConfig:
 
 def test_learning_rate_schedule_converts_epochs_to_steps() -> None:
     steps_per_epoch = 8
-    step_schedule = learning_rate_schedule(_config(lr_schedule="step", lr_milestones=(2,), lr_gamma=0.5), steps_per_epoch)
+    step_schedule = learning_rate_schedule(
+        _config(lr_schedule="step", lr_milestones=(2,), lr_gamma=0.5), steps_per_epoch
+    )
     assert step_schedule(15) == approx(0.1) and step_schedule(16) == approx(0.05)  # after 2 epochs = step 16
 
     # half cycle 0.5 epoch = 4 steps

@@ -44,7 +44,9 @@ def _setting(arch: str, bn_mode: BatchNormMode) -> tuple[nn.Module, torch.Tensor
     return model, start, end, MeasurementSet(inputs, targets, chunk_size=12)
 
 
-def _plain_losses(model: nn.Module, point: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, bn_mode: BatchNormMode) -> torch.Tensor:
+def _plain_losses(
+    model: nn.Module, point: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, bn_mode: BatchNormMode
+) -> torch.Tensor:
     copied = copy.deepcopy(model)
     vector_to_parameters(point, copied.parameters())
     copied.eval()

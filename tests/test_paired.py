@@ -48,7 +48,9 @@ def test_means_and_covariance_equal_numpy_for_any_chunking(case: tuple[np.ndarra
 
 
 @given(case=chunked_losses(), weights_seed=st.integers(0, 1000))
-def test_contrast_standard_error_is_the_sd_of_per_sample_contrasts(case: tuple[np.ndarray, list[int]], weights_seed: int) -> None:
+def test_contrast_standard_error_is_the_sd_of_per_sample_contrasts(
+    case: tuple[np.ndarray, list[int]], weights_seed: int
+) -> None:
     losses, bounds = case
     moments = accumulate(losses, bounds)
     weights = np.random.default_rng(weights_seed).standard_normal(losses.shape[0])

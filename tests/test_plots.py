@@ -79,8 +79,15 @@ def record_run(
         if write_epochs and (step + 1) % epoch_length == 0:
             with torch.no_grad():
                 train_loss = float(loss_fn(model(measurement.inputs), measurement.targets).mean())
-            writer.write_epoch({"epoch": (step + 1) // epoch_length, "train_loss": train_loss,
-                                "val_accuracy": 0.5 + 0.01 * step, "lr": lr, "sharpness": None})
+            writer.write_epoch(
+                {
+                    "epoch": (step + 1) // epoch_length,
+                    "train_loss": train_loss,
+                    "val_accuracy": 0.5 + 0.01 * step,
+                    "lr": lr,
+                    "sharpness": None,
+                }
+            )
     tracker.close()
     writer.close()
     return run_dir
@@ -93,8 +100,14 @@ def wavy_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     inputs = torch.randn(64, 2, generator=torch.Generator().manual_seed(0)) * 0.5
     measurement = MeasurementSet(inputs, torch.zeros(64), loss_fn=outputs_are_losses)
     return record_run(
-        tmp_path_factory.mktemp("wavy") / "run", WavyLandscape(), measurement, windows([(0, 18)]),
-        total_steps=2 * STEPS_PER_EPOCH, lr=0.45, steps_per_epoch=STEPS_PER_EPOCH, write_epochs=True,
+        tmp_path_factory.mktemp("wavy") / "run",
+        WavyLandscape(),
+        measurement,
+        windows([(0, 18)]),
+        total_steps=2 * STEPS_PER_EPOCH,
+        lr=0.45,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        write_epochs=True,
     )
 
 
@@ -107,8 +120,14 @@ def convex_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model = nn.Linear(4, 3)
     measurement = MeasurementSet(*classification_data(1, 48))
     return record_run(
-        tmp_path_factory.mktemp("convex") / "run", model, measurement, windows([(0, 8), (12, 15)]),
-        total_steps=15, lr=0.5, steps_per_epoch=None, write_epochs=False,
+        tmp_path_factory.mktemp("convex") / "run",
+        model,
+        measurement,
+        windows([(0, 8), (12, 15)]),
+        total_steps=15,
+        lr=0.5,
+        steps_per_epoch=None,
+        write_epochs=False,
     )
 
 
@@ -116,8 +135,14 @@ def convex_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def single_step_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     measurement = MeasurementSet(*classification_data(2, 32))
     return record_run(
-        tmp_path_factory.mktemp("single") / "run", mlp(3), measurement, windows([(2, 3)]),
-        total_steps=4, lr=0.3, steps_per_epoch=STEPS_PER_EPOCH, write_epochs=False,
+        tmp_path_factory.mktemp("single") / "run",
+        mlp(3),
+        measurement,
+        windows([(2, 3)]),
+        total_steps=4,
+        lr=0.3,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        write_epochs=False,
     )
 
 
@@ -271,7 +296,10 @@ def test_walk_figure_shades_each_loss_with_its_error_band(wavy_steps: pd.DataFra
     assert isinstance(bands, Collection), type(bands).__name__
     polygons = [np.asarray(path.vertices, dtype=np.float64) for path in bands.get_paths()]
     assert len(polygons) == len(window)
-    alphas, losses, errors = (np.asarray(window[column][2], dtype=np.float64) for column in ("segment_alphas", "segment_losses", "segment_floor_se"))
+    alphas, losses, errors = (
+        np.asarray(window[column][2], dtype=np.float64)
+        for column in ("segment_alphas", "segment_losses", "segment_floor_se")
+    )
     top = polygons[2][: alphas.size]  # the band's upper edge runs left to right first
     np.testing.assert_allclose(top[:, 0], 2 + alphas)
     np.testing.assert_allclose(top[:, 1], losses + plots.ERROR_BAND_Z * errors)
@@ -286,7 +314,9 @@ def test_heights_figure_draws_each_steps_error(wavy_steps: pd.DataFrame) -> None
     figure = plots.heights_figure(found)
     errors = by_gid(figure, plots.GID_HEIGHT_ERRORS)
     assert errors, "the heights figure should show the measurement's error per step"
-    assert sum(len(w.steps) for w in found) == len(np.concatenate([w.steps["height_start_se"].to_numpy() for w in found]))
+    assert sum(len(w.steps) for w in found) == len(
+        np.concatenate([w.steps["height_start_se"].to_numpy() for w in found])
+    )
 
 
 def test_walk_figure_without_barriers(convex_run: Path) -> None:
@@ -319,8 +349,16 @@ def test_walk_figure_of_a_single_step(single_step_run: Path) -> None:
 def test_walk_figure_of_sparse_steps_gives_each_a_unit_and_names_the_real_steps(tmp_path: Path) -> None:
     inputs = torch.randn(16, 2, generator=torch.Generator().manual_seed(4)) * 0.5
     measurement = MeasurementSet(inputs, torch.zeros(16), loss_fn=outputs_are_losses)
-    run = record_run(tmp_path / "run", WavyLandscape(), measurement, every_kth(3), total_steps=10, lr=0.45,
-                     steps_per_epoch=STEPS_PER_EPOCH, write_epochs=False)
+    run = record_run(
+        tmp_path / "run",
+        WavyLandscape(),
+        measurement,
+        every_kth(3),
+        total_steps=10,
+        lr=0.45,
+        steps_per_epoch=STEPS_PER_EPOCH,
+        write_epochs=False,
+    )
     steps = load_run(run).steps
     assert list(steps["step"]) == [0, 3, 6, 9]
     (window,) = plots.tracked_windows(steps)
@@ -381,7 +419,9 @@ def test_training_figure_draws_the_curves_present(wavy_run: Path) -> None:
     np.testing.assert_allclose(ys(curve(figure, "train_loss")), epochs["train_loss"])
     assert by_gid(figure, "val_loss") == []  # this history has no validation loss
     assert legend_labels(figure) == ["training", "validation"]
-    more = epochs.assign(sharpness=pd.Series([None, 4.0], index=epochs.index), val_loss=[2.5, 2.0], train_accuracy=[0.4, 0.5])
+    more = epochs.assign(
+        sharpness=pd.Series([None, 4.0], index=epochs.index), val_loss=[2.5, 2.0], train_accuracy=[0.4, 0.5]
+    )
     figure = plots.training_figure(more)
     assert [axes.get_ylabel() for axes in figure.axes] == ["loss", "accuracy", "sharpness (top Hessian eigenvalue)"]
     # A split keeps its colour across panels.
@@ -397,11 +437,17 @@ def test_plot_run_writes_every_figure_at_its_size(wavy_run: Path) -> None:
     paths = plots.plot_run(wavy_run)
     assert {p.parent for p in paths} == {wavy_run / "figures"}  # the default out_dir
     assert [p.name for p in paths] == [
-        "walk_epoch1.png", "walk_epoch2.png", "heights.png", "barriers.png", "training.png",
+        "walk_epoch1.png",
+        "walk_epoch2.png",
+        "heights.png",
+        "barriers.png",
+        "training.png",
     ]
     sizes = {
-        "walk": plots.WALK_FIGSIZE, "heights": plots.HEIGHTS_FIGSIZE,
-        "barriers": plots.BARRIERS_FIGSIZE, "training": plots.TRAINING_FIGSIZE,
+        "walk": plots.WALK_FIGSIZE,
+        "heights": plots.HEIGHTS_FIGSIZE,
+        "barriers": plots.BARRIERS_FIGSIZE,
+        "training": plots.TRAINING_FIGSIZE,
     }
     for path in paths:
         assert path.stat().st_size > 10_000, f"{path.name} looks empty"
@@ -454,7 +500,10 @@ def test_cli_prints_the_written_paths(
     ids=["missing-run", "bad-format", "not-a-run"],
 )
 def test_cli_reports_unusable_input_with_exit_2(
-    make_args: Callable[[Path, Path], list[str]], message: str, single_step_run: Path, tmp_path: Path,
+    make_args: Callable[[Path, Path], list[str]],
+    message: str,
+    single_step_run: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     code, out, err = run_cli(capsys, *make_args(single_step_run, tmp_path))

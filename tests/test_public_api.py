@@ -71,14 +71,11 @@ def test_each_public_name_imports(name: str) -> None:
 def test_no_public_name_outside_all() -> None:
     for name in PUBLIC_NAMES:
         getattr(sgdwalk, name)  # load every lazy export first, so the namespace is complete
-    leaked = (
-        {
-            name
-            for name, value in vars(sgdwalk).items()
-            if not name.startswith("_") and not isinstance(value, types.ModuleType)
-        }
-        - PUBLIC_NAMES
-    )
+    leaked = {
+        name
+        for name, value in vars(sgdwalk).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    } - PUBLIC_NAMES
     assert not leaked, f"public names missing from __all__: {sorted(leaked)}"
 
 

@@ -48,9 +48,7 @@ def plugin_args() -> list[str]:
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester folder with the project's ini; subprocess runs can import sgdwalk."""
     pytester.makeini(PROJECT_INI)
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
     monkeypatch.delenv("SGDWALK_DATA_ROOT", raising=False)
     return pytester
 
@@ -143,7 +141,9 @@ def test_the_plugin_owns_no_option_outside_its_prefix(project: pytest.Pytester) 
     result = run(project, "--help")
     lines = result.stdout.lines
     start = lines.index("sgdwalk: claims of 'A Walk with SGD':")
-    flags = [line.split()[0].split("=")[0] for line in lines[start + 1 : lines.index("", start)] if line.startswith("  --")]
+    flags = [
+        line.split()[0].split("=")[0] for line in lines[start + 1 : lines.index("", start)] if line.startswith("  --")
+    ]
     assert flags and all(flag.startswith("--sgdwalk-") for flag in flags), flags
     assert "--runslow" not in result.stdout.str()
 
@@ -218,9 +218,7 @@ def test_the_repository_runslow_skips_slow_tests_unless_given(project: pytest.Py
     run(project, "--markers").stdout.fnmatch_lines(["@pytest.mark.slow:*", "@pytest.mark.gpu:*"])
 
 
-def test_option_fixtures(
-    project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_option_fixtures(project: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     data_root_from_env = tmp_path / "from_env"
     monkeypatch.setenv("SGDWALK_DATA_ROOT", str(data_root_from_env))
     project.makepyfile(
@@ -243,9 +241,7 @@ def test_option_fixtures(
             assert sgdwalk_data_root == Path("/data/cifar")
         """
     )
-    run(project, "--sgdwalk-profile", "tiny", "--sgdwalk-data-root", "/data/cifar").assert_outcomes(
-        passed=1
-    )
+    run(project, "--sgdwalk-profile", "tiny", "--sgdwalk-data-root", "/data/cifar").assert_outcomes(passed=1)
 
 
 def test_auto_device_is_cuda_only_when_available(project: pytest.Pytester) -> None:
@@ -271,9 +267,7 @@ def test_auto_device_is_cuda_only_when_available(project: pytest.Pytester) -> No
         ("claim(3)", "*takes exactly one claim id*got args=(3,)*"),
     ],
 )
-def test_invalid_claim_marker_is_a_usage_error(
-    project: pytest.Pytester, marker: str, message: str
-) -> None:
+def test_invalid_claim_marker_is_a_usage_error(project: pytest.Pytester, marker: str, message: str) -> None:
     project.makepyfile(
         f"""
         import pytest
@@ -311,9 +305,7 @@ def test_claim_fixture_needs_a_claim_marker(project: pytest.Pytester) -> None:
     project.makepyfile("def test_unmarked(claim):\n    pass\n")
     result = run(project)
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(
-        ["*the claim fixture needs @pytest.mark.claim('<id>') on the test*"]
-    )
+    result.stdout.fnmatch_lines(["*the claim fixture needs @pytest.mark.claim('<id>') on the test*"])
 
 
 # --------------------------------------------------------------------------- check and report
@@ -334,15 +326,11 @@ def test_check_lines_outcomes_and_report(project: pytest.Pytester) -> None:
     )
     result.stdout.no_fnmatch_line("*never_reached*")
     # A failing check raises AssertionError with the same line, at the test's own line.
-    result.stdout.fnmatch_lines(
-        ["E       AssertionError: C4 lr_over_batch_effect = 0.5 < 0.2 FAIL"]
-    )
+    result.stdout.fnmatch_lines(["E       AssertionError: C4 lr_over_batch_effect = 0.5 < 0.2 FAIL"])
 
     report_path = project.path / "out" / "nested" / "report.json"
     # Strict JSON: no NaN/Infinity tokens.
-    json.loads(
-        report_path.read_text(encoding="utf-8"), parse_constant=lambda token: pytest.fail(token)
-    )
+    json.loads(report_path.read_text(encoding="utf-8"), parse_constant=lambda token: pytest.fail(token))
     report = load_report(report_path)
     assert report.versions["python"] and report.versions["pytest"] == pytest.__version__
     assert "--sgdwalk-report" in report.pytest_args
@@ -438,9 +426,7 @@ def test_slow_claim_skipped_before_setup_is_recorded(project: pytest.Pytester) -
             claim.check("crossings", 0, 0, "<=")
         """
     )
-    run(project, "--sgdwalk-report", "skipped.json", "--sgdwalk-device", "cuda").assert_outcomes(
-        skipped=1
-    )
+    run(project, "--sgdwalk-report", "skipped.json", "--sgdwalk-device", "cuda").assert_outcomes(skipped=1)
     (entry,) = load_report(project.path / "skipped.json").claims
     # The device fixture never ran: the report says what was asked for.
     assert (entry.outcome, entry.reason, entry.device, entry.statistics) == (
@@ -449,9 +435,7 @@ def test_slow_claim_skipped_before_setup_is_recorded(project: pytest.Pytester) -
         "cuda",
         (),
     )
-    run(
-        project, "--runslow", "--sgdwalk-report", "ran.json", "--sgdwalk-device", "cpu"
-    ).assert_outcomes(passed=1)
+    run(project, "--runslow", "--sgdwalk-report", "ran.json", "--sgdwalk-device", "cpu").assert_outcomes(passed=1)
     (entry,) = load_report(project.path / "ran.json").claims
     assert (entry.outcome, entry.device, entry.statistics[0].value) == ("passed", "cpu", 0.0)
 
@@ -462,13 +446,9 @@ def test_tier_follows_the_suite_folder_and_can_be_overridden(project: pytest.Pyt
     write_test(project, "suites/real/test_r.py", body.format(name="real", extra="pass"))
     write_test(project, "suites/gpu/test_g.py", body.format(name="gpu", extra="pass"))
     write_test(project, "tests/test_u.py", body.format(name="unit", extra="pass"))
-    write_test(
-        project, "tests/test_o.py", body.format(name="override", extra='claim.tier = "real"')
-    )
+    write_test(project, "tests/test_o.py", body.format(name="override", extra='claim.tier = "real"'))
     run(project, "--sgdwalk-report", "report.json").assert_outcomes(passed=5)
-    tiers = {
-        name: entry.tier for name, entry in entries_by_name(project.path / "report.json").items()
-    }
+    tiers = {name: entry.tier for name, entry in entries_by_name(project.path / "report.json").items()}
     assert tiers == {
         "test_quick": "synthetic",
         "test_real": "real",
@@ -578,9 +558,7 @@ def recorder() -> ClaimRecorder:
     return ClaimRecorder(get_claim("C3"), "unit")
 
 
-def test_check_records_prints_and_passes(
-    recorder: ClaimRecorder, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_records_prints_and_passes(recorder: ClaimRecorder, capsys: pytest.CaptureFixture[str]) -> None:
     recorder.check("gap", 0.2, 0.2, ">=", detail="8 seeds")
     assert capsys.readouterr().out == "C3 gap = 0.2 >= 0.2 PASS (8 seeds)\n"
     assert recorder.statistics[0].held
@@ -598,9 +576,7 @@ def test_check_records_prints_and_passes(
         (math.nan, ">=", 0.0, False),
     ],
 )
-def test_check_relations(
-    recorder: ClaimRecorder, value: float, relation: str, bound: float, held: bool
-) -> None:
+def test_check_relations(recorder: ClaimRecorder, value: float, relation: str, bound: float, held: bool) -> None:
     if held:
         recorder.check("x", value, bound, relation)
     else:
@@ -617,9 +593,7 @@ def test_check_rejects_an_unknown_relation(recorder: ClaimRecorder) -> None:
 
 def test_setting_accepts_json_and_scalars_and_rejects_objects(recorder: ClaimRecorder) -> None:
     numpy = pytest.importorskip("numpy")
-    recorder.setting(
-        arch="mlp", lr=numpy.float32(0.5), steps=numpy.int64(100), data=Path("/d"), seeds=(1, 2)
-    )
+    recorder.setting(arch="mlp", lr=numpy.float32(0.5), steps=numpy.int64(100), data=Path("/d"), seeds=(1, 2))
     recorder.setting(bn_mode="train")
     assert recorder.setting_values == {
         "arch": "mlp",

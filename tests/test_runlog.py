@@ -92,7 +92,9 @@ def rows_of(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(key): value for key, value in row.items()} for row in frame.to_dict("records")]
 
 
-def write_run(run_dir: Path, records: list[StepRecord], epochs: Sequence[Mapping[str, Any]], steps_per_epoch: int) -> None:
+def write_run(
+    run_dir: Path, records: list[StepRecord], epochs: Sequence[Mapping[str, Any]], steps_per_epoch: int
+) -> None:
     config = WalkConfig(num_alphas=NUM_ALPHAS, out_dir=str(run_dir))
     metadata = base_metadata(config, torch.device("cpu"))
     metadata["steps_per_epoch"] = steps_per_epoch

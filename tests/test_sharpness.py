@@ -103,7 +103,9 @@ def test_network_matches_dense_hessian(which: EigenvalueChoice, reuse_graph: boo
     assert_close(value, expected, LANCZOS_VS_DENSE, f"{which}, reuse_graph={reuse_graph}")
 
 
-def batchnorm_reference(model: nn.Module, point: torch.Tensor, measurement: MeasurementSet, bn_mode: BatchNormMode) -> nn.Module:
+def batchnorm_reference(
+    model: nn.Module, point: torch.Tensor, measurement: MeasurementSet, bn_mode: BatchNormMode
+) -> nn.Module:
     """A copy of the model whose plain forward is what ``bn_mode`` asks a measurement to see."""
     if bn_mode == "recompute":
         return recomputed_statistics_model(model, point, measurement)

@@ -53,9 +53,19 @@ def data_root(tmp_path: Path) -> Path:
 def tiny_base(data_root: Path) -> dict[str, Any]:
     """A cell that trains in a fraction of a second: a 5%-width MLP, one epoch, all steps measured."""
     return {
-        "arch": "mlp", "data": "fashion-mnist", "data_root": str(data_root), "train_subset": None,
-        "width_multiplier": 0.05, "batch_size": 40, "epochs": 1, "track_epochs": [], "track_steps": [[0, 3]],
-        "measurement_size": 40, "chunk_size": 40, "device": "cpu", "progress": False,
+        "arch": "mlp",
+        "data": "fashion-mnist",
+        "data_root": str(data_root),
+        "train_subset": None,
+        "width_multiplier": 0.05,
+        "batch_size": 40,
+        "epochs": 1,
+        "track_epochs": [],
+        "track_steps": [[0, 3]],
+        "measurement_size": 40,
+        "chunk_size": 40,
+        "device": "cpu",
+        "progress": False,
     }
 
 
@@ -71,13 +81,20 @@ def test_axes_expand_to_their_cartesian_product_in_file_order(data_root: Path) -
 
 
 def test_cell_tables_override_base_and_cross_the_axes(data_root: Path) -> None:
-    grid = parse_grid({
-        "base": tiny_base(data_root),
-        "axes": {"seed": [1, 2]},
-        "cells": [{"optimizer": "sgd"}, {"optimizer": "gd", "epochs": 3, "track-steps": [[0, 3]]}],
-    })
+    grid = parse_grid(
+        {
+            "base": tiny_base(data_root),
+            "axes": {"seed": [1, 2]},
+            "cells": [{"optimizer": "sgd"}, {"optimizer": "gd", "epochs": 3, "track-steps": [[0, 3]]}],
+        }
+    )
     configs = expand_grid(grid)
-    assert [(c.optimizer, c.epochs, c.seed) for c in configs] == [("sgd", 1, 1), ("sgd", 1, 2), ("gd", 3, 1), ("gd", 3, 2)]
+    assert [(c.optimizer, c.epochs, c.seed) for c in configs] == [
+        ("sgd", 1, 1),
+        ("sgd", 1, 2),
+        ("gd", 3, 1),
+        ("gd", 3, 2),
+    ]
 
 
 def test_a_field_in_an_axis_and_a_cell_is_refused(data_root: Path) -> None:
@@ -119,7 +136,9 @@ def test_toml_and_json_grids_give_the_same_cells(tmp_path: Path, data_root: Path
     )
     as_json = tmp_path / "grid.json"
     as_json.write_text(
-        json.dumps({"axes": {"seed": [1, 2], "lr": [0.05, 0.1]}, "base": {"epochs": 1, "track_epochs": [], "arch": "mlp"}}),
+        json.dumps(
+            {"axes": {"seed": [1, 2], "lr": [0.05, 0.1]}, "base": {"epochs": 1, "track_epochs": [], "arch": "mlp"}}
+        ),
         encoding="utf-8",
     )
     assert sorted(c.result_hash for c in expand_grid(read_grid(toml))) == sorted(
@@ -135,7 +154,9 @@ def test_the_example_grid_expands() -> None:
 # ---------------------------------------------------------------------------- hashes
 def test_the_cell_hash_ignores_where_records_go_and_follows_what_changes_them(data_root: Path) -> None:
     config = WalkConfig.from_dict(tiny_base(data_root))
-    same_run = config.replace(out_dir="/elsewhere", data_root="/other/data", progress=True, checkpoint_every_epochs=None)
+    same_run = config.replace(
+        out_dir="/elsewhere", data_root="/other/data", progress=True, checkpoint_every_epochs=None
+    )
     assert same_run.result_hash == config.result_hash
     assert cell_dir("OUT", same_run) == cell_dir("OUT", config) == Path("OUT/cells") / config.result_hash
     for change in ({"lr": 0.2}, {"seed": 2}, {"device": "cuda"}, {"track_steps": ((0, 2),)}):
@@ -273,13 +294,20 @@ def test_slurm_parameters_reach_the_executor(tmp_path: Path, data_root: Path, mo
         original(self, **kwargs)
 
     monkeypatch.setattr(submitit.AutoExecutor, "update_parameters", spy)
-    options = SlurmOptions(partition="gpu", time_min=30, gpus_per_node=0, cpus_per_task=2, mem_gb=8, array_parallelism=3)
+    options = SlurmOptions(
+        partition="gpu", time_min=30, gpus_per_node=0, cpus_per_task=2, mem_gb=8, array_parallelism=3
+    )
     configs = expand_grid(tiny_grid(data_root, seed=[1]))
     for _, job in submit_cells(configs, tmp_path / "out", cluster="debug", options=options):
         job.result()
     assert seen == {
-        "name": "sgdwalk-sweep", "timeout_min": 30, "gpus_per_node": 0, "cpus_per_task": 2, "mem_gb": 8,
-        "slurm_array_parallelism": 3, "slurm_partition": "gpu",
+        "name": "sgdwalk-sweep",
+        "timeout_min": 30,
+        "gpus_per_node": 0,
+        "cpus_per_task": 2,
+        "mem_gb": 8,
+        "slurm_array_parallelism": 3,
+        "slurm_partition": "gpu",
     }
 
 
@@ -302,6 +330,7 @@ def test_the_run_cache_reads_finished_cells_instead_of_training(
     result = cache.run(config.replace(out_dir=None, progress=False))
     assert cache.reused and result.status == "finished"
     assert [r.as_dict() for r in result.records] == [r.as_dict() for r in in_memory.records]
+
     def without_timing(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in entry.items() if k != "seconds"} for entry in history]
 

@@ -82,7 +82,12 @@ def train(
         # The direction SGD steps along, formed in float32 as SGD forms it: g + λθ.
         run.directions.append(
             # cast: backward() has just filled every parameter's .grad.
-            np.concatenate([(cast(torch.Tensor, p.grad) + WEIGHT_DECAY * p).detach().double().numpy().ravel() for p in model.parameters()])
+            np.concatenate(
+                [
+                    (cast(torch.Tensor, p.grad) + WEIGHT_DECAY * p).detach().double().numpy().ravel()
+                    for p in model.parameters()
+                ]
+            )
         )
         run.minibatch_losses.append(float(loss.detach()))
         if tracker is None:
@@ -233,12 +238,16 @@ def test_record_fields_are_plain_finite_numbers(tracked_run: tuple[str, Run]) ->
 
 # ------------------------------------------------------------- α = 0 is never recomputed
 @pytest.fixture
-def counted_points(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple[float, ...], bool, list[dict[str, torch.Tensor]]]]:
+def counted_points(
+    monkeypatch: pytest.MonkeyPatch,
+) -> list[tuple[tuple[float, ...], bool, list[dict[str, torch.Tensor]]]]:
     """Every chunk evaluation: the segment's α, whether α = 0 was skipped, and the points."""
     calls: list[tuple[tuple[float, ...], bool, list[dict[str, torch.Tensor]]]] = []
     original = measurement_module.SegmentPoints.losses
 
-    def counting(self: measurement_module.SegmentPoints, inputs: torch.Tensor, targets: torch.Tensor, *, skip_first: bool = False) -> torch.Tensor:
+    def counting(
+        self: measurement_module.SegmentPoints, inputs: torch.Tensor, targets: torch.Tensor, *, skip_first: bool = False
+    ) -> torch.Tensor:
         calls.append((self.alphas, skip_first, [dict(p) for p in self._parameters]))
         return original(self, inputs, targets, skip_first=skip_first)
 

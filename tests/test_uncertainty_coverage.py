@@ -38,7 +38,9 @@ COMMON_SD, OWN_SD = 1.0, 0.05
 COVARIANCE = COMMON_SD**2 * np.ones((K + 1, K + 1)) + OWN_SD**2 * np.eye(K + 1)
 
 
-def measure(profile: SegmentProfile, precision: PrecisionTarget | None = None, chunk_size: int | None = None) -> StepRecord:
+def measure(
+    profile: SegmentProfile, precision: PrecisionTarget | None = None, chunk_size: int | None = None
+) -> StepRecord:
     """One tracked step from θ = 0 to θ = 1."""
     tracker = WalkTracker(profile, profile.measurement_set(chunk_size), num_alphas=K, precision=precision)
     tracker.before_step()
@@ -76,7 +78,11 @@ def test_height_floor_and_excess_intervals_cover_the_population_values() -> None
     assert all(covered[name] >= bound for name in names), covered
 
 
-@pytest.mark.parametrize("precision", [None, PrecisionTarget(height_se=None, height_relative_se=None, first_look=32)], ids=["exact", "targeted"])
+@pytest.mark.parametrize(
+    "precision",
+    [None, PrecisionTarget(height_se=None, height_relative_se=None, first_look=32)],
+    ids=["exact", "targeted"],
+)
 def test_barrier_test_rarely_calls_a_crossing_that_is_not_there(precision: PrecisionTarget | None) -> None:
     # Least favourable truth for "crossed": one interior point exactly level with the higher
     # end (θ_t) and far above the lower one, so only its difference with θ_t stands between
@@ -84,13 +90,20 @@ def test_barrier_test_rarely_calls_a_crossing_that_is_not_there(precision: Preci
     means = 1.0 - 0.5 * NODES - 0.2 * np.sin(np.pi * NODES) ** 2
     means[5] = 1.0
     replicates = 300
-    wrong = sum(measure(SegmentProfile(means, COVARIANCE, 400, seed=seed), precision).barrier_test == "crossed" for seed in range(replicates))
+    wrong = sum(
+        measure(SegmentProfile(means, COVARIANCE, 400, seed=seed), precision).barrier_test == "crossed"
+        for seed in range(replicates)
+    )
     allowed = binomial_ceiling(replicates, 1.0 - BARRIER_TEST_CONFIDENCE)
     print(f"false 'crossed' on a level interior: {wrong}/{replicates} <= {allowed}")
     assert wrong <= allowed
 
 
-@pytest.mark.parametrize("precision", [None, PrecisionTarget(height_se=None, height_relative_se=None, first_look=32)], ids=["exact", "targeted"])
+@pytest.mark.parametrize(
+    "precision",
+    [None, PrecisionTarget(height_se=None, height_relative_se=None, first_look=32)],
+    ids=["exact", "targeted"],
+)
 def test_barrier_test_rarely_denies_a_barrier_that_is_there(precision: PrecisionTarget | None) -> None:
     # Least favourable truth for "not crossed": a barrier barely above both ends.
     means = np.full(K + 1, 1.0)
@@ -122,7 +135,10 @@ def test_targeted_measurement_stops_early_and_is_deterministic() -> None:
     assert first.barrier_test == "not crossed"
     assert first.height_start_se is not None and first.height_start_se <= 0.01
     # Asking for more precision reads more samples, up to the whole set.
-    finer = measure(SegmentProfile(valley, COVARIANCE, 2000), PrecisionTarget(height_se=1e-4, height_relative_se=None, first_look=32, seed=3))
+    finer = measure(
+        SegmentProfile(valley, COVARIANCE, 2000),
+        PrecisionTarget(height_se=1e-4, height_relative_se=None, first_look=32, seed=3),
+    )
     assert finer.samples == 2000
 
 

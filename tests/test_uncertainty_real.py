@@ -73,10 +73,18 @@ def train(
 
 @pytest.mark.parametrize("arch", ["mlp", "convnet"])
 def test_standard_errors_match_the_spread_over_disjoint_measurement_sets(data: WalkData, arch: str) -> None:
-    model = build_seeded_model(dataclasses.replace(WalkConfig(), arch=arch, width_multiplier=0.5 if arch == "convnet" else 1.0), data, torch.device("cpu"))
+    model = build_seeded_model(
+        dataclasses.replace(WalkConfig(), arch=arch, width_multiplier=0.5 if arch == "convnet" else 1.0),
+        data,
+        torch.device("cpu"),
+    )
     segments = train(model, data, 120, [])
     subsets = [
-        MeasurementSet(data.train_inputs[i * SUBSET_SIZE : (i + 1) * SUBSET_SIZE], data.train_targets[i * SUBSET_SIZE : (i + 1) * SUBSET_SIZE], chunk_size=SUBSET_SIZE)
+        MeasurementSet(
+            data.train_inputs[i * SUBSET_SIZE : (i + 1) * SUBSET_SIZE],
+            data.train_targets[i * SUBSET_SIZE : (i + 1) * SUBSET_SIZE],
+            chunk_size=SUBSET_SIZE,
+        )
         for i in range(SUBSETS)
     ]
     grid = (*alpha_grid(K), 1.0)
@@ -94,16 +102,26 @@ def test_standard_errors_match_the_spread_over_disjoint_measurement_sets(data: W
         freedom += SUBSETS - 1
     low, high = stats.chi2.ppf([FALSE_ALARM / 2, 1 - FALSE_ALARM / 2], freedom)
     ratio = statistic / freedom
-    print(f"{arch}: spread over disjoint sets / reported se, squared = {ratio:.3f} (χ² bounds {low / freedom:.3f}-{high / freedom:.3f}, {freedom} df)")
+    print(
+        f"{arch}: spread over disjoint sets / reported se, squared = {ratio:.3f} (χ² bounds {low / freedom:.3f}-{high / freedom:.3f}, {freedom} df)"
+    )
     assert low <= statistic <= high
 
 
 def test_targeted_decisions_agree_with_the_whole_sets(data: WalkData) -> None:
     model = build_seeded_model(WalkConfig(), data, torch.device("cpu"))
-    whole = MeasurementSet(data.train_inputs[: SUBSETS * SUBSET_SIZE], data.train_targets[: SUBSETS * SUBSET_SIZE], chunk_size=1024)
+    whole = MeasurementSet(
+        data.train_inputs[: SUBSETS * SUBSET_SIZE], data.train_targets[: SUBSETS * SUBSET_SIZE], chunk_size=1024
+    )
     schedule = lambda step: step < 20 or 160 <= step < 200  # noqa: E731 - the real tier's two windows
     exact = WalkTracker(model, whole, schedule=schedule, weight_decay=1e-4)
-    targeted = WalkTracker(model, whole, schedule=schedule, weight_decay=1e-4, precision=PrecisionTarget(height_se=None, height_relative_se=None))
+    targeted = WalkTracker(
+        model,
+        whole,
+        schedule=schedule,
+        weight_decay=1e-4,
+        precision=PrecisionTarget(height_se=None, height_relative_se=None),
+    )
     train(model, data, 200, [exact, targeted])
     pairs: list[tuple[StepRecord, StepRecord]] = list(zip(exact.close(), targeted.close(), strict=True))
     both = [(a.barrier_test, b.barrier_test) for a, b in pairs if "undecided" not in (a.barrier_test, b.barrier_test)]

@@ -64,7 +64,11 @@ def dumps(value: Any, *, indent: int | None = None, sort_keys: bool = False) -> 
     """``value`` as strict JSON text: indented, or on one line without spaces (JSON lines)."""
     separators = None if indent is not None else (",", ":")
     return json.dumps(
-        to_json_data(value), indent=indent, sort_keys=sort_keys, allow_nan=False, ensure_ascii=False,
+        to_json_data(value),
+        indent=indent,
+        sort_keys=sort_keys,
+        allow_nan=False,
+        ensure_ascii=False,
         separators=separators,
     )
 

@@ -125,7 +125,9 @@ class RunCache:
 
 def setting_configs(base: WalkConfig, overrides: Mapping[str, Any], seeds: Sequence[int]) -> list[WalkConfig]:
     """The setting's config for each seed; runs keep no files (out_dir=None)."""
-    return [dataclasses.replace(base, **{**overrides, "seed": seed, "out_dir": None, "progress": False}) for seed in seeds]
+    return [
+        dataclasses.replace(base, **{**overrides, "seed": seed, "out_dir": None, "progress": False}) for seed in seeds
+    ]
 
 
 def decisive_value(estimate: Estimate, relation: Relation) -> float:

@@ -93,15 +93,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sgdwalk-profile",
         metavar="NAME",
         default=None,
-        help="Name of the size profile the tiers read through the sgdwalk_profile fixture. "
-        "(default: none)",
+        help="Name of the size profile the tiers read through the sgdwalk_profile fixture. (default: none)",
     )
     group.addoption(
         "--sgdwalk-data-root",
         metavar="PATH",
         default=None,
-        help="Folder holding the data sets of the real tier. "
-        f"(default: ${DATA_ROOT_ENV}, else none)",
+        help=f"Folder holding the data sets of the real tier. (default: ${DATA_ROOT_ENV}, else none)",
     )
 
 
@@ -134,9 +132,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_session_state_key] = _SessionState()
     # The ledger is gathered in-process; xdist workers would each hold a part of it.
     if config.getoption("sgdwalk_report") and getattr(config.option, "numprocesses", None):
-        raise pytest.UsageError(
-            "--sgdwalk-report does not support pytest-xdist (-n); run without -n"
-        )
+        raise pytest.UsageError("--sgdwalk-report does not support pytest-xdist (-n); run without -n")
 
 
 # --------------------------------------------------------------------------- collection
@@ -197,9 +193,7 @@ def _json_ready(key: str, value: object) -> object:
     try:
         return to_json_data(value, repr(key))
     except TypeError as error:
-        raise TypeError(
-            f"claim setting {error} (use str, int, float, bool, None, lists and dicts of those)"
-        ) from error
+        raise TypeError(f"claim setting {error} (use str, int, float, bool, None, lists and dicts of those)") from error
 
 
 class ClaimRecorder:
@@ -347,9 +341,7 @@ def _failure_reason(report: pytest.TestReport, call: pytest.CallInfo[None] | Non
     return report.longreprtext.splitlines()[-1] if report.longreprtext else ""
 
 
-def _outcome(
-    reports: Mapping[str, pytest.TestReport], call_info: Mapping[str, str]
-) -> tuple[str, str]:
+def _outcome(reports: Mapping[str, pytest.TestReport], call_info: Mapping[str, str]) -> tuple[str, str]:
     """(outcome, reason) of one item from its setup/call/teardown reports."""
     setup, call, teardown = reports.get("setup"), reports.get("call"), reports.get("teardown")
     if setup is not None and setup.skipped:
@@ -364,11 +356,7 @@ def _outcome(
             outcome, reason = "xfailed", str(call.wasxfail)
         elif call.skipped:
             outcome, reason = "skipped", _skip_reason(call)
-        elif (
-            call.failed
-            and isinstance(call.longrepr, str)
-            and call.longrepr.startswith("[XPASS(strict)]")
-        ):
+        elif call.failed and isinstance(call.longrepr, str) and call.longrepr.startswith("[XPASS(strict)]"):
             outcome, reason = "xpassed", call.longrepr.removeprefix("[XPASS(strict)]").strip()
         elif call.failed:
             outcome, reason = "failed", call_info.get("call", "")
@@ -478,9 +466,7 @@ def _statistic_summary(entry: ClaimEntry) -> str:
     return f"{text} (+{more} more)" if more > 0 else text
 
 
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
-) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
     entries = sorted_entries(config.stash[_session_state_key].entries.values())
     if not entries:
         return
@@ -491,9 +477,7 @@ def pytest_terminal_summary(
             entry.id,
             short_test_name(entry.test),
             _statistic_summary(entry),
-            f"{entry.outcome}: {entry.reason}"
-            if entry.reason and entry.outcome != "passed"
-            else entry.outcome,
+            f"{entry.outcome}: {entry.reason}" if entry.reason and entry.outcome != "passed" else entry.outcome,
         )
         for entry in entries
     ]

@@ -54,8 +54,7 @@ _CLAIM_LIST: tuple[Claim, ...] = (
     ),
     Claim(
         "C5",
-        "For the same number of updates, a smaller batch ends farther from initialization; "
-        "SGD farther than GD",
+        "For the same number of updates, a smaller batch ends farther from initialization; SGD farther than GD",
         PAPER,
     ),
     Claim(
@@ -65,8 +64,7 @@ _CLAIM_LIST: tuple[Claim, ...] = (
     ),
     Claim(
         "C7",
-        "No barriers are crossed early in training (epoch 1); later crossings are few and "
-        "small next to the loss",
+        "No barriers are crossed early in training (epoch 1); later crossings are few and small next to the loss",
         PAPER,
     ),
     Claim(
@@ -83,15 +81,13 @@ _CLAIM_LIST: tuple[Claim, ...] = (
     Claim("C10", "The sharpness falls during training under SGD", PAPER),
     Claim(
         "C11",
-        "A trapezoid schedule does as well as or better than cyclical schedules; cycles are "
-        "redundant",
+        "A trapezoid schedule does as well as or better than cyclical schedules; cycles are redundant",
         PAPER,
     ),
     # --- Synthetic checks: the instrument against closed forms on known landscapes.
     Claim(
         "S1",
-        "On a quadratic, GD damps each eigendirection component by the factor (1 - eta*lambda) "
-        "per step",
+        "On a quadratic, GD damps each eigendirection component by the factor (1 - eta*lambda) per step",
         QUADRATIC_THEORY,
     ),
     Claim(
@@ -113,8 +109,7 @@ _CLAIM_LIST: tuple[Claim, ...] = (
     ),
     Claim(
         "S5",
-        "Isotropic noise diffuses along flat directions like sqrt(t); Hessian-shaped noise "
-        "does not",
+        "Isotropic noise diffuses along flat directions like sqrt(t); Hessian-shaped noise does not",
         QUADRATIC_THEORY,
     ),
     Claim(
@@ -131,14 +126,12 @@ _CLAIM_LIST: tuple[Claim, ...] = (
     # --- Checks beyond the paper.
     Claim(
         "X1",
-        "Edge of stability: under GD the sharpness rises to about 2/eta while the cosine sits "
-        "near -1",
+        "Edge of stability: under GD the sharpness rises to about 2/eta while the cosine sits near -1",
         EDGE_OF_STABILITY,
     ),
     Claim(
         "X2",
-        "SGD's stationary behaviour on a noisy quadratic depends on more than eta/B once "
-        "eta*lambda is not small",
+        "SGD's stationary behaviour on a noisy quadratic depends on more than eta/B once eta*lambda is not small",
         QUADRATIC_THEORY,
     ),
 )

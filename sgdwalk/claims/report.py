@@ -188,11 +188,7 @@ def _statistic_to_dict(statistic: Statistic) -> dict[str, Any]:
     return {
         "name": statistic.name,
         "value": float_to_json(statistic.value),
-        "interval": (
-            None
-            if statistic.interval is None
-            else [float_to_json(bound) for bound in statistic.interval]
-        ),
+        "interval": (None if statistic.interval is None else [float_to_json(bound) for bound in statistic.interval]),
         "bound": float_to_json(statistic.bound),
         "relation": statistic.relation,
         "held": statistic.held,
@@ -229,9 +225,7 @@ def report_to_dict(report: ClaimsReport) -> dict[str, Any]:
     return document
 
 
-def _require(
-    document: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str
-) -> Any:
+def _require(document: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in document:
         raise ReportError(f"{where}: missing key {key!r}")
     value = document[key]
@@ -310,13 +304,9 @@ def report_from_dict(document: object) -> ClaimsReport:
         raise ReportError("report: expected a JSON object at the top level")
     version = document.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ReportError(
-            f"report: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
-        )
+        raise ReportError(f"report: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
     claims_raw = _require(document, "claims", list, "report")
-    claims = tuple(
-        _entry_from_dict(raw, f"claims[{index}]") for index, raw in enumerate(claims_raw)
-    )
+    claims = tuple(_entry_from_dict(raw, f"claims[{index}]") for index, raw in enumerate(claims_raw))
     seen: set[str] = set()
     for entry in claims:
         # Entries are matched by node id when comparing; duplicates would make that ambiguous.
@@ -331,9 +321,7 @@ def report_from_dict(document: object) -> ClaimsReport:
     return ClaimsReport(
         created=_require(document, "created", str, "report"),
         pytest_args=tuple(str(arg) for arg in pytest_args),
-        versions={
-            str(name): None if value is None else str(value) for name, value in versions.items()
-        },
+        versions={str(name): None if value is None else str(value) for name, value in versions.items()},
         claims=claims,
         merged_from=tuple(merged_from),
     )
@@ -431,9 +419,7 @@ def _verdict(baseline_outcome: str, new_outcome: str, allow_missing: bool) -> Ve
     return "flip"
 
 
-def compare_reports(
-    baseline: ClaimsReport, new: ClaimsReport, *, allow_missing: bool = False
-) -> Comparison:
+def compare_reports(baseline: ClaimsReport, new: ClaimsReport, *, allow_missing: bool = False) -> Comparison:
     """Match entries by test node id and classify each as same / regression / flip."""
     baseline_by_test = {entry.test: entry for entry in baseline.claims}
     new_by_test = {entry.test: entry for entry in new.claims}
@@ -467,10 +453,7 @@ def _statistic_cell(entry: ClaimEntry | None) -> str:
     statistic = main_statistic(entry)
     if statistic is None:
         return "-"
-    return (
-        f"{statistic.name} = {format_value(statistic.value)} "
-        f"{statistic.relation} {format_value(statistic.bound)}"
-    )
+    return f"{statistic.name} = {format_value(statistic.value)} {statistic.relation} {format_value(statistic.bound)}"
 
 
 def short_test_name(test: str) -> str:
@@ -503,9 +486,7 @@ def format_comparison(comparison: Comparison) -> str:
         why = ""
         if row.new is not None and row.new.reason:
             why = f" ({row.new.reason})"
-        lines.append(
-            f"{label}: {row.claim_id} {row.test}: {row.baseline_outcome} -> {row.new_outcome}{why}"
-        )
+        lines.append(f"{label}: {row.claim_id} {row.test}: {row.baseline_outcome} -> {row.new_outcome}{why}")
     lines.append(
         f"{len(comparison.rows)} claim tests compared: {len(comparison.regressions)} regressions, "
         f"{len(comparison.flips)} flips"
@@ -574,9 +555,7 @@ def render_markdown_table(report: ClaimsReport) -> str:
         "|---|---|---|---|---|",
     ]
     for entry in sorted_entries(report.claims):
-        statistics = (
-            "<br>".join(format_statistic(statistic) for statistic in entry.statistics) or "-"
-        )
+        statistics = "<br>".join(format_statistic(statistic) for statistic in entry.statistics) or "-"
         cells = (entry.id, entry.statement, entry.tier, statistics, _outcome_cell(entry))
         lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -89,7 +89,9 @@ def paired_difference(first: Sequence[float], second: Sequence[float], confidenc
     return mean_with_t_interval((a - b).tolist(), confidence)
 
 
-def ratio_of_means(numerator: Sequence[float], denominator: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+def ratio_of_means(
+    numerator: Sequence[float], denominator: Sequence[float], confidence: float = CONFIDENCE
+) -> Estimate:
     """Per-seed ratios numerator/denominator, with a t interval on the ratios."""
     a, b = _finite_values(numerator), _finite_values(denominator)
     if a.shape != b.shape:

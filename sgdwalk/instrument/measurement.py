@@ -52,9 +52,7 @@ class MeasurementSet:
 
     def __post_init__(self) -> None:
         if self.inputs.shape[0] != self.targets.shape[0]:
-            raise ValueError(
-                f"inputs ({self.inputs.shape[0]}) and targets ({self.targets.shape[0]}) differ in length"
-            )
+            raise ValueError(f"inputs ({self.inputs.shape[0]}) and targets ({self.targets.shape[0]}) differ in length")
         if self.inputs.shape[0] == 0:
             raise ValueError("the measurement set is empty")
         if self.chunk_size < 1:
@@ -228,7 +226,9 @@ class _InputCaptured(Exception):
     """Raised by a pre-hook to stop a forward pass once the input layer's input is known."""
 
 
-def _input_of(model: nn.Module, layer: nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+def _input_of(
+    model: nn.Module, layer: nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor
+) -> torch.Tensor:
     """What ``layer`` receives when the model reads ``inputs``: only the parameter-free
     preprocessing in front of it runs (the pass is stopped at the layer)."""
     captured: list[torch.Tensor] = []

@@ -79,7 +79,9 @@ class SegmentSummary:
         return asdict(self)
 
 
-def _validated_profile(alphas: ArrayLike, losses: ArrayLike, loss_end: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _validated_profile(
+    alphas: ArrayLike, losses: ArrayLike, loss_end: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """The full profile (grid plus α = 1) as float64 arrays, after checking the input."""
     alpha_values = np.asarray(alphas, dtype=np.float64)
     loss_values = np.asarray(losses, dtype=np.float64)
@@ -98,9 +100,7 @@ def _validated_profile(alphas: ArrayLike, losses: ArrayLike, loss_end: float) ->
     return np.append(alpha_values, 1.0), np.append(loss_values, float(loss_end))
 
 
-def _parabola_vertex(
-    alphas: NDArray[np.float64], losses: NDArray[np.float64], index: int
-) -> tuple[float, float]:
+def _parabola_vertex(alphas: NDArray[np.float64], losses: NDArray[np.float64], index: int) -> tuple[float, float]:
     """Vertex of the parabola through points index−1, index, index+1 (exact for quadratics)."""
     a0, a1, a2 = (float(a) for a in alphas[index - 1 : index + 2])
     # Work in units of the largest of the three losses: divided differences of losses near

@@ -197,8 +197,10 @@ def lanczos_top_eigenpair(
         # "LM" compares the two ends of the spectrum, so both must have converged: an end
         # still moving outwards could overtake the one that has settled.
         ends = {chosen} if which == "LA" else {int(np.argmin(values)), int(np.argmax(values))}
-        error = 0.0 if breakdown else max(
-            _value_error_bound(values, end, norm * abs(float(vectors[-1, end])), gap_estimate) for end in ends
+        error = (
+            0.0
+            if breakdown
+            else max(_value_error_bound(values, end, norm * abs(float(vectors[-1, end])), gap_estimate) for end in ends)
         )
         settled = previous_value is not None and abs(value - previous_value) <= relative_error * abs(value)
         if breakdown or step + 1 == limit or (settled and error <= relative_error * abs(value)):
@@ -211,7 +213,9 @@ def lanczos_top_eigenpair(
     raise AssertionError("unreachable: the loop returns at its last step")
 
 
-def _matvec_of(point: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+def _matvec_of(
+    point: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
     def matvec(vector: NDArray[np.float64]) -> NDArray[np.float64]:
         as_tensor = torch.as_tensor(np.ravel(vector), dtype=point.dtype, device=point.device)
         return product(as_tensor).double().cpu().numpy()
@@ -431,4 +435,6 @@ def sharpness_with_standard_error(
     quotients, sizes = batch_rayleigh_quotients(
         model, point, pair.vector, measurement, bn_mode=bn_mode, num_batches=num_batches
     )
-    return SharpnessEstimate(pair.value, _batch_means_standard_error(quotients, sizes), pair.products, int(quotients.size))
+    return SharpnessEstimate(
+        pair.value, _batch_means_standard_error(quotients, sizes), pair.products, int(quotients.size)
+    )

@@ -219,9 +219,16 @@ class WalkTracker:
         in batch-norm "train" mode the parts are the set's chunks)."""
         with torch.random.fork_rng(devices=self._cuda_devices()):
             pair = top_hessian_eigenpair(
-                self.model, point, self.measurement, bn_mode=self.bn_mode, which=self.sharpness_which, seed=self.sharpness_seed
+                self.model,
+                point,
+                self.measurement,
+                bn_mode=self.bn_mode,
+                which=self.sharpness_which,
+                seed=self.sharpness_seed,
             )
-            quotients, sizes = batch_rayleigh_quotients(self.model, point, pair.vector, self.measurement, bn_mode=self.bn_mode)
+            quotients, sizes = batch_rayleigh_quotients(
+                self.model, point, pair.vector, self.measurement, bn_mode=self.bn_mode
+            )
         if quotients.size < 2:
             return pair.value, None
         return pair.value, top_eigenvalue_standard_error_of(quotients, sizes)

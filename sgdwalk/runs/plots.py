@@ -278,30 +278,57 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
     if bands:
         loss_axes.add_collection(
             PolyCollection(
-                bands, facecolors=LOSS_COLOR, alpha=0.18, linewidths=0, zorder=1,
-                label="95 % interval of each loss's height above the floor", gid=GID_SEGMENT_BANDS,
+                bands,
+                facecolors=LOSS_COLOR,
+                alpha=0.18,
+                linewidths=0,
+                zorder=1,
+                label="95 % interval of each loss's height above the floor",
+                gid=GID_SEGMENT_BANDS,
             )
         )
     loss_axes.add_collection(
         LineCollection(
-            segments, colors=LOSS_COLOR, linewidths=1.3, label=r"loss along the step $\theta_t \to \theta_{t+1}$",
+            segments,
+            colors=LOSS_COLOR,
+            linewidths=1.3,
+            label=r"loss along the step $\theta_t \to \theta_{t+1}$",
             gid=GID_SEGMENTS,
         )
     )
     loss_axes.vlines(
-        np.append(x0, x0[-1] + 1.0), 0, 1, transform=loss_axes.get_xaxis_transform(), colors=SEPARATOR_COLOR,
-        linewidths=0.6, zorder=0, gid=GID_SEPARATORS,
+        np.append(x0, x0[-1] + 1.0),
+        0,
+        1,
+        transform=loss_axes.get_xaxis_transform(),
+        colors=SEPARATOR_COLOR,
+        linewidths=0.6,
+        zorder=0,
+        gid=GID_SEPARATORS,
     )
 
     floor_x, floor_y = x0 + _numeric(steps, "alpha_star"), _numeric(steps, "floor")
     interior = _boolean(steps, "interior_floor")
     loss_axes.plot(
-        floor_x, floor_y, linestyle="--", color=FLOOR_COLOR, linewidth=1.2, marker="o", markersize=4,
-        markerfacecolor="white", label="valley floor (filled: interior)", gid=GID_FLOOR,
+        floor_x,
+        floor_y,
+        linestyle="--",
+        color=FLOOR_COLOR,
+        linewidth=1.2,
+        marker="o",
+        markersize=4,
+        markerfacecolor="white",
+        label="valley floor (filled: interior)",
+        gid=GID_FLOOR,
     )
     # Interior floors filled, drawn over the hollow markers: they are the paper's valleys.
     loss_axes.plot(
-        floor_x[interior], floor_y[interior], linestyle="none", marker="o", markersize=4, color=FLOOR_COLOR,
+        floor_x[interior],
+        floor_y[interior],
+        linestyle="none",
+        marker="o",
+        markersize=4,
+        color=FLOOR_COLOR,
         gid=GID_INTERIOR_FLOORS,
     )
 
@@ -309,15 +336,23 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
     if barrier.any():
         loss_axes.add_collection(
             LineCollection(
-                [segments[i] for i in np.flatnonzero(barrier)], colors=BARRIER_COLOR, linewidths=1.8,
+                [segments[i] for i in np.flatnonzero(barrier)],
+                colors=BARRIER_COLOR,
+                linewidths=1.8,
                 gid=GID_BARRIER_SEGMENTS,
             )
         )
         # The barrier's top is by definition the higher endpoint plus the barrier height.
         top = np.maximum(_numeric(steps, "loss_start"), _numeric(steps, "loss_end")) + _numeric(steps, "barrier_height")
         loss_axes.plot(
-            (x0 + _numeric(steps, "barrier_alpha"))[barrier], top[barrier], linestyle="none", marker="v",
-            markersize=7, color=BARRIER_COLOR, label=f"barrier crossed ({int(barrier.sum())})", gid=GID_BARRIER_MARKERS,
+            (x0 + _numeric(steps, "barrier_alpha"))[barrier],
+            top[barrier],
+            linestyle="none",
+            marker="v",
+            markersize=7,
+            color=BARRIER_COLOR,
+            label=f"barrier crossed ({int(barrier.sum())})",
+            gid=GID_BARRIER_MARKERS,
         )
     loss_axes.autoscale_view()
     loss_axes.set_ylabel("training loss\n(measurement set)")
@@ -336,7 +371,11 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
     has_distance = np.isfinite(distance)
     # distance_from_init of step t is measured at θ_{t+1}, the end of its segment.
     distance_axes.plot(
-        (x0 + 1.0)[has_distance], distance[has_distance], marker=".", color=DISTANCE_COLOR, linewidth=1.0,
+        (x0 + 1.0)[has_distance],
+        distance[has_distance],
+        marker=".",
+        color=DISTANCE_COLOR,
+        linewidth=1.0,
         gid=GID_DISTANCE,
     )
     distance_axes.set_ylabel(r"$\|\theta - \theta_0\|_2$")
@@ -364,7 +403,7 @@ def _step_range(steps: pd.DataFrame) -> str:
 
 
 def walk_title(page: pd.DataFrame, window: Window | None = None, number: int = 1, total: int = 1) -> str:
-    """"Walk over steps 5-9 (epoch 1, page 2 of 3): 5 steps, 4 interior floors, 1 barrier crossed"."""
+    """ "Walk over steps 5-9 (epoch 1, page 2 of 3): 5 steps, 4 interior floors, 1 barrier crossed"."""
     where = [] if window is None or window.label == _step_range(window.steps) else [window.label]
     if total > 1:
         where.append(f"page {number} of {total}")
@@ -391,8 +430,14 @@ def heights_figure(windows: Sequence[Window], *, title: str | None = None) -> Fi
     all_heights = np.concatenate(heights) if heights else np.empty(0)
     finite = np.isfinite(all_heights)
     per_step.plot(
-        np.arange(all_heights.size)[finite], all_heights[finite], linestyle="none", marker=".", markersize=4,
-        color=LOSS_COLOR, label=r"height of $\theta_t$ above its floor", gid=GID_HEIGHTS,
+        np.arange(all_heights.size)[finite],
+        all_heights[finite],
+        linestyle="none",
+        marker=".",
+        markersize=4,
+        color=LOSS_COLOR,
+        label=r"height of $\theta_t$ above its floor",
+        gid=GID_HEIGHTS,
     )
     starts = np.cumsum([0, *(len(h) for h in heights)])[:-1]
     for start in starts[1:]:
@@ -401,8 +446,14 @@ def heights_figure(windows: Sequence[Window], *, title: str | None = None) -> Fi
     shown = finite & np.isfinite(errors)
     if shown.any():
         per_step.errorbar(
-            np.arange(all_heights.size)[shown], all_heights[shown], yerr=ERROR_BAND_Z * errors[shown],
-            linestyle="none", elinewidth=0.6, color=LOSS_COLOR, alpha=0.5, label="±1.96 standard errors",
+            np.arange(all_heights.size)[shown],
+            all_heights[shown],
+            yerr=ERROR_BAND_Z * errors[shown],
+            linestyle="none",
+            elinewidth=0.6,
+            color=LOSS_COLOR,
+            alpha=0.5,
+            label="±1.96 standard errors",
             gid=GID_HEIGHT_ERRORS,
         )
     _category_ticks(per_step, starts, [w.label for w in windows])
@@ -414,8 +465,15 @@ def heights_figure(windows: Sequence[Window], *, title: str | None = None) -> Fi
     if stats:
         means, spreads = np.array(stats).T
         per_window.errorbar(
-            index, means, yerr=spreads, linestyle="none", marker="o", capsize=4, color=FLOOR_COLOR,
-            label="mean ± sd per window", gid=GID_WINDOW_MEANS,
+            index,
+            means,
+            yerr=spreads,
+            linestyle="none",
+            marker="o",
+            capsize=4,
+            color=FLOOR_COLOR,
+            label="mean ± sd per window",
+            gid=GID_WINDOW_MEANS,
         )
     _category_ticks(per_window, range(len(windows)), [w.label for w in windows])
     per_window.set_xlim(-0.6, max(len(windows), 1) - 0.4)
@@ -439,8 +497,9 @@ def barriers_figure(windows: Sequence[Window], *, title: str | None = None) -> F
     counts_axes, heights_axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": (1.0, 1.6)})
     counts = [int(_boolean(w.steps, "barrier").sum()) for w in windows]
     bars = counts_axes.bar(range(len(windows)), counts, color=BARRIER_COLOR, alpha=0.8, gid=GID_BARRIER_COUNTS)
-    counts_axes.bar_label(bars, labels=[f"{k}/{len(w.steps)}" for k, w in zip(counts, windows, strict=True)],
-                          fontsize="small")
+    counts_axes.bar_label(
+        bars, labels=[f"{k}/{len(w.steps)}" for k, w in zip(counts, windows, strict=True)], fontsize="small"
+    )
     _category_ticks(counts_axes, range(len(windows)), [w.label for w in windows])
     counts_axes.set_xlim(-0.6, max(len(windows), 1) - 0.4)
     counts_axes.set_ylim(0, max([1, *counts]) * 1.2)  # room for the k/n labels, also at 0
@@ -456,11 +515,19 @@ def barriers_figure(windows: Sequence[Window], *, title: str | None = None) -> F
     shown = barrier & np.isfinite(relative)
     if shown.any():
         heights_axes.plot(
-            _steps(steps)[shown], relative[shown], linestyle="none", marker="v", color=BARRIER_COLOR,
-            label="barrier height / loss at the higher endpoint", gid=GID_BARRIER_HEIGHTS,
+            _steps(steps)[shown],
+            relative[shown],
+            linestyle="none",
+            marker="v",
+            color=BARRIER_COLOR,
+            label="barrier height / loss at the higher endpoint",
+            gid=GID_BARRIER_HEIGHTS,
         )
         heights_axes.axhline(
-            BARRIER_RELATIVE_TOLERANCE, color="0.5", linestyle=":", linewidth=0.8,
+            BARRIER_RELATIVE_TOLERANCE,
+            color="0.5",
+            linestyle=":",
+            linewidth=0.8,
             label=f"detection threshold ({BARRIER_RELATIVE_TOLERANCE:g})",
         )
         _log_if_positive(heights_axes, relative[shown])

@@ -396,7 +396,7 @@ def is_run_directory(path: str | Path) -> bool:
 
 
 def run_status(path: str | Path) -> str:
-    """"missing" (no run files), "incomplete" (killed while being created), or the metadata's status."""
+    """ "missing" (no run files), "incomplete" (killed while being created), or the metadata's status."""
     run_dir = Path(path)
     if is_run_directory(run_dir):
         try:

@@ -290,9 +290,7 @@ def _endless_minibatches(
         yield from iterate_minibatches(inputs, targets, batch_size, generator)
 
 
-def estimate_noise_variance(
-    model: nn.Module, config: WalkConfig, inputs: Tensor, targets: Tensor
-) -> float:
+def estimate_noise_variance(model: nn.Module, config: WalkConfig, inputs: Tensor, targets: Tensor) -> float:
     """σ² = c · max per-coordinate variance of minibatch gradients at θ_0, over
     ``config.noise_batches`` minibatches of ``config.batch_size`` (docs/protocol.md#gd-with-isotropic-noise).
 

@@ -2,15 +2,15 @@
 
 A grid file (TOML, or JSON with the same keys)::
 
-    [base]                  # WalkConfig fields every cell shares
+    [base]  # WalkConfig fields every cell shares
     arch = "mlp"
     epochs = 2
 
-    [axes]                  # lists; the cells are their cartesian product, in this order
+    [axes]  # lists; the cells are their cartesian product, in this order
     lr = [0.05, 0.1]
     seed = [1111, 1112]
 
-    [[cells]]               # optional: override tables, each crossed with the axes
+    [[cells]]  # optional: override tables, each crossed with the axes
     optimizer = "sgd"
 
     [[cells]]
@@ -188,8 +188,14 @@ def _load_data(key: tuple[Any, ...]) -> WalkData:
 
     data, data_root, download, train_subset, validation_subset, pad_to = key
     config = WalkConfig(
-        data=data, data_root=data_root, download=download, train_subset=train_subset,
-        validation_subset=validation_subset, pad_to=pad_to, track_epochs=(), epochs=1,
+        data=data,
+        data_root=data_root,
+        download=download,
+        train_subset=train_subset,
+        validation_subset=validation_subset,
+        pad_to=pad_to,
+        track_epochs=(),
+        epochs=1,
     )
     return load_walk_data(config)
 
@@ -312,7 +318,11 @@ class SlurmOptions:
 
 
 def submit_cells(
-    configs: Sequence[WalkConfig], out_root: str | Path, *, cluster: str | None = "slurm", options: SlurmOptions = SlurmOptions()
+    configs: Sequence[WalkConfig],
+    out_root: str | Path,
+    *,
+    cluster: str | None = "slurm",
+    options: SlurmOptions = SlurmOptions(),
 ) -> list[tuple[WalkConfig, Any]]:
     """Submit the pending cells as one submitit job array (``map_array``); return (config, job) pairs.
 
@@ -405,8 +415,14 @@ def format_table(rows: Sequence[CellRow]) -> str:
     fields = list(rows[0].values)
     header = ["cell", "status", *fields, "train loss", "val acc", "steps"]
     body = [
-        [row.hash, row.status, *(_cell_text(row.values[name]) for name in fields),
-         _cell_text(row.train_loss), _cell_text(row.val_accuracy), _cell_text(row.measured_steps)]
+        [
+            row.hash,
+            row.status,
+            *(_cell_text(row.values[name]) for name in fields),
+            _cell_text(row.train_loss),
+            _cell_text(row.val_accuracy),
+            _cell_text(row.measured_steps),
+        ]
         for row in rows
     ]
     lines = text_table(header, body)

@@ -205,12 +205,34 @@ class WalkConfig:
         choice("measurement_mode", MEASUREMENT_MODES)
         if self.measurement_mode == "targeted" and self.bn_mode == "recompute":
             raise ConfigError("measurement_mode 'targeted' needs bn_mode train or eval (recompute reads the whole set)")
-        for name in ("lr", "batch_size", "epochs", "width_multiplier", "num_alphas", "chunk_size", "gd_chunk_size",
-                     "lr_gamma", "lr_step_epochs", "first_look"):
+        for name in (
+            "lr",
+            "batch_size",
+            "epochs",
+            "width_multiplier",
+            "num_alphas",
+            "chunk_size",
+            "gd_chunk_size",
+            "lr_gamma",
+            "lr_step_epochs",
+            "first_look",
+        ):
             positive(name)
-        for name in ("train_subset", "validation_subset", "pad_to", "track_every", "steps_per_window",
-                     "measurement_size", "sharpness_every", "checkpoint_every_epochs", "lr_max", "lr_anneal_epochs",
-                     "cpu_threads", "height_se", "height_relative_se"):
+        for name in (
+            "train_subset",
+            "validation_subset",
+            "pad_to",
+            "track_every",
+            "steps_per_window",
+            "measurement_size",
+            "sharpness_every",
+            "checkpoint_every_epochs",
+            "lr_max",
+            "lr_anneal_epochs",
+            "cpu_threads",
+            "height_se",
+            "height_relative_se",
+        ):
             positive(name, allow_none=True)
         if self.first_look < 2:
             raise ConfigError(f"first_look must be at least 2 samples (a variance needs two), got {self.first_look}")
@@ -288,9 +310,7 @@ class WalkConfig:
 
 
 # Where the data lives, where records go and whether a bar is drawn leave the records alone.
-_FIELDS_WITHOUT_EFFECT: Final = frozenset(
-    {"data_root", "download", "out_dir", "checkpoint_every_epochs", "progress"}
-)
+_FIELDS_WITHOUT_EFFECT: Final = frozenset({"data_root", "download", "out_dir", "checkpoint_every_epochs", "progress"})
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
 CONFIG_HASH_LENGTH: Final = 12
 

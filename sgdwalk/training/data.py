@@ -238,9 +238,7 @@ def _class_count(name: str, classes: int | Sequence[str] | None) -> int:
     return 1 if isinstance(classes, str) else len(set(classes))
 
 
-def dataset_info(
-    name: str, pad_to: int | None = None, classes: int | Sequence[str] | None = None
-) -> DatasetInfo:
+def dataset_info(name: str, pad_to: int | None = None, classes: int | Sequence[str] | None = None) -> DatasetInfo:
     """Channels, image size (``pad_to`` when given), classes and paper train size of ``name``.
 
     ``classes`` (Tiny-ImageNet only) is the class subset, as for ``load_tensors``.
@@ -405,9 +403,7 @@ def cifar10_checksum_mismatches(folder: Path) -> list[str]:
     return mismatches
 
 
-def _tiny_imagenet_samples(
-    folder: Path, split: str, wnids: Sequence[str]
-) -> list[tuple[Path, int]]:
+def _tiny_imagenet_samples(folder: Path, split: str, wnids: Sequence[str]) -> list[tuple[Path, int]]:
     """(image path, label) of a Tiny-ImageNet split, labels = positions in ``wnids``."""
     class_to_idx = {wnid: index for index, wnid in enumerate(wnids)}
     if split == "train":
@@ -591,9 +587,7 @@ def _not_found_message(name: str, data_root: str | os.PathLike[str] | None) -> s
     )
 
 
-def resolve_dataset(
-    name: str, data_root: str | os.PathLike[str] | None = None, download: bool = False
-) -> Path:
+def resolve_dataset(name: str, data_root: str | os.PathLike[str] | None = None, download: bool = False) -> Path:
     """The folder holding ``name``'s files: found in resolution order, or downloaded if asked.
 
     Raises ``DatasetNotFoundError`` (naming every way to provide it) when the data set is
@@ -724,9 +718,7 @@ def load_tensors(
 Augmentation = Callable[[Tensor, torch.Generator], Tensor]
 
 
-def crop_and_flip(
-    batch: Tensor, padding: int, fill: Sequence[float], offsets: Tensor, flips: Tensor
-) -> Tensor:
+def crop_and_flip(batch: Tensor, padding: int, fill: Sequence[float], offsets: Tensor, flips: Tensor) -> Tensor:
     """Pad each image by ``padding`` with per-channel ``fill``, crop back to its size at
     ``offsets`` (N×2: row, column, each in 0..2*padding), and mirror where ``flips`` is true.
 
@@ -812,4 +804,3 @@ def iterate_minibatches(
         if augment is not None:
             batch = augment(batch, generator)
         yield batch, targets[index]
-

@@ -344,9 +344,7 @@ def build_model(
     try:
         builder = _BUILDERS[arch]
     except KeyError:
-        raise ValueError(
-            f"unknown architecture {arch!r}; known architectures: {', '.join(ARCHITECTURES)}"
-        ) from None
+        raise ValueError(f"unknown architecture {arch!r}; known architectures: {', '.join(ARCHITECTURES)}") from None
     model: nn.Module = builder(
         in_channels=in_channels,
         image_size=image_size,
@@ -359,4 +357,3 @@ def build_model(
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable scalars (batch-norm running statistics are buffers, not counted)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-

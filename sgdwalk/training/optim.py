@@ -129,7 +129,10 @@ class NoisyGD(Optimizer):
                 if group["weight_decay"]:
                     direction.add_(parameter, alpha=group["weight_decay"])
                 noise = torch.randn(
-                    parameter.shape, generator=self._generator(parameter.device), device=parameter.device, dtype=parameter.dtype
+                    parameter.shape,
+                    generator=self._generator(parameter.device),
+                    device=parameter.device,
+                    dtype=parameter.dtype,
                 )
                 direction.add_(noise, alpha=standard_deviation)
                 parameter.add_(direction, alpha=-group["lr"])

@@ -73,8 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--profile", choices=GPU_PROFILES, default="paper", help="size profile (default: paper)")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="device of the runs (default: cuda)")
-    parser.add_argument("--data", choices=DATA_CHOICES, default="paper",
-                        help="paper data, or the fashion-mnist fallback (default: paper)")
+    parser.add_argument(
+        "--data",
+        choices=DATA_CHOICES,
+        default="paper",
+        help="paper data, or the fashion-mnist fallback (default: paper)",
+    )
     parser.add_argument("--grid", metavar="PATH", required=True, help="grid file to write (.json)")
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]

@@ -101,9 +101,7 @@ class WorstCase:
         """One ``claim.check`` per statistic with its worst value (raises on the first failing)."""
         __tracebackhide__ = True
         for name, worst in self._worst.items():
-            claim.check(
-                name, worst.value, worst.bound, worst.relation, detail=f"worst of {worst.examples} examples"
-            )
+            claim.check(name, worst.value, worst.bound, worst.relation, detail=f"worst of {worst.examples} examples")
 
 
 def run_property(claim: ClaimRecorder, examples: Callable[[WorstCase], None]) -> None:

@@ -87,12 +87,16 @@ def test_each_eigen_coordinate_is_damped_by_one_minus_eta_lambda(claim: ClaimRec
             error = np.abs(coordinates[t + 1] - factors * coordinates[t])
             error_over_bound = max(error_over_bound, float(error.max()) / rounding_bound(d, scale))
             ratios = coordinates[t + 1] / coordinates[t]
-            regime_violations += sum(not ratio_in_regime(float(r), name) for r, name in zip(ratios, regimes, strict=True))
+            regime_violations += sum(
+                not ratio_in_regime(float(r), name) for r, name in zip(ratios, regimes, strict=True)
+            )
         worst.check("max |c_{t+1} - (1-eta*lambda) c_t| / float64 rounding bound", error_over_bound, 1.0, "<=")
         worst.check("steps whose ratio c_{t+1}/c_t leaves its regime", regime_violations, 0, "<=")
 
         # The tracker watched these very iterates: its loss and distances are theirs.
-        worst.check("records missing or run stopped (count)", abs(len(result.records) - STEPS) + result.diverged, 0, "<=")
+        worst.check(
+            "records missing or run stopped (count)", abs(len(result.records) - STEPS) + result.diverged, 0, "<="
+        )
         mismatch = 0.0
         for t, record in enumerate(result.records):
             offset_norm = float(np.linalg.norm(iterates[t] - quadratic.stationary_point))
@@ -162,7 +166,9 @@ ABRUPT = (1e6, 1e8)
 
 @pytest.mark.claim("S1")
 def test_gradual_divergence_is_reported_by_the_tracker_without_nan(claim: ClaimRecorder) -> None:
-    claim.setting(landscape="random rotated quadratic", dimension="1-4", eta_lambda_max=GRADUAL, loss_overflow_step="1-4")
+    claim.setting(
+        landscape="random rotated quadratic", dimension="1-4", eta_lambda_max=GRADUAL, loss_overflow_step="1-4"
+    )
 
     @settings(phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
     @given(case=divergent_cases(GRADUAL))
@@ -174,7 +180,9 @@ def test_gradual_divergence_is_reported_by_the_tracker_without_nan(claim: ClaimR
 
 @pytest.mark.claim("S1")
 def test_abrupt_divergence_is_reported_by_the_tracker_without_nan(claim: ClaimRecorder) -> None:
-    claim.setting(landscape="random rotated quadratic", dimension="1-4", eta_lambda_max=ABRUPT, loss_overflow_step="1-4")
+    claim.setting(
+        landscape="random rotated quadratic", dimension="1-4", eta_lambda_max=ABRUPT, loss_overflow_step="1-4"
+    )
 
     @given(case=divergent_cases(ABRUPT))
     def examples(worst: WorstCase, case: tuple[Quadratic, float, int]) -> None:

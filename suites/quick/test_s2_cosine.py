@@ -65,7 +65,9 @@ def cosine_rounding_bound(quadratic: Quadratic, lr: float, before: np.ndarray, a
 
 @pytest.mark.claim("S2")
 def test_tracked_cosine_equals_closed_form(claim: ClaimRecorder) -> None:
-    claim.setting(landscape="random rotated quadratic, any spectrum", dimension="1-5", eta_lambda="[-1, 2.5]", steps=STEPS)
+    claim.setting(
+        landscape="random rotated quadratic, any spectrum", dimension="1-5", eta_lambda="[-1, 2.5]", steps=STEPS
+    )
 
     @given(case=cosine_cases())
     def examples(worst: WorstCase, case: tuple[Quadratic, float]) -> None:

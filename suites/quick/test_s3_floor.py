@@ -81,15 +81,44 @@ def check_segment(
     # level tie (2 δ) lets the farther one win only if r2 ≤ Δ/2 + 2δ / (f'' Δ).
     tie_allowance = 2.0 * loss_rounding / (parabola.curvature * SPACING) if parabola.curvature > 0.0 else SPACING / 2
     alpha_bound = SPACING / 2 + tie_allowance
-    worst.check("|grid alpha* - exact| / (grid spacing / 2 + tie allowance)", abs(record.alpha_star - parabola.alpha_floor) / alpha_bound, 1.0, "<=")
+    worst.check(
+        "|grid alpha* - exact| / (grid spacing / 2 + tie allowance)",
+        abs(record.alpha_star - parabola.alpha_floor) / alpha_bound,
+        1.0,
+        "<=",
+    )
     grid_bound = parabola.grid_floor_error_bound(NUM_ALPHAS) + loss_rounding
-    worst.check("(grid floor - exact floor) / grid-resolution bound", (record.floor - parabola.floor) / grid_bound, 1.0, "<=")
-    worst.check("(exact floor - grid floor) / rounding bound", (parabola.floor - record.floor) / loss_rounding, 1.0, "<=")
-    worst.check("|height_start - exact depth| / grid-resolution bound", abs(record.height_start - parabola.depth) / (grid_bound + loss_rounding), 1.0, "<=")
-    worst.check("|height_end - exact| / grid-resolution bound", abs(record.height_end - parabola.height_end) / (grid_bound + loss_rounding), 1.0, "<=")
+    worst.check(
+        "(grid floor - exact floor) / grid-resolution bound", (record.floor - parabola.floor) / grid_bound, 1.0, "<="
+    )
+    worst.check(
+        "(exact floor - grid floor) / rounding bound", (parabola.floor - record.floor) / loss_rounding, 1.0, "<="
+    )
+    worst.check(
+        "|height_start - exact depth| / grid-resolution bound",
+        abs(record.height_start - parabola.depth) / (grid_bound + loss_rounding),
+        1.0,
+        "<=",
+    )
+    worst.check(
+        "|height_end - exact| / grid-resolution bound",
+        abs(record.height_end - parabola.height_end) / (grid_bound + loss_rounding),
+        1.0,
+        "<=",
+    )
     if record.interior_floor and alpha_star is not None:
-        worst.check("|floor_refined - exact floor| / rounding bound", abs(record.floor_refined - parabola.floor) / floor_rounding, 1.0, "<=")
-        worst.check("|alpha_star_refined - exact| / rounding bound", abs(record.alpha_star_refined - alpha_star) / alpha_rounding, 1.0, "<=")
+        worst.check(
+            "|floor_refined - exact floor| / rounding bound",
+            abs(record.floor_refined - parabola.floor) / floor_rounding,
+            1.0,
+            "<=",
+        )
+        worst.check(
+            "|alpha_star_refined - exact| / rounding bound",
+            abs(record.alpha_star_refined - alpha_star) / alpha_rounding,
+            1.0,
+            "<=",
+        )
 
 
 @st.composite
@@ -97,7 +126,10 @@ def gd_floor_cases(draw: st.DrawFn) -> tuple[Quadratic, float, float]:
     """A quadratic (λ ∈ [0.1, 10] or 0) and a learning rate giving a chosen ηλ_eff."""
     dimension = draw(st.integers(1, 5))
     curved = st.floats(0.1, 10.0)
-    eigenvalues = [draw(curved), *draw(st.lists(st.one_of(curved, st.just(0.0)), min_size=dimension - 1, max_size=dimension - 1))]
+    eigenvalues = [
+        draw(curved),
+        *draw(st.lists(st.one_of(curved, st.just(0.0)), min_size=dimension - 1, max_size=dimension - 1)),
+    ]
     rotation = draw(rotation_seeds)
     shape = Quadratic(eigenvalues, rotation=rotation)
     offsets = np.array(draw(signed_offsets(dimension)))
@@ -148,7 +180,13 @@ def sgd_floor_cases(draw: st.DrawFn) -> tuple[NoisyQuadratic, float, int, int]:
 @pytest.mark.claim("S3")
 def test_sgd_step_floor_matches_minibatch_closed_form(claim: ClaimRecorder) -> None:
     """With a minibatch gradient ĝ: α* = ĝᵀ∇L / (η ĝᵀHĝ) on the full-set loss."""
-    claim.setting(landscape="noisy quadratic, 16 samples", dimension="1-4", eta_lambda_max="0.05-3", batch="1-4", num_alphas=NUM_ALPHAS)
+    claim.setting(
+        landscape="noisy quadratic, 16 samples",
+        dimension="1-4",
+        eta_lambda_max="0.05-3",
+        batch="1-4",
+        num_alphas=NUM_ALPHAS,
+    )
 
     @given(case=sgd_floor_cases())
     def examples(worst: WorstCase, case: tuple[NoisyQuadratic, float, int, int]) -> None:
@@ -162,7 +200,12 @@ def test_sgd_step_floor_matches_minibatch_closed_form(claim: ClaimRecorder) -> N
         if closed_form.alpha_star is not None and via_segment.alpha_star is not None:
             # θ_{t+1} is θ − ηĝ up to one rounding: the closed form and the segment agree.
             _, alpha_rounding = vertex_rounding_bounds(landscape, theta, end - theta, via_segment)
-            worst.check("|closed-form alpha* - segment alpha*| / rounding bound", abs(closed_form.alpha_star - via_segment.alpha_star) / alpha_rounding, 1.0, "<=")
+            worst.check(
+                "|closed-form alpha* - segment alpha*| / rounding bound",
+                abs(closed_form.alpha_star - via_segment.alpha_star) / alpha_rounding,
+                1.0,
+                "<=",
+            )
         check_segment(worst, landscape, theta, end, record)
 
     run_property(claim, examples)

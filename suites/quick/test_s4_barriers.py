@@ -84,7 +84,12 @@ def convex_segments(draw: st.DrawFn) -> tuple[Quadratic, np.ndarray, np.ndarray]
 
 @pytest.mark.claim("S4")
 def test_no_barrier_on_convex_quadratics(claim: ClaimRecorder) -> None:
-    claim.setting(landscape="random PSD quadratic (zero eigenvalues allowed)", dimension="1-5", segments="random endpoints in [-3, 3]^d", num_alphas=NUM_ALPHAS)
+    claim.setting(
+        landscape="random PSD quadratic (zero eigenvalues allowed)",
+        dimension="1-5",
+        segments="random endpoints in [-3, 3]^d",
+        num_alphas=NUM_ALPHAS,
+    )
 
     @given(case=convex_segments())
     def examples(worst: WorstCase, case: tuple[Quadratic, np.ndarray, np.ndarray]) -> None:
@@ -92,7 +97,12 @@ def test_no_barrier_on_convex_quadratics(claim: ClaimRecorder) -> None:
         summary, profile = measure_segment(quadratic, start, end)
         worst.check("barriers flagged on convex segments", int(summary.barrier), 0, "<=")
         scale = float(np.abs(profile).max()) + 1e-300  # + tiny: an all-zero profile keeps a bound > 0
-        worst.check("raw interior excess / float64 rounding bound", raw_excess(profile) / rounding_bound(quadratic.dimension, scale), 1.0, "<=")
+        worst.check(
+            "raw interior excess / float64 rounding bound",
+            raw_excess(profile) / rounding_bound(quadratic.dimension, scale),
+            1.0,
+            "<=",
+        )
 
     run_property(claim, examples)
 
@@ -127,7 +137,13 @@ def floor_point(valley: Valley, x: float) -> np.ndarray:
 
 @pytest.mark.claim("S4")
 def test_a_spanned_bump_is_flagged_with_its_height(claim: ClaimRecorder) -> None:
-    claim.setting(landscape="valley, one bump, flat floor", bump_height="0.01-5", half_width="0.1-2", segments="along the floor", num_alphas=NUM_ALPHAS)
+    claim.setting(
+        landscape="valley, one bump, flat floor",
+        bump_height="0.01-5",
+        half_width="0.1-2",
+        segments="along the floor",
+        num_alphas=NUM_ALPHAS,
+    )
 
     @given(case=bump_segments(), reverse=st.booleans())
     def examples(worst: WorstCase, case: tuple[Valley, float, float, float], reverse: bool) -> None:
@@ -143,8 +159,15 @@ def test_a_spanned_bump_is_flagged_with_its_height(claim: ClaimRecorder) -> None
         resolution = grid_resolution_bound(valley, start, end)
         rounding = rounding_bound(valley.dim, bump.height)
         worst.check("spanned bumps not flagged", int(not summary.barrier), 0, "<=")
-        worst.check("(h - measured height) / grid-resolution bound", (bump.height - summary.barrier_height) / (resolution + rounding), 1.0, "<=")
-        worst.check("(measured height - h) / rounding bound", (summary.barrier_height - bump.height) / rounding, 1.0, "<=")
+        worst.check(
+            "(h - measured height) / grid-resolution bound",
+            (bump.height - summary.barrier_height) / (resolution + rounding),
+            1.0,
+            "<=",
+        )
+        worst.check(
+            "(measured height - h) / rounding bound", (summary.barrier_height - bump.height) / rounding, 1.0, "<="
+        )
         assert exact.alpha is not None and summary.barrier_alpha is not None
         # The highest grid point is the one nearest the (symmetric, unimodal) bump's peak, up
         # to ties within rounding: any interior grid point whose exact loss is that close counts.
@@ -153,7 +176,12 @@ def test_a_spanned_bump_is_flagged_with_its_height(claim: ClaimRecorder) -> None
         nearest = int(np.argmin(np.abs(grid - exact.alpha)))
         tied = np.abs(exact_grid - exact_grid[nearest]) <= 2.0 * rounding
         alpha_bound = max(SPACING / 2.0, float(np.abs(grid[tied] - exact.alpha).max()))
-        worst.check("|barrier alpha - peak alpha| / (grid spacing / 2, or a tie's)", abs(summary.barrier_alpha - exact.alpha) / alpha_bound, 1.0, "<=")
+        worst.check(
+            "|barrier alpha - peak alpha| / (grid spacing / 2, or a tie's)",
+            abs(summary.barrier_alpha - exact.alpha) / alpha_bound,
+            1.0,
+            "<=",
+        )
 
         # Up the slope but not past the peak, or not reaching the bump at all: monotone.
         for stop in (slope, bump.position - bump.half_width):
@@ -190,7 +218,11 @@ def valley_segments(draw: st.DrawFn) -> tuple[Valley, np.ndarray, np.ndarray]:
 
 @pytest.mark.claim("S4")
 def test_reversed_segments_agree_and_match_the_reference(claim: ClaimRecorder) -> None:
-    claim.setting(landscape="valley: walls 1-50, floor curvature 0-2, 0-2 bumps", segments="random, off the floor", num_alphas=NUM_ALPHAS)
+    claim.setting(
+        landscape="valley: walls 1-50, floor curvature 0-2, 0-2 bumps",
+        segments="random, off the floor",
+        num_alphas=NUM_ALPHAS,
+    )
 
     @given(case=valley_segments())
     def examples(worst: WorstCase, case: tuple[Valley, np.ndarray, np.ndarray]) -> None:
@@ -199,17 +231,29 @@ def test_reversed_segments_agree_and_match_the_reference(claim: ClaimRecorder) -
         backward, backward_profile = measure_segment(valley, end, start)
         rounding = rounding_bound(valley.dim, float(np.abs(forward_profile).max()) + 1e-300)  # > 0 for flat profiles
         # Forward grid point k and backward point K − k are the same θ up to one rounding.
-        worst.check("|forward - reversed profile| / rounding bound", float(np.abs(forward_profile - backward_profile[::-1]).max()) / rounding, 1.0, "<=")
+        worst.check(
+            "|forward - reversed profile| / rounding bound",
+            float(np.abs(forward_profile - backward_profile[::-1]).max()) / rounding,
+            1.0,
+            "<=",
+        )
         threshold = barrier_threshold(forward_profile)
         excess = raw_excess(forward_profile)
         if abs(excess - threshold) > rounding:  # a flag decided by more than rounding
             worst.check("reversal changed the barrier flag", int(forward.barrier != backward.barrier), 0, "<=")
-        worst.check("|forward - reversed barrier height| / rounding bound", abs(forward.barrier_height - backward.barrier_height) / rounding, 1.0, "<=")
+        worst.check(
+            "|forward - reversed barrier height| / rounding bound",
+            abs(forward.barrier_height - backward.barrier_height) / rounding,
+            1.0,
+            "<=",
+        )
 
         reference = valley.barrier_on_segment(start, end)
         resolution = grid_resolution_bound(valley, start, end)
         # The grid never sees more than the true maximum.
-        worst.check("(grid excess - reference excess) / rounding bound", (excess - reference.height) / rounding, 1.0, "<=")
+        worst.check(
+            "(grid excess - reference excess) / rounding bound", (excess - reference.height) / rounding, 1.0, "<="
+        )
         if reference.crossed:
             # The grid's barrier height is its excess when positive, else 0 (no barrier seen).
             # A peak within Δ/2 of an end is missed by the interior grid, but then the end is
@@ -217,11 +261,15 @@ def test_reversed_segments_agree_and_match_the_reference(claim: ClaimRecorder) -
             # comparing the raw (negative) excess there would charge the end's drop, not the
             # peak's miss (CI found such a case: a peak at α > 0.95).
             grid_height = max(excess, 0.0)
-            worst.check("(reference - grid barrier height) / grid-resolution bound", (reference.height - grid_height) / (resolution + rounding), 1.0, "<=")
+            worst.check(
+                "(reference - grid barrier height) / grid-resolution bound",
+                (reference.height - grid_height) / (resolution + rounding),
+                1.0,
+                "<=",
+            )
         if reference.height > threshold + resolution + rounding:
             worst.check("resolvable barriers not flagged", int(not forward.barrier), 0, "<=")
         if not reference.crossed:
             worst.check("barriers flagged where the reference has none", int(forward.barrier), 0, "<=")
 
     run_property(claim, examples)
-

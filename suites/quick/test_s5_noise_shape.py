@@ -55,7 +55,9 @@ def landscape(rotation: int) -> Quadratic:
     eigenvalues = np.concatenate([np.zeros(FLAT_DIRECTIONS), CURVED_EIGENVALUES])
     shape = Quadratic(eigenvalues, rotation=rotation)
     rng = np.random.default_rng(rotation)
-    return Quadratic(eigenvalues, rotation=rotation, start=shape.eigenvectors @ rng.uniform(-1.0, 1.0, eigenvalues.size))
+    return Quadratic(
+        eigenvalues, rotation=rotation, start=shape.eigenvectors @ rng.uniform(-1.0, 1.0, eigenvalues.size)
+    )
 
 
 def flat_displacements(quadratic: Quadratic, result: Walk) -> np.ndarray:
@@ -84,16 +86,30 @@ def slope_standard_error(times: tuple[int, ...], walkers: int, weights: np.ndarr
 
 @pytest.mark.claim("S5")
 @pytest.mark.parametrize("rotation", [0, 1])
-def test_isotropic_noise_diffuses_along_flat_directions_and_hessian_noise_does_not(claim: ClaimRecorder, rotation: int) -> None:
+def test_isotropic_noise_diffuses_along_flat_directions_and_hessian_noise_does_not(
+    claim: ClaimRecorder, rotation: int
+) -> None:
     quadratic = landscape(rotation)
     d = quadratic.dimension
     hessian_scale = ISOTROPIC_VARIANCE * d / float(np.sum(quadratic.eigenvalues))  # κ: equal trace
     claim.setting(
-        landscape="rotated quadratic", flat_directions=FLAT_DIRECTIONS, curved_eigenvalues=list(CURVED_EIGENVALUES),
-        lr=LR, isotropic_variance=ISOTROPIC_VARIANCE, hessian_noise_scale=hessian_scale, steps=STEPS, rotation=rotation,
+        landscape="rotated quadratic",
+        flat_directions=FLAT_DIRECTIONS,
+        curved_eigenvalues=list(CURVED_EIGENVALUES),
+        lr=LR,
+        isotropic_variance=ISOTROPIC_VARIANCE,
+        hessian_noise_scale=hessian_scale,
+        steps=STEPS,
+        rotation=rotation,
     )
     schedule = windows([(0, 1), (STEPS // 2, STEPS)])
-    common: dict[str, Any] = {"lr": LR, "steps": STEPS, "num_alphas": NUM_ALPHAS, "schedule": schedule, "seed": rotation}
+    common: dict[str, Any] = {
+        "lr": LR,
+        "steps": STEPS,
+        "num_alphas": NUM_ALPHAS,
+        "schedule": schedule,
+        "seed": rotation,
+    }
     isotropic = walk(quadratic, "noisy-gd", noise_variance=ISOTROPIC_VARIANCE, **common)
     hessian_shaped = walk(quadratic, "noisy-gd", noise_covariance=hessian_scale * quadratic.hessian(), **common)
     noise_free = walk(quadratic, "gd", **common)
@@ -102,9 +118,16 @@ def test_isotropic_noise_diffuses_along_flat_directions_and_hessian_noise_does_n
     squared = np.mean(flat_displacements(quadratic, isotropic) ** 2, axis=1)
     slope, weights = log_log_slope(FIT_TIMES, squared[list(FIT_TIMES)])
     slope_error = slope_standard_error(FIT_TIMES, FLAT_DIRECTIONS, weights)
-    claim.check("|log-log slope of flat MSD - 1| / standard error", abs(slope - 1.0) / slope_error, STANDARD_ERRORS, "<=")
+    claim.check(
+        "|log-log slope of flat MSD - 1| / standard error", abs(slope - 1.0) / slope_error, STANDARD_ERRORS, "<="
+    )
     level = squared[STEPS] / (LR**2 * ISOTROPIC_VARIANCE * STEPS)
-    claim.check("|flat MSD(T) / (eta^2 sigma^2 T) - 1| / standard error", abs(level - 1.0) / math.sqrt(2.0 / FLAT_DIRECTIONS), STANDARD_ERRORS, "<=")
+    claim.check(
+        "|flat MSD(T) / (eta^2 sigma^2 T) - 1| / standard error",
+        abs(level - 1.0) / math.sqrt(2.0 / FLAT_DIRECTIONS),
+        STANDARD_ERRORS,
+        "<=",
+    )
     # The tracker's distance from θ_0 contains the flat displacement (and is the iterates').
     last = isotropic.records[-1]
     flat_distance = float(np.linalg.norm(flat_displacements(quadratic, isotropic)[last.step + 1]))
@@ -115,7 +138,12 @@ def test_isotropic_noise_diffuses_along_flat_directions_and_hessian_noise_does_n
     travelled = float(np.sum(np.linalg.norm(np.diff(hessian_iterates, axis=0), axis=1)))
     projection_scale = travelled + 2.0 * float(np.abs(hessian_iterates).max())
     flat_drift = float(np.abs(flat_displacements(quadratic, hessian_shaped)).max())
-    claim.check("max flat displacement under Hessian-shaped noise / rounding bound", flat_drift / rounding_bound(d, projection_scale), 1.0, "<=")
+    claim.check(
+        "max flat displacement under Hessian-shaped noise / rounding bound",
+        flat_drift / rounding_bound(d, projection_scale),
+        1.0,
+        "<=",
+    )
 
     # Losses over the second half, each against its exact mean and standard deviation.
     isotropic_variances = np.full(d, ISOTROPIC_VARIANCE)
@@ -124,10 +152,25 @@ def test_isotropic_noise_diffuses_along_flat_directions_and_hessian_noise_does_n
     exact_isotropic = quadratic.averaged_excess_loss_noisy_gd(start, LR, AVERAGED_STEPS, isotropic_variances)
     exact_hessian = quadratic.averaged_excess_loss_noisy_gd(start, LR, AVERAGED_STEPS, hessian_variances)
     measured_isotropic, measured_hessian = averaged_loss(isotropic), averaged_loss(hessian_shaped)
-    claim.check("|isotropic avg loss - exact| / exact sd", abs(measured_isotropic - exact_isotropic[0]) / exact_isotropic[1], STANDARD_ERRORS, "<=")
-    claim.check("|Hessian-shaped avg loss - exact| / exact sd", abs(measured_hessian - exact_hessian[0]) / exact_hessian[1], STANDARD_ERRORS, "<=")
+    claim.check(
+        "|isotropic avg loss - exact| / exact sd",
+        abs(measured_isotropic - exact_isotropic[0]) / exact_isotropic[1],
+        STANDARD_ERRORS,
+        "<=",
+    )
+    claim.check(
+        "|Hessian-shaped avg loss - exact| / exact sd",
+        abs(measured_hessian - exact_hessian[0]) / exact_hessian[1],
+        STANDARD_ERRORS,
+        "<=",
+    )
     noise_free_loss = averaged_loss(noise_free)
-    claim.check("(isotropic - noise-free avg loss) / sd", (measured_isotropic - noise_free_loss) / exact_isotropic[1], STANDARD_ERRORS, ">=")
+    claim.check(
+        "(isotropic - noise-free avg loss) / sd",
+        (measured_isotropic - noise_free_loss) / exact_isotropic[1],
+        STANDARD_ERRORS,
+        ">=",
+    )
     # The true ordering of the two noise shapes (see the module docstring).
     separation = (measured_hessian - measured_isotropic) / math.hypot(exact_isotropic[1], exact_hessian[1])
     claim.check("(Hessian-shaped - isotropic avg loss) / sd", separation, STANDARD_ERRORS, ">=")

@@ -62,24 +62,41 @@ def measured_excess(quadratic: NoisyQuadratic, result: Walk) -> tuple[float, lis
 
 @pytest.mark.claim("S6")
 @pytest.mark.parametrize("name, lr, batch_size, steps", REGIMES, ids=["small", "large"])
-def test_stationary_loss_matches_formula_and_sde_scaling(claim: ClaimRecorder, name: str, lr: float, batch_size: int, steps: int) -> None:
+def test_stationary_loss_matches_formula_and_sde_scaling(
+    claim: ClaimRecorder, name: str, lr: float, batch_size: int, steps: int
+) -> None:
     quadratic = landscape(seed=0)
     claim.setting(
-        landscape="noisy quadratic, whitened shifts", eigenvalues="64 in [0.8, 1.2]", samples=NUM_SAMPLES,
-        regime=name, lr=lr, batch_size=batch_size, k=SCALE_FACTOR, steps=steps, measured_every=MEASURE_EVERY,
+        landscape="noisy quadratic, whitened shifts",
+        eigenvalues="64 in [0.8, 1.2]",
+        samples=NUM_SAMPLES,
+        regime=name,
+        lr=lr,
+        batch_size=batch_size,
+        k=SCALE_FACTOR,
+        steps=steps,
+        measured_every=MEASURE_EVERY,
     )
     start = quadratic.minimizer
     averages = []
     for index, (run_lr, run_batch) in enumerate([(lr, batch_size), (SCALE_FACTOR * lr, SCALE_FACTOR * batch_size)]):
         result = walk(
-            quadratic, "sgd", lr=run_lr, batch_size=run_batch, steps=steps, num_alphas=NUM_ALPHAS,
-            schedule=every_kth(MEASURE_EVERY), seed=100 + index,
+            quadratic,
+            "sgd",
+            lr=run_lr,
+            batch_size=run_batch,
+            steps=steps,
+            num_alphas=NUM_ALPHAS,
+            schedule=every_kth(MEASURE_EVERY),
+            seed=100 + index,
         )
         measured, measured_steps = measured_excess(quadratic, result)
         exact_mean, exact_sd = quadratic.averaged_excess_loss_sgd(start, run_lr, run_batch, measured_steps)
         claim.check(
             f"|measured - exact excess| / sd at (eta={run_lr:g}, B={run_batch})",
-            abs(measured - exact_mean) / exact_sd, STANDARD_ERRORS, "<=",
+            abs(measured - exact_mean) / exact_sd,
+            STANDARD_ERRORS,
+            "<=",
         )
         averages.append((measured, exact_mean, exact_sd))
 
@@ -88,10 +105,27 @@ def test_stationary_loss_matches_formula_and_sde_scaling(claim: ClaimRecorder, n
     # Independent runs: relative errors add in quadrature.
     ratio_error = exact_ratio * math.hypot(sd_1 / exact_1, sd_k / exact_k)
     measured_ratio = measured_k / measured_1
-    claim.check("|measured - exact ratio (k eta, kB)/(eta, B)| / se", abs(measured_ratio - exact_ratio) / ratio_error, STANDARD_ERRORS, "<=")
-    stationary_ratio = quadratic.stationary_excess_loss_sgd(SCALE_FACTOR * lr, SCALE_FACTOR * batch_size) / quadratic.stationary_excess_loss_sgd(lr, batch_size)
+    claim.check(
+        "|measured - exact ratio (k eta, kB)/(eta, B)| / se",
+        abs(measured_ratio - exact_ratio) / ratio_error,
+        STANDARD_ERRORS,
+        "<=",
+    )
+    stationary_ratio = quadratic.stationary_excess_loss_sgd(
+        SCALE_FACTOR * lr, SCALE_FACTOR * batch_size
+    ) / quadratic.stationary_excess_loss_sgd(lr, batch_size)
     claim.note(f"exact stationary ratio {stationary_ratio:.4f}, measured {measured_ratio:.4f} +- {ratio_error:.4f}")
     if lr * EIGENVALUES.max() * SCALE_FACTOR < 0.2:
-        claim.check("|measured ratio - 1| / se (SDE scaling holds)", abs(measured_ratio - 1.0) / ratio_error, STANDARD_ERRORS, "<=")
+        claim.check(
+            "|measured ratio - 1| / se (SDE scaling holds)",
+            abs(measured_ratio - 1.0) / ratio_error,
+            STANDARD_ERRORS,
+            "<=",
+        )
     else:
-        claim.check("(measured ratio - 1) / se (SDE scaling broken)", (measured_ratio - 1.0) / ratio_error, STANDARD_ERRORS, ">=")
+        claim.check(
+            "(measured ratio - 1) / se (SDE scaling broken)",
+            (measured_ratio - 1.0) / ratio_error,
+            STANDARD_ERRORS,
+            ">=",
+        )

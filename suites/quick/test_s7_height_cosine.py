@@ -64,8 +64,14 @@ def steady_state_run(lr: float, batch_size: int, num_alphas: int) -> Walk:
     """One seeded SGD run, measured on consecutive pairs of steps after the burn-in."""
     schedule = windows([(t, t + 2) for t in range(BURN_IN, STEPS, PAIR_EVERY)])
     return walk(
-        landscape(), "sgd", lr=lr, batch_size=batch_size, steps=STEPS, num_alphas=num_alphas,
-        schedule=schedule, seed=1000 * batch_size + int(1000 * lr),
+        landscape(),
+        "sgd",
+        lr=lr,
+        batch_size=batch_size,
+        steps=STEPS,
+        num_alphas=num_alphas,
+        schedule=schedule,
+        seed=1000 * batch_size + int(1000 * lr),
     )
 
 
@@ -89,7 +95,10 @@ def separation(larger: tuple[float, float], smaller: tuple[float, float]) -> flo
 
 SETTING = {
     "landscape": "noisy quadratic: walls lambda=10 (x2), floor lambda=0.5, whitened shifts",
-    "samples": NUM_SAMPLES, "steps": STEPS, "burn_in": BURN_IN, "pair_every": PAIR_EVERY,
+    "samples": NUM_SAMPLES,
+    "steps": STEPS,
+    "burn_in": BURN_IN,
+    "pair_every": PAIR_EVERY,
 }
 
 
@@ -98,15 +107,33 @@ def test_height_grows_with_lr_and_cosine_ignores_batch_size(claim: ClaimRecorder
     claim.setting(**SETTING, lrs=list(LRS), fixed_batch=FIXED_BATCH, batches=list(BATCHES), fixed_lr=FIXED_LR)
     heights = [mean_height(lr, FIXED_BATCH) for lr in LRS]
     for (low_lr, low), (high_lr, high) in itertools.pairwise(zip(LRS, heights, strict=True)):
-        claim.check(f"(mean height at eta={high_lr:g} - at eta={low_lr:g}) / se, B={FIXED_BATCH}", separation(high, low), STANDARD_ERRORS, ">=")
+        claim.check(
+            f"(mean height at eta={high_lr:g} - at eta={low_lr:g}) / se, B={FIXED_BATCH}",
+            separation(high, low),
+            STANDARD_ERRORS,
+            ">=",
+        )
 
     cosines_by_batch = [mean_cosine(FIXED_LR, batch) for batch in BATCHES]
-    claim.note("mean cosine by B: " + ", ".join(f"B={b}: {c:.3f} +- {s:.3f}" for b, (c, s) in zip(BATCHES, cosines_by_batch, strict=True)))
+    claim.note(
+        "mean cosine by B: "
+        + ", ".join(f"B={b}: {c:.3f} +- {s:.3f}" for b, (c, s) in zip(BATCHES, cosines_by_batch, strict=True))
+    )
     smallest, largest = cosines_by_batch[0], cosines_by_batch[-1]
-    claim.check(f"|mean cosine B={BATCHES[-1]} - B={BATCHES[0]}| / se (scale invariance)", abs(separation(largest, smallest)), STANDARD_ERRORS, "<=")
+    claim.check(
+        f"|mean cosine B={BATCHES[-1]} - B={BATCHES[0]}| / se (scale invariance)",
+        abs(separation(largest, smallest)),
+        STANDARD_ERRORS,
+        "<=",
+    )
     # The η dependence that B lacks: the walls' correlation −ηλ/2 makes the cosine fall with η.
     cosines_by_lr = [mean_cosine(lr, FIXED_BATCH) for lr in (LRS[0], LRS[-1])]
-    claim.check(f"(mean cosine eta={LRS[0]:g} - eta={LRS[-1]:g}) / se", separation(cosines_by_lr[0], cosines_by_lr[1]), STANDARD_ERRORS, ">=")
+    claim.check(
+        f"(mean cosine eta={LRS[0]:g} - eta={LRS[-1]:g}) / se",
+        separation(cosines_by_lr[0], cosines_by_lr[1]),
+        STANDARD_ERRORS,
+        ">=",
+    )
 
 
 @pytest.mark.claim("S7")
@@ -118,4 +145,6 @@ def test_height_grows_with_lr_and_cosine_ignores_batch_size(claim: ClaimRecorder
 def test_cosine_falls_as_batch_grows(claim: ClaimRecorder) -> None:
     claim.setting(**SETTING, fixed_lr=FIXED_LR, batches=list(BATCHES))
     smallest, largest = mean_cosine(FIXED_LR, BATCHES[0]), mean_cosine(FIXED_LR, BATCHES[-1])
-    claim.check(f"(mean cosine B={BATCHES[0]} - B={BATCHES[-1]}) / se", separation(smallest, largest), STANDARD_ERRORS, ">=")
+    claim.check(
+        f"(mean cosine B={BATCHES[0]} - B={BATCHES[-1]}) / se", separation(smallest, largest), STANDARD_ERRORS, ">="
+    )

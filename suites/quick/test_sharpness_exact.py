@@ -59,7 +59,11 @@ def test_top_hessian_eigenvalue_matches_eigvalsh(which: str, case: tuple[Quadrat
         assume(np.sign(top) == np.sign(runner_up) or abs(abs(top) - abs(runner_up)) > LM_AMBIGUITY_GAP * abs(top))
     expected = expected_eigenvalue(exact_hessian, which)
     estimate = top_hessian_eigenvalue(
-        quadratic, torch.tensor(point), quadratic.measurement_set(), which=which, seed=seed  # type: ignore[arg-type]
+        quadratic,
+        torch.tensor(point),
+        quadratic.measurement_set(),
+        which=which,  # type: ignore[arg-type]  # hypothesis draws the choice as a plain str
+        seed=seed,
     )
     # eigvalsh itself is exact only to its backward error, a few d·eps·‖H‖: an "LA" eigenvalue
     # at 0 is known to that absolute resolution and no better, whatever its relative error.

@@ -112,20 +112,16 @@ def add_parser(subparsers: Any) -> None:
     table = actions.add_parser(
         "table",
         help="render a report as a Markdown table",
-        description="Render a report as a Markdown table (claim, statement, tier, statistic, "
-        "outcome) for the README.",
+        description="Render a report as a Markdown table (claim, statement, tier, statistic, outcome) for the README.",
     )
     table.add_argument("report", metavar="REPORT", help="a claims report (JSON)")
-    table.add_argument(
-        "--output", metavar="FILE", default=None, help="write the table to FILE (default: stdout)"
-    )
+    table.add_argument("--output", metavar="FILE", default=None, help="write the table to FILE (default: stdout)")
     table.set_defaults(func=run_table)
 
     merge = actions.add_parser(
         "merge",
         help="merge several reports (e.g. one per tier) into one",
-        description="Merge reports into OUT; a test present in several reports keeps the "
-        "entry of the last one.",
+        description="Merge reports into OUT; a test present in several reports keeps the entry of the last one.",
     )
     merge.add_argument("out", metavar="OUT", help="the merged report to write (JSON)")
     merge.add_argument("reports", metavar="REPORT", nargs="+", help="reports to merge, in order")

@@ -75,24 +75,56 @@ def add_parser(subparsers: Any) -> None:
         "--dry-run", action="store_true", help="list the cells and their status, run nothing (default: run)"
     )
     pool = parser.add_argument_group("pool executor")
-    pool.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
-                      help="cells run at once, each with its config's cpu_threads intra-op threads "
-                      f"(default: {DEFAULT_WORKERS})")
+    pool.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        metavar="N",
+        help=f"cells run at once, each with its config's cpu_threads intra-op threads (default: {DEFAULT_WORKERS})",
+    )
     slurm = parser.add_argument_group("slurm executor (submitit)")
     defaults = SlurmOptions()
     slurm.add_argument("--partition", default=defaults.partition, help="Slurm partition (default: the cluster's)")
-    slurm.add_argument("--time-min", type=int, default=defaults.time_min, metavar="MIN",
-                       help=f"time limit of each job in minutes (default: {defaults.time_min})")
-    slurm.add_argument("--gpus-per-node", type=int, default=defaults.gpus_per_node, metavar="N",
-                       help=f"GPUs per job (default: {defaults.gpus_per_node})")
-    slurm.add_argument("--cpus-per-task", type=int, default=defaults.cpus_per_task, metavar="N",
-                       help=f"CPUs per job (default: {defaults.cpus_per_task})")
-    slurm.add_argument("--mem-gb", type=float, default=defaults.mem_gb, metavar="GB",
-                       help=f"memory per job (default: {defaults.mem_gb:g})")
-    slurm.add_argument("--array-parallelism", type=int, default=defaults.array_parallelism, metavar="N",
-                       help=f"jobs of the array running at once (default: {defaults.array_parallelism})")
-    slurm.add_argument("--wait", action="store_true",
-                       help="with --executor slurm, wait for the jobs and print the table (default: return once submitted)")
+    slurm.add_argument(
+        "--time-min",
+        type=int,
+        default=defaults.time_min,
+        metavar="MIN",
+        help=f"time limit of each job in minutes (default: {defaults.time_min})",
+    )
+    slurm.add_argument(
+        "--gpus-per-node",
+        type=int,
+        default=defaults.gpus_per_node,
+        metavar="N",
+        help=f"GPUs per job (default: {defaults.gpus_per_node})",
+    )
+    slurm.add_argument(
+        "--cpus-per-task",
+        type=int,
+        default=defaults.cpus_per_task,
+        metavar="N",
+        help=f"CPUs per job (default: {defaults.cpus_per_task})",
+    )
+    slurm.add_argument(
+        "--mem-gb",
+        type=float,
+        default=defaults.mem_gb,
+        metavar="GB",
+        help=f"memory per job (default: {defaults.mem_gb:g})",
+    )
+    slurm.add_argument(
+        "--array-parallelism",
+        type=int,
+        default=defaults.array_parallelism,
+        metavar="N",
+        help=f"jobs of the array running at once (default: {defaults.array_parallelism})",
+    )
+    slurm.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --executor slurm, wait for the jobs and print the table (default: return once submitted)",
+    )
     parser.set_defaults(func=run_sweep_command)
 
 
@@ -118,6 +150,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     errors: dict[str, str] = {}
     try:
         if args.executor == "pool":
+
             def report(config: Any, error: str | None) -> None:
                 print(f"  {config.result_hash} {'failed: ' + error if error else 'done'}", flush=True)
 
@@ -135,8 +168,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                 jobs = submit_cells(configs, out_root, cluster=args.executor, options=options)
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:  # no Slurm here, sbatch refused
                 return usage_error("sweep", f"submitting to {args.executor} failed: {error}")
-            print(f"submitted {len(jobs)} jobs ({args.executor}): {', '.join(str(job.job_id) for _, job in jobs[:5])}"
-                  f"{' ...' if len(jobs) > 5 else ''}; logs in {out_root / 'submitit'}")
+            print(
+                f"submitted {len(jobs)} jobs ({args.executor}): {', '.join(str(job.job_id) for _, job in jobs[:5])}"
+                f"{' ...' if len(jobs) > 5 else ''}; logs in {out_root / 'submitit'}"
+            )
             if args.executor == "slurm" and not args.wait:
                 print(f"rerun `sgdwalk sweep {args.grid} --out {out_root} --dry-run` for the table")
                 return EXIT_OK
@@ -155,5 +190,7 @@ def _wait(jobs: list[tuple[Any, Any]]) -> dict[str, str]:
         try:
             job.result()
         except Exception as error:  # submitit.FailedJobError / UncompletedJobError, or the cell's own (debug)
-            errors[config.result_hash] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+            errors[config.result_hash] = (
+                f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"
+            )
     return errors

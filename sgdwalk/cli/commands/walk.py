@@ -113,16 +113,24 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
             ("data", str, DATASETS, "data set (sgdwalk.training.data)"),
             ("data_root", str, "DIR", "folder holding the data set; else $SGDWALK_DATA_ROOT, system folders, cache"),
             ("download", None, None, "fetch the data set with torchvision when it is not found"),
-            ("train_subset", _optional_int, "N", "train on N images of the paper's training split, a fixed "
-             "seeded choice whatever --seed (0: all)"),
+            (
+                "train_subset",
+                _optional_int,
+                "N",
+                "train on N images of the paper's training split, a fixed seeded choice whatever --seed (0: all)",
+            ),
             ("validation_subset", _optional_int, "N", "validate on the first N validation images (0: all)"),
             ("pad_to", _optional_int, "PIXELS", "zero-pad images to this size, e.g. 32 for the 28x28 MNISTs"),
             ("augment", None, None, "random crop + flip of training batches (CIFAR-10, Tiny-ImageNet)"),
             ("width_multiplier", float, "X", "scale every hidden width (1: the paper's networks)"),
         ],
         "optimizer and learning rate": [
-            ("optimizer", str, OPTIMIZERS, "sgd: minibatch SGD; gd: exact full-batch GD; "
-             "noisy-gd: GD plus isotropic Gaussian noise"),
+            (
+                "optimizer",
+                str,
+                OPTIMIZERS,
+                "sgd: minibatch SGD; gd: exact full-batch GD; noisy-gd: GD plus isotropic Gaussian noise",
+            ),
             ("lr", float, "LR", "learning rate (the base of the schedule)"),
             ("batch_size", int, "B", "minibatch size (SGD; also the variance estimate of noisy-gd)"),
             ("weight_decay", float, "WD", "L2 weight decay, added to the gradient as torch.optim.SGD does"),
@@ -133,26 +141,52 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
             ("lr_gamma", float, "G", "step schedule: the factor"),
             ("lr_max", _optional_float, "LR", "cyclical / trapezoid: the top of the ramp (required for them)"),
             ("lr_step_epochs", float, "EPOCHS", "cyclical: half-cycle length; trapezoid: ramp-up length"),
-            ("lr_anneal_epochs", _optional_float, "EPOCHS", "trapezoid: length of the final linear anneal "
-             "(none: --lr-step-epochs)"),
+            (
+                "lr_anneal_epochs",
+                _optional_float,
+                "EPOCHS",
+                "trapezoid: length of the final linear anneal (none: --lr-step-epochs)",
+            ),
             ("lr_final", float, "LR", "trapezoid: the learning rate the anneal ends at"),
             ("epochs", int, "N", "training epochs (full-batch GD: one step each)"),
         ],
         "what is measured": [
             ("track_epochs", _int_list, "E1,E2,...", "measure every step of these epochs (1-based)"),
             ("track_every", _optional_int, "K", "also measure every K-th step"),
-            ("track_steps", str, "A:B,C:D", "also measure the 0-based steps A..B-1, C..D-1 (equal updates "
-             "across batch sizes)"),
+            (
+                "track_steps",
+                str,
+                "A:B,C:D",
+                "also measure the 0-based steps A..B-1, C..D-1 (equal updates across batch sizes)",
+            ),
             ("steps_per_window", _optional_int, "N", "measure only the first N steps of each tracked epoch (0: all)"),
-            ("measurement_size", _optional_int, "N", "losses are measured on a fixed, seeded subset of N training "
-             "images (0: the whole training subset)"),
-            ("measurement_mode", str, MEASUREMENT_MODES, "exact: every tracked step reads the whole measurement "
-             "set; targeted: reads it in a seeded order only until the step's barrier test is decided and its "
-             "heights meet --height-se / --height-relative-se"),
-            ("height_se", _optional_float, "SE", "targeted: standard error the heights need, in loss units "
-             "(the looser of this and the relative target; none: no absolute target)"),
-            ("height_relative_se", _optional_float, "FRACTION", "targeted: standard error the heights need, "
-             "as a fraction of each height (none: no relative target)"),
+            (
+                "measurement_size",
+                _optional_int,
+                "N",
+                "losses are measured on a fixed, seeded subset of N training images (0: the whole training subset)",
+            ),
+            (
+                "measurement_mode",
+                str,
+                MEASUREMENT_MODES,
+                "exact: every tracked step reads the whole measurement "
+                "set; targeted: reads it in a seeded order only until the step's barrier test is decided and its "
+                "heights meet --height-se / --height-relative-se",
+            ),
+            (
+                "height_se",
+                _optional_float,
+                "SE",
+                "targeted: standard error the heights need, in loss units "
+                "(the looser of this and the relative target; none: no absolute target)",
+            ),
+            (
+                "height_relative_se",
+                _optional_float,
+                "FRACTION",
+                "targeted: standard error the heights need, as a fraction of each height (none: no relative target)",
+            ),
             ("first_look", int, "N", "targeted: samples read before the first look (then doubled at each look)"),
             ("bn_mode", str, BATCHNORM_MODES, "batch norm during measurements (train: the paper's)"),
             ("num_alphas", int, "K", "points per segment: alpha = 0, 1/K, ..., (K-1)/K"),
@@ -164,8 +198,12 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
         "run": [
             ("seed", int, "SEED", "seed of initialisation, batches, measurement set and noise"),
             ("device", str, DEVICES, "auto: cuda when available"),
-            ("cpu_threads", _optional_int, "N", "intra-op CPU threads; CPU records depend on it (0: torch's default, "
-             "one per core)"),
+            (
+                "cpu_threads",
+                _optional_int,
+                "N",
+                "intra-op CPU threads; CPU records depend on it (0: torch's default, one per core)",
+            ),
             ("checkpoint_every_epochs", _optional_int, "N", "checkpoint for --resume every N epochs (0: never)"),
             ("progress", None, None, "progress bar on a terminal"),
         ],
@@ -205,11 +243,14 @@ def add_parser(subparsers: Any) -> None:
     files = parser.add_argument_group("files")
     files.add_argument("--config", metavar="FILE", help="read settings from a JSON or TOML file; flags override it")
     files.add_argument(
-        "--out", metavar="DIR", dest="out_dir",
+        "--out",
+        metavar="DIR",
+        dest="out_dir",
         help=f"run directory for the records (default: {DEFAULT_RUNS_ROOT}/<arch>-<data>-<timestamp>)",
     )
     files.add_argument(
-        "--resume", metavar="DIR",
+        "--resume",
+        metavar="DIR",
         help="continue the run in DIR from its last checkpoint, with its own config (no other settings)",
     )
     files.add_argument("--no-figures", dest="figures", action="store_false", help="do not draw the figures at the end")
