@@ -71,11 +71,28 @@ def history_at_update(result: WalkResult, key: str, update: int) -> float:
 
 
 # ------------------------------------------------------------------- one setting, per seed
-def window_measurement_se(runs: Sequence[WalkResult], field: str, window: Window) -> list[float] | None:
+def window_measurement_se(
+    runs: Sequence[WalkResult], field: str, window: Window, *, correlated: bool
+) -> tuple[float, ...] | None:
     """Per seed, the measurement's standard error of the window mean of ``field`` (None when
     the records carry none: a field measured without sampling error, or old records)."""
-    errors = [mean_field_standard_error(window(run), field) for run in runs]
-    return None if any(se is None for se in errors) else [float(se) for se in errors if se is not None]
+    errors = [mean_field_standard_error(window(run), field, correlated=correlated) for run in runs]
+    return None if any(se is None for se in errors) else tuple(float(se) for se in errors if se is not None)
+
+
+def with_measurement_errors(
+    estimate: Estimate, parts: Sequence[tuple[Sequence[WalkResult], Window]], field: str
+) -> Estimate:
+    """``estimate`` with its per-seed measurement errors, both ways (see ``Estimate``): the
+    errors of the windows in ``parts`` (one per setting the statistic reads), added as
+    independent across settings."""
+    bounds = []
+    for correlated in (True, False):
+        errors = [window_measurement_se(runs, field, window, correlated=correlated) for runs, window in parts]
+        if any(e is None for e in errors):
+            return estimate
+        bounds.append(tuple(math.hypot(*per_seed) for per_seed in zip(*errors, strict=True)))
+    return dataclasses.replace(estimate, measurement_se=bounds[0], measurement_se_independent=bounds[1])
 
 
 def window_mean(setting: str, field: str, window: Window) -> StatisticFunction:
@@ -83,8 +100,7 @@ def window_mean(setting: str, field: str, window: Window) -> StatisticFunction:
 
     def statistic(runs: RunsBySetting) -> Estimate:
         estimate = mean_with_t_interval(per_seed(runs[setting], lambda r: mean_field(window(r), field)))
-        errors = window_measurement_se(runs[setting], field, window)
-        return estimate if errors is None else dataclasses.replace(estimate, measurement_se=tuple(errors))
+        return with_measurement_errors(estimate, [(runs[setting], window)], field)
 
     return statistic
 
@@ -162,14 +178,7 @@ def window_mean_gap(
             per_seed(runs[first], lambda r: mean_field(first_window(r), field)),
             per_seed(runs[second], lambda r: mean_field(second_window(r), field)),
         )
-        first_errors = window_measurement_se(runs[first], field, first_window)
-        second_errors = window_measurement_se(runs[second], field, second_window)
-        if first_errors is None or second_errors is None:
-            return estimate
-        # Two runs measured on the same samples err in the same direction, so adding the
-        # variances bounds the difference's measurement error from above.
-        errors = tuple(math.hypot(a, b) for a, b in zip(first_errors, second_errors, strict=True))
-        return dataclasses.replace(estimate, measurement_se=errors)
+        return with_measurement_errors(estimate, [(runs[first], first_window), (runs[second], second_window)], field)
 
     return statistic
 

@@ -575,14 +575,27 @@ def test_height_statistics_say_what_share_of_their_spread_the_measurement_set_ex
         "low": [seeded((0.1, 0.1), (0.02, 0.02)), seeded((0.25, 0.35), (0.04, 0.04))],
     }
     one = cs.window_mean("high", "height_start", cs.late)(runs)
-    # Errors of the steps of one window taken as perfectly correlated: their mean.
+    # The steps' errors of one window perfectly correlated: their mean; independent: sqrt(Σ se²) / m.
     assert one.measurement_se == pytest.approx((0.03, 0.02), rel=FLOAT64_RTOL)
-    assert one.measurement_share == pytest.approx(np.mean([0.03**2, 0.02**2]) / np.var([0.4, 0.2], ddof=1))
+    independent = (math.hypot(0.02, 0.04) / 2, math.hypot(0.01, 0.03) / 2)
+    assert one.measurement_se_independent == pytest.approx(independent, rel=FLOAT64_RTOL)
+    spread = np.var([0.4, 0.2], ddof=1)
+    assert one.measurement_share_range == pytest.approx(
+        (np.mean(np.square(independent)) / spread, np.mean([0.03**2, 0.02**2]) / spread)
+    )
     gap = cs.window_mean_gap("high", cs.late, "low", cs.late, "height_start")(runs)
+    # Two settings' errors added as independent.
     assert gap.measurement_se == pytest.approx((math.hypot(0.03, 0.02), math.hypot(0.02, 0.04)), rel=FLOAT64_RTOL)
+    assert gap.measurement_se_independent == pytest.approx(
+        (
+            math.hypot(independent[0], math.hypot(0.02, 0.02) / 2),
+            math.hypot(independent[1], math.hypot(0.04, 0.04) / 2),
+        ),
+        rel=FLOAT64_RTOL,
+    )
     # A field measured without sampling error (the cosine) carries no share.
     cosine = cs.window_mean("high", "cosine", cs.late)(runs)
-    assert cosine.measurement_se is None and cosine.measurement_share is None
+    assert cosine.measurement_se is None and cosine.measurement_share_range is None
 
 
 def test_run_check_notes_the_measurement_share_in_the_report() -> None:
@@ -602,7 +615,8 @@ def test_run_check_notes_the_measurement_share_in_the_report() -> None:
     )
     recorder = ListRecorder()
     run_check(check, WalkConfig(), {"sgd": {}}, (1, 2, 4), cache, recorder)
-    share = 0.01**2 / float(np.var([0.1, 0.2, 0.4], ddof=1))
-    assert any(
-        note.startswith(f"measurement set's share of the seed-to-seed variance: {share:.1%}") for note in recorder.notes
+    share = 0.01**2 / float(np.var([0.1, 0.2, 0.4], ddof=1))  # one step a window: both ways agree
+    expected = (
+        f"measurement set's share of the seed-to-seed variance: {share:.1%} (steps' errors independent) to {share:.1%}"
     )
+    assert any(note.startswith(expected) for note in recorder.notes)

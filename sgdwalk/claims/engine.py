@@ -170,12 +170,11 @@ def run_check(
             recorder.note(f"setting {setting} diverged: {diverged}")
     estimate = check.statistic(runs)
     recorder.note(f"{check.statistic_name}: mean {estimate}; bound reason: {check.bound_reason}")
-    share = estimate.measurement_share
-    if share is not None:
-        assert estimate.measurement_se is not None
+    shares = estimate.measurement_share_range
+    if shares is not None:
         recorder.note(
-            f"measurement set's share of the seed-to-seed variance: {share:.1%} (per-seed measurement se "
-            f"{[round(se, 5) for se in estimate.measurement_se]}; steps' errors taken as perfectly correlated)"
+            f"measurement set's share of the seed-to-seed variance: {shares[0]:.1%} (steps' errors independent) "
+            f"to {shares[1]:.1%} (perfectly correlated); settings' errors added as independent"
         )
     if verdict:
         assert_bound(check, estimate, recorder)
@@ -236,14 +235,16 @@ def tracked_windows(records: Sequence[StepRecord]) -> list[list[StepRecord]]:
     return windows
 
 
-def mean_field_standard_error(records: Sequence[StepRecord], name: str) -> float | None:
-    """The measurement's standard error of ``mean_field(records, name)``: the mean of the
-    steps' own standard errors (``{name}_se``), i.e. their errors taken as perfectly
-    correlated, as they nearly are when every step reads the same samples (an upper bound
-    otherwise). None when the records carry no standard error of ``name``."""
+def mean_field_standard_error(records: Sequence[StepRecord], name: str, *, correlated: bool) -> float | None:
+    """The measurement's standard error of ``mean_field(records, name)`` from the steps' own
+    standard errors (``{name}_se``): their mean when the steps' errors are taken as perfectly
+    correlated (every step reads the same samples: an upper bound), sqrt(Σ se²) / m when
+    taken as independent. None when the records carry no standard error of ``name``."""
     values = [getattr(r, f"{name}_se", None) for r in records]
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return float(np.mean(finite)) if finite else None
+    finite = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))])
+    if finite.size == 0:
+        return None
+    return float(finite.mean()) if correlated else float(np.sqrt(np.sum(finite**2)) / finite.size)
 
 
 def mean_field(records: Sequence[StepRecord], name: str) -> float:

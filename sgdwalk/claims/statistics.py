@@ -22,10 +22,13 @@ CONFIDENCE: float = 0.95
 class Estimate:
     """A statistic over seeds: its mean, a confidence interval, and the per-seed values.
 
-    ``measurement_se``, when the statistic is built from measured losses, holds each seed's
-    standard error from the finite measurement set; ``measurement_share`` then says how much
-    of the seed-to-seed variance that accounts for. The interval is over seeds either way:
-    the seed stays the unit of evidence, and its spread already contains the measurement's.
+    When the statistic is built from measured losses, ``measurement_se`` holds each seed's
+    standard error from the finite measurement set with the errors of a window's steps taken
+    as perfectly correlated (an upper bound: every step reads the same samples), and
+    ``measurement_se_independent`` with them taken as independent (a lower estimate);
+    ``measurement_share_range`` then says how much of the seed-to-seed variance that
+    accounts for. The interval is over seeds either way: the seed stays the unit of
+    evidence, and its spread already contains the measurement's.
     """
 
     value: float
@@ -33,22 +36,28 @@ class Estimate:
     high: float
     per_seed: tuple[float, ...]
     measurement_se: tuple[float, ...] | None = None
+    measurement_se_independent: tuple[float, ...] | None = None
 
     @property
     def interval(self) -> tuple[float, float]:
         return (self.low, self.high)
 
     @property
-    def measurement_share(self) -> float | None:
-        """Mean measurement variance over the variance of the per-seed values (None without
-        measurement errors, with one seed, or with no spread). Above 1 means the seeds differ
-        less than their measurements are sure of: more samples, not more seeds, would help."""
-        if self.measurement_se is None or len(self.per_seed) < 2:
+    def measurement_share_range(self) -> tuple[float, float] | None:
+        """Mean measurement variance over the variance of the per-seed values, with the
+        steps' errors independent and perfectly correlated (None without measurement errors,
+        with one seed, or with no spread). Near or above 1, more samples rather than more
+        seeds would sharpen the statistic."""
+        if self.measurement_se is None or self.measurement_se_independent is None or len(self.per_seed) < 2:
             return None
         spread = float(np.var(self.per_seed, ddof=1))
         if spread == 0.0:
             return None
-        return float(np.mean(np.square(self.measurement_se))) / spread
+        low, high = (
+            float(np.mean(np.square(errors))) / spread
+            for errors in (self.measurement_se_independent, self.measurement_se)
+        )
+        return low, high
 
     def __str__(self) -> str:
         return f"{self.value:.4g} [{self.low:.4g}, {self.high:.4g}] (n={len(self.per_seed)})"
