@@ -121,6 +121,32 @@ def test_bad_flags_are_usage_errors(flags: list[str], capsys: pytest.CaptureFixt
     assert "usage: sgdwalk" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "config", "message"),
+    [
+        (["--lr", "inf"], None, "lr must be a finite number, got inf"),
+        (["--weight-decay", "nan"], None, "weight_decay must be a finite number"),
+        (["--width-multiplier", "inf"], None, "width_multiplier must be a finite number"),
+        ([], '{"batch_size": 100.0, "epochs": 1, "track_epochs": [1]}', "batch_size must be an integer, got 100.0"),
+        ([], '{"num_alphas": 3.7}', "num_alphas must be an integer"),
+    ],
+    ids=["inf-lr", "nan-weight-decay", "inf-width", "float-batch", "float-alphas"],
+)
+def test_a_setting_of_the_wrong_kind_is_refused_before_anything_is_written(
+    flags: list[str], config: str | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_flags = []
+    if config is not None:
+        (tmp_path / "c.json").write_text(config)
+        config_flags = ["--config", str(tmp_path / "c.json")]
+    out = tmp_path / "run"
+    code = main(["walk", *flags, *config_flags, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == EXIT_USAGE
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_an_inconsistent_config_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["walk", "--epochs", "2", "--track-epochs", "1,3", "--out", str(tmp_path / "run")])
     assert code == EXIT_USAGE

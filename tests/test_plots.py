@@ -527,3 +527,18 @@ def test_cli_run_without_records_has_nothing_to_plot(tmp_path: Path, capsys: pyt
 
 def test_cli_default_matches_the_library() -> None:
     assert plot_command.DEFAULT_MAX_STEPS == plots.DEFAULT_MAX_STEPS
+
+
+def test_a_figure_is_written_whole_or_not_at_all(wavy_steps: pd.DataFrame, tmp_path: Path) -> None:
+    figure = plots.walk_figure(plots.tracked_windows(wavy_steps)[0].steps)
+    (written,) = plots.save_figure(figure, tmp_path / "walk", ["png"])
+    assert written.read_bytes().startswith(b"\x89PNG")
+
+    def killed_midway(path: object, **kwargs: object) -> None:
+        Path(str(path)).write_bytes(b"\x89PNG half")  # what a killed process leaves behind
+        raise KeyboardInterrupt
+
+    figure.savefig = killed_midway  # type: ignore[method-assign,assignment]  # the interruption, by hand
+    with pytest.raises(KeyboardInterrupt):
+        plots.save_figure(figure, tmp_path / "other", ["png"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.png"]

@@ -135,6 +135,19 @@ def test_config_reads_toml_with_either_spelling(tmp_path: Path) -> None:
         ({"lr": -0.1}, "lr must be positive"),
         ({"noise_batches": 1}, "at least 2"),
         ({"bn_mode": "frozen"}, "bn_mode must be one of"),
+        # Types before ranges: each of these passed validation once, then broke the run.
+        ({"batch_size": 100.0, "epochs": 1, "track_epochs": [1]}, "batch_size must be an integer, got 100.0"),
+        ({"epochs": 1.5, "track_epochs": [1]}, "epochs must be an integer"),
+        ({"num_alphas": 3.7}, "num_alphas must be an integer"),
+        ({"out_dir": 5}, "out_dir must be a string"),
+        ({"data_root": 5}, "data_root must be a string"),
+        ({"weight_decay": "x"}, "weight_decay must be a number"),
+        ({"progress": "yes"}, "progress must be true or false"),
+        # Non-finite settings are no settings.
+        ({"lr": math.inf}, "lr must be a finite number"),
+        ({"weight_decay": math.nan}, "weight_decay must be a finite number"),
+        ({"width_multiplier": math.inf}, "width_multiplier must be a finite number"),
+        ({"height_se": math.nan, "measurement_mode": "targeted"}, "height_se must be a finite number"),
     ],
 )
 def test_config_rejects_bad_values(values: dict[str, object], message: str) -> None:

@@ -293,7 +293,13 @@ def test_every_record_is_complete_when_its_step_is() -> None:
     assert tracker.records[1].loss_start == tracker.records[0].loss_end
     assert tracker.records[0].lr is None and tracker.records[0].minibatch_loss is None
     with pytest.raises(RuntimeError, match="closed"):
-        tracker.before_step()
+        tracker.before_step()  # a closed tracker records nothing more
+
+
+def test_a_measurement_set_must_be_one() -> None:
+    inputs, targets = classification_data(0, 8)
+    with pytest.raises(TypeError, match="MeasurementSet"):
+        WalkTracker(mlp(0), (inputs, targets))  # type: ignore[arg-type]  # the mistake under test
 
 
 # -------------------------------------------------------------------- sharpness on steps

@@ -91,6 +91,10 @@ class WalkTracker:
         start_step: int = 0,
         precision: PrecisionTarget | None = None,
     ) -> None:
+        if not isinstance(measurement, MeasurementSet):
+            raise TypeError(
+                f"measurement must be a sgdwalk.MeasurementSet (inputs, targets, loss), got {type(measurement).__name__}"
+            )
         if sharpness_every is not None and sharpness_every < 1:
             raise ValueError(f"sharpness_every must be positive or None, got {sharpness_every}")
         self.model = model

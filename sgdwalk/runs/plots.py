@@ -24,6 +24,7 @@ Files written by ``plot_run`` (into ``<run>/figures`` by default), ``<window>`` 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
+from sgdwalk.base.atomic import atomic_write
 from sgdwalk.instrument.tolerances import BARRIER_RELATIVE_TOLERANCE
 from sgdwalk.runs.runlog import load_run
 
@@ -618,12 +620,17 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return cleaned
 
 
+def _savefig(figure: Figure, fmt: str, path: Path) -> None:
+    figure.savefig(path, format=fmt, dpi=DPI)
+
+
 def save_figure(figure: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
-    """Write ``<stem>.<format>`` for each format at ``DPI``; returns the paths written."""
+    """Write ``<stem>.<format>`` for each format at ``DPI``, each whole or not at all (a
+    killed `sgdwalk plot` leaves no truncated file under a figure's name); returns the paths."""
     paths = []
     for fmt in formats:
         path = stem.with_name(f"{stem.name}.{fmt}")
-        figure.savefig(path, format=fmt, dpi=DPI)
+        atomic_write(path, functools.partial(_savefig, figure, fmt))
         paths.append(path)
     return paths
 

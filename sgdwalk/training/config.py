@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -86,6 +87,12 @@ DEFAULT_LR_GAMMA: Final = 0.1
 # part of the run's definition; (2) with other processes on the cores, a second thread
 # waiting at every barrier made the default run 5 min 12 s instead of 54 s.
 DEFAULT_CPU_THREADS: Final = 1
+
+
+# The annotations of WalkConfig's string fields: plain strings and the Literal name aliases.
+STRING_KINDS: Final[frozenset[str]] = frozenset(
+    {"str", "OptimizerName", "LRScheduleName", "DeviceName", "MeasurementMode", "BatchNormMode"}
+)
 
 
 class ConfigError(SgdwalkError, ValueError):
@@ -182,8 +189,32 @@ class WalkConfig:
         self.validate()
 
     # ----------------------------------------------------------------------- checks
+    def _validate_types(self) -> None:
+        """Each field holds the kind of value its annotation names, before any value is used:
+        an integer field takes no float (100.0 would pass a range check, then break the run)
+        and a number must be finite (an infinite learning rate is no setting)."""
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            kinds = {kind.strip() for kind in str(spec.type).split("|")}
+            if value is None and "None" in kinds:
+                continue
+            if "bool" in kinds:
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{spec.name} must be true or false, got {value!r}")
+            elif "int" in kinds:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{spec.name} must be an integer, got {value!r}")
+            elif "float" in kinds:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{spec.name} must be a number, got {value!r}")
+                if not math.isfinite(value):
+                    raise ConfigError(f"{spec.name} must be a finite number, got {value!r}")
+            elif kinds & STRING_KINDS and not isinstance(value, str):
+                raise ConfigError(f"{spec.name} must be a string, got {value!r}")
+
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first field that cannot describe a run."""
+        self._validate_types()
 
         def positive(name: str, allow_none: bool = False) -> None:
             value = getattr(self, name)
