@@ -160,9 +160,9 @@ def read_segment(
     bn_mode: BatchNormMode,
     *,
     carried_start: torch.Tensor | None = None,
-    settled: Callable[[PairedLossMoments, int], bool] | None = None,
+    settled: Callable[[PairedLossMoments], bool] | None = None,
 ) -> tuple[PairedLossMoments, torch.Tensor, int]:
-    """Read the plan look by look until ``settled(moments, look)`` or the set is exhausted.
+    """Read the plan look by look until ``settled(moments)`` or the set is exhausted.
 
     ``points`` must hold α = 0 first and α = 1 last. ``carried_start`` (per-sample losses at
     α = 0 for a prefix of the order) replaces evaluating α = 0 where it reaches. Returns the
@@ -187,7 +187,7 @@ def read_segment(
                 moments.update(chunk)
                 end_losses.append(chunk[-1].detach().cpu())
             looks = look + 1
-            if settled is not None and look + 1 < len(plan.look_ends) and settled(moments, look):
+            if settled is not None and look + 1 < len(plan.look_ends) and settled(moments):
                 break
     return moments, torch.cat(end_losses), looks
 
@@ -234,7 +234,7 @@ def measure_segment(
         )
         return summary, uncertainty
 
-    def settled(moments: PairedLossMoments, look: int) -> bool:
+    def settled(moments: PairedLossMoments) -> bool:
         assert target is not None
         if not all(math.isfinite(value) for value in moments.means):
             return True  # a diverged segment: reading more samples cannot help

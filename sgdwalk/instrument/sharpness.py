@@ -392,12 +392,6 @@ def top_eigenvalue_standard_error(
     return _batch_means_standard_error(quotients, sizes)
 
 
-def top_eigenvalue_standard_error_of(quotients: NDArray[np.float64], sizes: NDArray[np.float64]) -> float:
-    """The batch-means standard error of ``top_eigenvalue_standard_error`` from quotients
-    already taken (``batch_rayleigh_quotients``)."""
-    return _batch_means_standard_error(quotients, sizes)
-
-
 def _batch_means_standard_error(quotients: NDArray[np.float64], sizes: NDArray[np.float64]) -> float:
     if quotients.size < 2:
         raise ValueError(
@@ -412,10 +406,11 @@ def _batch_means_standard_error(quotients: NDArray[np.float64], sizes: NDArray[n
 
 @dataclass(frozen=True)
 class SharpnessEstimate:
-    """The top eigenvalue, its standard error over the measurement set, and what it cost."""
+    """The top eigenvalue, its standard error over the measurement set (None when the set
+    gives fewer than two disjoint parts: one chunk in batch-norm "train" mode), and what it cost."""
 
     value: float
-    standard_error: float
+    standard_error: float | None
     products: int
     batches: int
 
@@ -435,6 +430,5 @@ def sharpness_with_standard_error(
     quotients, sizes = batch_rayleigh_quotients(
         model, point, pair.vector, measurement, bn_mode=bn_mode, num_batches=num_batches
     )
-    return SharpnessEstimate(
-        pair.value, _batch_means_standard_error(quotients, sizes), pair.products, int(quotients.size)
-    )
+    standard_error = _batch_means_standard_error(quotients, sizes) if quotients.size >= 2 else None
+    return SharpnessEstimate(pair.value, standard_error, pair.products, int(quotients.size))

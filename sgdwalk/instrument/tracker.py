@@ -35,13 +35,7 @@ from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
 from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid
-from sgdwalk.instrument.sharpness import (
-    EigenvalueChoice,
-    batch_rayleigh_quotients,
-    top_eigenvalue_standard_error_of,
-    top_hessian_eigenpair,
-    top_hessian_eigenvalue,
-)
+from sgdwalk.instrument.sharpness import EigenvalueChoice, sharpness_with_standard_error, top_hessian_eigenvalue
 from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
 
 RecordSink = Callable[[StepRecord], None]
@@ -219,10 +213,9 @@ class WalkTracker:
 
     def sharpness_with_error(self, point: torch.Tensor) -> tuple[float, float | None]:
         """The top Hessian eigenvalue at ``point`` (as ``sharpness``) and its standard error
-        over the measurement set (None when the set gives fewer than two disjoint parts:
-        in batch-norm "train" mode the parts are the set's chunks)."""
+        over the measurement set (see ``sharpness_with_standard_error``)."""
         with torch.random.fork_rng(devices=self._cuda_devices()):
-            pair = top_hessian_eigenpair(
+            estimate = sharpness_with_standard_error(
                 self.model,
                 point,
                 self.measurement,
@@ -230,12 +223,7 @@ class WalkTracker:
                 which=self.sharpness_which,
                 seed=self.sharpness_seed,
             )
-            quotients, sizes = batch_rayleigh_quotients(
-                self.model, point, pair.vector, self.measurement, bn_mode=self.bn_mode
-            )
-        if quotients.size < 2:
-            return pair.value, None
-        return pair.value, top_eigenvalue_standard_error_of(quotients, sizes)
+        return estimate.value, estimate.standard_error
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
