@@ -248,3 +248,37 @@ def final_minus_best(key: str, setting: str, others: tuple[str, ...]) -> Statist
         return paired_difference(own, best.tolist())
 
     return statistic
+
+
+# ------------------------------------------------------------------ edge of stability (X1)
+def _late_sharpness_ratio(result: WalkResult) -> float:
+    """Mean sharpness over 2/lr in the second half of a GD run's sharpness estimates."""
+    estimates = [r for r in sorted(result.records, key=lambda r: r.step) if r.sharpness is not None]
+    late_estimates = estimates[len(estimates) // 2 :]
+    if not late_estimates:
+        raise ValueError(f"no sharpness estimates in the run (diverged: {result.divergence})")
+    edge = 2.0 / result.config.lr
+    return float(np.mean([float(r.sharpness) / edge for r in late_estimates]))  # type: ignore[arg-type]
+
+
+def edge_sharpness_ratio(settings: Sequence[str], *, lowest: bool) -> StatisticFunction:
+    """Per seed, the late mean of sharpness / (2/lr) of each setting, the lowest of them
+    (``lowest``) or the highest: every learning rate must reach the edge, none rise past it."""
+    reduce = min if lowest else max
+
+    def statistic(runs: RunsBySetting) -> Estimate:
+        ratios = [per_seed(runs[setting], _late_sharpness_ratio) for setting in settings]
+        return mean_with_t_interval([reduce(values) for values in zip(*ratios, strict=True)])
+
+    return statistic
+
+
+def edge_cosine(settings: Sequence[str]) -> StatisticFunction:
+    """Per seed, the mean consecutive-gradient cosine over the second half of each setting's
+    updates, the highest (least negative) of them."""
+
+    def statistic(runs: RunsBySetting) -> Estimate:
+        cosines = [per_seed(runs[setting], lambda r: mean_field(second_half(r), "cosine")) for setting in settings]
+        return mean_with_t_interval([max(values) for values in zip(*cosines, strict=True)])
+
+    return statistic

@@ -55,7 +55,7 @@ from sgdwalk.runs.runlog import (
     read_checkpoint,
 )
 from sgdwalk.runs.summary import WindowSummary, summarize_windows
-from sgdwalk.training.config import ConfigError, WalkConfig, learning_rate_schedule
+from sgdwalk.training.config import ConfigError, WalkConfig, cadence, is_full_batch, learning_rate_schedule
 from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
 
 # Offsets of the independent random streams from config.seed (see the module docstring).
@@ -170,10 +170,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def is_full_batch(config: WalkConfig) -> bool:
-    return config.optimizer in ("gd", "noisy-gd")
-
-
 def steps_per_epoch_of(config: WalkConfig, train_size: int) -> int:
     """One step per epoch for full-batch GD; else the whole batches in the subset (the last
     short batch is dropped, as in the protocol: 45,000 / 100 = 450)."""
@@ -240,7 +236,15 @@ def build_seeded_model(config: WalkConfig, data: WalkData, device: torch.device)
 
     torch.manual_seed(config.seed)
     try:
-        model = build_model(config.arch, data.in_channels, data.image_size, data.num_classes, config.width_multiplier)
+        model = build_model(
+            config.arch,
+            data.in_channels,
+            data.image_size,
+            data.num_classes,
+            config.width_multiplier,
+            batch_norm=config.batch_norm,
+            activation=config.activation,
+        )
     except ValueError as error:  # e.g. an image too small for the network
         raise ConfigError(f"model {config.arch!r}: {error}") from error
     return model.to(device).train()
@@ -359,6 +363,7 @@ class _WalkRun:
         self.val_y = self.data.val_targets.to(self.device)
         self.train_size = int(self.train_y.shape[0])
         self.steps_per_epoch = steps_per_epoch_of(config, self.train_size)
+        self.cadence = cadence(config, self.steps_per_epoch)
         self.total_steps = config.epochs * self.steps_per_epoch
         self.lr_at = learning_rate_schedule(config, self.steps_per_epoch)
         self.model = build_seeded_model(config, self.data, self.device)
@@ -496,8 +501,10 @@ class _WalkRun:
     def _epoch_entry(
         self, epoch: int, minibatch_losses: list[float], lrs: list[float], seconds: float
     ) -> dict[str, Any]:
-        train_loss, train_accuracy = evaluate(self.model, self.train_x, self.train_y, self.config.chunk_size)
-        val_loss, val_accuracy = evaluate(self.model, self.val_x, self.val_y, self.config.chunk_size)
+        train_loss = train_accuracy = val_loss = val_accuracy = None  # not evaluated at this epoch
+        if self.cadence.evaluates(epoch):
+            train_loss, train_accuracy = evaluate(self.model, self.train_x, self.train_y, self.config.chunk_size)
+            val_loss, val_accuracy = evaluate(self.model, self.val_x, self.val_y, self.config.chunk_size)
         parameters = flat_parameters(self.model)
         sharpness = None
         if self.config.sharpness_per_tracked_epoch and epoch in self.config.track_epochs:
@@ -572,8 +579,7 @@ class _WalkRun:
                 train_loss = self.history[-1]["train_loss"]
                 if train_loss is not None and not math.isfinite(train_loss):
                     return f"epoch {epoch}: non-finite training loss {train_loss} at the end of the epoch"
-                every = config.checkpoint_every_epochs
-                if self.writer is not None and every is not None and epoch % every == 0:
+                if self.writer is not None and self.cadence.checkpoints(epoch):
                     self._save_checkpoint(epoch)
         finally:
             bar.close()

@@ -32,7 +32,7 @@ from sgdwalk.base.mapping_files import read_mapping_file
 from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
 from sgdwalk.instrument.sampling import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
 from sgdwalk.training import lr_schedules
-from sgdwalk.training.names import ARCHITECTURES, DATASETS
+from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, CONFIGURABLE_LAYERS, DATASETS
 
 OptimizerName = Literal["sgd", "gd", "noisy-gd"]
 OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
@@ -87,6 +87,16 @@ DEFAULT_LR_GAMMA: Final = 0.1
 # part of the run's definition; (2) with other processes on the cores, a second thread
 # waiting at every barrier made the default run 5 min 12 s instead of 54 s.
 DEFAULT_CPU_THREADS: Final = 1
+# A full-batch epoch is one update, yet evaluating the whole training and validation split
+# costs about as much as that update (a 600-update GD run spent 3 of its 5 minutes
+# evaluating). Unless evaluate_every_updates says otherwise, full-batch runs evaluate every
+# 10 updates: a learning curve of 10% of the updates, at a tenth of the cost. The first and
+# the last epoch are always evaluated (the claims read the final values).
+DEFAULT_FULL_BATCH_EVALUATE_EVERY_UPDATES: Final = 10
+# The same for checkpoints: a full-batch run checkpoints at most every 100 updates unless
+# checkpoint_every_updates says otherwise (a checkpoint writes the model, the optimizer and
+# every record so far; each update costs a fraction of that).
+DEFAULT_FULL_BATCH_CHECKPOINT_EVERY_UPDATES: Final = 100
 
 
 # The annotations of WalkConfig's string fields: plain strings and the Literal name aliases.
@@ -136,6 +146,9 @@ class WalkConfig:
     pad_to: int | None = None
     augment: bool = False
     width_multiplier: float = 1.0
+    # The MLP's layers (the protocol's network by default; X1 runs it without batch norm, tanh).
+    batch_norm: bool = True
+    activation: str = "relu"
     # --- optimizer
     optimizer: OptimizerName = "sgd"
     lr: float = DEFAULT_LR
@@ -179,6 +192,10 @@ class WalkConfig:
     cpu_threads: int | None = DEFAULT_CPU_THREADS
     out_dir: str | None = None
     checkpoint_every_epochs: int | None = 1
+    # Cadences in updates (see ``cadence``): evaluation and checkpoints at the end of each
+    # epoch in which the update count passes a multiple of these (None: the defaults).
+    evaluate_every_updates: int | None = None
+    checkpoint_every_updates: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -234,6 +251,12 @@ class WalkConfig:
         choice("device", DEVICES)
         choice("bn_mode", BATCHNORM_MODES)
         choice("measurement_mode", MEASUREMENT_MODES)
+        choice("activation", ACTIVATIONS)
+        if self.arch not in CONFIGURABLE_LAYERS and (not self.batch_norm or self.activation != "relu"):
+            raise ConfigError(
+                f"batch_norm and activation can be changed for {', '.join(CONFIGURABLE_LAYERS)} only, "
+                f"not arch {self.arch!r}"
+            )
         if self.measurement_mode == "targeted" and self.bn_mode == "recompute":
             raise ConfigError("measurement_mode 'targeted' needs bn_mode train or eval (recompute reads the whole set)")
         for name in (
@@ -258,6 +281,8 @@ class WalkConfig:
             "measurement_size",
             "sharpness_every",
             "checkpoint_every_epochs",
+            "evaluate_every_updates",
+            "checkpoint_every_updates",
             "lr_max",
             "lr_anneal_epochs",
             "cpu_threads",
@@ -334,14 +359,26 @@ class WalkConfig:
 
     @property
     def result_hash(self) -> str:
-        """A short hash of the fields that change the records (not where they go or how shown)."""
-        relevant = {k: v for k, v in self.to_dict().items() if k not in _FIELDS_WITHOUT_EFFECT}
+        """A short hash of the fields that change the records (not where they go or how shown).
+
+        A field added after runs were first hashed enters the hash only when it differs
+        from its default, so a run that leaves it alone keeps the hash it always had.
+        """
+        relevant = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in _FIELDS_WITHOUT_EFFECT and not (k in _FIELDS_ADDED_LATER and v == field_default(k))
+        }
         canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:CONFIG_HASH_LENGTH]
 
 
 # Where the data lives, where records go and whether a bar is drawn leave the records alone.
-_FIELDS_WITHOUT_EFFECT: Final = frozenset({"data_root", "download", "out_dir", "checkpoint_every_epochs", "progress"})
+_FIELDS_WITHOUT_EFFECT: Final = frozenset(
+    {"data_root", "download", "out_dir", "checkpoint_every_epochs", "checkpoint_every_updates", "progress"}
+)
+# Fields added after the first hashed runs (sweep cells, baselines), hashed only off their default.
+_FIELDS_ADDED_LATER: Final = frozenset({"batch_norm", "activation", "evaluate_every_updates"})
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
 CONFIG_HASH_LENGTH: Final = 12
 
@@ -354,6 +391,60 @@ def field_default(name: str) -> Any:
         if f.name == name:
             return f.default
     raise KeyError(name)
+
+
+def is_full_batch(config: WalkConfig) -> bool:
+    """GD and noisy GD take one full-batch update per epoch."""
+    return config.optimizer in ("gd", "noisy-gd")
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a run evaluates and checkpoints, as predicates of the epoch just completed.
+
+    An epoch counts ``steps_per_epoch`` updates; "every N updates" means at the end of each
+    epoch in which the update count reaches a multiple of N (an SGD epoch of 50 updates with
+    N = 100: every second epoch). Epoch 0 (the network at θ_0) and the last epoch are always
+    evaluated.
+    """
+
+    epochs: int
+    steps_per_epoch: int
+    evaluate_every_updates: int | None
+    checkpoint_every_epochs: int | None
+    checkpoint_every_updates: int | None
+
+    def _passes_multiple(self, epoch: int, every: int) -> bool:
+        return epoch * self.steps_per_epoch // every > (epoch - 1) * self.steps_per_epoch // every
+
+    def evaluates(self, epoch: int) -> bool:
+        if epoch in (0, self.epochs) or self.evaluate_every_updates is None:
+            return True
+        return self._passes_multiple(epoch, self.evaluate_every_updates)
+
+    def checkpoints(self, epoch: int) -> bool:
+        if self.checkpoint_every_updates is not None:
+            return self._passes_multiple(epoch, self.checkpoint_every_updates)
+        return self.checkpoint_every_epochs is not None and epoch % self.checkpoint_every_epochs == 0
+
+
+def cadence(config: WalkConfig, steps_per_epoch: int) -> Cadence:
+    """The run's evaluation and checkpoint cadence: the config's, or the defaults.
+
+    Defaults: SGD evaluates every epoch and checkpoints every ``checkpoint_every_epochs``;
+    a full-batch run (one update per epoch) evaluates every
+    ``DEFAULT_FULL_BATCH_EVALUATE_EVERY_UPDATES`` updates and checkpoints every
+    ``max(checkpoint_every_epochs, DEFAULT_FULL_BATCH_CHECKPOINT_EVERY_UPDATES)`` updates.
+    ``checkpoint_every_epochs = None`` (never) wins over the full-batch default.
+    """
+    evaluate_every = config.evaluate_every_updates
+    checkpoint_every = config.checkpoint_every_updates
+    if is_full_batch(config):
+        if evaluate_every is None:
+            evaluate_every = DEFAULT_FULL_BATCH_EVALUATE_EVERY_UPDATES
+        if checkpoint_every is None and config.checkpoint_every_epochs is not None:
+            checkpoint_every = max(config.checkpoint_every_epochs, DEFAULT_FULL_BATCH_CHECKPOINT_EVERY_UPDATES)
+    return Cadence(config.epochs, steps_per_epoch, evaluate_every, config.checkpoint_every_epochs, checkpoint_every)
 
 
 def learning_rate_schedule(config: WalkConfig, steps_per_epoch: int) -> lr_schedules.LRSchedule:
@@ -392,13 +483,16 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
+    "Cadence",
     "ConfigError",
     "DEVICES",
     "FIELD_NAMES",
     "LR_SCHEDULES",
     "OPTIMIZERS",
     "WalkConfig",
+    "cadence",
     "field_default",
+    "is_full_batch",
     "learning_rate_schedule",
     "read_config_file",
 ]

@@ -5,6 +5,8 @@ Every constructor takes the same four arguments (``in_channels``, ``image_size``
 ``num_classes``, ``width_multiplier``) so a run's configuration names a model by string and
 the data set's ``DatasetInfo`` fills the rest. ``width_multiplier`` scales every hidden width
 (1.0 is the paper); it exists for a tiny CPU profile and never changes depth or layout.
+The MLP also takes ``batch_norm`` and ``activation``: batch norm changes the curvature GD
+sees, so the edge-of-stability check (X1) runs the MLP without it, with tanh.
 
 Protocol: docs/protocol.md#networks (read from the authors' public code).
 Deviations, each needed for image sizes other than 32, are stated where they are made.
@@ -16,7 +18,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from sgdwalk.training.names import ARCHITECTURES
+from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, CONFIGURABLE_LAYERS
 
 __all__ = [
     "ARCHITECTURES",
@@ -78,11 +80,21 @@ def _he_normal_conv_init(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
+def _activation(name: str) -> nn.Module:
+    if name == "relu":
+        return nn.ReLU()
+    if name == "tanh":
+        return nn.Tanh()
+    raise ValueError(f"unknown activation {name!r}; known activations: {', '.join(ACTIVATIONS)}")
+
+
 class MLP(nn.Module):
     """784-500-350-10 with BatchNorm1d: (Linear → BN → ReLU) twice, then Linear to classes.
 
     The input is flattened, so the first layer has ``in_channels * image_size**2`` inputs
-    (784 for MNIST at 28, 1024 for MNIST padded to 32).
+    (784 for MNIST at 28, 1024 for MNIST padded to 32). ``batch_norm=False`` drops both
+    batch-norm layers and ``activation="tanh"`` replaces the ReLUs (the protocol's network
+    is the default); the first Linear stays at index 1 of ``features`` either way.
     """
 
     def __init__(
@@ -91,19 +103,23 @@ class MLP(nn.Module):
         image_size: int = 28,
         num_classes: int = 10,
         width_multiplier: float = 1.0,
+        batch_norm: bool = True,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
         _check_shape_arguments(in_channels, image_size, num_classes)
         in_features = in_channels * image_size * image_size
         first, second = (scaled_width(w, width_multiplier) for w in MLP_HIDDEN_WIDTHS)
+
+        def hidden(width: int) -> list[nn.Module]:
+            return [nn.BatchNorm1d(width), _activation(activation)] if batch_norm else [_activation(activation)]
+
         self.features = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_features, first),
-            nn.BatchNorm1d(first),
-            nn.ReLU(),
+            *hidden(first),
             nn.Linear(first, second),
-            nn.BatchNorm1d(second),
-            nn.ReLU(),
+            *hidden(second),
         )
         self.classifier = nn.Linear(second, num_classes)
 
@@ -335,8 +351,15 @@ def build_model(
     image_size: int,
     num_classes: int,
     width_multiplier: float = 1.0,
+    *,
+    batch_norm: bool = True,
+    activation: str = "relu",
 ) -> nn.Module:
     """The network named ``arch`` (one of ``ARCHITECTURES``) for the given input and classes.
+
+    ``batch_norm`` and ``activation`` change the layers of the architectures in
+    ``CONFIGURABLE_LAYERS`` (the MLP); the others refuse anything but the defaults rather
+    than silently build the protocol's network.
 
     Parameters are initialised from torch's global RNG: seed it (``torch.manual_seed``)
     before calling for a reproducible θ_0.
@@ -345,11 +368,21 @@ def build_model(
         builder = _BUILDERS[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; known architectures: {', '.join(ARCHITECTURES)}") from None
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; known activations: {', '.join(ACTIVATIONS)}")
+    layers: dict[str, object] = {}
+    if arch in CONFIGURABLE_LAYERS:
+        layers = {"batch_norm": batch_norm, "activation": activation}
+    elif not batch_norm or activation != "relu":
+        raise ValueError(
+            f"batch_norm and activation can be changed for {', '.join(CONFIGURABLE_LAYERS)} only, not {arch!r}"
+        )
     model: nn.Module = builder(
         in_channels=in_channels,
         image_size=image_size,
         num_classes=num_classes,
         width_multiplier=width_multiplier,
+        **layers,
     )
     return model
 

@@ -12,5 +12,10 @@ from typing import Final
 ARCHITECTURES: Final[tuple[str, ...]] = ("mlp", "vgg11", "resnet56", "convnet")
 # The data sets data.load_tensors reads (their normalisation is data.NORMALISATION).
 DATASETS: Final[tuple[str, ...]] = ("cifar10", "mnist", "fashion-mnist", "tiny-imagenet")
+# The MLP's hidden nonlinearity: the protocol's ReLU, or tanh, the smooth one of the
+# edge-of-stability experiments (Cohen et al. 2021), whose Hessian has no kinks.
+ACTIVATIONS: Final[tuple[str, ...]] = ("relu", "tanh")
+# The architectures whose batch norm and activation can be changed (``build_model``).
+CONFIGURABLE_LAYERS: Final[tuple[str, ...]] = ("mlp",)
 
-__all__ = ["ARCHITECTURES", "DATASETS"]
+__all__ = ["ACTIVATIONS", "ARCHITECTURES", "CONFIGURABLE_LAYERS", "DATASETS"]

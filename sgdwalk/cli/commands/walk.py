@@ -105,7 +105,7 @@ FlagSpec = tuple[str, Callable[[str], Any] | None, str | tuple[str, ...] | None,
 
 def _flag_specs() -> dict[str, list[FlagSpec]]:
     from sgdwalk.instrument.batchnorm import BATCHNORM_MODES
-    from sgdwalk.training.names import ARCHITECTURES, DATASETS
+    from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, DATASETS
 
     return {
         "model and data": [
@@ -123,6 +123,8 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
             ("pad_to", _optional_int, "PIXELS", "zero-pad images to this size, e.g. 32 for the 28x28 MNISTs"),
             ("augment", None, None, "random crop + flip of training batches (CIFAR-10, Tiny-ImageNet)"),
             ("width_multiplier", float, "X", "scale every hidden width (1: the paper's networks)"),
+            ("batch_norm", None, None, "mlp: batch norm after each hidden linear layer (--no-batch-norm drops it)"),
+            ("activation", str, ACTIVATIONS, "mlp: the hidden nonlinearity"),
         ],
         "optimizer and learning rate": [
             (
@@ -205,6 +207,20 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
                 "intra-op CPU threads; CPU records depend on it (0: torch's default, one per core)",
             ),
             ("checkpoint_every_epochs", _optional_int, "N", "checkpoint for --resume every N epochs (0: never)"),
+            (
+                "checkpoint_every_updates",
+                _optional_int,
+                "N",
+                "checkpoint instead when the update count passes a multiple of N "
+                "(none: full-batch runs every max(N epochs, 100) updates)",
+            ),
+            (
+                "evaluate_every_updates",
+                _optional_int,
+                "N",
+                "evaluate the training and validation split when the update count passes a multiple of N, and at "
+                "the first and last epoch (none: every epoch; full-batch runs every 10 updates)",
+            ),
             ("progress", None, None, "progress bar on a terminal"),
         ],
     }
