@@ -20,7 +20,7 @@ $PY -m pytest tests suites/quick --sgdwalk-report "$REPORTS/quick.json"
 echo "== slow unit tests (end-to-end CLI runs, sweeps with worker processes)"
 $PY -m pytest tests --runslow -m slow
 
-echo "== real tier: claims C1-C10 on Fashion-MNIST (CPU)"
+echo "== real tier: claims C1-C11 and X1 on Fashion-MNIST (CPU)"
 $PY -m pytest suites/real --runslow --sgdwalk-report "$REPORTS/real.json"
 
 echo "== gpu tier, tiny CPU profile (keeps the GPU suite from rotting)"

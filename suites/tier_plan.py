@@ -14,10 +14,10 @@ from typing import Any, Final
 
 import pytest
 
-from sgdwalk.claims.engine import ClaimCheck, setting_configs
+from sgdwalk.claims.engine import ClaimCheck, SettingOverrides, TunedSetting, setting_configs, setting_points
 from sgdwalk.training.config import WalkConfig
 from suites.claims_table import NOT_REPRODUCED, At
-from suites.profiles import PROTOCOL_LR, Part, PartSize, Profile
+from suites.profiles import PROTOCOL_LR, EdgeSize, Part, PartSize, Profile
 
 # --- the protocol (docs/protocol.md), each value with its source
 WEIGHT_DECAY: Final = 1e-4
@@ -84,14 +84,20 @@ def base_config(part: Part, size: PartSize, data: DataChoice, device: str, data_
     )
 
 
-def _schedule_settings(epochs: int) -> dict[str, dict[str, Any]]:
+def _schedule_settings(epochs: int, factor: float) -> dict[str, dict[str, Any]]:
+    """The four schedules of Appendix C with every learning rate times ``factor``."""
     common: dict[str, Any] = {"epochs": epochs, "track_steps": ()}
-    cyclical: dict[str, Any] = {**common, "lr_schedule": "cyclical", "lr": CLR_BASE_LR, "lr_max": CLR_MAX_LR}
+    cyclical: dict[str, Any] = {
+        **common,
+        "lr_schedule": "cyclical",
+        "lr": CLR_BASE_LR * factor,
+        "lr_max": CLR_MAX_LR * factor,
+    }
     return {
         "lr-step": {
             **common,
             "lr_schedule": "step",
-            "lr": PROTOCOL_LR,
+            "lr": PROTOCOL_LR * factor,
             "lr_gamma": STEP_GAMMA,
             "lr_milestones": (max(1, epochs // 2), max(2, 3 * epochs // 4)),
         },
@@ -100,8 +106,8 @@ def _schedule_settings(epochs: int) -> dict[str, dict[str, Any]]:
         "lr-trapezoid": {
             **common,
             "lr_schedule": "trapezoid",
-            "lr": CLR_BASE_LR,
-            "lr_max": CLR_MAX_LR,
+            "lr": CLR_BASE_LR * factor,
+            "lr_max": CLR_MAX_LR * factor,
             "lr_step_epochs": SHORT_HALF_CYCLE * epochs,
             "lr_anneal_epochs": LONG_HALF_CYCLE * epochs,
             "lr_final": 0.0,
@@ -109,7 +115,43 @@ def _schedule_settings(epochs: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def part_settings(part: Part, size: PartSize) -> dict[str, dict[str, Any]]:
+def schedule_settings(epochs: int, grid: tuple[float, ...]) -> dict[str, SettingOverrides]:
+    """Each schedule at the grid's one factor, or tuned over the grid (``TunedSetting``)."""
+    if len(grid) == 1:
+        return dict(_schedule_settings(epochs, grid[0]))
+    points = [_schedule_settings(epochs, factor) for factor in grid]
+    return {name: TunedSetting(tuple(point[name] for point in points)) for name in points[0]}
+
+
+# X1 (Cohen et al. 2021): no weight decay, so the Hessian GD's stability depends on is the loss's.
+EDGE_WEIGHT_DECAY: Final = 0.0
+
+
+def edge_settings(edge: EdgeSize) -> dict[str, dict[str, Any]]:
+    """``edge-a`` and ``edge-b``: full-batch GD of the MLP without batch norm, tanh, measured
+    at every update on its whole training subset, the sharpness every ``sharpness_every``."""
+    settings = {}
+    for name, lr in zip(("edge-a", "edge-b"), edge.lrs, strict=True):
+        updates = edge.updates(lr)
+        settings[name] = {
+            "batch_norm": False,
+            "activation": "tanh",
+            "train_subset": edge.train_subset,
+            "width_multiplier": edge.width_multiplier,
+            "measurement_size": None,
+            "chunk_size": edge.train_subset,
+            "gd_chunk_size": edge.train_subset,
+            "optimizer": "gd",
+            "lr": lr,
+            "weight_decay": EDGE_WEIGHT_DECAY,
+            "epochs": updates,  # one update per epoch
+            "track_steps": ((0, updates),),
+            "sharpness_every": edge.sharpness_every,
+        }
+    return settings
+
+
+def part_settings(part: Part, size: PartSize) -> dict[str, SettingOverrides]:
     """Overrides of ``base_config`` for every setting of ``part`` (``claims_table``'s docstring)."""
     sgd: dict[str, Any] = {"sharpness_every": size.sharpness_every} if size.measure_sharpness else {}
 
@@ -128,7 +170,7 @@ def part_settings(part: Part, size: PartSize) -> dict[str, dict[str, Any]]:
             "track_steps": size.gd_windows(updates) if measured else (),
         }
 
-    settings: dict[str, dict[str, Any]] = {
+    settings: dict[str, SettingOverrides] = {
         "sgd": sgd,
         # At lr 0.1 the high rate is the protocol run itself: the same config, one run.
         "lr-high": sgd if part.lr_high == PROTOCOL_LR else {"lr": part.lr_high},
@@ -143,7 +185,9 @@ def part_settings(part: Part, size: PartSize) -> dict[str, dict[str, Any]]:
         "noisy-gd": {**gd(PROTOCOL_LR, size.gd_updates, measured=False), "optimizer": "noisy-gd"},
     }
     if size.schedule_epochs is not None:
-        settings.update(_schedule_settings(size.schedule_epochs))
+        settings.update(schedule_settings(size.schedule_epochs, size.schedule_grid))
+    if size.edge is not None:
+        settings.update(edge_settings(size.edge))
     return settings
 
 
@@ -157,7 +201,7 @@ class Case:
     part: Part
     check: ClaimCheck
     base: WalkConfig
-    settings: Mapping[str, Mapping[str, Any]]
+    settings: Mapping[str, SettingOverrides]
     seeds: tuple[int, ...]
     data: DataChoice
     # The declared non-reproduction (``claims_table.NOT_REPRODUCED``), None where it holds.
@@ -186,7 +230,7 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
                     check=check,
                     base=base,
                     settings=settings,
-                    seeds=profile.seeds,
+                    seeds=profile.seeds_for(part, check),
                     data=data[name],
                     not_reproduced=NOT_REPRODUCED.get(At(profile.name, name, check.key)),
                     strict=profile.measured_on in (None, (data[name].name, device)),
@@ -204,12 +248,12 @@ def tier_configs(profile: Profile, device: str, data: Mapping[str, DataChoice]) 
             continue
         size = profile.sizes[name]
         base = base_config(part, size, data[name], device)
-        needed = {setting for check in part.checks for setting in check.settings}
-        for setting, overrides in part_settings(part, size).items():
-            if setting not in needed:
-                continue
-            for config in setting_configs(base, overrides, profile.seeds):
-                configs.setdefault(config.result_hash, config)
+        settings = part_settings(part, size)
+        for check in part.checks:
+            for setting in check.settings:
+                for point in setting_points(settings[setting]):
+                    for config in setting_configs(base, point, profile.seeds_for(part, check)):
+                        configs.setdefault(config.result_hash, config)
     return list(configs.values())
 
 

@@ -19,6 +19,8 @@ import pytest
 from sgdwalk.claims.engine import (
     ClaimCheck,
     RunCache,
+    SettingOverrides,
+    TunedSetting,
     decisive_value,
     floor_turning_fraction,
     fraction,
@@ -527,6 +529,7 @@ def test_every_statistic_of_the_table_is_finite_on_hand_made_runs() -> None:
             runs = {}
             for setting in check.settings:
                 overrides = part_settings(part, size)[setting]
+                assert not isinstance(overrides, TunedSetting)  # the tiny profile tunes nothing
                 config = dataclasses.replace(base, **{"track_steps": size.windows, **overrides})
                 steps = sorted({s for start, stop in config.track_steps for s in range(start, stop)})
                 runs[setting] = [
@@ -620,3 +623,76 @@ def test_run_check_notes_the_measurement_share_in_the_report() -> None:
         f"measurement set's share of the seed-to-seed variance: {share:.1%} (steps' errors independent) to {share:.1%}"
     )
     assert any(note.startswith(expected) for note in recorder.notes)
+
+
+# ------------------------------------------------------------------ edge of stability (X1)
+def test_edge_ratio_is_the_late_sharpness_over_two_over_lr_lowest_or_highest_over_rates() -> None:
+    def edge_run(lr: float, sharpness: Sequence[float | None]) -> WalkResult:
+        return run([record(step, sharpness=value) for step, value in enumerate(sharpness)], lr=lr)
+
+    # 2/lr = 20 at lr 0.1 and 10 at lr 0.2; four estimates each, the last two are the late half.
+    runs = {
+        "a": [edge_run(0.1, [5.0, None, 10.0, 18.0, 22.0]), edge_run(0.1, [5.0, 16.0, 20.0, 24.0])],
+        "b": [edge_run(0.2, [5.0, 8.0, 12.0, 14.0]), edge_run(0.2, [5.0, 7.0, 9.0, 11.0])],
+    }
+    # Per seed, late means over 2/lr: a 20/20 = 1.0 and 22/20 = 1.1; b 13/10 = 1.3 and 10/10 = 1.0.
+    assert_estimate(cs.edge_sharpness_ratio(("a", "b"), lowest=True)(runs), [1.0, 1.0])
+    assert_estimate(cs.edge_sharpness_ratio(("a", "b"), lowest=False)(runs), [1.3, 1.1])
+    with pytest.raises(ValueError, match="no sharpness estimates"):
+        cs.edge_sharpness_ratio(("a",), lowest=True)({"a": [run([record(0)])]})
+
+
+def test_edge_cosine_is_the_least_negative_second_half_mean_over_rates() -> None:
+    runs = {
+        "a": [run(windows_of("cosine", (range(4), [1.0, 1.0, -0.9, -0.7])))],
+        "b": [run(windows_of("cosine", (range(4), [1.0, 0.5, -0.5, -0.9])))],
+    }
+    assert_estimate(cs.edge_cosine(("a", "b"))(runs), [-0.7])
+
+
+# ------------------------------------------------------------------------ tuned settings
+def test_a_tuned_setting_runs_its_grid_and_takes_the_point_with_the_best_mean_score() -> None:
+    # Final validation accuracy peaks at lr 0.2 on average over the seeds (seed 2 prefers 0.4).
+    accuracy = {(0.1, 1): 0.80, (0.1, 2): 0.81, (0.2, 1): 0.86, (0.2, 2): 0.84, (0.4, 1): 0.70, (0.4, 2): 0.85}
+    cache = HandMadeCache(
+        lambda c: run(history=[{"step": 1, "val_accuracy": accuracy[(c.lr, c.seed)]}], lr=c.lr, seed=c.seed)
+    )
+    check = ClaimCheck(
+        claim_id="C11",
+        name="hand-made",
+        statistic_name="accuracy gap",
+        settings=("tuned", "fixed"),
+        statistic=cs.final_gap("val_accuracy", "tuned", "fixed"),
+        relation=">",
+        bound=0.0,
+        bound_reason="a test",
+    )
+    recorder = ListRecorder()
+    table: dict[str, SettingOverrides] = {
+        "tuned": TunedSetting(({"lr": 0.1}, {"lr": 0.2}, {"lr": 0.4})),
+        "fixed": {"lr": 0.1},
+    }
+    estimate = run_check(check, WalkConfig(), table, (1, 2), cache, recorder)
+
+    assert_estimate(estimate, [0.86 - 0.80, 0.84 - 0.81])
+    assert len(cache.results) == 6  # three grid points x two seeds; the fixed setting is the grid's lr 0.1
+    assert any("chosen {'lr': 0.2}" in note for note in recorder.notes)
+    with pytest.raises(ValueError, match="at least one grid point"):
+        TunedSetting(())
+
+
+def test_every_check_notes_how_many_seeds_would_decide_it() -> None:
+    cache = HandMadeCache(lambda c: run(history=[{"step": 1, "train_loss": c.seed / 10}], lr=c.lr, seed=c.seed))
+    check = ClaimCheck(
+        claim_id="C9",
+        name="hand-made",
+        statistic_name="loss",
+        settings=("only",),
+        statistic=lambda runs: mean_with_t_interval([last_history(r, "train_loss") for r in runs["only"]]),
+        relation=">",
+        bound=0.0,
+        bound_reason="a test",
+    )
+    recorder = ListRecorder()
+    run_check(check, WalkConfig(), {"only": {}}, (1, 2, 3), cache, recorder)
+    assert any(note.startswith("seeds for 80% power") for note in recorder.notes)

@@ -176,6 +176,25 @@ def test_mlp_layout_linear_bn_relu_twice() -> None:
     assert layers == [nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
 
 
+def test_mlp_without_batch_norm_and_with_tanh() -> None:
+    model = build_model("mlp", 1, 28, 10, batch_norm=False, activation="tanh")
+    layers = [type(layer) for layer in model.modules() if not isinstance(layer, (MLP, nn.Sequential))]
+    assert layers == [nn.Flatten, nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
+    # Without batch norm's 2 x (500 + 350) scale and shift parameters.
+    assert count_parameters(model) == count_parameters(MLP(1, 28, 10)) - 2 * (500 + 350)
+    assert isinstance(model, MLP) and model.affine_input_layer() is model.features[1]
+
+
+def test_only_the_mlp_changes_its_layers_and_unknown_activations_are_named() -> None:
+    for arch in ("vgg11", "resnet56", "convnet"):
+        with pytest.raises(ValueError, match="can be changed for mlp only"):
+            build_model(arch, 1, 28, 10, batch_norm=False)
+        with pytest.raises(ValueError, match="can be changed for mlp only"):
+            build_model(arch, 1, 28, 10, activation="tanh")
+    with pytest.raises(ValueError, match=r"unknown activation 'gelu'.*relu, tanh"):
+        build_model("mlp", 1, 28, 10, activation="gelu")
+
+
 def test_vgg11_batch_norm_after_every_conv_and_no_dropout() -> None:
     model = VGG11(3, 32, 10)
     features = list(model.features)

@@ -542,3 +542,71 @@ def test_a_figure_is_written_whole_or_not_at_all(wavy_steps: pd.DataFrame, tmp_p
     with pytest.raises(KeyboardInterrupt):
         plots.save_figure(figure, tmp_path / "other", ["png"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["walk.png"]
+
+
+# ------------------------------------------------------------------ edge of stability
+class Quadratic(nn.Module):
+    """½ Σ_i λ_i (θ_i − x_i)² per sample: its Hessian is diag(λ) at every θ, so the top
+    eigenvalue is max λ wherever the run goes."""
+
+    CURVATURES = (4.0, 1.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor([1.0, -1.0]))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (torch.tensor(self.CURVATURES) * (self.theta - inputs) ** 2).sum(1)
+
+
+@pytest.fixture(scope="module")
+def gd_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Full-batch GD on the quadratic at lr 0.45 (2/lr ≈ 4.44 > 4: stable), every step
+    measured, the sharpness every 4 steps, one update per epoch as `walk` runs GD."""
+    lr, updates = 0.45, 20
+    run_dir = tmp_path_factory.mktemp("gd") / "run"
+    inputs = torch.randn(32, 2, generator=torch.Generator().manual_seed(1)) * 0.1
+    measurement = MeasurementSet(inputs, torch.zeros(32), loss_fn=outputs_are_losses)
+    config = WalkConfig(optimizer="gd", lr=lr, epochs=updates, track_epochs=(), track_steps=((0, updates),))
+    writer = RunWriter.create(run_dir, config, {"status": "finished", "steps_per_epoch": 1})
+    model = Quadratic()
+    tracker = WalkTracker(model, measurement, sharpness_every=4, sinks=[writer.write_step])
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    for epoch in range(1, updates + 1):
+        optimizer.zero_grad()
+        loss = model(inputs).mean()
+        loss.backward()
+        with tracker.step(minibatch_loss=loss, lr=lr):
+            optimizer.step()
+        writer.write_epoch(
+            {"epoch": epoch, "train_loss": float(loss.detach()), "val_accuracy": None, "sharpness": None}
+        )
+    tracker.close()
+    writer.close()
+    return run_dir
+
+
+def test_the_edge_of_stability_figure_draws_the_sharpness_against_two_over_the_learning_rate(gd_run: Path) -> None:
+    steps = load_run(gd_run).steps
+    figure = plots.edge_of_stability_figure(steps)
+
+    sharpness = curve(figure, plots.GID_SHARPNESS)
+    assert xs(sharpness).tolist() == [0, 4, 8, 12, 16]
+    # The Hessian is diag(4, 1) everywhere: Lanczos finds 4 to its convergence tolerance.
+    assert np.allclose(ys(sharpness), max(Quadratic.CURVATURES), rtol=1e-4)
+    assert np.allclose(ys(curve(figure, plots.GID_STABILITY_EDGE)), 2 / 0.45)
+    assert len(xs(curve(figure, plots.GID_COSINE))) == 19  # every step but the first has a cosine
+    assert_artists_finite(figure)
+
+
+def test_plot_draws_it_for_a_full_batch_run_only(gd_run: Path, wavy_run: Path, tmp_path: Path) -> None:
+    written = plots.plot_run(gd_run, tmp_path / "gd")
+    assert tmp_path / "gd" / "edge_of_stability.png" in written
+    # A full-batch run's windows are its runs of consecutive steps, not its one-update epochs.
+    assert [path.name for path in written if path.name.startswith("walk_")] == ["walk_steps0-19.png"]
+    assert not any(path.name.startswith("edge") for path in plots.plot_run(wavy_run, tmp_path / "sgd"))
+
+
+def test_the_edge_of_stability_figure_needs_two_sharpness_estimates(wavy_steps: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="two sharpness estimates"):
+        plots.edge_of_stability_figure(wavy_steps)

@@ -273,7 +273,18 @@ def interrupted_then_resumed(config: WalkConfig, data: WalkData, stop_at_step: i
         # is measured too) together with its gradient; the crash comes in epoch 2.
         (dict(track_epochs=(1, 2), track_every=3, augment=True), 5),
         # GD plus noise: the noise generator's state crosses the checkpoint.
-        (dict(optimizer="noisy-gd", epochs=4, track_epochs=(), track_every=1, noise_batches=4), 2),
+        # (A checkpoint every update: full-batch runs checkpoint every 100 by default.)
+        (
+            dict(
+                optimizer="noisy-gd",
+                epochs=4,
+                track_epochs=(),
+                track_every=1,
+                noise_batches=4,
+                checkpoint_every_updates=1,
+            ),
+            2,
+        ),
     ],
     ids=["sgd-augmented", "noisy-gd"],
 )
@@ -364,3 +375,57 @@ def test_measurement_indices_are_a_seeded_sorted_subset() -> None:
     assert torch.equal(chosen, measurement_indices(100, 10, seed=3))
     assert not torch.equal(chosen, measurement_indices(100, 10, seed=4))
     assert torch.equal(measurement_indices(5, None, seed=3), torch.arange(5))
+
+
+# ----------------------------------------------------------------------- cadences
+def test_evaluation_every_n_updates_leaves_the_walk_alone_and_skips_the_evaluations_between() -> None:
+    every_epoch = run_walk(tiny_config(epochs=6, track_epochs=(1, 6)), data=tiny_data())
+    sparse = run_walk(tiny_config(epochs=6, track_epochs=(1, 6), evaluate_every_updates=8), data=tiny_data())
+
+    assert sparse.records == every_epoch.records  # evaluation reads the model, never moves it
+    evaluated = [entry["epoch"] for entry in sparse.history if entry["train_loss"] is not None]
+    # 4 updates per epoch: the update count passes a multiple of 8 at epochs 2, 4 and 6;
+    # epoch 0 (θ_0) and the last epoch are always evaluated.
+    assert evaluated == [0, 2, 4, 6]
+    assert [entry["epoch"] for entry in sparse.history] == list(range(7))  # every epoch keeps its entry
+    by_epoch = {entry["epoch"]: entry for entry in every_epoch.history}
+    for entry in sparse.history:
+        assert entry["distance_from_init"] == by_epoch[entry["epoch"]]["distance_from_init"]
+        if entry["train_loss"] is not None:
+            assert entry["val_accuracy"] == by_epoch[entry["epoch"]]["val_accuracy"]
+
+
+def test_full_batch_runs_evaluate_every_ten_updates_and_checkpoint_every_hundred_by_default() -> None:
+    from sgdwalk.training.config import cadence
+
+    gd = cadence(tiny_config(optimizer="gd", epochs=250, track_epochs=()), steps_per_epoch=1)
+    assert [epoch for epoch in range(251) if gd.evaluates(epoch)] == [0, *range(10, 251, 10)]
+    assert [epoch for epoch in range(1, 251) if gd.checkpoints(epoch)] == [100, 200]
+    never = cadence(tiny_config(optimizer="gd", epochs=250, track_epochs=(), checkpoint_every_epochs=None), 1)
+    assert not any(never.checkpoints(epoch) for epoch in range(1, 251))
+    sgd = cadence(tiny_config(epochs=5, checkpoint_every_epochs=2), steps_per_epoch=4)
+    assert all(sgd.evaluates(epoch) for epoch in range(6))
+    assert [epoch for epoch in range(1, 6) if sgd.checkpoints(epoch)] == [2, 4]
+    by_updates = cadence(tiny_config(epochs=5, checkpoint_every_updates=6), steps_per_epoch=4)
+    # updates 4, 8, 12, 16, 20: multiples of 6 are passed in epochs 2 (8 > 6), 3 (12) and 5 (20 > 18).
+    assert [epoch for epoch in range(1, 6) if by_updates.checkpoints(epoch)] == [2, 3, 5]
+
+
+def test_a_full_batch_run_writes_its_checkpoints_at_the_update_cadence(tmp_path: Path) -> None:
+    config = tiny_config(
+        optimizer="gd", epochs=5, track_epochs=(), track_every=2, checkpoint_every_updates=3, out_dir=str(tmp_path)
+    )
+    result = run_walk(config, data=tiny_data())
+
+    checkpoint = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)
+    assert int(checkpoint["epoch"]) == 3  # one update per epoch: of updates 1-5, only 3 is a multiple of 3
+    # Evaluated every 10 updates by default, and at the first and last epoch.
+    assert [entry["epoch"] for entry in result.history if entry["train_loss"] is not None] == [0, 5]
+
+
+def test_the_mlp_without_batch_norm_and_with_tanh_trains_from_the_config() -> None:
+    result = run_walk(tiny_config(batch_norm=False, activation="tanh"), data=tiny_data())
+    protocol = run_walk(tiny_config(), data=tiny_data())
+
+    assert result.status == "finished" and all(all_finite(r) for r in result.records)
+    assert result.records != protocol.records

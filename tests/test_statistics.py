@@ -46,3 +46,39 @@ def test_bad_input_is_refused(first: list[float], second: list[float], message: 
 def test_a_zero_denominator_is_refused() -> None:
     with pytest.raises(ValueError, match="zero"):
         ratio_of_means([1.0, 2.0], [1.0, 0.0])
+
+
+# ------------------------------------------------------------------------------ power
+def simulated_power(effect: float, spread: float, seeds: int, trials: int, rng: np.random.Generator) -> float:
+    """The share of simulated checks whose t interval's low end clears 0: normal per-seed
+    values with mean ``effect`` and sd ``spread``, decided as the engine decides them."""
+    values = rng.normal(effect, spread, size=(trials, seeds))
+    means, errors = values.mean(axis=1), values.std(axis=1, ddof=1) / math.sqrt(seeds)
+    critical = stats.t.ppf(0.5 + CONFIDENCE / 2, df=seeds - 1)
+    return float(np.mean(means - critical * errors > 0))
+
+
+@pytest.mark.parametrize(("effect", "spread", "seeds"), [(1.0, 1.0, 5), (0.5, 1.0, 12), (2.0, 1.0, 3)])
+def test_verdict_power_matches_a_simulation_of_the_verdict(effect: float, spread: float, seeds: int) -> None:
+    from sgdwalk.claims.statistics import verdict_power
+
+    trials = 40_000
+    simulated = simulated_power(effect, spread, seeds, trials, np.random.default_rng(0))
+    # Four binomial standard errors of the simulated share: a false failure about once in 16,000 runs.
+    tolerance = 4 * math.sqrt(0.25 / trials)
+    assert verdict_power(effect, spread, seeds) == pytest.approx(simulated, abs=tolerance)
+
+
+def test_seeds_for_power_is_the_smallest_count_reaching_the_power() -> None:
+    from sgdwalk.claims.statistics import PLANNING_POWER, seeds_for_power, verdict_power
+
+    per_seed = [0.11, 0.02, 0.06]  # mean 0.0633, sd 0.0451
+    needed = seeds_for_power(per_seed, 0.0, ">")
+    assert needed is not None
+    effect, spread = float(np.mean(per_seed)), float(np.std(per_seed, ddof=1))
+    assert verdict_power(effect, spread, needed) >= PLANNING_POWER > verdict_power(effect, spread, needed - 1)
+    # "<" mirrors ">": the same distance below a bound needs the same seeds.
+    assert seeds_for_power([-v for v in per_seed], 0.0, "<") == needed
+    assert seeds_for_power([-0.1, -0.2, 0.0], 0.0, ">") is None  # the mean points the other way
+    assert seeds_for_power([0.1, 0.1, 0.1], 0.0, ">") == 2  # no spread
+    assert seeds_for_power([1e-6, -1e-3, 1e-3 + 1e-5], 0.0, ">") is None  # beyond reach

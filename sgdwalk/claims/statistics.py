@@ -108,3 +108,63 @@ def ratio_of_means(
     if np.any(b == 0):
         raise ValueError("a denominator is zero")
     return mean_with_t_interval((a / b).tolist(), confidence)
+
+
+#: The power ``seeds_for_power`` plans for: the chance that a rerun with that many seeds decides
+#: the check the way its mean points, the conventional 80 % of study planning (Cohen 1988).
+PLANNING_POWER: float = 0.8
+#: A spread below this fraction of the effect is the rounding of equal per-seed values (whose
+#: mean and deviations are not exact in binary): any two seeds decide such a check.
+ROUNDING_SPREAD: float = 1e-9
+#: Beyond this many seeds a check is reported as out of reach rather than given a number.
+MAX_PLANNED_SEEDS: int = 200
+
+
+def verdict_power(effect: float, spread: float, seeds: int, confidence: float = CONFIDENCE) -> float:
+    """The chance that ``seeds`` seeds decide a check whose true per-seed mean lies ``effect``
+    beyond its bound (in the claimed direction) with per-seed standard deviation ``spread``.
+
+    The verdict holds when the t interval's conservative end clears the bound, i.e. when
+    (mean − bound) / (s / √n) exceeds the t quantile at ``0.5 + confidence / 2``; that ratio
+    follows a noncentral t distribution with n − 1 degrees of freedom and noncentrality
+    effect · √n / spread.
+    """
+    if seeds < 2:
+        raise ValueError(f"a t interval needs at least two seeds, got {seeds}")
+    if not spread > 0:
+        raise ValueError(f"spread must be positive, got {spread}")
+    from scipy import stats
+
+    critical = float(stats.t.ppf(0.5 + confidence / 2, df=seeds - 1))
+    noncentrality = effect * math.sqrt(seeds) / spread
+    return float(stats.nct.sf(critical, df=seeds - 1, nc=noncentrality))
+
+
+def seeds_for_power(
+    per_seed: Sequence[float],
+    bound: float,
+    relation: str,
+    power: float = PLANNING_POWER,
+    confidence: float = CONFIDENCE,
+) -> int | None:
+    """How many seeds would decide a check with probability ``power``, if its true effect and
+    spread were the ones these per-seed values show (a plug-in estimate: with three seeds
+    the spread itself is uncertain by a factor of about two, so read it as an order of size).
+
+    None when the mean does not point the claimed way (no number of seeds decides it then)
+    or more than ``MAX_PLANNED_SEEDS`` would be needed.
+    """
+    array = _finite_values(per_seed)
+    if array.size < 2:
+        raise ValueError("a spread needs at least two per-seed values")
+    direction = 1.0 if relation in (">", ">=") else -1.0
+    effect = direction * (float(array.mean()) - bound)
+    if effect <= 0:
+        return None
+    spread = float(array.std(ddof=1))
+    if spread <= ROUNDING_SPREAD * effect:
+        return 2
+    for seeds in range(2, MAX_PLANNED_SEEDS + 1):
+        if verdict_power(effect, spread, seeds, confidence) >= power:
+            return seeds
+    return None

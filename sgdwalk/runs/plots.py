@@ -43,6 +43,7 @@ from numpy.typing import NDArray
 from sgdwalk.base.atomic import atomic_write
 from sgdwalk.instrument.tolerances import BARRIER_RELATIVE_TOLERANCE
 from sgdwalk.runs.runlog import load_run
+from sgdwalk.training.config import is_full_batch
 
 __all__ = [
     "DEFAULT_MAX_STEPS",
@@ -70,6 +71,7 @@ WALK_FIGSIZE: Final = (12.0, 8.0)
 HEIGHTS_FIGSIZE: Final = (12.0, 4.5)
 BARRIERS_FIGSIZE: Final = (12.0, 4.5)
 TRAINING_FIGSIZE: Final = (12.0, 4.0)
+EDGE_FIGSIZE: Final = (12.0, 6.5)
 
 GID_SEGMENTS: Final = "segment-losses"
 GID_SEPARATORS: Final = "iteration-separators"
@@ -85,6 +87,9 @@ GID_HEIGHT_ERRORS: Final = "height-errors"
 GID_WINDOW_MEANS: Final = "window-means"
 GID_BARRIER_COUNTS: Final = "barrier-counts"
 GID_BARRIER_HEIGHTS: Final = "relative-barrier-heights"
+GID_SHARPNESS: Final = "sharpness"
+GID_SHARPNESS_ERRORS: Final = "sharpness-errors"
+GID_STABILITY_EDGE: Final = "stability-edge"
 
 # Colours as in the paper's figures: the loss in blue, the floor dashed orange, gray
 # iteration separators; barriers in red so the rare event stands out.
@@ -606,6 +611,74 @@ def training_figure(epochs: pd.DataFrame, *, title: str | None = None) -> Figure
     return figure
 
 
+# ------------------------------------------------------------------ edge of stability
+def edge_of_stability_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """Sharpness against 2/lr over the updates (top; ±1.96 standard errors where the
+    records carry them) and the consecutive-gradient cosine (bottom): the picture of the
+    edge of stability (X1, Cohen et al. 2021), where GD's sharpness rises to 2/lr and stays
+    while consecutive gradients point nearly opposite. Raises ValueError without at least
+    two sharpness estimates or a learning rate."""
+    step = _steps(steps).astype(np.float64)
+    sharpness = _numeric(steps, "sharpness")
+    lr = _numeric(steps, "lr")
+    has_sharpness = np.isfinite(sharpness)
+    if has_sharpness.sum() < 2:
+        raise ValueError("an edge-of-stability figure needs at least two sharpness estimates")
+    usable_lr = np.isfinite(lr) & (lr > 0)
+    if not usable_lr.any():
+        raise ValueError("an edge-of-stability figure needs the learning rate of the measured steps")
+    figure = _new_figure(EDGE_FIGSIZE)
+    sharp_axes, cosine_axes = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 2)})
+    errors = _numeric(steps, "sharpness_se") if "sharpness_se" in steps.columns else np.full_like(sharpness, np.nan)
+    with_error = has_sharpness & np.isfinite(errors)
+    if with_error.any():
+        sharp_axes.errorbar(
+            step[with_error],
+            sharpness[with_error],
+            yerr=ERROR_BAND_Z * errors[with_error],
+            fmt="none",
+            ecolor=LOSS_COLOR,
+            alpha=0.5,
+            gid=GID_SHARPNESS_ERRORS,
+        )
+    sharp_axes.plot(
+        step[has_sharpness],
+        sharpness[has_sharpness],
+        marker=".",
+        color=LOSS_COLOR,
+        label="sharpness",
+        gid=GID_SHARPNESS,
+    )
+    sharp_axes.plot(
+        step[usable_lr],
+        2.0 / lr[usable_lr],
+        linestyle="--",
+        color=BARRIER_COLOR,
+        label="2 / learning rate",
+        gid=GID_STABILITY_EDGE,
+    )
+    sharp_axes.set_ylabel("top Hessian eigenvalue")
+    sharp_axes.legend(fontsize="small", loc="lower right", frameon=False)
+    cosine = _numeric(steps, "cosine")
+    finite = np.isfinite(cosine)
+    cosine_axes.plot(step[finite], cosine[finite], linewidth=0.8, color=COSINE_COLOR, gid=GID_COSINE)
+    cosine_axes.axhline(0.0, color=SEPARATOR_COLOR, linewidth=0.8)
+    cosine_axes.set_ylim(-1.05, 1.05)
+    cosine_axes.set_ylabel("cos(g_t, g_{t-1})")
+    cosine_axes.set_xlabel("update")
+    _light_grid(sharp_axes, cosine_axes)
+    figure.suptitle(title or "Edge of stability: sharpness against 2/lr, consecutive-gradient cosine")
+    return figure
+
+
+def draws_edge_of_stability(steps: pd.DataFrame) -> bool:
+    """Whether a run has what ``edge_of_stability_figure`` draws: two sharpness estimates
+    and the learning rate of its measured steps."""
+    if steps.empty or "sharpness" not in steps.columns or "lr" not in steps.columns:
+        return False
+    return bool(np.isfinite(_numeric(steps, "sharpness")).sum() >= 2 and np.isfinite(_numeric(steps, "lr")).any())
+
+
 # ----------------------------------------------------------------------------- files
 def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     """The formats lower-cased and without dots; ValueError names those matplotlib cannot write."""
@@ -644,7 +717,8 @@ def plot_run(
 ) -> list[Path]:
     """Draw every figure of the run in ``run_dir`` into ``out_dir`` (default ``<run_dir>/figures``).
 
-    Returns the paths written: walk pages (window by window), heights, barriers, training.
+    Returns the paths written: walk pages (window by window), heights, barriers, the edge of
+    stability (a full-batch run with sharpness estimates), training.
     A run without measured steps gets only its training figure, one that has not finished
     an epoch no training figure. Raises ``RunDirectoryError`` for an unreadable run and
     ``ValueError`` for an unknown format or a non-positive ``max_steps``.
@@ -657,7 +731,11 @@ def plot_run(
     out.mkdir(parents=True, exist_ok=True)
 
     written: list[Path] = []
-    windows = tracked_windows(run.steps)
+    steps = run.steps
+    if run.steps_per_epoch == 1 and "epoch" in steps.columns:
+        # A full-batch run: an epoch is one update, so windows are runs of consecutive steps.
+        steps = steps.drop(columns="epoch")
+    windows = tracked_windows(steps)
     for window in windows:
         pages = page_steps(window.steps, max_steps)
         for number, page in enumerate(pages, start=1):
@@ -667,6 +745,8 @@ def plot_run(
     if windows:
         written += save_figure(heights_figure(windows), out / "heights", formats)
         written += save_figure(barriers_figure(windows), out / "barriers", formats)
+    if is_full_batch(run.config) and draws_edge_of_stability(steps):
+        written += save_figure(edge_of_stability_figure(steps), out / "edge_of_stability", formats)
     if not run.epochs.empty and training_panels(run.epochs):
         written += save_figure(training_figure(run.epochs), out / "training", formats)
     return written

@@ -48,9 +48,15 @@ class WindowSummary:
     distance_end: float
     train_loss: float | None
     val_accuracy: float | None
+    # The window's last epoch when it spans several (a full-batch run: one update per epoch).
+    last_epoch: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def epochs_label(self) -> str:
+        return str(self.epoch) if self.last_epoch in (None, self.epoch) else f"{self.epoch}-{self.last_epoch}"
 
 
 def epoch_of_step(step: int, steps_per_epoch: int) -> int:
@@ -72,9 +78,13 @@ def _mean_sd(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 
 def summarize_window(
-    epoch: int, records: Sequence[Mapping[str, Any]], history_entry: Mapping[str, Any] | None = None
+    epoch: int,
+    records: Sequence[Mapping[str, Any]],
+    history_entry: Mapping[str, Any] | None = None,
+    last_epoch: int | None = None,
 ) -> WindowSummary:
-    """One window's statistics from its records (in step order) and that epoch's history entry."""
+    """One window's statistics from its records (in step order) and the history entry of its
+    end (``last_epoch``, when the window spans several epochs)."""
     if not records:
         raise ValueError(f"epoch {epoch} has no measured steps to summarise")
     ordered = sorted(records, key=lambda record: int(record["step"]))
@@ -103,6 +113,7 @@ def summarize_window(
         distance_end=float(ordered[-1]["distance_from_init"]),
         train_loss=entry.get("train_loss"),
         val_accuracy=entry.get("val_accuracy"),
+        last_epoch=last_epoch,
     )
 
 
@@ -111,12 +122,37 @@ def summarize_windows(
     history: Iterable[Mapping[str, Any]],
     steps_per_epoch: int,
 ) -> list[WindowSummary]:
-    """One ``WindowSummary`` per epoch that holds measured steps, in epoch order."""
+    """One ``WindowSummary`` per epoch that holds measured steps, in epoch order.
+
+    A full-batch run (one update per epoch) gets one per run of consecutive measured steps
+    instead, labelled with its first and last epoch: a window per update would say nothing
+    its records do not. Its history values are those of the last evaluated epoch in it.
+    """
+    entries = {int(entry["epoch"]): entry for entry in history}
+    if steps_per_epoch == 1:
+        return [_summarize_span(span, entries) for span in _consecutive_spans(records)]
     by_epoch: dict[int, list[Mapping[str, Any]]] = {}
     for record in records:
         by_epoch.setdefault(epoch_of_step(int(record["step"]), steps_per_epoch), []).append(record)
-    entries = {int(entry["epoch"]): entry for entry in history}
     return [summarize_window(epoch, by_epoch[epoch], entries.get(epoch)) for epoch in sorted(by_epoch)]
+
+
+def _consecutive_spans(records: Iterable[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    spans: list[list[Mapping[str, Any]]] = []
+    for record in sorted(records, key=lambda r: int(r["step"])):
+        if spans and int(record["step"]) == int(spans[-1][-1]["step"]) + 1:
+            spans[-1].append(record)
+        else:
+            spans.append([record])
+    return spans
+
+
+def _summarize_span(span: Sequence[Mapping[str, Any]], entries: Mapping[int, Mapping[str, Any]]) -> WindowSummary:
+    first, last = (epoch_of_step(int(span[i]["step"]), 1) for i in (0, -1))
+    evaluated = [
+        entries[e] for e in range(first, last + 1) if e in entries and entries[e].get("train_loss") is not None
+    ]
+    return summarize_window(first, span, evaluated[-1] if evaluated else None, last_epoch=last)
 
 
 # --------------------------------------------------------------------------------- table
@@ -158,7 +194,7 @@ def render_table(summaries: Sequence[WindowSummary]) -> str:
     """A fixed-width text table, one row per window (columns: ``TABLE_COLUMNS``)."""
     rows = [
         (
-            str(s.epoch),
+            s.epochs_label,
             str(s.steps),
             _mean_pm_sd(s.height_mean, s.height_sd),
             _number(s.height_se, 2),

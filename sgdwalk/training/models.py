@@ -14,7 +14,7 @@ Deviations, each needed for image sizes other than 32, are stated where they are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -335,7 +335,8 @@ class ConvNet(nn.Module):
         return logits
 
 
-_BUILDERS = {
+# Each takes the four shape arguments as keywords (the MLP also batch_norm and activation).
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "vgg11": VGG11,
     "resnet56": resnet56,

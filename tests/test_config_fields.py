@@ -1,0 +1,51 @@
+"""Config fields added after runs were first hashed: what they accept, and the hashes they keep."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from sgdwalk.training.config import ConfigError, WalkConfig
+
+ADDED_LATER = ("batch_norm", "activation", "evaluate_every_updates", "checkpoint_every_updates")
+WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
+
+
+def hash_without_the_new_fields(config: WalkConfig) -> str:
+    """The hash as it was computed before the fields of ``ADDED_LATER`` existed."""
+    relevant = {k: v for k, v in config.to_dict().items() if k not in (*WITHOUT_EFFECT, *ADDED_LATER)}
+    canonical = json.dumps(relevant, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+@pytest.mark.parametrize("changes", [{}, {"optimizer": "gd", "lr": 0.9}, {"arch": "vgg11", "data": "cifar10"}])
+def test_a_run_that_leaves_the_new_fields_alone_keeps_its_hash(changes: dict[str, object]) -> None:
+    config = WalkConfig(**changes)  # type: ignore[arg-type]  # keyword values of several types
+    assert config.result_hash == hash_without_the_new_fields(config)
+
+
+@pytest.mark.parametrize("changes", [{"batch_norm": False}, {"activation": "tanh"}, {"evaluate_every_updates": 10}])
+def test_changing_a_new_field_that_changes_the_records_changes_the_hash(changes: dict[str, object]) -> None:
+    assert WalkConfig(**changes).result_hash != WalkConfig().result_hash  # type: ignore[arg-type]
+
+
+def test_the_checkpoint_cadence_does_not_change_the_hash() -> None:
+    assert WalkConfig(checkpoint_every_updates=7).result_hash == WalkConfig().result_hash
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"arch": "vgg11", "batch_norm": False}, "batch_norm and activation can be changed for mlp only"),
+        ({"arch": "convnet", "activation": "tanh"}, "batch_norm and activation can be changed for mlp only"),
+        ({"activation": "gelu"}, "activation must be one of relu, tanh"),
+        ({"batch_norm": "no"}, "batch_norm must be true or false"),
+        ({"evaluate_every_updates": 0}, "evaluate_every_updates must be positive"),
+        ({"checkpoint_every_updates": 2.5}, "checkpoint_every_updates must be an integer"),
+    ],
+)
+def test_bad_values_of_the_new_fields_are_refused_by_name(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WalkConfig(**changes)  # type: ignore[arg-type]
