@@ -1,4 +1,4 @@
-"""Claims C1-C10 on Fashion-MNIST on the CPU: the claims table at the ``real`` profile.
+"""Claims C1-C11 and X1 on Fashion-MNIST on the CPU: the claims table at the ``real`` profile.
 
 One test per check and part (``profiles.REAL_PARTS``: the MLP and a half-width conv net).
 Slow (minutes): runs only with ``--runslow``. Needs Fashion-MNIST (Debian's
