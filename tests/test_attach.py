@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -146,11 +147,11 @@ def test_a_step_with_a_closure_is_refused_with_the_way_out() -> None:
     model, optimizer, tracker, inputs, targets = _tiny()
     tracker.attach(optimizer)
 
-    def closure() -> torch.Tensor:
+    def closure() -> float:
         optimizer.zero_grad()
         loss = nn.functional.cross_entropy(model(inputs), targets)
         loss.backward()
-        return loss
+        return float(loss)
 
     with pytest.raises(RuntimeError, match=r"with tracker\.step"):
         optimizer.step(closure)
@@ -174,7 +175,9 @@ def test_a_failed_step_is_forgotten_and_the_next_one_measured() -> None:
 
 def test_the_learning_rate_is_the_groups_common_one() -> None:
     first, second = nn.Linear(2, 2), nn.Linear(2, 2)
-    same = torch.optim.SGD([{"params": first.parameters()}, {"params": second.parameters()}], lr=0.3)
+    groups: list[dict[str, Any]] = [{"params": first.parameters()}, {"params": second.parameters()}]
+    same = torch.optim.SGD(groups, lr=0.3)
     assert learning_rate_of(same) == 0.3
-    differing = torch.optim.SGD([{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.1}], lr=0.3)
+    groups = [{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.1}]
+    differing = torch.optim.SGD(groups, lr=0.3)
     assert learning_rate_of(differing) is None, "two learning rates: the record cannot hold one"
