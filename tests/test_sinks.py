@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,30 @@ def test_a_missing_extra_names_the_extra_to_install() -> None:
         require("sgdwalk_no_such_library.sub", extra="tensorboard", needed_by="TensorBoardSink")
     assert isinstance(caught.value, ImportError)
     assert "'sgdwalk_no_such_library'" in str(caught.value)
+
+
+def test_without_the_optional_libraries_sgdwalk_imports_and_each_integration_names_its_extra() -> None:
+    """In a fresh interpreter where tensorboard, mlflow and lightning cannot be imported."""
+    code = """
+import sys
+for name in ("tensorboard", "mlflow", "lightning"):
+    sys.modules[name] = None  # `import name` now raises ModuleNotFoundError
+import sgdwalk, sgdwalk.integrations.lightning_callback as lightning_callback
+from sgdwalk.integrations.optional import MissingExtraError
+from sgdwalk.integrations.tensorboard_sink import TensorBoardSink
+from sgdwalk.integrations.mlflow_sink import MlflowSink
+for make in (lambda: TensorBoardSink("tb"), lambda: MlflowSink("sqlite:///m.db"),
+             lambda: lightning_callback.LightningWalkCallback(None)):
+    try:
+        make()
+    except MissingExtraError as error:
+        print(error)
+"""
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]
+    )
+    assert completed.stdout.splitlines() == [
+        "TensorBoardSink needs the 'tensorboard' package: pip install 'sgdwalk[tensorboard]'",
+        "MlflowSink needs the 'mlflow' package: pip install 'sgdwalk[mlflow]'",
+        "LightningWalkCallback needs the 'lightning' package: pip install 'sgdwalk[lightning]'",
+    ]
