@@ -11,6 +11,7 @@ data loader's seed per epoch) cannot move the training.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +48,9 @@ TRACKER_OPTIONS: dict[str, Any] = {"num_alphas": 4, "weight_decay": WEIGHT_DECAY
 class Classifier(lightning.LightningModule):
     """A two-layer tanh classifier trained with SGD on mean cross-entropy."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, lr: float = LR) -> None:
         super().__init__()
+        self.lr = lr
         torch.manual_seed(seed)
         self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
 
@@ -63,7 +65,7 @@ class Classifier(lightning.LightningModule):
         return self.loss(batch)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
 
 def data() -> tuple[DataLoader[tuple[torch.Tensor, ...]], MeasurementSet]:
@@ -141,3 +143,16 @@ def test_records_reach_the_trainers_logger(plain: tuple[Classifier, list[StepRec
     for row, record in zip(rows, expected, strict=True):
         logged = {name: float(text) for name, text in row.items() if name.startswith("sgdwalk/") and text}
         assert logged == flat_metrics(record, "sgdwalk/")
+
+
+def test_a_diverged_walk_stops_the_trainer() -> None:
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
+
+    loader, measurement = data()
+    callback = LightningWalkCallback(measurement, **TRACKER_OPTIONS)
+    fit = trainer(callbacks=[callback])
+    # A learning rate no network survives: the parameters overflow within a few steps.
+    fit.fit(Classifier(seed=0, lr=1e30), loader)
+    assert callback.tracker is not None and callback.tracker.diverged
+    assert fit.global_step < STEPS, "the trainer went on after the walk diverged"
+    assert all(math.isfinite(r.loss_end) for r in callback.tracker.close())

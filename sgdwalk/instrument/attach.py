@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from sgdwalk.instrument.record import StepRecord
+
 if TYPE_CHECKING:
     from sgdwalk.instrument.tracker import WalkTracker
 
@@ -31,6 +33,22 @@ def learning_rate_of(optimizer: torch.optim.Optimizer) -> float | None:
     the groups differ (a record holds one learning rate) or have none."""
     rates = {float(group["lr"]) for group in optimizer.param_groups if "lr" in group}
     return rates.pop() if len(rates) == 1 else None
+
+
+def begin_step(tracker: WalkTracker, optimizer: torch.optim.Optimizer, loss: float | torch.Tensor | None) -> None:
+    """``before_step`` as a hook calls it: nothing once the tracker is closed (training goes on
+    unmeasured), and a step begun but never ended (its ``optimizer.step()`` raised, or a
+    gradient scaler skipped it) forgotten first."""
+    if tracker._closed:
+        return
+    if tracker._in_step:
+        tracker._forget_step()
+    tracker.before_step(minibatch_loss=loss, lr=learning_rate_of(optimizer))
+
+
+def end_step(tracker: WalkTracker) -> list[StepRecord]:
+    """``after_step`` as a hook calls it: the records it completed, none when no step was begun."""
+    return tracker.after_step() if tracker._in_step else []
 
 
 def _has_closure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -56,20 +74,15 @@ class OptimizerAttachment:
     def _before(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         tracker = self.tracker
         loss, tracker._noted_loss = tracker._noted_loss, None
-        if tracker._closed:
-            return  # a closed tracker measures no more; training goes on untouched
-        if _has_closure(args, kwargs):
+        if _has_closure(args, kwargs) and not tracker._closed:
             raise RuntimeError(
                 "an attached tracker cannot measure optimizer.step(closure): the gradient is made inside "
                 "the step, after the hook; use `with tracker.step(...)` around the step instead"
             )
-        if tracker._in_step:
-            tracker._forget_step()  # the previous optimizer.step() raised before its post-hook
-        tracker.before_step(minibatch_loss=loss, lr=learning_rate_of(optimizer))
+        begin_step(tracker, optimizer, loss)
 
     def _after(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if self.tracker._in_step:
-            self.tracker.after_step()
+        end_step(self.tracker)
 
     def remove(self) -> None:
         """Detach: the optimizer's steps are no longer measured. Safe to call twice."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from sgdwalk.instrument.attach import learning_rate_of
+from sgdwalk.instrument.attach import begin_step, end_step
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.tracker import WalkTracker
@@ -103,13 +103,8 @@ class LightningWalkCallback(Callback):
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        tracker = self._started()
         loss, self._loss = self._loss, None
-        if tracker._closed:
-            return
-        if tracker._in_step:
-            tracker._forget_step()  # the last step was skipped (a gradient scaler found an inf)
-        tracker.before_step(minibatch_loss=loss, lr=learning_rate_of(optimizer))
+        begin_step(self._started(), optimizer, loss)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._detach()
@@ -126,9 +121,7 @@ class LightningWalkCallback(Callback):
     def _after_step_of(self, trainer: pl.Trainer) -> Callable[[torch.optim.Optimizer, Any, Any], None]:
         def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             tracker = self._started()
-            if not tracker._in_step:
-                return
-            for record in tracker.after_step():
+            for record in end_step(tracker):
                 self._log(trainer, record)
             if tracker.diverged and self.stop_when_diverged:
                 trainer.should_stop = True
