@@ -1,12 +1,16 @@
 """Benchmarks report ratios measured side by side in one run, not absolute times alone.
 
-Each benchmark stores its median under (group, method); at the end of the session the ratio
-of every method to its group's reference method is printed.
+Each benchmark stores its median under (group, method) with ``remember``; once its group's
+reference method has run, every benchmark of the group carries its ratio to the reference in
+its ``extra_info`` (so ``--benchmark-autosave``, ``--benchmark-json`` and
+``--benchmark-compare`` keep and show them), and at the end of the session the ratios are
+printed. The goals are asserted by the benchmarks themselves (``record_goal``).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import pytest
 import torch
@@ -39,3 +43,29 @@ def median_seconds(benchmark: BenchmarkFixture) -> float:
     """The median of a benchmark that has run (pytest-benchmark fills ``stats`` after a run)."""
     assert benchmark.stats is not None, "the benchmark has not run"
     return float(benchmark.stats.stats.median)
+
+
+# group -> method -> that benchmark's extra_info (pytest-benchmark saves the dict as it is at
+# the session's end, so a ratio added after the benchmark ran is saved with it).
+EXTRA_INFOS: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+
+
+def remember(benchmark: BenchmarkFixture, group: str, method: str, median: float | None = None) -> None:
+    """Store the median (default: the benchmark's own) and give every benchmark of ``group``
+    that has run its ratio to the group's reference, once the reference has run."""
+    MEDIANS[group][method] = median_seconds(benchmark) if median is None else median
+    EXTRA_INFOS[group][method] = benchmark.extra_info
+    reference = MEDIANS[group].get("reference")
+    if not reference:
+        return
+    for name, info in EXTRA_INFOS[group].items():
+        info.update(
+            median_seconds=MEDIANS[group][name],
+            reference_median_seconds=reference,
+            ratio_to_reference=MEDIANS[group][name] / reference,
+        )
+
+
+def record_goal(group: str, method: str, goal: str, met: bool) -> None:
+    """Write the goal and whether it was met into the benchmark's extra_info, before asserting it."""
+    EXTRA_INFOS[group][method].update(goal=goal, goal_met=met)

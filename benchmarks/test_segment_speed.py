@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
 
-from benchmarks.conftest import EXTRAS, MEDIANS, median_seconds
+from benchmarks.conftest import EXTRAS, MEDIANS, record_goal, remember
 from sgdwalk.instrument.batchnorm import measuring
 from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, segment_losses
 from sgdwalk.instrument.segment import alpha_grid
@@ -135,7 +135,7 @@ def test_segment_measurement(
     }
     benchmark.group = group
     benchmark.pedantic(runs[method], rounds=3, warmup_rounds=1)
-    MEDIANS[group][method] = median_seconds(benchmark)
+    remember(benchmark, group, method)
     if method in ("sgdwalk", "reference"):
         EXTRAS[group][f"peak MiB, {method}"] = f"{_peak_memory_mib(method, arch, channels, size, width):.1f}"
         _check_goal(group)
@@ -154,4 +154,6 @@ def _check_goal(group: str) -> None:
     ratio = medians["sgdwalk"] / medians["reference"]
     bound, reachable = RATIO_GOALS[group]
     met = ratio <= bound if reachable else ratio < bound
-    assert met, f"{group}: sgdwalk at {ratio:.3f}x the reference, goal {'≤' if reachable else '<'} {bound}x"
+    goal = f"sgdwalk / reference {'<=' if reachable else '<'} {bound}"
+    record_goal(group, "sgdwalk", goal, met)
+    assert met, f"{group}: sgdwalk at {ratio:.3f}x the reference, goal {goal}"

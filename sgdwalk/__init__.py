@@ -12,9 +12,13 @@ from typing import Any as _Any
 _EXPORTS: dict[str, str] = {
     "BATCHNORM_MODES": "sgdwalk.instrument.batchnorm",
     "BatchNormMode": "sgdwalk.instrument.batchnorm",
+    "CsvSink": "sgdwalk.integrations.csv_sink",
     "DEFAULT_NUM_ALPHAS": "sgdwalk.instrument.segment",
+    "LightningWalkCallback": "sgdwalk.integrations.lightning_callback",
     "MeasurementSchedule": "sgdwalk.instrument.schedule",
     "MeasurementSet": "sgdwalk.instrument.measurement",
+    "MetricsSink": "sgdwalk.integrations.metrics",
+    "MlflowSink": "sgdwalk.integrations.mlflow_sink",
     "NoisyGD": "sgdwalk.training.optim",
     "ParameterLayout": "sgdwalk.instrument.measurement",
     "PrecisionTarget": "sgdwalk.instrument.sampling",
@@ -22,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "SegmentSummary": "sgdwalk.instrument.segment",
     "SgdwalkError": "sgdwalk.base.errors",
     "StepRecord": "sgdwalk.instrument.record",
+    "TensorBoardSink": "sgdwalk.integrations.tensorboard_sink",
     "WalkTracker": "sgdwalk.instrument.tracker",
     "alpha_grid": "sgdwalk.instrument.segment",
     "cosine": "sgdwalk.instrument.geometry",
@@ -30,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     "every_kth": "sgdwalk.instrument.schedule",
     "every_step": "sgdwalk.instrument.schedule",
     "flat_gradient": "sgdwalk.instrument.geometry",
+    "flat_metrics": "sgdwalk.integrations.metrics",
     "flat_parameters": "sgdwalk.instrument.geometry",
     "full_batch_gradient_": "sgdwalk.training.optim",
     "gradient_coordinate_variance": "sgdwalk.training.optim",
@@ -64,6 +70,11 @@ if _TYPE_CHECKING:
     from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, summarize_segment
     from sgdwalk.instrument.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
     from sgdwalk.instrument.tracker import WalkTracker
+    from sgdwalk.integrations.csv_sink import CsvSink
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
+    from sgdwalk.integrations.metrics import MetricsSink, flat_metrics
+    from sgdwalk.integrations.mlflow_sink import MlflowSink
+    from sgdwalk.integrations.tensorboard_sink import TensorBoardSink
     from sgdwalk.training.optim import (
         NoisyGD,
         full_batch_gradient_,
@@ -90,9 +101,13 @@ __version__ = "0.1.0"
 __all__ = [
     "BATCHNORM_MODES",
     "BatchNormMode",
+    "CsvSink",
     "DEFAULT_NUM_ALPHAS",
+    "LightningWalkCallback",
     "MeasurementSchedule",
     "MeasurementSet",
+    "MetricsSink",
+    "MlflowSink",
     "NoisyGD",
     "ParameterLayout",
     "PrecisionTarget",
@@ -100,6 +115,7 @@ __all__ = [
     "SegmentSummary",
     "SgdwalkError",
     "StepRecord",
+    "TensorBoardSink",
     "WalkTracker",
     "__version__",
     "alpha_grid",
@@ -109,6 +125,7 @@ __all__ = [
     "every_kth",
     "every_step",
     "flat_gradient",
+    "flat_metrics",
     "flat_parameters",
     "full_batch_gradient_",
     "gradient_coordinate_variance",

@@ -50,6 +50,11 @@ def test_the_layers_of_the_tree_are_kept() -> None:
         ("sgdwalk/training/lr_schedules.py", "from sgdwalk.runs import runlog"),
         ("sgdwalk/runs/summary.py", "from sgdwalk.claims import statistics"),
         ("landscapes/valley.py", "import sgdwalk.runs.runner"),
+        ("sgdwalk/instrument/tracker.py", "import sgdwalk.integrations.metrics"),
+        ("sgdwalk/integrations/metrics.py", "import sgdwalk.runs.runner"),
+        # training and integrations are independent siblings: neither imports the other.
+        ("sgdwalk/integrations/csv_sink.py", "import sgdwalk.training.config"),
+        ("sgdwalk/training/optim.py", "import sgdwalk.integrations.metrics"),
     ],
 )
 def test_an_upward_import_breaks_the_rule(tmp_path: Path, module: str, upward_import: str) -> None:

@@ -14,6 +14,12 @@ import pytest
 import sgdwalk
 
 PUBLIC_NAMES = {
+    "CsvSink",
+    "LightningWalkCallback",
+    "MetricsSink",
+    "MlflowSink",
+    "TensorBoardSink",
+    "flat_metrics",
     "BATCHNORM_MODES",
     "BatchNormMode",
     "DEFAULT_NUM_ALPHAS",

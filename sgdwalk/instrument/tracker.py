@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sgdwalk.instrument.attach import OptimizerAttachment
 from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
@@ -186,11 +187,36 @@ class WalkTracker:
         try:
             yield
         except BaseException:
-            # The optimizer step failed: forget the half-begun step so the tracker stays usable.
-            self._in_step = False
-            self._start = self._gradient = None
+            self._forget_step()
             raise
         self.after_step()
+
+    def _forget_step(self) -> None:
+        """The optimizer step failed: forget the half-begun step so the tracker stays usable."""
+        self._in_step = False
+        self._start = self._gradient = None
+
+    # ------------------------------------------------------------------ optimizer hooks
+    # Set by attach / note_loss only (class defaults: __init__ stays as it is).
+    _attachment: OptimizerAttachment | None = None
+    _noted_loss: float | torch.Tensor | None = None
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> OptimizerAttachment:
+        """Measure every ``optimizer.step()`` through the optimizer's step hooks, no ``with``
+        block needed; ``lr`` is read from its parameter groups, the minibatch loss from
+        ``note_loss``. Returns the attachment: ``.remove()`` detaches (see ``attach.py``)."""
+        if self._attachment is not None and self._attachment.attached:
+            raise RuntimeError("the tracker is already attached to an optimizer: remove() that attachment first")
+        self._attachment = OptimizerAttachment(self, optimizer)
+        return self._attachment
+
+    def note_loss(self, minibatch_loss: float | torch.Tensor) -> None:
+        """The minibatch loss of the attached optimizer's next step (optional; kept in the record)."""
+        if self._attachment is None or not self._attachment.attached:
+            raise RuntimeError(
+                "note_loss is for a tracker attached to an optimizer; `with tracker.step(minibatch_loss=...)` takes it"
+            )
+        self._noted_loss = minibatch_loss
 
     def close(self) -> list[StepRecord]:
         """Return all records; the tracker takes no more steps. (Every record is complete as

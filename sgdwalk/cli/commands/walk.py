@@ -12,7 +12,7 @@ import datetime as _datetime
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from sgdwalk.training.config import (
@@ -24,6 +24,10 @@ from sgdwalk.training.config import (
     field_default,
     read_config_file,
 )
+
+if TYPE_CHECKING:
+    from sgdwalk.instrument.record import StepRecord
+    from sgdwalk.integrations.metrics import MetricsSink
 
 # Where runs go when --out is not given (relative to the working directory).
 DEFAULT_RUNS_ROOT: Final = Path("runs")
@@ -270,11 +274,18 @@ def add_parser(subparsers: Any) -> None:
         help="continue the run in DIR from its last checkpoint, with its own config (no other settings)",
     )
     files.add_argument("--no-figures", dest="figures", action="store_false", help="do not draw the figures at the end")
+    files.add_argument(
+        "--log-to",
+        metavar="KIND:WHERE",
+        action="append",
+        help="also log each record's numbers to csv:FILE, tensorboard:DIR or mlflow:URI (repeatable; "
+        "the last two need the extras sgdwalk[tensorboard] / sgdwalk[mlflow]) (default: none)",
+    )
     parser.set_defaults(func=run_walk_command, _parser=parser)
 
 
 # ---------------------------------------------------------------------- running
-_NON_CONFIG_KEYS: Final = frozenset({"func", "_parser", "config", "resume", "figures", "command"})
+_NON_CONFIG_KEYS: Final = frozenset({"func", "_parser", "config", "resume", "figures", "command", "log_to"})
 
 
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -323,6 +334,32 @@ def _draw_figures(run_dir: Path) -> list[Path] | None:
     return list(plot_run(run_dir))
 
 
+def _open_sinks(args: argparse.Namespace, run_name: str) -> list[MetricsSink]:
+    """The ``--log-to`` sinks, opened now (a bad one fails before any training)."""
+    from sgdwalk.integrations.sink_spec import open_sink
+
+    sinks: list[MetricsSink] = []
+    try:
+        for spec in args.__dict__.get("log_to") or []:
+            sinks.append(open_sink(spec, run_name=run_name))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
+
+
+def _fan_out(sinks: list[MetricsSink]) -> Callable[[StepRecord], None] | None:
+    if not sinks:
+        return None
+
+    def log(record: StepRecord) -> None:
+        for sink in sinks:
+            sink(record)
+
+    return log
+
+
 def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.base.errors import SgdwalkError
     from sgdwalk.runs.runner import resume_walk, run_walk
@@ -333,17 +370,26 @@ def run_walk_command(args: argparse.Namespace) -> int:
         extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
         if extra:
             parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
+    sinks: list[MetricsSink] = []
     try:
         if args.__dict__.get("resume") is not None:
             progress = args.__dict__.get("progress")
-            result = resume_walk(Path(args.resume), progress=progress, on_start=_announce("resuming"))
+            sinks = _open_sinks(args, Path(args.resume).name)
+            result = resume_walk(
+                Path(args.resume), progress=progress, on_start=_announce("resuming"), on_record=_fan_out(sinks)
+            )
         else:
-            result = run_walk(build_config(args), on_start=_announce("run directory:"))
-    except SgdwalkError as error:  # a bad config, a data set not found, an unusable run directory
+            config = build_config(args)
+            sinks = _open_sinks(args, Path(str(config.out_dir)).name)
+            result = run_walk(config, on_start=_announce("run directory:"), on_record=_fan_out(sinks))
+    except SgdwalkError as error:  # a bad config, a data set not found, an unusable run directory, --log-to
         return usage_error("walk", error)
     except KeyboardInterrupt:
         print("\nsgdwalk walk: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        for sink in sinks:
+            sink.close()
 
     print(render_table(result.windows), end="")
     run_dir = result.run_dir

@@ -1,0 +1,101 @@
+"""A tracker attached to an optimizer: its step hooks stand in for ``with tracker.step()``.
+
+    tracker.attach(optimizer)
+    for inputs, targets in batches:
+        optimizer.zero_grad()
+        loss = criterion(model(inputs), targets)
+        loss.backward()
+        tracker.note_loss(loss)  # optional: the minibatch loss in the records
+        optimizer.step()
+
+torch calls the pre-hook inside ``optimizer.step()`` before the update and the post-hook
+right after it: the same two moments as ``before_step`` / ``after_step``, so the records are
+those of the ``with`` block (tested bitwise). The learning rate is read from the
+optimizer's parameter groups at the pre-hook.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.hooks import RemovableHandle
+
+from sgdwalk.instrument.record import StepRecord
+
+if TYPE_CHECKING:
+    from sgdwalk.instrument.tracker import WalkTracker
+
+
+def learning_rate_of(optimizer: torch.optim.Optimizer) -> float | None:
+    """The learning rate the optimizer's next step uses: its groups' common ``lr``; None when
+    the groups differ (a record holds one learning rate) or have none."""
+    rates = {float(group["lr"]) for group in optimizer.param_groups if "lr" in group}
+    return rates.pop() if len(rates) == 1 else None
+
+
+def begin_step(tracker: WalkTracker, optimizer: torch.optim.Optimizer, loss: float | torch.Tensor | None) -> None:
+    """``before_step`` as a hook calls it: nothing once the tracker is closed (training goes on
+    unmeasured), and a step begun but never ended (its ``optimizer.step()`` raised, or a
+    gradient scaler skipped it) forgotten first."""
+    if tracker._closed:
+        return
+    if tracker._in_step:
+        tracker._forget_step()
+    tracker.before_step(minibatch_loss=loss, lr=learning_rate_of(optimizer))
+
+
+def end_step(tracker: WalkTracker) -> list[StepRecord]:
+    """``after_step`` as a hook calls it: the records it completed, none when no step was begun."""
+    return tracker.after_step() if tracker._in_step else []
+
+
+def _has_closure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    # torch hands the hook step's arguments with the optimizer itself first.
+    return any(callable(value) for value in (*args[1:], *kwargs.values()))
+
+
+class OptimizerAttachment:
+    """The two hooks of ``WalkTracker.attach``; ``remove()`` (or leaving a ``with`` block) detaches."""
+
+    def __init__(self, tracker: WalkTracker, optimizer: torch.optim.Optimizer) -> None:
+        self.tracker = tracker
+        self.optimizer = optimizer
+        self._handles: list[RemovableHandle] = [
+            optimizer.register_step_pre_hook(self._before),
+            optimizer.register_step_post_hook(self._after),
+        ]
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._handles)
+
+    def _before(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        tracker = self.tracker
+        loss, tracker._noted_loss = tracker._noted_loss, None
+        if _has_closure(args, kwargs) and not tracker._closed:
+            raise RuntimeError(
+                "an attached tracker cannot measure optimizer.step(closure): the gradient is made inside "
+                "the step, after the hook; use `with tracker.step(...)` around the step instead"
+            )
+        begin_step(tracker, optimizer, loss)
+
+    def _after(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        end_step(self.tracker)
+
+    def remove(self) -> None:
+        """Detach: the optimizer's steps are no longer measured. Safe to call twice."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        if self.tracker._attachment is self:
+            self.tracker._attachment = None
+
+    def __enter__(self) -> OptimizerAttachment:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.remove()

@@ -1,0 +1,141 @@
+"""A Lightning callback that measures the walk of a ``LightningModule`` (extra ``lightning``).
+
+    callback = LightningWalkCallback(measurement, schedule=sgdwalk.windows([(0, 100)]))
+    trainer = lightning.Trainer(callbacks=[callback])
+    trainer.fit(module, train_loader)
+    records = callback.tracker.close()
+
+Lightning runs the forward and backward inside ``optimizer.step(closure)``, so the
+optimizer's step pre-hook (``WalkTracker.attach``) comes before the gradient exists. The
+callback uses the moments Lightning gives instead: ``on_before_backward`` for the minibatch
+loss, ``on_before_optimizer_step`` (gradient made, parameters not yet updated) for
+``before_step``, and the optimizer's step post-hook (parameters updated) for ``after_step``.
+The tracker is built at ``on_train_start``, once Lightning has put the module on its device:
+the measurement set must be on that device too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.hooks import RemovableHandle
+
+from sgdwalk.instrument.attach import begin_step, end_step
+from sgdwalk.instrument.measurement import MeasurementSet
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.integrations.metrics import flat_metrics
+from sgdwalk.integrations.optional import MissingExtraError
+
+DEFAULT_PREFIX = "sgdwalk/"
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+    from lightning.pytorch import Callback
+else:
+    try:
+        from lightning.pytorch import Callback
+    except ModuleNotFoundError as missing:
+        if missing.name is None or missing.name.partition(".")[0] != "lightning":
+            raise  # something else missing inside an installed lightning: not ours to explain
+        _MISSING = missing
+
+        class Callback:
+            """Stands in for ``lightning.pytorch.Callback`` when lightning is not installed."""
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                raise MissingExtraError(
+                    "LightningWalkCallback needs the 'lightning' package: pip install 'sgdwalk[lightning]'"
+                ) from _MISSING
+
+
+class LightningWalkCallback(Callback):
+    """Measures every optimizer step of ``Trainer.fit`` with a ``WalkTracker``.
+
+    Args:
+        measurement: the fixed set the losses are measured on (on the module's device).
+        log_to_loggers: also log each record's ``flat_metrics`` to the trainer's loggers
+            (TensorBoard, CSV, W&B, MLflow: whatever ``Trainer(logger=...)`` has) at its step.
+        prefix: put before every logged metric name (default "sgdwalk/").
+        stop_when_diverged: ask the trainer to stop once the tracker has seen a divergence.
+        **tracker_options: passed to ``WalkTracker`` (schedule, num_alphas, weight_decay, ...).
+
+    ``tracker`` is the ``WalkTracker`` (None before training starts); ``tracker.close()``
+    gives its records. With gradient accumulation the minibatch loss is the sum of the losses
+    Lightning back-propagated since the last step (each already divided by the accumulation
+    count, so the mean over the accumulated batch).
+    """
+
+    def __init__(
+        self,
+        measurement: MeasurementSet,
+        *,
+        log_to_loggers: bool = True,
+        prefix: str = DEFAULT_PREFIX,
+        stop_when_diverged: bool = True,
+        **tracker_options: Any,
+    ) -> None:
+        super().__init__()
+        self.measurement = measurement
+        self.log_to_loggers = log_to_loggers
+        self.prefix = prefix
+        self.stop_when_diverged = stop_when_diverged
+        self.tracker_options = tracker_options
+        self.tracker: WalkTracker | None = None
+        self._loss: torch.Tensor | None = None
+        self._handle: RemovableHandle | None = None
+
+    # ------------------------------------------------------------------ Lightning's hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if len(trainer.optimizers) != 1:
+            raise ValueError(
+                f"LightningWalkCallback measures the steps of one optimizer; this module has {len(trainer.optimizers)}"
+            )
+        if self.tracker is None:
+            self.tracker = WalkTracker(pl_module, self.measurement, **self.tracker_options)
+        self._handle = trainer.optimizers[0].register_step_post_hook(self._after_step_of(trainer))
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        self._loss = loss.detach() if self._loss is None else self._loss + loss.detach()
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        loss, self._loss = self._loss, None
+        begin_step(self._started(), optimizer, loss)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._detach()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._detach()  # also when fit ended by an exception
+
+    # ------------------------------------------------------------------------ internals
+    def _started(self) -> WalkTracker:
+        if self.tracker is None:
+            raise RuntimeError("LightningWalkCallback: an optimizer step before on_train_start")
+        return self.tracker
+
+    def _after_step_of(self, trainer: pl.Trainer) -> Callable[[torch.optim.Optimizer, Any, Any], None]:
+        def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            tracker = self._started()
+            for record in end_step(tracker):
+                self._log(trainer, record)
+            if tracker.diverged and self.stop_when_diverged:
+                trainer.should_stop = True
+
+        return after_step
+
+    def _log(self, trainer: pl.Trainer, record: StepRecord) -> None:
+        if not self.log_to_loggers:
+            return
+        metrics = flat_metrics(record, self.prefix)
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=record.step)
+
+    def _detach(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None

@@ -1,0 +1,158 @@
+"""``LightningWalkCallback`` under a real ``lightning.Trainer`` on the CPU: the records equal,
+bitwise, those of the same module trained by a plain loop with the same seed.
+
+Bitwise, not to a tolerance: on one CPU device Lightning's automatic optimization does what
+the plain loop does (forward, mean cross-entropy, backward, ``SGD.step``) in the same order
+on the same batches, and the tracker reads the same parameters and gradients at the same
+moments. The module has no dropout, so Lightning's own draws from torch's random stream (a
+data loader's seed per epoch) cannot move the training.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from sgdwalk.instrument.measurement import MeasurementSet
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.schedule import windows
+from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.integrations.metrics import flat_metrics
+from tests.helpers import classification_data
+from tests.integration_helpers import optional_library
+
+if TYPE_CHECKING:
+    import lightning
+else:
+    lightning = optional_library("lightning", "lightning")
+
+# The one warning Lightning 2.6 raises here: its combined loader builds torch's pytree
+# LeafSpec, which torch 2.14 deprecates. Inside Lightning; nothing this test or sgdwalk calls.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning")
+
+TRAIN_SIZE, MEASURE_SIZE, BATCH, EPOCHS = 48, 32, 8, 2
+LR, MOMENTUM, WEIGHT_DECAY = 0.3, 0.9, 0.01
+STEPS = EPOCHS * TRAIN_SIZE // BATCH
+# Across the epoch boundary (step 6), with unmeasured steps between the windows.
+SCHEDULE = [(0, 3), (5, 8), (10, 12)]
+TRACKER_OPTIONS: dict[str, Any] = {"num_alphas": 4, "weight_decay": WEIGHT_DECAY, "sharpness_every": 5}
+
+
+class Classifier(lightning.LightningModule):
+    """A two-layer tanh classifier trained with SGD on mean cross-entropy."""
+
+    def __init__(self, seed: int, lr: float = LR) -> None:
+        super().__init__()
+        self.lr = lr
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
+    def loss(self, batch: list[torch.Tensor]) -> torch.Tensor:
+        inputs, targets = batch
+        return nn.functional.cross_entropy(self(inputs), targets)
+
+    def training_step(self, batch: list[torch.Tensor], batch_index: int) -> torch.Tensor:
+        return self.loss(batch)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
+def data() -> tuple[DataLoader[tuple[torch.Tensor, ...]], MeasurementSet]:
+    inputs, targets = classification_data(0, TRAIN_SIZE)
+    loader = DataLoader(TensorDataset(inputs, targets), batch_size=BATCH, shuffle=False)
+    return loader, MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE], chunk_size=16)
+
+
+def plain_loop(seed: int) -> tuple[Classifier, list[StepRecord]]:
+    module = Classifier(seed)
+    loader, measurement = data()
+    optimizer = module.configure_optimizers()
+    tracker = WalkTracker(module, measurement, schedule=windows(SCHEDULE), **TRACKER_OPTIONS)
+    module.train()
+    for _ in range(EPOCHS):
+        for batch in loader:
+            optimizer.zero_grad()
+            loss = module.loss(batch)
+            loss.backward()
+            with tracker.step(minibatch_loss=loss, lr=optimizer.param_groups[0]["lr"]):
+                optimizer.step()
+    return module, tracker.close()
+
+
+def trainer(**options: Any) -> lightning.Trainer:
+    settings = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": EPOCHS,
+        "enable_checkpointing": False,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        **options,
+    }
+    return lightning.Trainer(**settings)
+
+
+def lightning_fit(seed: int, **trainer_options: Any) -> tuple[Classifier, list[StepRecord]]:
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
+
+    module = Classifier(seed)
+    loader, measurement = data()
+    callback = LightningWalkCallback(measurement, schedule=windows(SCHEDULE), **TRACKER_OPTIONS)
+    trainer(callbacks=[callback], **trainer_options).fit(module, loader)
+    assert callback.tracker is not None
+    return module, callback.tracker.close()
+
+
+@pytest.fixture(scope="module")
+def plain() -> tuple[Classifier, list[StepRecord]]:
+    return plain_loop(seed=0)
+
+
+def test_lightning_records_equal_the_plain_loops_bitwise(plain: tuple[Classifier, list[StepRecord]]) -> None:
+    plain_module, expected = plain
+    module, actual = lightning_fit(seed=0)
+    assert [r.step for r in expected] == [0, 1, 2, 5, 6, 7, 10, 11]
+    assert sum(r.sharpness is not None for r in expected) == 3  # steps 0, 5, 10
+    assert actual == expected  # dataclass equality: every float compared with ==
+    for name, value in plain_module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), f"{name}: Lightning trained another model"
+
+
+def test_records_reach_the_trainers_logger(plain: tuple[Classifier, list[StepRecord]], tmp_path: Path) -> None:
+    """Lightning's own CSVLogger, read back with the csv module: each record's metrics at its step."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path, name="walk", version=0)
+    lightning_fit(seed=0, logger=logger, log_every_n_steps=1)
+    with (tmp_path / "walk" / "version_0" / "metrics.csv").open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("sgdwalk/loss_start")]
+    _, expected = plain
+    assert [int(row["step"]) for row in rows] == [r.step for r in expected]
+    for row, record in zip(rows, expected, strict=True):
+        logged = {name: float(text) for name, text in row.items() if name.startswith("sgdwalk/") and text}
+        assert logged == flat_metrics(record, "sgdwalk/")
+
+
+def test_a_diverged_walk_stops_the_trainer() -> None:
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
+
+    loader, measurement = data()
+    callback = LightningWalkCallback(measurement, **TRACKER_OPTIONS)
+    fit = trainer(callbacks=[callback])
+    # A learning rate no network survives: the parameters overflow within a few steps.
+    fit.fit(Classifier(seed=0, lr=1e30), loader)
+    assert callback.tracker is not None and callback.tracker.diverged
+    assert fit.global_step < STEPS, "the trainer went on after the walk diverged"
+    assert all(math.isfinite(r.loss_end) for r in callback.tracker.close())
