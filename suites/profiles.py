@@ -9,8 +9,10 @@ seeds and setting names, never what a claim compares or its bound.
 - ``real``: the CPU tier (``pytest suites/real --runslow``): the MLP and a half-width conv net
   on the first 5,000 Fashion-MNIST images, a measurement set of 1,000 of them (the paper
   measures on all 45k), 200 SGD updates (the conv net 100) with an early and a late window
-  measured, three seeds. The conv net runs four checks (a conv forward costs several times
-  the MLP's).
+  measured, three seeds (five for the checks three seeds left undecided, ``more_seeds``).
+  The MLP also runs C11 (the Appendix C schedules, each tuned over a grid of three learning
+  rates) and X1 (full-batch GD of the MLP without batch norm, tanh, at two learning rates on
+  1,000 images). The conv net runs four checks (a conv forward costs several times the MLP's).
 - ``tiny``: keeps the GPU tier's code running on a CPU in minutes (CI runs it with
   ``--sgdwalk-device cpu --sgdwalk-profile tiny``). Widths are cut by ``width_multiplier``,
   data to a few hundred images, batches to 10-20, two seeds. Two seeds of toy runs say

@@ -490,8 +490,8 @@ def test_non_reproductions_are_strict_only_where_measured() -> None:
     data = {name: paper_data(part) for name, part in real.parts.items()}
     measured = {case.id: case for case in cases(real, "cpu", data)}
     elsewhere = {case.id: case for case in cases(real, "cuda", data)}
-    assert measured["C9-mlp-sgd-best"].not_reproduced is not None
-    assert measured["C9-mlp-sgd-best"].strict and not elsewhere["C9-mlp-sgd-best"].strict
+    assert measured["C10-mlp-sharpness"].not_reproduced is not None
+    assert measured["C10-mlp-sharpness"].strict and not elsewhere["C10-mlp-sharpness"].strict
     assert measured["C9-mlp-noise-norm"].not_reproduced is None
 
 
@@ -676,7 +676,7 @@ def test_a_tuned_setting_runs_its_grid_and_takes_the_point_with_the_best_mean_sc
 
     assert_estimate(estimate, [0.86 - 0.80, 0.84 - 0.81])
     assert len(cache.results) == 6  # three grid points x two seeds; the fixed setting is the grid's lr 0.1
-    assert any("chosen {'lr': 0.2}" in note for note in recorder.notes)
+    assert any(note.endswith("lr 0.4 -> 0.7750; chosen: lr 0.2") for note in recorder.notes)
     with pytest.raises(ValueError, match="at least one grid point"):
         TunedSetting(())
 
@@ -696,3 +696,15 @@ def test_every_check_notes_how_many_seeds_would_decide_it() -> None:
     recorder = ListRecorder()
     run_check(check, WalkConfig(), {"only": {}}, (1, 2, 3), cache, recorder)
     assert any(note.startswith("seeds for 80% power") for note in recorder.notes)
+
+
+def test_checks_with_more_seeds_start_with_the_profile_seeds_and_share_their_runs() -> None:
+    real = profiles.PROFILES["real"]
+    data = {name: paper_data(part) for name, part in real.parts.items()}
+    seeds = {case.id: case.seeds for case in cases(real, "cpu", data)}
+    assert seeds["C10-mlp-sharpness"] == profiles.POWER_SEEDS
+    assert seeds["C10-mlp-sharpness"][:3] == seeds["C2-mlp-sgd-floor"] == profiles.PAPER_SEEDS
+    with pytest.raises(ValueError, match="must start with the profile's"):
+        dataclasses.replace(real, more_seeds={("mlp", "C10-sharpness"): (1, 2, 3)})
+    with pytest.raises(ValueError, match="which it does not run"):
+        dataclasses.replace(real, more_seeds={("conv", "C10-sharpness"): profiles.POWER_SEEDS})

@@ -81,4 +81,6 @@ def test_seeds_for_power_is_the_smallest_count_reaching_the_power() -> None:
     assert seeds_for_power([-v for v in per_seed], 0.0, "<") == needed
     assert seeds_for_power([-0.1, -0.2, 0.0], 0.0, ">") is None  # the mean points the other way
     assert seeds_for_power([0.1, 0.1, 0.1], 0.0, ">") == 2  # no spread
+    assert seeds_for_power([0.0, 0.0, 0.0], 0.0, "<=") == 2  # no spread, on an inclusive bound
+    assert seeds_for_power([0.0, 0.0, 0.0], 0.0, "<") is None
     assert seeds_for_power([1e-6, -1e-3, 1e-3 + 1e-5], 0.0, ">") is None  # beyond reach

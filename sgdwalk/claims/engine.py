@@ -177,10 +177,17 @@ def _run_setting(
     per_point = [[cache.run(config) for config in setting_configs(base, point, seeds)] for point in overrides.points]
     best = overrides.best(per_point)
     means = [float(np.mean([last_history(run, overrides.score) for run in runs])) for runs in per_point]
+    varying = sorted(
+        {key for point in overrides.points for key in point if point.get(key) != overrides.points[0].get(key)}
+    )
+
+    def label(point: Mapping[str, Any]) -> str:
+        return ", ".join(f"{key} {point.get(key)}" for key in varying) or "the one point"
+
     recorder.note(
         f"setting {name} tuned on the mean final {overrides.score} over seeds: "
-        + ", ".join(f"{dict(point)} -> {mean:.4f}" for point, mean in zip(overrides.points, means, strict=True))
-        + f"; chosen {dict(overrides.points[best])}"
+        + "; ".join(f"{label(point)} -> {mean:.4f}" for point, mean in zip(overrides.points, means, strict=True))
+        + f"; chosen: {label(overrides.points[best])}"
     )
     return per_point[best], {**dict(overrides.points[best]), "tuned_over": [dict(p) for p in overrides.points]}
 

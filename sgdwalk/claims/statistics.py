@@ -159,11 +159,13 @@ def seeds_for_power(
         raise ValueError("a spread needs at least two per-seed values")
     direction = 1.0 if relation in (">", ">=") else -1.0
     effect = direction * (float(array.mean()) - bound)
+    spread = float(array.std(ddof=1))
+    if spread <= ROUNDING_SPREAD * abs(effect) or spread == 0.0:
+        # No spread: the interval is the mean itself, and decides as the mean does.
+        inclusive = relation in (">=", "<=")
+        return 2 if effect > 0 or (inclusive and effect == 0) else None
     if effect <= 0:
         return None
-    spread = float(array.std(ddof=1))
-    if spread <= ROUNDING_SPREAD * effect:
-        return 2
     for seeds in range(2, MAX_PLANNED_SEEDS + 1):
         if verdict_power(effect, spread, seeds, confidence) >= power:
             return seeds
