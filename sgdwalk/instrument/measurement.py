@@ -83,7 +83,9 @@ def batch_size(batch: Batch) -> int:
         raise ValueError("a batch must hold at least one tensor")
     sizes = {int(tensor.shape[0]) if tensor.ndim else -1 for tensor in tensors}
     if len(sizes) != 1 or -1 in sizes:
-        raise ValueError(f"every tensor of a batch must hold the samples along its first dimension; sizes {sorted(sizes)}")
+        raise ValueError(
+            f"every tensor of a batch must hold the samples along its first dimension; sizes {sorted(sizes)}"
+        )
     return sizes.pop()
 
 
@@ -142,7 +144,7 @@ class MeasurementSet:
     of labelled tokens.
     """
 
-    __slots__ = ("samples", "batch_loss", "chunk_size", "size", "_loss_fn")
+    __slots__ = ("_loss_fn", "batch_loss", "chunk_size", "samples", "size")
 
     samples: Batch
     batch_loss: BatchLoss
@@ -162,9 +164,7 @@ class MeasurementSet:
         self._set((inputs, targets), _OutputsAndTargets(loss_fn), chunk_size, loss_fn)
 
     @classmethod
-    def from_batches(
-        cls, batches: Batch | Iterable[Batch], loss: BatchLoss, chunk_size: int = 1024
-    ) -> MeasurementSet:
+    def from_batches(cls, batches: Batch | Iterable[Batch], loss: BatchLoss, chunk_size: int = 1024) -> MeasurementSet:
         """A set of the samples of ``batches`` (a list of batches, concatenated in order, or one
         batch), measured by ``loss(model_call, batch) -> [n]`` (see ``BatchLoss``)."""
         if isinstance(batches, (torch.Tensor, Mapping, tuple)):
