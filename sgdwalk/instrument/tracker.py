@@ -165,7 +165,7 @@ class WalkTracker:
             raise RuntimeError("before_step called twice without after_step")
         self._in_step = True
         self._lr = lr
-        self._minibatch_loss = _as_float(minibatch_loss)
+        self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
             return
         if self._minibatch_loss is not None and not math.isfinite(self._minibatch_loss):
@@ -298,6 +298,15 @@ class WalkTracker:
         self._start = self._gradient = None
 
     # ------------------------------------------------------------------------ internals
+    def _global_loss(self, loss: float | None) -> float | None:
+        """Across processes, the mean of the ranks' minibatch losses: the loss of the global
+        minibatch when the ranks hold equal shares of it, as DDP's averaged gradient assumes.
+        Every rank then records it, and a non-finite loss on any rank stops them all together."""
+        if loss is None or not self.shard.distributed:
+            return loss
+        total = self.shard.summed(torch.tensor([loss], dtype=torch.float64))
+        return float(total[0]) / self.shard.world_size
+
     def _cuda_devices(self) -> list[int]:
         return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
