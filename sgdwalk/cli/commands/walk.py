@@ -49,6 +49,11 @@ For optional numbers, 0 or "none" means none (no limit, never).
 
 Exit codes: 0 finished, 2 bad flags / configuration / data set not found / unusable run
 directory, 3 the run diverged (records kept), 130 interrupted (resume with --resume DIR).
+
+Under torchrun (torchrun --nproc-per-node N -m sgdwalk walk ...) the run trains with
+DistributedDataParallel, each process on an equal share of every global minibatch of
+--batch-size, and measures its share of the measurement set's chunks (choose --chunk-size
+so that the set has at least N chunks); process 0 alone writes the run directory and prints.
 """
 
 
@@ -307,9 +312,20 @@ def _draw_figures(run_dir: Path) -> list[Path] | None:
     return list(plot_run(run_dir))
 
 
+def _same_out_dir(config: WalkConfig) -> WalkConfig:
+    """Process 0's run directory on every process (each picked its own from the clock)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return config
+    chosen = [config.out_dir]
+    dist.broadcast_object_list(chosen, src=0)
+    return config.replace(out_dir=chosen[0])
+
+
 def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.base.errors import SgdwalkError
-    from sgdwalk.runs.runner import resume_walk, run_walk
+    from sgdwalk.runs.runner import launched_by_torchrun, resume_walk, run_walk, torchrun_process_group
     from sgdwalk.runs.summary import render_table
 
     parser: argparse.ArgumentParser = args._parser
@@ -317,17 +333,25 @@ def run_walk_command(args: argparse.Namespace) -> int:
         extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
         if extra:
             parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
+        if launched_by_torchrun():
+            parser.error("--resume under torchrun is not supported: resume the run with a single process")
+    writer = True
     try:
         if args.__dict__.get("resume") is not None:
             progress = args.__dict__.get("progress")
             result = resume_walk(Path(args.resume), progress=progress, on_start=_announce("resuming"))
         else:
-            result = run_walk(build_config(args), on_start=_announce("run directory:"))
+            config = build_config(args)
+            with torchrun_process_group(config.device) as shard:
+                writer = shard.is_writer
+                result = run_walk(_same_out_dir(config), on_start=_announce("run directory:"))
     except SgdwalkError as error:  # a bad config, a data set not found, an unusable run directory
         return usage_error("walk", error)
     except KeyboardInterrupt:
         print("\nsgdwalk walk: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if not writer:  # under torchrun, process 0 reports for all
+        return EXIT_DIVERGED if result.diverged else EXIT_OK
 
     print(render_table(result.windows), end="")
     run_dir = result.run_dir
