@@ -125,3 +125,26 @@ def test_torchrun_walk_leaves_one_run_directory_matching_a_single_process(tmp_pa
         for name in MEASURED_FIELDS:
             assert close(record[name], expected[name], DDP_TRAJECTORY), (record["step"], name, DDP_TRAJECTORY.reason)
         assert record["samples"] == expected["samples"] == 200
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
+def test_the_ddp_loop_example_runs_under_torchrun(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "ddp_loop.py"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    out = tmp_path / "records.jsonl"
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(example.parents[1])}
+    finished = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", str(example), "--out", str(out), "--steps", "12"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    # Process 0 alone appends to the file and prints: both would have doubled the lines.
+    records = lines(out)
+    assert [record["step"] for record in records] == list(range(12))
+    assert finished.stdout.count("records in") == 1
+    assert [record["sharpness"] is not None for record in records] == [step % 10 == 0 for step in range(12)]

@@ -375,7 +375,9 @@ def _check_distributable(config: WalkConfig, shard: Shard) -> None:
     if not shard.distributed:
         return
     if is_full_batch(config):
-        raise ConfigError(f"optimizer {config.optimizer!r} under torchrun: only 'sgd' trains with DistributedDataParallel")
+        raise ConfigError(
+            f"optimizer {config.optimizer!r} under torchrun: only 'sgd' trains with DistributedDataParallel"
+        )
     if config.batch_size % shard.world_size:
         raise ConfigError(
             f"batch_size {config.batch_size} does not split evenly over {shard.world_size} processes: "
