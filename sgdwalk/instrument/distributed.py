@@ -18,6 +18,10 @@ chunk by chunk), and the float32 Hessian-vector products are summed over ranks i
 over chunks: the records agree with a single process's to rounding (tests/test_distributed.py
 names the tolerance).
 
+Batch norm's "recompute" mode re-estimates its statistics over the whole set on every
+process (not shared out): each process then holds exactly the single process's statistics,
+at the price of that pass running everywhere.
+
 The tracker measures the module inside ``DistributedDataParallel`` (``unwrapped``): a forward
 through the wrapper would take part in DDP's gradient reduction and broadcast its buffers,
 collectives that the ranks' measurements would call in a different number than training.

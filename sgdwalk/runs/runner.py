@@ -25,6 +25,11 @@ equal slice of it (a per-rank split, not a ``DistributedSampler``, whose shuffli
 from a single process's), so the update is the single-process one on the same global batch,
 up to the order DDP sums the ranks' gradients in. The tracker shares the measurement out
 over the ranks (``sgdwalk.instrument.distributed``); rank 0 alone writes the run directory.
+Batch norm normalises each rank's slice during training (DDP's behaviour on the CPU, where
+SyncBatchNorm is not available), so a batch-norm network's updates differ from a single
+process's; the measurements themselves (bn_mode "train" included) do not depend on the split.
+Only SGD is distributed (the full-batch optimizers compute their gradient in one process),
+and a run is resumed with a single process.
 """
 
 from __future__ import annotations

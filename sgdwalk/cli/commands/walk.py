@@ -54,6 +54,8 @@ Under torchrun (torchrun --nproc-per-node N -m sgdwalk walk ...) the run trains 
 DistributedDataParallel, each process on an equal share of every global minibatch of
 --batch-size, and measures its share of the measurement set's chunks (choose --chunk-size
 so that the set has at least N chunks); process 0 alone writes the run directory and prints.
+Batch norm then normalises each process's share of the batch: with it, the updates differ
+from a single process's on the same batch.
 """
 
 
