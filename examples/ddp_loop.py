@@ -1,6 +1,6 @@
 """A DistributedDataParallel training loop measured by sgdwalk, launched by torchrun.
 
-    torchrun --nproc-per-node 2 examples/ddp_loop.py --out records.jsonl
+    torchrun --standalone --nproc-per-node 2 examples/ddp_loop.py --out records.jsonl
 
 Every process trains the same DDP model on its equal slice of each global minibatch and
 holds the whole measurement set; the tracker, made with the same arguments on every
@@ -83,6 +83,7 @@ def main() -> None:
         print(
             f"{len(records)} records in {args.out}: {floors} interior floors; sharpness at step 0 {records[0].sharpness:.3f}"
         )
+    dist.barrier()  # no process tears its connections down while another still uses them
     dist.destroy_process_group()
 
 

@@ -104,6 +104,7 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
         result = {"tracked": train_ddp(rank, tracked=True), "untracked": train_ddp(rank, tracked=False)}
+        dist.barrier()  # gloo aborts a rank whose peer tears down first
     finally:
         dist.destroy_process_group()
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")

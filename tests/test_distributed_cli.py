@@ -100,7 +100,8 @@ def close(a: float, b: float, tolerance: Tolerance) -> bool:
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
 def test_torchrun_walk_leaves_one_run_directory_matching_a_single_process(tmp_path: Path) -> None:
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    distributed = run([torchrun, "--nproc-per-node", "2", "-m", "sgdwalk"], tmp_path / "ddp")
+    # --standalone: a free port of its own, so concurrent torchrun jobs on the machine cannot collide.
+    distributed = run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "sgdwalk"], tmp_path / "ddp")
     assert distributed.returncode == 0, distributed.stderr[-3000:]
     single = run([sys.executable, "-m", "sgdwalk"], tmp_path / "single")
     assert single.returncode == 0, single.stderr[-3000:]
@@ -135,7 +136,7 @@ def test_the_ddp_loop_example_runs_under_torchrun(tmp_path: Path) -> None:
     out = tmp_path / "records.jsonl"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(example.parents[1])}
     finished = subprocess.run(
-        [torchrun, "--nproc-per-node", "2", str(example), "--out", str(out), "--steps", "12"],
+        [torchrun, "--standalone", "--nproc-per-node", "2", str(example), "--out", str(out), "--steps", "12"],
         capture_output=True,
         text=True,
         env=environment,

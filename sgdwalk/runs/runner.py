@@ -372,6 +372,10 @@ def torchrun_process_group(device_name: str) -> Iterator[Shard]:
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         yield Shard.current()
+        # gloo aborts a process whose peer tears its connections down first ("terminate
+        # called without an active exception"): a rank that finished waits for the others.
+        # (After an error there is no waiting: torchrun stops the other ranks.)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
