@@ -330,3 +330,13 @@ def test_dict_batches_measure_exactly_as_the_tensor_form_in_every_batch_norm_mod
     from_tensors = segment_losses(model.body, start, end, alphas, as_tensors, bn_mode, include_end=True)
     from_dicts = segment_losses(model, start, end, alphas, as_dicts, bn_mode, include_end=True)
     np.testing.assert_array_equal(from_dicts, from_tensors)
+
+
+def test_tuple_batches_in_a_list_are_concatenated() -> None:
+    samples = sequences(12, seed=0)
+    pairs = [(samples["input_ids"][:5], samples["labels"][:5]), (samples["input_ids"][5:], samples["labels"][5:])]
+    measurement = MeasurementSet.from_batches(
+        pairs, lambda model, batch: sequence_losses(model, dict(zip(("input_ids", "labels"), batch, strict=True)))
+    )
+    assert measurement.size == 12
+    assert torch.equal(measurement.samples[1], samples["labels"])

@@ -165,9 +165,14 @@ class MeasurementSet:
 
     @classmethod
     def from_batches(cls, batches: Batch | Iterable[Batch], loss: BatchLoss, chunk_size: int = 1024) -> MeasurementSet:
-        """A set of the samples of ``batches`` (a list of batches, concatenated in order, or one
-        batch), measured by ``loss(model_call, batch) -> [n]`` (see ``BatchLoss``)."""
-        if isinstance(batches, (torch.Tensor, Mapping, tuple)):
+        """A set of the samples of ``batches``, concatenated in order, measured by
+        ``loss(model_call, batch) -> [n]`` (see ``BatchLoss``).
+
+        ``batches`` is a list (or any iterable) of batches, or one batch that is a dict or a
+        tensor; a single tuple batch goes in a list (``[(inputs, targets)]``), since a tuple
+        of batches would look the same.
+        """
+        if isinstance(batches, (torch.Tensor, Mapping)):
             samples = batches
         else:
             listed = list(batches)

@@ -75,6 +75,7 @@ class WalkTracker:
             ``.module``, so no measurement takes part in DDP's gradient reduction or buffer
             broadcast. The gradient of the cosine is the one the optimizer uses: after
             ``backward()`` under DDP, the gradient of the global minibatch (averaged over ranks).
+            To measure on one process of a distributed run alone, pass ``Shard()``.
     """
 
     def __init__(
