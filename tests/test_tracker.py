@@ -246,10 +246,10 @@ def counted_points(
     original = measurement_module.SegmentPoints.losses
 
     def counting(
-        self: measurement_module.SegmentPoints, inputs: torch.Tensor, targets: torch.Tensor, *, skip_first: bool = False
+        self: measurement_module.SegmentPoints, batch: Any, targets: Any = None, *, skip_first: bool = False
     ) -> torch.Tensor:
         calls.append((self.alphas, skip_first, [dict(p) for p in self._parameters]))
-        return original(self, inputs, targets, skip_first=skip_first)
+        return original(self, batch, targets, skip_first=skip_first)
 
     monkeypatch.setattr(measurement_module.SegmentPoints, "losses", counting)
     return calls

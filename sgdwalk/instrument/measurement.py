@@ -8,9 +8,10 @@ each chunk is read once and memory is bounded by the chunk size, not the set siz
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +26,18 @@ from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, check_
 #: the whole set exact however it is chunked.
 PerSampleLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
+#: Some samples: a tensor, or a tuple, list or dict of them (nested as deep as wanted), every
+#: tensor holding the samples along its first dimension, e.g. {"input_ids": [n, T], "labels": [n, T]}.
+Batch = Any
+
+#: The model evaluated at the parameters being measured; call it as the model itself is called.
+ModelCall = Callable[..., Any]
+
+#: (model_call, batch) -> one loss per sample of the batch, shape [n]: the user's forward and
+#: loss in one function, so a model that takes dicts, several inputs or keyword arguments needs
+#: no adapter (e.g. ``lambda model, batch: next_token_losses(model(batch["input_ids"]), batch["labels"])``).
+BatchLoss = Callable[[ModelCall, Batch], torch.Tensor]
+
 
 def per_sample_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs, targets, reduction="none")
@@ -36,32 +49,210 @@ def outputs_are_losses(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Te
     return outputs
 
 
-@dataclass(frozen=True)
+# ------------------------------------------------------------------- batches of samples
+def map_tensors(function: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> Batch:
+    """``batch`` with ``function`` applied to every tensor, its structure kept."""
+    if isinstance(batch, torch.Tensor):
+        return function(batch)
+    if isinstance(batch, Mapping):
+        return {key: map_tensors(function, value) for key, value in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(map_tensors(function, value) for value in batch)
+    raise TypeError(
+        f"a batch holds tensors in tuples, lists and dicts; found a {type(batch).__name__} "
+        "(keep other values out of the measurement set, e.g. in the loss function)"
+    )
+
+
+def batch_tensors(batch: Batch) -> list[torch.Tensor]:
+    """Every tensor of ``batch``, in its order."""
+    found: list[torch.Tensor] = []
+
+    def collect(tensor: torch.Tensor) -> torch.Tensor:
+        found.append(tensor)
+        return tensor
+
+    map_tensors(collect, batch)
+    return found
+
+
+def batch_size(batch: Batch) -> int:
+    """How many samples ``batch`` holds (the first dimension its tensors share)."""
+    tensors = batch_tensors(batch)
+    if not tensors:
+        raise ValueError("a batch must hold at least one tensor")
+    sizes = {int(tensor.shape[0]) if tensor.ndim else -1 for tensor in tensors}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError(
+            f"every tensor of a batch must hold the samples along its first dimension; sizes {sorted(sizes)}"
+        )
+    return sizes.pop()
+
+
+def concatenated(batches: Sequence[Batch]) -> Batch:
+    """One batch holding the samples of ``batches`` in order (same structure in each)."""
+    first = batches[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(batches))
+    if isinstance(first, Mapping):
+        keys = list(first)
+        if any(not isinstance(batch, Mapping) or list(batch) != keys for batch in batches):
+            raise ValueError(f"every batch must have the keys {keys}")
+        return {key: concatenated([batch[key] for batch in batches]) for key in keys}
+    if isinstance(first, (tuple, list)):
+        if any(not isinstance(batch, type(first)) or len(batch) != len(first) for batch in batches):
+            raise ValueError(f"every batch must be a {type(first).__name__} of {len(first)} parts")
+        return type(first)(concatenated([batch[i] for batch in batches]) for i in range(len(first)))
+    raise TypeError(f"a batch holds tensors in tuples, lists and dicts; found a {type(first).__name__}")
+
+
+class _OutputsAndTargets:
+    """The tensor form's ``BatchLoss``: the model reads ``inputs``, ``loss_fn`` compares with ``targets``."""
+
+    def __init__(self, loss_fn: PerSampleLoss) -> None:
+        self.loss_fn = loss_fn
+
+    def __call__(self, model: ModelCall, batch: Batch) -> torch.Tensor:
+        inputs, targets = batch
+        return self.loss_fn(model(inputs), targets)
+
+
 class MeasurementSet:
     """A fixed set of samples on which every loss of the walk is measured.
 
     The paper measures on the whole training set; any fixed subset works, as long as it
     stays the same for the whole run (no augmentation, no reshuffling).
+
+    Two ways to build one:
+
+    - ``MeasurementSet(inputs, targets, loss_fn, chunk_size)``: a model that reads one tensor,
+      a loss ``(outputs, targets) -> [n]`` (cross-entropy by default);
+    - ``MeasurementSet.from_batches(batches, loss, chunk_size)``: any batches (tuples, dicts,
+      nested) and a ``BatchLoss`` ``(model_call, batch) -> [n]`` that runs the model itself.
+
+    Either way the set is one batch of ``size`` samples that the instrument cuts by index
+    (``part``, ``take``), so chunked evaluation, precision-targeted sampling, Hessian-vector
+    products and sharding across processes work on any model alike; the only thing the
+    instrument asks of a model is the per-sample loss. Why samples and not whole batches as
+    the unit: every mean and standard error here is over samples taken as independent draws.
+
+    What "a sample" is, is what the loss returns one value per. For a language model it is a
+    sequence (the mean next-token loss of the sequence): tokens of one sequence are not
+    independent draws, so per-token losses would make the standard errors too small, while
+    sequences are drawn independently. The set's loss is then the mean over sequences of the
+    per-sequence mean, which is the mean over tokens when all sequences count the same number
+    of labelled tokens.
     """
 
-    inputs: torch.Tensor
-    targets: torch.Tensor
-    loss_fn: PerSampleLoss = per_sample_cross_entropy
-    chunk_size: int = 1024
-    size: int = field(init=False)
+    __slots__ = ("_loss_fn", "batch_loss", "chunk_size", "samples", "size")
 
-    def __post_init__(self) -> None:
-        if self.inputs.shape[0] != self.targets.shape[0]:
-            raise ValueError(f"inputs ({self.inputs.shape[0]}) and targets ({self.targets.shape[0]}) differ in length")
-        if self.inputs.shape[0] == 0:
+    samples: Batch
+    batch_loss: BatchLoss
+    chunk_size: int
+    size: int
+    _loss_fn: PerSampleLoss | None
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        loss_fn: PerSampleLoss = per_sample_cross_entropy,
+        chunk_size: int = 1024,
+    ) -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise ValueError(f"inputs ({inputs.shape[0]}) and targets ({targets.shape[0]}) differ in length")
+        self._set((inputs, targets), _OutputsAndTargets(loss_fn), chunk_size, loss_fn)
+
+    @classmethod
+    def from_batches(cls, batches: Batch | Iterable[Batch], loss: BatchLoss, chunk_size: int = 1024) -> MeasurementSet:
+        """A set of the samples of ``batches``, concatenated in order, measured by
+        ``loss(model_call, batch) -> [n]`` (see ``BatchLoss``).
+
+        ``batches`` is a list (or any iterable) of batches, or one batch that is a dict or a
+        tensor; a single tuple batch goes in a list (``[(inputs, targets)]``), since a tuple
+        of batches would look the same.
+        """
+        if isinstance(batches, (torch.Tensor, Mapping)):
+            samples = batches
+        else:
+            listed = list(batches)
+            if not listed:
+                raise ValueError("the measurement set is empty")
+            samples = concatenated(listed)
+        measurement = cls.__new__(cls)
+        measurement._set(samples, loss, chunk_size, None)
+        return measurement
+
+    def _set(self, samples: Batch, loss: BatchLoss, chunk_size: int, loss_fn: PerSampleLoss | None) -> None:
+        size = batch_size(samples)
+        if size == 0:
             raise ValueError("the measurement set is empty")
-        if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {self.chunk_size}")
-        object.__setattr__(self, "size", int(self.inputs.shape[0]))
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        for name, value in (
+            ("samples", samples),
+            ("batch_loss", loss),
+            ("chunk_size", chunk_size),
+            ("size", size),
+            ("_loss_fn", loss_fn),
+        ):
+            object.__setattr__(self, name, value)
 
-    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a MeasurementSet is fixed for the whole run: {name} cannot be set")
+
+    def __repr__(self) -> str:
+        return f"MeasurementSet(size={self.size}, chunk_size={self.chunk_size})"
+
+    # ---------------------------------------------------------------- the tensor form
+    def _tensor_form(self, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._loss_fn is None:
+            raise AttributeError(f"{what} belongs to sets built from (inputs, targets); this one holds .samples")
+        inputs, targets = self.samples
+        return inputs, targets
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        return self._tensor_form("inputs")[0]
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self._tensor_form("targets")[1]
+
+    @property
+    def loss_fn(self) -> PerSampleLoss:
+        self._tensor_form("loss_fn")
+        assert self._loss_fn is not None
+        return self._loss_fn
+
+    # ---------------------------------------------------------------- samples by index
+    def part(self, start: int, stop: int) -> Batch:
+        """Samples ``start`` to ``stop − 1`` (views, no copy)."""
+        return map_tensors(lambda tensor: tensor[start:stop], self.samples)
+
+    def take(self, indices: torch.Tensor) -> Batch:
+        """The samples at ``indices``, in that order."""
+        return map_tensors(lambda tensor: tensor[indices.to(tensor.device)], self.samples)
+
+    def chunks(self) -> Iterator[Batch]:
+        """The set in order, ``chunk_size`` samples at a time (``(inputs, targets)`` for the tensor form)."""
         for start in range(0, self.size, self.chunk_size):
-            yield self.inputs[start : start + self.chunk_size], self.targets[start : start + self.chunk_size]
+            yield self.part(start, start + self.chunk_size)
+
+    def losses(self, model: ModelCall, batch: Batch) -> torch.Tensor:
+        """Per-sample losses [n] of ``batch`` under ``model``, checked for their shape."""
+        losses = self.batch_loss(model, batch)
+        _check_per_sample(losses, batch_size(batch))
+        return losses
+
+
+def model_call(model: nn.Module, parameters_and_buffers: dict[str, torch.Tensor]) -> ModelCall:
+    """``model`` as a function, evaluated at ``parameters_and_buffers`` (the model is not touched)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return functional_call(model, parameters_and_buffers, args, kwargs)
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -126,9 +317,10 @@ def _recompute_statistics(
             layer.train()
             layer.track_running_stats = True
             layer.momentum = None
-        for inputs, _ in measurement.chunks():
+        for batch in measurement.chunks():
             for parameters, buffers in zip(parameter_dicts, statistics, strict=True):
-                functional_call(model, {**parameters, **buffers}, (inputs,))
+                # The loss is computed too (the forward is the user's, inside it) and dropped.
+                measurement.losses(model_call(model, {**parameters, **buffers}), batch)
     finally:
         for layer, training, tracking, momentum in saved:
             layer.training, layer.track_running_stats, layer.momentum = training, tracking, momentum
@@ -169,11 +361,9 @@ def losses_at_points(
         buffer_dicts: list[dict[str, torch.Tensor]] = [{} for _ in points]
         if bn_mode == "recompute" and batchnorm_layers(model):
             buffer_dicts = _recompute_statistics(model, parameter_dicts, measurement)
-        for inputs, targets in measurement.chunks():
+        for batch in measurement.chunks():
             for index, (parameters, buffers) in enumerate(zip(parameter_dicts, buffer_dicts, strict=True)):
-                outputs = functional_call(model, {**parameters, **buffers}, (inputs,))
-                losses = measurement.loss_fn(outputs, targets)
-                _check_per_sample(losses, int(targets.shape[0]))
+                losses = measurement.losses(model_call(model, {**parameters, **buffers}), batch)
                 totals[index] += losses.double().sum().cpu()
     return (totals / measurement.size).numpy()
 
@@ -227,9 +417,13 @@ class _InputCaptured(Exception):
 
 
 def _input_of(
-    model: nn.Module, layer: nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor
+    measurement: MeasurementSet,
+    model: nn.Module,
+    layer: nn.Module,
+    parameters: dict[str, torch.Tensor],
+    batch: Batch,
 ) -> torch.Tensor:
-    """What ``layer`` receives when the model reads ``inputs``: only the parameter-free
+    """What ``layer`` receives when the model reads ``batch``: only the parameter-free
     preprocessing in front of it runs (the pass is stopped at the layer)."""
     captured: list[torch.Tensor] = []
 
@@ -239,7 +433,7 @@ def _input_of(
 
     handle = layer.register_forward_pre_hook(capture)
     try:
-        functional_call(model, parameters, (inputs,))
+        measurement.losses(model_call(model, parameters), batch)
     except _InputCaptured:
         pass
     finally:
@@ -302,7 +496,7 @@ class SegmentPoints:
             raise ValueError(f"segment ends differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
         self.model = model
         self.alphas = tuple(float(alpha) for alpha in alphas)
-        self.loss_fn = measurement.loss_fn
+        self.measurement = measurement
         layout = ParameterLayout.of(model)
         self._layer = affine_input_layer(model) if exploit_affine_input and bn_mode != "recompute" else None
         self._channels_last = _prefers_channels_last(model, start)
@@ -338,27 +532,31 @@ class SegmentPoints:
     def _laid_out(self, parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return _channels_last(parameters) if self._channels_last else parameters
 
-    def losses(self, inputs: torch.Tensor, targets: torch.Tensor, *, skip_first: bool = False) -> torch.Tensor:
+    def losses(self, batch: Batch, targets: torch.Tensor | None = None, *, skip_first: bool = False) -> torch.Tensor:
         """Per-sample losses [P, m] of one chunk of m samples at the P points.
 
-        ``skip_first`` leaves out the first point (P − 1 rows): its losses are known already,
-        as when θ_t's were measured as the previous segment's θ_{t+1}.
+        ``batch`` is a chunk of the measurement set (``measurement.part``/``take``); a tensor
+        set's chunk may also be passed as ``losses(inputs, targets)``. ``skip_first`` leaves
+        out the first point (P − 1 rows): its losses are known already, as when θ_t's were
+        measured as the previous segment's θ_{t+1}.
         """
+        if targets is not None:
+            batch = (batch, targets)
         first = 1 if skip_first else 0
-        if self._channels_last and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        if self._channels_last:
+            batch = map_tensors(_channels_last_images, batch)
         if self._layer is not None:
-            rows = self._losses_affine_input(inputs, targets, first)
+            rows = self._losses_affine_input(batch, first)
         else:
-            rows = []
-            for parameters, buffers in zip(self._parameters[first:], self._buffers[first:], strict=True):
-                outputs = functional_call(self.model, {**parameters, **buffers}, (inputs,))
-                rows.append(self._checked(self.loss_fn(outputs, targets), targets))
+            rows = [
+                self.measurement.losses(model_call(self.model, {**parameters, **buffers}), batch)
+                for parameters, buffers in zip(self._parameters[first:], self._buffers[first:], strict=True)
+            ]
         return torch.stack(rows)
 
-    def _losses_affine_input(self, inputs: torch.Tensor, targets: torch.Tensor, first: int) -> list[torch.Tensor]:
+    def _losses_affine_input(self, batch: Batch, first: int) -> list[torch.Tensor]:
         assert self._layer is not None
-        layer_input = _input_of(self.model, self._layer, self._start_parameters, inputs)
+        layer_input = _input_of(self.measurement, self.model, self._layer, self._start_parameters, batch)
         layer_start, layer_end = (functional_call(self._layer, ends, (layer_input,)) for ends in self._layer_ends)
         rows = []
         # One buffer for every α: a fresh activation-sized tensor per α costs more in page
@@ -368,14 +566,15 @@ class SegmentPoints:
             # lerp returns its ends exactly at weights 0 and 1, so α = 0 and 1 are exact too.
             torch.lerp(layer_start, layer_end, alpha, out=mixed)
             with _forward_replaced(self._layer, lambda: mixed):
-                outputs = functional_call(self.model, parameters, (inputs,))
-            rows.append(self._checked(self.loss_fn(outputs, targets), targets))
+                rows.append(self.measurement.losses(model_call(self.model, parameters), batch))
         return rows
 
-    @staticmethod
-    def _checked(losses: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        _check_per_sample(losses, int(targets.shape[0]))
-        return losses
+
+def _channels_last_images(tensor: torch.Tensor) -> torch.Tensor:
+    """Image batches [n, C, H, W] in channels-last order; every other tensor as it is."""
+    if tensor.ndim == 4 and tensor.is_floating_point():
+        return tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
 
 
 def segment_losses(
@@ -403,8 +602,8 @@ def segment_losses(
     )
     totals = torch.zeros(len(everything), dtype=torch.float64)
     with measuring(model, "eval" if bn_mode == "recompute" else bn_mode):
-        for inputs, targets in measurement.chunks():
-            chunk = points.losses(inputs, targets)
+        for batch in measurement.chunks():
+            chunk = points.losses(batch)
             for index in range(len(everything)):
                 totals[index] += chunk[index].double().sum().cpu()
     return (totals / measurement.size).numpy()

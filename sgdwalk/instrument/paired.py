@@ -58,6 +58,35 @@ class PairedLossMoments:
         self._mean += shift * (size / total)
         self.count = total
 
+    def merge(self, other: PairedLossMoments) -> None:
+        """Add the samples ``other`` saw (disjoint from these), by the same pairwise update."""
+        if other.num_points != self.num_points:
+            raise ValueError(f"cannot merge moments of {other.num_points} points into {self.num_points}")
+        if other.count == 0:
+            return
+        total = self.count + other.count
+        shift = other._mean - self._mean
+        self._sums += other._sums
+        self._comoment += other._comoment + torch.outer(shift, shift) * (self.count * other.count / total)
+        self._mean += shift * (other.count / total)
+        self.count = total
+
+    def packed(self) -> torch.Tensor:
+        """Everything in one float64 vector (count, sums, mean, co-moment), to send between processes."""
+        count = torch.tensor([float(self.count)], dtype=torch.float64)
+        return torch.cat([count, self._sums, self._mean, self._comoment.reshape(-1)])
+
+    @classmethod
+    def unpacked(cls, vector: torch.Tensor, num_points: int) -> PairedLossMoments:
+        """The moments ``packed`` sent (exact: counts below 2**53 are exact in float64)."""
+        moments = cls(num_points)
+        values = vector.detach().to(device="cpu", dtype=torch.float64)
+        moments.count = int(values[0])
+        moments._sums = values[1 : 1 + num_points].clone()
+        moments._mean = values[1 + num_points : 1 + 2 * num_points].clone()
+        moments._comoment = values[1 + 2 * num_points :].reshape(num_points, num_points).clone()
+        return moments
+
     @property
     def means(self) -> NDArray[np.float64]:
         """Mean loss at each point over the samples seen so far."""

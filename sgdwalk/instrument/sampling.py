@@ -30,7 +30,8 @@ import torch
 
 from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.instrument.batchnorm import BatchNormMode, measuring
-from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
+from sgdwalk.instrument.distributed import SINGLE_PROCESS, Shard
+from sgdwalk.instrument.measurement import Batch, MeasurementSet, SegmentPoints
 from sgdwalk.instrument.paired import PairedLossMoments
 from sgdwalk.instrument.segment import SegmentSummary, summarize_segment
 from sgdwalk.instrument.tolerances import (
@@ -134,11 +135,11 @@ class SamplePlan:
         for first in range(begin, self.look_ends[look], self.chunk_size):
             yield first, min(first + self.chunk_size, self.look_ends[look])
 
-    def chunk(self, measurement: MeasurementSet, first: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def chunk(self, measurement: MeasurementSet, first: int, stop: int) -> Batch:
+        """The samples at positions [first, stop) of the order (any batch structure)."""
         if self.order is None:
-            return measurement.inputs[first:stop], measurement.targets[first:stop]
-        indices = self.order[first:stop].to(measurement.inputs.device)
-        return measurement.inputs[indices], measurement.targets[indices.to(measurement.targets.device)]
+            return measurement.part(first, stop)
+        return measurement.take(self.order[first:stop])
 
 
 @dataclass(frozen=True)
@@ -161,35 +162,51 @@ def read_segment(
     *,
     carried_start: torch.Tensor | None = None,
     settled: Callable[[PairedLossMoments], bool] | None = None,
+    shard: Shard = SINGLE_PROCESS,
 ) -> tuple[PairedLossMoments, torch.Tensor, int]:
     """Read the plan look by look until ``settled(moments)`` or the set is exhausted.
 
     ``points`` must hold α = 0 first and α = 1 last. ``carried_start`` (per-sample losses at
-    α = 0 for a prefix of the order) replaces evaluating α = 0 where it reaches. Returns the
-    moments, the per-sample losses at α = 1 over the samples read, and the looks taken.
+    α = 0 for a prefix of what this process reads, in its reading order) replaces evaluating
+    α = 0 where it reaches. Returns the moments (of every process's samples), the per-sample
+    losses at α = 1 over the samples this process read, and the looks taken.
+
+    With a ``shard`` of several processes each reads the chunks it owns (numbered across
+    the looks, so every look is shared out) and the moments are merged after every look,
+    before ``settled`` sees them: every process stops at the same look.
     """
     num_points = len(points.alphas)
-    moments = PairedLossMoments(num_points)
+    local = PairedLossMoments(num_points)
+    moments = local
     end_losses: list[torch.Tensor] = []
     carried = 0 if carried_start is None else int(carried_start.shape[0])
+    read = 0  # samples this process has read so far, the position in its carried vector
     looks = 0
+    chunk_number = 0
     with measuring(points.model, "eval" if bn_mode == "recompute" else bn_mode):
         for look in range(len(plan.look_ends)):
             for first, stop in plan.chunk_ranges(look):
-                inputs, targets = plan.chunk(measurement, first, stop)
-                if stop <= carried:
+                chunk_number += 1
+                if not shard.owns(chunk_number - 1):
+                    continue
+                batch = plan.chunk(measurement, first, stop)
+                count = stop - first
+                if read + count <= carried:
                     assert carried_start is not None
-                    rest = points.losses(inputs, targets, skip_first=True)
-                    start_row = carried_start[first:stop].to(device=rest.device, dtype=rest.dtype)
+                    rest = points.losses(batch, skip_first=True)
+                    start_row = carried_start[read : read + count].to(device=rest.device, dtype=rest.dtype)
                     chunk = torch.cat([start_row[None, :], rest])
                 else:
-                    chunk = points.losses(inputs, targets)
-                moments.update(chunk)
+                    chunk = points.losses(batch)
+                read += count
+                local.update(chunk)
                 end_losses.append(chunk[-1].detach().cpu())
             looks = look + 1
+            moments = shard.merged_moments(local)
             if settled is not None and look + 1 < len(plan.look_ends) and settled(moments):
                 break
-    return moments, torch.cat(end_losses), looks
+    ended = torch.cat(end_losses) if end_losses else torch.zeros(0)
+    return moments, ended, looks
 
 
 def measure_segment(
@@ -202,11 +219,14 @@ def measure_segment(
     carried_start: torch.Tensor | None = None,
     barrier_relative_tolerance: float = BARRIER_RELATIVE_TOLERANCE,
     barrier_absolute_tolerance: float = BARRIER_ABSOLUTE_TOLERANCE,
+    shard: Shard = SINGLE_PROCESS,
 ) -> MeasuredSegment:
     """Measure one segment (``points``: the α grid, then α = 1) under ``plan``.
 
     Without a target the whole plan is read (exact measurement). With one, reading stops at
     the first look where the barrier test is decided and the heights are as precise as asked.
+    With a ``shard`` of several processes, each reads its share (see ``read_segment``) and
+    every process returns the same segment; ``end_losses`` are this process's own.
     """
     alphas: Sequence[float] = points.alphas
     if alphas[0] != 0.0 or alphas[-1] != 1.0:
@@ -248,6 +268,7 @@ def measure_segment(
         bn_mode,
         carried_start=carried_start,
         settled=settled if target is not None else None,
+        shard=shard,
     )
     means = moments.means
     if not all(math.isfinite(value) for value in means):

@@ -29,10 +29,17 @@ import torch
 from numpy.typing import NDArray
 from scipy.linalg import eigh_tridiagonal
 from torch import nn
-from torch.func import functional_call
 
 from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, check_batchnorm_mode, measuring
-from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, recomputed_batchnorm_statistics
+from sgdwalk.instrument.distributed import SINGLE_PROCESS, Shard
+from sgdwalk.instrument.measurement import (
+    Batch,
+    MeasurementSet,
+    ParameterLayout,
+    batch_size,
+    model_call,
+    recomputed_batchnorm_statistics,
+)
 from sgdwalk.instrument.tolerances import SHARPNESS_ERROR_BATCHES, SHARPNESS_RELATIVE_ERROR
 
 EigenvalueChoice = Literal["LA", "LM"]
@@ -61,14 +68,16 @@ def hessian_vector_product_operator(
     measurement: MeasurementSet,
     bn_mode: BatchNormMode = "train",
     reuse_graph: bool | None = None,
+    shard: Shard = SINGLE_PROCESS,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """v ↦ H v at ``point`` for the mean loss over the measurement set.
 
     With ``reuse_graph`` (default: when the set is a single chunk) the gradient and its
     graph are built once and every product is one backward through it; otherwise each
-    product re-runs the chunks, so memory stays bounded by the chunk size.
+    product re-runs the chunks, so memory stays bounded by the chunk size. With a ``shard``
+    of several processes each runs the chunks it owns and the products are summed over them.
     """
-    return _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph)[0]
+    return _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph, shard)[0]
 
 
 def _operator_and_gradient(
@@ -77,9 +86,14 @@ def _operator_and_gradient(
     measurement: MeasurementSet,
     bn_mode: BatchNormMode = "train",
     reuse_graph: bool | None = None,
+    shard: Shard = SINGLE_PROCESS,
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor | None]:
     """The operator, and the gradient at ``point`` where building it computed it (the
-    reused graph); None where it would cost a pass of its own."""
+    reused graph); None where it would cost a pass of its own.
+
+    Whether the graph is reused is decided on the whole set, not on this process's share:
+    the gradient is part of Lanczos's start vector, which must not depend on the number of
+    processes (the records would), and must be the same on every process."""
     check_batchnorm_mode(bn_mode)
     layout = ParameterLayout.of(model)
     leaf = point.detach().clone().requires_grad_(True)
@@ -90,32 +104,39 @@ def _operator_and_gradient(
     buffers = recomputed_batchnorm_statistics(model, point, measurement) if bn_mode == "recompute" else {}
     forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
 
-    def chunk_gradient(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        outputs = functional_call(model, {**layout.unflatten(leaf), **buffers}, (inputs,))
-        loss = measurement.loss_fn(outputs, targets).sum() / measurement.size
+    def chunk_gradient(batch: Batch) -> torch.Tensor:
+        call = model_call(model, {**layout.unflatten(leaf), **buffers})
+        loss = measurement.losses(call, batch).sum() / measurement.size
         (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
         return gradient
 
+    def own_chunks() -> list[Batch]:
+        return [batch for number, batch in enumerate(measurement.chunks()) if shard.owns(number)]
+
     if reuse:
         with measuring(model, forward_mode):
-            full_gradient = torch.stack(
-                [chunk_gradient(inputs, targets) for inputs, targets in measurement.chunks()]
-            ).sum(dim=0)
+            mine = own_chunks()
+            # A process with no chunk of its own contributes zeros (a graph-free gradient).
+            full_gradient = (
+                torch.stack([chunk_gradient(batch) for batch in mine]).sum(dim=0) if mine else torch.zeros_like(leaf)
+            )
 
         def product(vector: torch.Tensor) -> torch.Tensor:
+            if not full_gradient.requires_grad:
+                return shard.summed(torch.zeros_like(leaf))
             (hv,) = torch.autograd.grad(full_gradient, leaf, grad_outputs=vector, retain_graph=True)
-            return hv.detach()
+            return shard.summed(hv.detach())
 
-        return product, full_gradient.detach()
+        return product, shard.summed(full_gradient.detach())
 
     def product_by_chunks(vector: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(leaf)
         with measuring(model, forward_mode):
-            for inputs, targets in measurement.chunks():
-                gradient = chunk_gradient(inputs, targets)
+            for batch in own_chunks():
+                gradient = chunk_gradient(batch)
                 (hv,) = torch.autograd.grad(gradient, leaf, grad_outputs=vector)
                 total += hv.detach()
-        return total
+        return shard.summed(total)
 
     return product_by_chunks, None
 
@@ -261,6 +282,7 @@ def top_hessian_eigenpair(
     max_iterations: int | None = None,
     reuse_graph: bool | None = None,
     gap_estimate: bool = False,
+    shard: Shard = SINGLE_PROCESS,
 ) -> LanczosResult:
     """The largest (``LA``) or largest-magnitude (``LM``) Hessian eigenvalue at ``point``,
     with its unit eigenvector (float64, flat like ``point``) and the products it took.
@@ -270,11 +292,13 @@ def top_hessian_eigenpair(
 
     ``relative_tolerance`` bounds the relative error of the value, and ``gap_estimate``
     trades that bound for an estimate (see ``lanczos_top_eigenpair``); ``max_iterations``
-    caps the Hessian-vector products.
+    caps the Hessian-vector products. With a ``shard`` of several processes every process
+    must call this together; each evaluates its chunks, the products are summed, and every
+    process runs the same Lanczos on the same vectors (same seed) to the same result.
     """
     if which not in ("LA", "LM"):
         raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
-    product, gradient = _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph)
+    product, gradient = _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph, shard)
     matvec = _matvec_of(point, product)
     dimension = point.numel()
     if dimension < _DENSE_FALLBACK_DIMENSION:
@@ -301,6 +325,7 @@ def top_hessian_eigenvalue(
     relative_tolerance: float = SHARPNESS_RELATIVE_ERROR,
     max_iterations: int | None = None,
     reuse_graph: bool | None = None,
+    shard: Shard = SINGLE_PROCESS,
 ) -> float:
     """The largest (``LA``) or largest-magnitude (``LM``) Hessian eigenvalue at ``point``."""
     return top_hessian_eigenpair(
@@ -313,13 +338,14 @@ def top_hessian_eigenvalue(
         relative_tolerance=relative_tolerance,
         max_iterations=max_iterations,
         reuse_graph=reuse_graph,
+        shard=shard,
     ).value
 
 
 # ------------------------------------------------------------------ error over the set
 def _error_batches(
     model: nn.Module, measurement: MeasurementSet, bn_mode: BatchNormMode, num_batches: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[Batch]:
     """Disjoint parts of the measurement set whose mean losses average to the set's loss.
 
     In ``train`` batch-norm mode the loss of a sample depends on the chunk it is normalised
@@ -330,7 +356,7 @@ def _error_batches(
         yield from measurement.chunks()
         return
     for indices in np.array_split(np.arange(measurement.size), min(num_batches, measurement.size)):
-        yield measurement.inputs[indices[0] : indices[-1] + 1], measurement.targets[indices[0] : indices[-1] + 1]
+        yield measurement.part(int(indices[0]), int(indices[-1]) + 1)
 
 
 def batch_rayleigh_quotients(
@@ -341,10 +367,12 @@ def batch_rayleigh_quotients(
     *,
     bn_mode: BatchNormMode = "train",
     num_batches: int = SHARPNESS_ERROR_BATCHES,
+    shard: Shard = SINGLE_PROCESS,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """(vᵀ H_b v / vᵀ v for each part b, the parts' sizes): H_b is the Hessian of the mean
     loss over part b (see ``_error_batches`` for the parts). The size-weighted mean of the
-    quotients is the Rayleigh quotient of the whole set's Hessian."""
+    quotients is the Rayleigh quotient of the whole set's Hessian. With a ``shard`` of several
+    processes each part is computed by the process that owns it and shared with the others."""
     check_batchnorm_mode(bn_mode)
     layout = ParameterLayout.of(model)
     leaf = point.detach().clone().requires_grad_(True)
@@ -353,16 +381,21 @@ def batch_rayleigh_quotients(
     # "recompute": statistics of the whole set at the point, held fixed, as the value uses.
     buffers = recomputed_batchnorm_statistics(model, point, measurement) if bn_mode == "recompute" else {}
     forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
-    quotients, sizes = [], []
+    parts = list(_error_batches(model, measurement, bn_mode, num_batches))
+    # One slot per part, filled by its owner and zero elsewhere: the sum over processes is
+    # then each part's own value, exactly.
+    quotients = torch.zeros(len(parts), dtype=torch.float64)
+    sizes = torch.tensor([float(batch_size(batch)) for batch in parts], dtype=torch.float64)
     with measuring(model, forward_mode):
-        for inputs, targets in _error_batches(model, measurement, bn_mode, num_batches):
-            outputs = functional_call(model, {**layout.unflatten(leaf), **buffers}, (inputs,))
-            loss = measurement.loss_fn(outputs, targets).mean()
+        for number, batch in enumerate(parts):
+            if not shard.owns(number):
+                continue
+            call = model_call(model, {**layout.unflatten(leaf), **buffers})
+            loss = measurement.losses(call, batch).mean()
             (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
             (curvature,) = torch.autograd.grad(gradient, leaf, grad_outputs=direction)
-            quotients.append(float((direction.double() @ curvature.detach().double()).cpu()))
-            sizes.append(int(targets.shape[0]))
-    return np.array(quotients), np.array(sizes, dtype=np.float64)
+            quotients[number] = (direction.double() @ curvature.detach().double()).cpu()
+    return shard.summed(quotients).numpy(), sizes.numpy()
 
 
 def top_eigenvalue_standard_error(
@@ -373,6 +406,7 @@ def top_eigenvalue_standard_error(
     *,
     bn_mode: BatchNormMode = "train",
     num_batches: int = SHARPNESS_ERROR_BATCHES,
+    shard: Shard = SINGLE_PROCESS,
 ) -> float:
     """Standard error of the top Hessian eigenvalue over the measurement set, by batch means.
 
@@ -387,7 +421,7 @@ def top_eigenvalue_standard_error(
     v itself, which enters at second order too.
     """
     quotients, sizes = batch_rayleigh_quotients(
-        model, point, vector, measurement, bn_mode=bn_mode, num_batches=num_batches
+        model, point, vector, measurement, bn_mode=bn_mode, num_batches=num_batches, shard=shard
     )
     return _batch_means_standard_error(quotients, sizes)
 
@@ -424,11 +458,13 @@ def sharpness_with_standard_error(
     which: EigenvalueChoice = "LA",
     seed: int = 0,
     num_batches: int = SHARPNESS_ERROR_BATCHES,
+    shard: Shard = SINGLE_PROCESS,
 ) -> SharpnessEstimate:
-    """``top_hessian_eigenpair`` followed by ``top_eigenvalue_standard_error`` along its vector."""
-    pair = top_hessian_eigenpair(model, point, measurement, bn_mode=bn_mode, which=which, seed=seed)
+    """``top_hessian_eigenpair`` followed by ``top_eigenvalue_standard_error`` along its vector
+    (with a ``shard``: shared out over the processes, the same result on every one)."""
+    pair = top_hessian_eigenpair(model, point, measurement, bn_mode=bn_mode, which=which, seed=seed, shard=shard)
     quotients, sizes = batch_rayleigh_quotients(
-        model, point, pair.vector, measurement, bn_mode=bn_mode, num_batches=num_batches
+        model, point, pair.vector, measurement, bn_mode=bn_mode, num_batches=num_batches, shard=shard
     )
     standard_error = _batch_means_standard_error(quotients, sizes) if quotients.size >= 2 else None
     return SharpnessEstimate(pair.value, standard_error, pair.products, int(quotients.size))

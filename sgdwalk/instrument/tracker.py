@@ -30,6 +30,7 @@ from torch import nn
 
 from sgdwalk.instrument.attach import OptimizerAttachment
 from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
+from sgdwalk.instrument.distributed import Shard, unwrapped
 from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
 from sgdwalk.instrument.record import StepRecord
@@ -66,6 +67,16 @@ class WalkTracker:
         sinks: called with each record as soon as it is complete (e.g. a file writer).
         precision: measure each step only until its questions are settled (see
             ``sampling.PrecisionTarget``); None (the default) measures on the whole set.
+        shard: the processes that measure together (``distributed.Shard``); default: the
+            default process group when ``torch.distributed`` is initialised, else this
+            process alone. Under ``torchrun`` every rank makes the tracker with the same
+            arguments and calls it at the same steps: each evaluates its share of the set,
+            every rank gets the same records, and only rank 0 calls the ``sinks`` (one
+            writer). A model wrapped in ``DistributedDataParallel`` is measured through its
+            ``.module``, so no measurement takes part in DDP's gradient reduction or buffer
+            broadcast. The gradient of the cosine is the one the optimizer uses: after
+            ``backward()`` under DDP, the gradient of the global minibatch (averaged over ranks).
+            To measure on one process of a distributed run alone, pass ``Shard()``.
     """
 
     def __init__(
@@ -85,6 +96,7 @@ class WalkTracker:
         sinks: Sequence[RecordSink] = (),
         start_step: int = 0,
         precision: PrecisionTarget | None = None,
+        shard: Shard | None = None,
     ) -> None:
         if not isinstance(measurement, MeasurementSet):
             raise TypeError(
@@ -92,7 +104,8 @@ class WalkTracker:
             )
         if sharpness_every is not None and sharpness_every < 1:
             raise ValueError(f"sharpness_every must be positive or None, got {sharpness_every}")
-        self.model = model
+        self.model = unwrapped(model)
+        self.shard = Shard.current() if shard is None else shard
         self.measurement = measurement
         self.schedule = schedule if schedule is not None else every_step()
         self.alphas = alpha_grid(num_alphas)
@@ -111,7 +124,7 @@ class WalkTracker:
             )
         self.precision = precision
         self.plan = SamplePlan.of(measurement, precision)
-        self.initial_parameters = flat_parameters(model)
+        self.initial_parameters = flat_parameters(self.model)
         self.records: list[StepRecord] = []
         self.step_index = start_step
         self.divergence: str | None = None
@@ -135,8 +148,9 @@ class WalkTracker:
 
     def _emit(self, record: StepRecord) -> None:
         self.records.append(record)
-        for sink in self.sinks:
-            sink(record)
+        if self.shard.is_writer:
+            for sink in self.sinks:
+                sink(record)
 
     def _diverge(self, reason: str) -> None:
         """Stop measuring; every record emitted so far is of a sound segment."""
@@ -153,7 +167,7 @@ class WalkTracker:
             raise RuntimeError("before_step called twice without after_step")
         self._in_step = True
         self._lr = lr
-        self._minibatch_loss = _as_float(minibatch_loss)
+        self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
             return
         if self._minibatch_loss is not None and not math.isfinite(self._minibatch_loss):
@@ -235,6 +249,7 @@ class WalkTracker:
                 bn_mode=self.bn_mode,
                 which=self.sharpness_which,
                 seed=self.sharpness_seed,
+                shard=self.shard,
             )
 
     def sharpness_with_error(self, point: torch.Tensor) -> tuple[float, float | None]:
@@ -248,6 +263,7 @@ class WalkTracker:
                 bn_mode=self.bn_mode,
                 which=self.sharpness_which,
                 seed=self.sharpness_seed,
+                shard=self.shard,
             )
         return estimate.value, estimate.standard_error
 
@@ -266,8 +282,10 @@ class WalkTracker:
             "step_index": self.step_index,
             "initial_parameters": self.initial_parameters.clone(),
             "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
-            "carried_step": None if self._carried is None else self._carried[0],
-            "carried_losses": None if self._carried is None else self._carried[1].clone(),
+            # Carried losses are this process's share; across processes (whose checkpoint rank 0
+            # writes) they are left out, and the next step evaluates α = 0 again, bitwise the same.
+            "carried_step": None if self._carried is None or self.shard.distributed else self._carried[0],
+            "carried_losses": None if self._carried is None or self.shard.distributed else self._carried[1].clone(),
             "divergence": self.divergence,
             "records": [record.as_dict() for record in self.records],
         }
@@ -307,6 +325,15 @@ class WalkTracker:
         self._start = self._gradient = None
 
     # ------------------------------------------------------------------------ internals
+    def _global_loss(self, loss: float | None) -> float | None:
+        """Across processes, the mean of the ranks' minibatch losses: the loss of the global
+        minibatch when the ranks hold equal shares of it, as DDP's averaged gradient assumes.
+        Every rank then records it, and a non-finite loss on any rank stops them all together."""
+        if loss is None or not self.shard.distributed:
+            return loss
+        total = self.shard.summed(torch.tensor([loss], dtype=torch.float64))
+        return float(total[0]) / self.shard.world_size
+
     def _cuda_devices(self) -> list[int]:
         return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
@@ -332,6 +359,7 @@ class WalkTracker:
                 carried_start=carried[1] if carried is not None and carried[0] == step else None,
                 barrier_relative_tolerance=self.barrier_relative_tolerance,
                 barrier_absolute_tolerance=self.barrier_absolute_tolerance,
+                shard=self.shard,
             )
         except NonFiniteSegment:
             self._diverge("non-finite loss on the measurement set")

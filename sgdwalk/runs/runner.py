@@ -17,12 +17,26 @@ changing what is measured never changes what is trained:
 - the noise of ``noisy-gd``: ``NoisyGD``'s own generator (``seed + NOISE_STREAM``), and the
   minibatches of its variance estimate (``seed + NOISE_ESTIMATE_STREAM``);
 - the order precision-targeted measurement reads the set in (``seed + SAMPLE_ORDER_STREAM``).
+
+Under ``torchrun`` (a ``torch.distributed`` process group is initialised, see
+``torchrun_process_group``) the run trains with ``DistributedDataParallel``: every rank draws
+the same global minibatch of ``batch_size`` from the same generator and trains on its own
+equal slice of it (a per-rank split, not a ``DistributedSampler``, whose shuffling differs
+from a single process's), so the update is the single-process one on the same global batch,
+up to the order DDP sums the ranks' gradients in. The tracker shares the measurement out
+over the ranks (``sgdwalk.instrument.distributed``); rank 0 alone writes the run directory.
+Batch norm normalises each rank's slice during training (DDP's behaviour on the CPU, where
+SyncBatchNorm is not available), so a batch-norm network's updates differ from a single
+process's; the measurements themselves (bn_mode "train" included) do not depend on the split.
+Only SGD is distributed (the full-batch optimizers compute their gradient in one process),
+and a run is resumed with a single process.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
 from sgdwalk.instrument.record import StepRecord
@@ -340,6 +355,56 @@ def _format_postfix(loss: float, record: StepRecord | None) -> dict[str, str]:
     return postfix
 
 
+# ---------------------------------------------------------------------- torchrun
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several that ``torchrun`` started (its environment says so)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+@contextmanager
+def torchrun_process_group(device_name: str) -> Iterator[Shard]:
+    """The default process group for a ``torchrun`` launch (gloo on the CPU, NCCL on CUDA,
+    each rank on its ``LOCAL_RANK`` GPU), destroyed afterwards; this process alone otherwise."""
+    import torch.distributed as dist
+
+    if not launched_by_torchrun() or dist.is_initialized():
+        yield Shard.current()
+        return
+    cuda = resolve_device(device_name).type == "cuda"
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield Shard.current()
+        # gloo aborts a process whose peer tears its connections down first ("terminate
+        # called without an active exception"): a rank that finished waits for the others.
+        # (After an error there is no waiting: torchrun stops the other ranks.)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def _check_distributable(config: WalkConfig, shard: Shard) -> None:
+    if not shard.distributed:
+        return
+    if is_full_batch(config):
+        raise ConfigError(
+            f"optimizer {config.optimizer!r} under torchrun: only 'sgd' trains with DistributedDataParallel"
+        )
+    if config.batch_size % shard.world_size:
+        raise ConfigError(
+            f"batch_size {config.batch_size} does not split evenly over {shard.world_size} processes: "
+            "each trains on an equal share of the global minibatch"
+        )
+
+
+def _rank_device(device: torch.device, shard: Shard) -> torch.device:
+    """Each rank's own GPU under torchrun (``torchrun_process_group`` set it current)."""
+    if shard.distributed and device.type == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 # ---------------------------------------------------------------------------- a run
 class _WalkRun:
     """The state of one run while it trains; ``execute`` runs it to its end."""
@@ -355,7 +420,11 @@ class _WalkRun:
     ) -> None:
         self.config = config
         self.progress = progress
-        self.device = resolve_device(config.device)
+        self.shard = Shard.current()
+        _check_distributable(config, self.shard)
+        if self.shard.distributed and resume_dir is not None:
+            raise ConfigError("resuming under torchrun is not supported: resume the run with a single process")
+        self.device = _rank_device(resolve_device(config.device), self.shard)
         self.data = walk_data_for(config, data)
         self.train_x = self.data.train_inputs.to(self.device)
         self.train_y = self.data.train_targets.to(self.device)
@@ -367,6 +436,9 @@ class _WalkRun:
         self.total_steps = config.epochs * self.steps_per_epoch
         self.lr_at = learning_rate_schedule(config, self.steps_per_epoch)
         self.model = build_seeded_model(config, self.data, self.device)
+        # What the training forward runs: the model, or its DDP wrapper (which averages the
+        # ranks' gradients in backward). Measurements and evaluations use the model itself.
+        self.trained = self._distributed_model()
         self.batch_generator = torch.Generator().manual_seed(config.seed)
         self.measurement = build_measurement_set(config, self.train_x, self.train_y)
 
@@ -380,10 +452,18 @@ class _WalkRun:
         self.tracker = self._build_tracker(on_record)
         if checkpoint is not None:
             self._restore(checkpoint)
-        if on_start is not None:
+        if on_start is not None and self.shard.is_writer:
             on_start(None if self.writer is None else self.writer.run_dir)
 
     # ----------------------------------------------------------------- set-up steps
+    def _distributed_model(self) -> nn.Module:
+        if not self.shard.distributed:
+            return self.model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.model, device_ids=device_ids)
+
     def _noise_variance(self, checkpoint: dict[str, Any] | None) -> float | None:
         """noisy-gd's σ²: the checkpoint's when resuming (the estimate is made once per run), else estimated at θ_0."""
         if self.config.optimizer != "noisy-gd":
@@ -394,7 +474,7 @@ class _WalkRun:
 
     def _open_writer(self, resume_dir: Path | None, checkpoint: dict[str, Any] | None) -> RunWriter | None:
         """The run directory's writer: a new one, or the resumed one cut back to what the checkpoint saw."""
-        if self.config.out_dir is None:
+        if self.config.out_dir is None or not self.shard.is_writer:
             return None
         if resume_dir is None:
             return RunWriter.create(self.config.out_dir, self.config, self._metadata())
@@ -442,6 +522,7 @@ class _WalkRun:
             num_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             noise_variance=self.noise_variance,
             noise_batches=self.config.noise_batches if self.config.optimizer == "noisy-gd" else None,
+            world_size=self.shard.world_size,
         )
         return metadata
 
@@ -494,8 +575,16 @@ class _WalkRun:
             chunk_size = self.config.gd_chunk_size
             return full_batch_gradient_(self.model, per_sample_cross_entropy, inputs, targets, chunk_size)
         self.optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(self.model(inputs), targets)
+        if self.shard.distributed:
+            # This rank's equal slice of the global minibatch; DDP averages the gradients.
+            share = self.config.batch_size // self.shard.world_size
+            mine = slice(self.shard.rank * share, (self.shard.rank + 1) * share)
+            inputs, targets = inputs[mine], targets[mine]
+        loss = F.cross_entropy(self.trained(inputs), targets)
         loss.backward()
+        if self.shard.distributed:
+            # The global minibatch's loss (the mean of equal shares' means), the same on every rank.
+            return float(self.shard.summed(loss.detach().double().reshape(1))[0]) / self.shard.world_size
         return float(loss.detach())
 
     def _epoch_entry(
@@ -549,7 +638,7 @@ class _WalkRun:
         bar = tqdm(
             total=self.total_steps,
             initial=self.start_epoch * self.steps_per_epoch,
-            disable=not _progress_enabled(config, self.progress),
+            disable=not (_progress_enabled(config, self.progress) and self.shard.is_writer),
             unit="step",
             dynamic_ncols=True,
             leave=False,

@@ -53,6 +53,13 @@ For optional numbers, 0 or "none" means none (no limit, never).
 
 Exit codes: 0 finished, 2 bad flags / configuration / data set not found / unusable run
 directory, 3 the run diverged (records kept), 130 interrupted (resume with --resume DIR).
+
+Under torchrun (torchrun --nproc-per-node N -m sgdwalk walk ...) the run trains with
+DistributedDataParallel, each process on an equal share of every global minibatch of
+--batch-size, and measures its share of the measurement set's chunks (choose --chunk-size
+so that the set has at least N chunks); process 0 alone writes the run directory and prints.
+Batch norm then normalises each process's share of the batch: with it, the updates differ
+from a single process's on the same batch.
 """
 
 
@@ -360,9 +367,20 @@ def _fan_out(sinks: list[MetricsSink]) -> Callable[[StepRecord], None] | None:
     return log
 
 
+def _same_out_dir(config: WalkConfig) -> WalkConfig:
+    """Process 0's run directory on every process (each picked its own from the clock)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return config
+    chosen = [config.out_dir]
+    dist.broadcast_object_list(chosen, src=0)
+    return config.replace(out_dir=chosen[0])
+
+
 def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.base.errors import SgdwalkError
-    from sgdwalk.runs.runner import resume_walk, run_walk
+    from sgdwalk.runs.runner import launched_by_torchrun, resume_walk, run_walk, torchrun_process_group
     from sgdwalk.runs.summary import render_table
 
     parser: argparse.ArgumentParser = args._parser
@@ -370,7 +388,10 @@ def run_walk_command(args: argparse.Namespace) -> int:
         extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
         if extra:
             parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
+        if launched_by_torchrun():
+            parser.error("--resume under torchrun is not supported: resume the run with a single process")
     sinks: list[MetricsSink] = []
+    writer = True
     try:
         if args.__dict__.get("resume") is not None:
             progress = args.__dict__.get("progress")
@@ -380,8 +401,11 @@ def run_walk_command(args: argparse.Namespace) -> int:
             )
         else:
             config = build_config(args)
-            sinks = _open_sinks(args, Path(str(config.out_dir)).name)
-            result = run_walk(config, on_start=_announce("run directory:"), on_record=_fan_out(sinks))
+            with torchrun_process_group(config.device) as shard:
+                writer = shard.is_writer
+                config = _same_out_dir(config)
+                sinks = _open_sinks(args, Path(str(config.out_dir)).name) if writer else []
+                result = run_walk(config, on_start=_announce("run directory:"), on_record=_fan_out(sinks))
     except SgdwalkError as error:  # a bad config, a data set not found, an unusable run directory, --log-to
         return usage_error("walk", error)
     except KeyboardInterrupt:
@@ -390,6 +414,8 @@ def run_walk_command(args: argparse.Namespace) -> int:
     finally:
         for sink in sinks:
             sink.close()
+    if not writer:  # under torchrun, process 0 reports for all
+        return EXIT_DIVERGED if result.diverged else EXIT_OK
 
     print(render_table(result.windows), end="")
     run_dir = result.run_dir
