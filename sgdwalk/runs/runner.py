@@ -22,7 +22,6 @@ changing what is measured never changes what is trained:
 from __future__ import annotations
 
 import itertools
-import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from sgdwalk.instrument.divergence import DIVERGENCE_LOSS_FACTOR, loss_divergence
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
 from sgdwalk.instrument.record import StepRecord
@@ -49,6 +49,7 @@ from sgdwalk.runs.runlog import (
     RunDirectoryError,
     RunWriter,
     base_metadata,
+    hold_run_directory,
     is_run_directory,
     load_run,
     now_iso,
@@ -210,7 +211,10 @@ def precision_target(config: WalkConfig) -> PrecisionTarget | None:
 
 def measurement_indices(train_size: int, size: int | None, seed: int) -> Tensor:
     """A seeded subset of the training positions (sorted), or all of them when size is None."""
-    if size is None or size >= train_size:
+    if size is not None and size > train_size:
+        # Refused rather than cut: config.json would name a set the run never measured on.
+        raise ConfigError(f"measurement_size {size} exceeds the {train_size} training samples; lower it (0: all)")
+    if size is None or size == train_size:
         return torch.arange(train_size)
     generator = torch.Generator().manual_seed(seed + MEASUREMENT_STREAM)
     return torch.randperm(train_size, generator=generator)[:size].sort().values
@@ -418,6 +422,7 @@ class _WalkRun:
             sharpness_seed=config.seed,
             sinks=sinks,
             precision=precision_target(config),
+            divergence_loss_factor=DIVERGENCE_LOSS_FACTOR,
         )
 
     # ----------------------------------------------------------------- bookkeeping
@@ -570,8 +575,11 @@ class _WalkRun:
                     bar.set_postfix(_format_postfix(loss, self.last_record), refresh=False)
                 self._record_epoch(self._epoch_entry(epoch, losses, lrs, time.perf_counter() - started))
                 train_loss = self.history[-1]["train_loss"]
-                if train_loss is not None and not math.isfinite(train_loss):
-                    return f"epoch {epoch}: non-finite training loss {train_loss} at the end of the epoch"
+                # The tracker's rule on the whole training set, against the loss at initialisation (epoch 0).
+                start = self.history[0]["train_loss"]
+                reason = None if train_loss is None else loss_divergence(train_loss, start, "training loss")
+                if reason is not None:
+                    return f"epoch {epoch}: {reason} at the end of the epoch"
                 every = config.checkpoint_every_epochs
                 if self.writer is not None and every is not None and epoch % every == 0:
                     self._save_checkpoint(epoch)
@@ -635,7 +643,8 @@ def run_walk(
 
     With ``config.out_dir`` the records go to that directory (see ``runlog``) and a
     checkpoint is saved every ``config.checkpoint_every_epochs`` epochs; without it the run
-    stays in memory. A divergence (non-finite loss) stops the run cleanly: the result's
+    stays in memory. A divergence (a non-finite loss, or one past ``DIVERGENCE_LOSS_FACTOR``
+    times its start: ``sgdwalk.instrument.divergence``) stops the run cleanly: the result's
     ``status`` is "diverged" and ``divergence`` says where; no record holds a NaN.
     """
     with cpu_threads(config.cpu_threads):
@@ -659,12 +668,14 @@ def resume_walk(
     run_dir = Path(run_dir)
     if not is_run_directory(run_dir):
         raise RunDirectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE} / {METADATA_FILE})")
-    run = load_run(run_dir)
-    if run.status == "finished":
-        return WalkResult.from_run(run)
-    config = run.config.replace(out_dir=str(run_dir))
-    with cpu_threads(config.cpu_threads):
-        return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
+    # Owned before anything is read: a second writer is refused here (RunDirectoryBusyError).
+    with hold_run_directory(run_dir):
+        run = load_run(run_dir)
+        if run.status == "finished":
+            return WalkResult.from_run(run)
+        config = run.config.replace(out_dir=str(run_dir))
+        with cpu_threads(config.cpu_threads):
+            return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
 
 
 __all__ = [

@@ -30,7 +30,7 @@ from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps
 from sgdwalk.base.mapping_files import read_mapping_file
 from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
-from sgdwalk.instrument.sampling import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
+from sgdwalk.instrument.sampling_defaults import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
 from sgdwalk.training import lr_schedules
 from sgdwalk.training.names import ARCHITECTURES, DATASETS
 
@@ -87,6 +87,10 @@ DEFAULT_LR_GAMMA: Final = 0.1
 # part of the run's definition; (2) with other processes on the cores, a second thread
 # waiting at every barrier made the default run 5 min 12 s instead of 54 s.
 DEFAULT_CPU_THREADS: Final = 1
+# The largest seed: torch seeds a generator from a 64-bit integer (at most 2**64 - 1) and the
+# runner seeds its independent streams from the seed plus a small offset, so seeds up to
+# 2**63 - 1 leave every derived seed in range with room to spare.
+MAX_SEED: Final = 2**63 - 1
 
 
 # The annotations of WalkConfig's string fields: plain strings and the Literal name aliases.
@@ -267,8 +271,8 @@ class WalkConfig:
             positive(name, allow_none=True)
         if self.first_look < 2:
             raise ConfigError(f"first_look must be at least 2 samples (a variance needs two), got {self.first_look}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {self.seed!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if self.noise_scale < 0:
@@ -281,6 +285,16 @@ class WalkConfig:
             raise ConfigError(f"num_alphas must be at least 2, got {self.num_alphas}")
         if self.lr_final < 0:
             raise ConfigError(f"lr_final must be non-negative, got {self.lr_final}")
+        if (
+            self.measurement_size is not None
+            and self.train_subset is not None
+            and self.measurement_size > self.train_subset
+        ):
+            # Refused rather than cut to the subset: config.json would name a set never measured on.
+            raise ConfigError(
+                f"measurement_size {self.measurement_size} exceeds train_subset {self.train_subset}: the measurement "
+                "set is drawn from the training subset; lower measurement_size (0: the whole subset)"
+            )
         for epoch in self.track_epochs:
             if not 1 <= epoch <= self.epochs:
                 raise ConfigError(

@@ -20,6 +20,7 @@ from sgdwalk.training.config import (
     LR_SCHEDULES,
     MEASUREMENT_MODES,
     OPTIMIZERS,
+    ConfigError,
     WalkConfig,
     field_default,
     read_config_file,
@@ -307,26 +308,58 @@ def _draw_figures(run_dir: Path) -> list[Path] | None:
     return list(plot_run(run_dir))
 
 
+def check_data_root(config: WalkConfig) -> None:
+    """An explicit data root must exist (else the search would go on to the system folders
+    and read another copy than the one named), unless the data set is to be downloaded into it."""
+    if config.data_root is not None and not config.download and not Path(config.data_root).is_dir():
+        problem = "is not a folder" if Path(config.data_root).exists() else "does not exist"
+        raise ConfigError(
+            f"data_root {config.data_root} {problem}; name the folder holding the data set, "
+            "or add --download to fetch it there"
+        )
+
+
+def _interrupted_message(run_dir: Path) -> str:
+    from sgdwalk.runs.runlog import is_run_directory
+
+    if is_run_directory(run_dir):
+        return f"sgdwalk walk: interrupted; continue with --resume {run_dir}"
+    return f"sgdwalk walk: interrupted before {run_dir} was written; nothing to resume"
+
+
 def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.base.errors import SgdwalkError
-    from sgdwalk.runs.runner import resume_walk, run_walk
-    from sgdwalk.runs.summary import render_table
 
     parser: argparse.ArgumentParser = args._parser
-    if args.__dict__.get("resume") is not None:
+    resume = args.__dict__.get("resume")
+    config: WalkConfig | None = None
+    if resume is not None:
         extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
         if extra:
             parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
+        run_dir = Path(resume)
+    else:
+        # Checked before torch and the data are loaded: a bad setting fails at once, writing nothing.
+        try:
+            config = build_config(args)
+            check_data_root(config)
+        except SgdwalkError as error:
+            return usage_error("walk", error)
+        run_dir = Path(str(config.out_dir))
+
+    from sgdwalk.runs.runner import resume_walk, run_walk
+    from sgdwalk.runs.summary import render_table
+
     try:
-        if args.__dict__.get("resume") is not None:
+        if config is None:
             progress = args.__dict__.get("progress")
-            result = resume_walk(Path(args.resume), progress=progress, on_start=_announce("resuming"))
+            result = resume_walk(run_dir, progress=progress, on_start=_announce("resuming"))
         else:
-            result = run_walk(build_config(args), on_start=_announce("run directory:"))
-    except SgdwalkError as error:  # a bad config, a data set not found, an unusable run directory
+            result = run_walk(config, on_start=_announce("run directory:"))
+    except SgdwalkError as error:  # a bad config, a data set not found, an unusable or busy run directory
         return usage_error("walk", error)
     except KeyboardInterrupt:
-        print("\nsgdwalk walk: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        print("\n" + _interrupted_message(run_dir), file=sys.stderr)
         return EXIT_INTERRUPTED
 
     print(render_table(result.windows), end="")
