@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import runpy
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,8 @@ import pytest
 import sgdwalk.runs.sweep as sweep
 from sgdwalk.claims.sweep_cache import SweepRunCache
 from sgdwalk.cli import main as cli_main
-from sgdwalk.runs.runlog import LOCK_FILE
+from sgdwalk.runs.owner import LOCK_FILE
+from sgdwalk.runs.runlog import load_run
 from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import (
     CellBusyError,
@@ -249,6 +253,28 @@ def test_a_cell_another_process_runs_is_waited_for_not_failed(tmp_path: Path, da
     assert cell_status(directory) == "finished"
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch: ~10 s, run by scripts/test.sh's slow step
+def test_two_sweeps_of_one_grid_at_once_both_finish_with_exit_0(tmp_path: Path, data_root: Path) -> None:
+    """Issue 11: the same tiny grid run twice at once; a cell busy in the other sweep was a
+    failure (exit 1, CellBusyError) though every cell finished."""
+    grid = tmp_path / "grid.json"
+    base = {**tiny_base(data_root), "epochs": 3, "track_steps": [[0, 9]]}
+    grid.write_text(json.dumps({"base": base, "axes": {"seed": [1, 2, 3, 4]}}), encoding="utf-8")
+    out = tmp_path / "out"
+    script = "import sys\nfrom sgdwalk.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    command = [sys.executable, "-c", script, "sweep", str(grid), "--out", str(out)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweeps = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)]
+    sweeps.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment))
+    outputs = [process.communicate(timeout=300) for process in sweeps]
+    for process, (stdout, stderr) in zip(sweeps, outputs, strict=True):
+        assert process.returncode == 0, stdout + stderr
+        assert "4 finished" in stdout and "failed" not in stdout
+    for config in expand_grid(read_grid(grid)):
+        run = load_run(cell_dir(out, config))  # each record once, in order
+        assert run.status == "finished" and list(run.steps["step"]) == list(range(9))
+
+
 def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path: Path, data_root: Path) -> None:
     good = WalkConfig.from_dict(tiny_base(data_root))
     # Validated only when the data are known: a batch larger than the 120 training images.
@@ -363,6 +389,7 @@ def test_the_sweep_command_runs_a_grid_file_and_prints_the_table(
     out = tmp_path / "out"
     assert cli_main(["sweep", str(grid), "--out", str(out), "--dry-run"]) == 0
     assert "2 missing" in capsys.readouterr().out
+    assert not out.exists()  # a dry run writes nothing, not even the manifest
     assert cli_main(["sweep", str(grid), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "0 done, 2 to run" in printed and "2 finished" in printed

@@ -6,6 +6,7 @@
     RUN_DIR/epochs.jsonl     one history entry per finished epoch (losses, accuracy, lr, …)
     RUN_DIR/summary.json     per-window summaries and the final state, written at the end
     RUN_DIR/checkpoint.pt    the state to resume from (written by the runner at epoch ends)
+    RUN_DIR/.lock            who writes the run now (``sgdwalk.runs.owner``: one process at a time)
 
 This module is the only one that knows these names and formats: writers go through
 ``RunWriter``, readers through ``load_run`` (a whole run), ``run_status`` and
@@ -18,17 +19,14 @@ such value reaches a step record; an epoch's training loss may still be NaN.)
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _datetime
-import fcntl
 import json
 import math
 import os
 import pickle
 import platform
-import socket
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Final, Literal
@@ -38,9 +36,16 @@ import pandas as pd
 import torch
 
 from sgdwalk.base.atomic import atomic_write, atomic_write_text
-from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps, loads
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+from sgdwalk.runs.owner import (  # RunDirectoryError lives with the owner, the lowest of these modules
+    LOCK_FILE,
+    RunDirectoryBusyError,
+    RunDirectoryError,
+    acquire_run_directory,
+    hold_run_directory,
+    release_run_directory,
+)
 from sgdwalk.training.config import WalkConfig
 
 CONFIG_FILE: Final = "config.json"
@@ -49,9 +54,7 @@ STEPS_FILE: Final = "steps.jsonl"
 EPOCHS_FILE: Final = "epochs.jsonl"
 SUMMARY_FILE: Final = "summary.json"
 CHECKPOINT_FILE: Final = "checkpoint.pt"
-# The owner lock (see ``hold_run_directory``). Not one of RUN_FILES: it is never removed, since
-# a lock file deleted while held would let a second writer lock a new file of the same name.
-LOCK_FILE: Final = ".lock"
+# The owner's lock file (sgdwalk.runs.owner) is not one of RUN_FILES: it is never removed.
 # Every file a run may hold: what a restart of a half-created run removes.
 RUN_FILES: Final[tuple[str, ...]] = (CONFIG_FILE, METADATA_FILE, STEPS_FILE, EPOCHS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
 
@@ -66,98 +69,6 @@ RunStatus = Literal["running", "finished", "diverged", "interrupted", "failed"]
 # `git rev-parse HEAD` is a local read; if it takes longer the checkout is unusual and the
 # commit is simply not recorded.
 GIT_TIMEOUT_SECONDS: Final = 5.0
-
-
-class RunDirectoryError(SgdwalkError):
-    """A run directory that cannot be created, read or resumed (the message says why)."""
-
-
-class RunDirectoryBusyError(RunDirectoryError):
-    """Another process owns the run directory (the message names it: pid, host, start time)."""
-
-
-# ----------------------------------------------------------------------- the owner
-# One writer per run directory, held for the run's life through an OS lock, fcntl.flock, on
-# RUN_DIR/.lock, rather than a pid file alone: the kernel releases a flock when its holder
-# dies however it dies (kill -9 included), so a stale lock never needs guessing whether a
-# recorded pid is still alive or was reused by another program, and taking the lock is one
-# atomic call, with no window between "is it free?" and "it is mine". The file also names
-# its holder (pid, host, start) for the message a second writer gets; a dead holder's
-# name is simply overwritten by the next owner. (flock works across processes of one
-# machine, and over NFS on Linux since 2.6.12, where it is emulated with POSIX locks.)
-# The owner is a process: its own nested holds (a sweep cell's runner inside the cell's
-# hold) only count up, so they never block one another.
-@dataclass
-class _Hold:
-    handle: IO[str]
-    pid: int
-    depth: int = 1
-
-
-_HOLDS: dict[Path, _Hold] = {}
-
-
-def _holder_text(handle: IO[str]) -> str:
-    """The holder as its lock file names it, e.g. "pid 123 on host a, since 2026-…"."""
-    handle.seek(0)
-    try:
-        holder = json.loads(handle.read())
-        return f"pid {holder['pid']} on host {holder['host']}, since {holder['started']}"
-    except (json.JSONDecodeError, TypeError, KeyError):
-        return "holder not yet recorded"  # it has the lock and is about to write its name
-
-
-def acquire_run_directory(run_dir: str | Path) -> None:
-    """Become the owner of ``run_dir`` (created if needed), or raise ``RunDirectoryBusyError``
-    at once, naming the process that is. Release with ``release_run_directory``."""
-    key = Path(run_dir).resolve()
-    hold = _HOLDS.get(key)
-    if hold is not None and hold.pid == os.getpid():
-        hold.depth += 1
-        return
-    try:
-        key.mkdir(parents=True, exist_ok=True)
-        # "a+": opening must not erase the holder's name before the lock is ours. Open until released.
-        handle: IO[str] = open(key / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115
-    except OSError as error:
-        raise RunDirectoryError(f"cannot create the run directory {run_dir}: {error.strerror}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder_text(handle)
-        handle.close()
-        raise RunDirectoryBusyError(
-            f"{run_dir} is being written by another sgdwalk process ({holder}); "
-            "wait for it to end, or stop it and continue with --resume"
-        ) from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": now_iso()}) + "\n")
-    handle.flush()
-    _HOLDS[key] = _Hold(handle, os.getpid())
-
-
-def release_run_directory(run_dir: str | Path) -> None:
-    """Give up one hold of ``run_dir``; the lock goes with the last (a no-op when not held)."""
-    key = Path(run_dir).resolve()
-    hold = _HOLDS.get(key)
-    if hold is None or hold.pid != os.getpid():
-        return
-    hold.depth -= 1
-    if hold.depth == 0:
-        del _HOLDS[key]
-        fcntl.flock(hold.handle, fcntl.LOCK_UN)
-        hold.handle.close()
-
-
-@contextlib.contextmanager
-def hold_run_directory(run_dir: str | Path) -> Iterator[None]:
-    """Own ``run_dir`` for the ``with`` block (see ``acquire_run_directory``)."""
-    acquire_run_directory(run_dir)
-    try:
-        yield
-    finally:
-        release_run_directory(run_dir)
 
 
 # ----------------------------------------------------------------------------- JSON

@@ -30,7 +30,7 @@ Reruns and crashes, per cell:
   from the start if it has none;
 - a directory without ``config.json`` and ``metadata.json`` (killed while being created):
   its files are removed and the cell starts again;
-- a cell some other process is running is owned by it (``runlog.hold_run_directory``: a lock
+- a cell some other process is running is owned by it (``owner.hold_run_directory``: a lock
   on ``OUT/cells/<hash>/.lock``, released by the kernel when that process dies): it is left
   alone while the other cells run, then looked at every ``BUSY_POLL_SECONDS`` until that
   process is done with it (then it is done here too, or resumed if that process died).
@@ -58,14 +58,8 @@ from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps
 from sgdwalk.base.mapping_files import read_mapping_file
 from sgdwalk.base.tables import text_table
-from sgdwalk.runs.runlog import (
-    RunDirectoryBusyError,
-    clear_run_files,
-    count_step_records,
-    hold_run_directory,
-    last_epoch_entry,
-    load_run,
-)
+from sgdwalk.runs.owner import RunDirectoryBusyError, hold_run_directory
+from sgdwalk.runs.runlog import clear_run_files, count_step_records, last_epoch_entry, load_run
 from sgdwalk.runs.runlog import run_status as cell_status  # a cell's status is its run directory's
 from sgdwalk.runs.slurm_options import SlurmOptions
 from sgdwalk.training.config import ConfigError, WalkConfig
@@ -183,7 +177,7 @@ def cell_dir(out_root: str | Path, config: WalkConfig) -> Path:
 
 @contextlib.contextmanager
 def _cell_lock(directory: Path) -> Iterator[None]:
-    """Own the cell's run directory (``runlog.hold_run_directory``), or raise ``CellBusyError``
+    """Own the cell's run directory (``owner.hold_run_directory``), or raise ``CellBusyError``
     at once if another process does."""
     try:
         with hold_run_directory(directory):

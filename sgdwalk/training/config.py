@@ -103,26 +103,43 @@ class ConfigError(SgdwalkError, ValueError):
     """A configuration that cannot describe a run (the message says which field and why)."""
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _tuple_of_ints(value: Any, name: str) -> tuple[int, ...]:
+    """Integers from a list, or from the CLI spelling "1,10,25"; a float or a string in a
+    list is refused (1.5 must not become epoch 1)."""
     if isinstance(value, str):
-        value = [piece for piece in value.split(",") if piece.strip()]
-    try:
-        return tuple(int(item) for item in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
+        try:
+            return tuple(int(piece) for piece in value.split(",") if piece.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
+    if not isinstance(value, (list, tuple)) or not all(_is_int(item) for item in value):
+        raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+    return tuple(value)
 
 
 def _step_windows(value: Any) -> tuple[tuple[int, int], ...]:
-    """Step windows from pairs, or from the CLI spelling "0:20,160:200"."""
+    """Step windows from pairs of integers, or from the CLI spelling "0:20,160:200"."""
+    problem = f"track_steps must be windows START:STOP of 0-based steps, got {value!r}"
     if isinstance(value, str):
-        value = [piece.split(":") for piece in value.split(",") if piece.strip()]
-    try:
+        try:
+            windows = tuple(
+                (int(start), int(stop))
+                for start, stop in (piece.split(":") for piece in value.split(",") if piece.strip())
+            )
+        except ValueError:
+            raise ConfigError(problem) from None
+    elif isinstance(value, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_int(end) for end in pair) for pair in value
+    ):
         windows = tuple((int(start), int(stop)) for start, stop in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"track_steps must be windows START:STOP of 0-based steps, got {value!r}") from None
+    else:
+        raise ConfigError(problem)
     for start, stop in windows:
         if not 0 <= start < stop:
-            raise ConfigError(f"a step window needs 0 <= START < STOP, got {start}:{stop}")
+            raise ConfigError(f"track_steps: a step window needs 0 <= START < STOP, got {start}:{stop}")
     return windows
 
 
@@ -213,8 +230,11 @@ class WalkConfig:
                     raise ConfigError(f"{spec.name} must be a number, got {value!r}")
                 if not math.isfinite(value):
                     raise ConfigError(f"{spec.name} must be a finite number, got {value!r}")
-            elif kinds & STRING_KINDS and not isinstance(value, str):
-                raise ConfigError(f"{spec.name} must be a string, got {value!r}")
+            elif kinds & STRING_KINDS:
+                if not isinstance(value, str):
+                    raise ConfigError(f"{spec.name} must be a string, got {value!r}")
+                if not value.strip():  # an empty folder name would silently mean the working directory
+                    raise ConfigError(f"{spec.name} must not be empty")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first field that cannot describe a run."""

@@ -363,11 +363,11 @@ def run_walk_command(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
     print(render_table(result.windows), end="")
-    run_dir = result.run_dir
-    print(f"records: {run_dir}")
-    if args.__dict__.get("figures", True) and run_dir is not None:
+    records_dir = result.run_dir
+    print(f"records: {records_dir}")
+    if args.__dict__.get("figures", True) and records_dir is not None:
         try:
-            figures = _draw_figures(run_dir)
+            figures = _draw_figures(records_dir)
         except Exception as error:  # the records are the product; a figure failing must not hide them
             print(f"sgdwalk walk: figures not drawn: {type(error).__name__}: {error}", file=sys.stderr)
         else:
@@ -376,6 +376,6 @@ def run_walk_command(args: argparse.Namespace) -> int:
             elif figures:
                 print(f"figures: {figures[0].parent} ({len(figures)} files)")
     if result.diverged:
-        print(f"sgdwalk walk: the run diverged: {result.divergence} (records kept in {run_dir})", file=sys.stderr)
+        print(f"sgdwalk walk: the run diverged: {result.divergence} (records kept in {records_dir})", file=sys.stderr)
         return EXIT_DIVERGED
     return EXIT_OK
