@@ -408,6 +408,18 @@ def test_the_sweep_command_says_when_there_is_no_slurm(
     assert "submitting to slurm failed" in capsys.readouterr().err
 
 
+def test_a_cell_of_the_wrong_kind_is_refused_by_a_dry_run_writing_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a cell with ``batch_size = 2.5`` passed ``--dry-run``, then failed and stayed "running"."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[base]\nbatch_size = 2.5\n", encoding="utf-8")
+    assert cli_main(["sweep", str(grid), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "sgdwalk sweep: error: cells[0]: batch_size must be an integer, got 2.5"
+    assert not (tmp_path / "out").exists()
+
+
 def test_the_sweep_command_refuses_a_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     grid = tmp_path / "grid.json"
     grid.write_text('{"axes": {"lr": 0.1}}', encoding="utf-8")

@@ -287,7 +287,9 @@ def read_checkpoint(run_dir: str | Path, map_location: torch.device) -> dict[str
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (EOFError, RuntimeError, OSError, pickle.UnpicklingError) as error:  # cut short, or not a checkpoint
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        # Its first sentence: torch's own message goes on for several about corrupted files.
+        text = str(error).strip()
+        first_line = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
         raise RunDirectoryError(
             f"{path} cannot be read ({first_line}); remove it to rerun the run from its start with --resume"
         ) from None

@@ -154,8 +154,8 @@ def expand_grid(grid: Grid) -> list[WalkConfig]:
             try:
                 config = WalkConfig.from_dict(values)
             except ConfigError as error:
-                where = ", ".join(f"{name}={value!r}" for name, value in zip(names, combination, strict=True))
-                raise SweepError(f"cells[{cell_index}] {where}: {error}") from None
+                where = "".join(f" {name}={value!r}," for name, value in zip(names, combination, strict=True))
+                raise SweepError(f"cells[{cell_index}]{where.rstrip(',')}: {error}") from None
             if config.result_hash not in seen:
                 seen.add(config.result_hash)
                 configs.append(config)

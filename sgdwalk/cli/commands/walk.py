@@ -49,7 +49,9 @@ sgdwalk.runs.runlog.load_run(DIR); figures go to DIR/figures.
 For optional numbers, 0 or "none" means none (no limit, never).
 
 Exit codes: 0 finished, 2 bad flags / configuration / data set not found / unusable run
-directory, 3 the run diverged (records kept), 130 interrupted (resume with --resume DIR).
+directory / a run directory another process is writing, 3 the run diverged (a non-finite
+loss, or one past 1000 times its start; records kept), 130 interrupted (resume with
+--resume DIR).
 """
 
 
