@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 import torch
 
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+from sgdwalk.runs.owner import LOCK_FILE, hold_run_directory
 from sgdwalk.runs.runlog import (
     CHECKPOINT_FILE,
     CHECKPOINT_FORMAT_VERSION,
@@ -371,3 +374,46 @@ def test_render_table_has_one_row_per_window() -> None:
     assert lines[0].split()[:2] == ["epoch", "steps"]
     assert len(lines) == 4 and "87.5%" in lines[2] and lines[3].split()[0] == "4"
     assert render_table([]) == "(no measured steps)\n"
+
+
+# ------------------------------------------------------------------------- the owner
+def lock_is_free(run_dir: Path) -> bool:
+    """Whether a new open file description can take the run's lock (flock locks conflict
+    between descriptions even within one process)."""
+    with open(run_dir / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
+def test_a_writer_owns_its_directory_from_create_to_close(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    writer = RunWriter.create(run_dir, WalkConfig(), {"status": "running"})
+    assert not lock_is_free(run_dir)
+    assert json.loads((run_dir / LOCK_FILE).read_text(encoding="utf-8"))["pid"] == os.getpid()
+    writer.close()
+    writer.close()  # a second close does nothing
+    assert lock_is_free(run_dir)
+    reopened = RunWriter.reopen(run_dir, steps_kept=0, epochs_kept=0)
+    assert not lock_is_free(run_dir)
+    reopened.close()
+    assert lock_is_free(run_dir)
+
+
+def test_a_refused_create_leaves_the_directory_free(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    RunWriter.create(run_dir, WalkConfig(), {}).close()
+    with pytest.raises(RunDirectoryError, match="already holds a run"):
+        RunWriter.create(run_dir, WalkConfig(), {})
+    assert lock_is_free(run_dir)
+
+
+def test_holds_of_one_process_nest(tmp_path: Path) -> None:
+    with hold_run_directory(tmp_path / "run"):
+        with hold_run_directory(tmp_path / "run"):  # a sweep cell's hold, then its runner's
+            assert not lock_is_free(tmp_path / "run")
+        assert not lock_is_free(tmp_path / "run")
+    assert lock_is_free(tmp_path / "run")

@@ -238,7 +238,9 @@ def test_cpu_threads_hold_for_the_run_only(tmp_path: Path) -> None:
 def test_a_diverging_run_stops_cleanly_and_says_where(tmp_path: Path) -> None:
     result = run_walk(tiny_config(lr=1e12, out_dir=str(tmp_path / "run")), data=tiny_data())
     assert result.status == "diverged"
-    assert result.divergence is not None and "epoch 1" in result.divergence and "non-finite" in result.divergence
+    # The loss passes 1000 times its start (divergence.py) a step before it stops being finite.
+    assert result.divergence is not None and "epoch 1" in result.divergence
+    assert "times its starting value" in result.divergence
     assert all(all_finite(r) for r in result.records)
 
     run = load_run(tmp_path / "run")

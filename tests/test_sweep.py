@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import runpy
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,8 @@ import pytest
 import sgdwalk.runs.sweep as sweep
 from sgdwalk.claims.sweep_cache import SweepRunCache
 from sgdwalk.cli import main as cli_main
+from sgdwalk.runs.owner import LOCK_FILE
+from sgdwalk.runs.runlog import load_run
 from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import (
     CellBusyError,
@@ -223,24 +229,50 @@ def test_killed_cells_resume_and_finished_ones_are_not_redone(tmp_path: Path, da
     assert (cell_dir(out, done) / "metadata.json").stat().st_mtime_ns == done_stamp
     resumed = load_cell_result(cell_dir(out, killed))
     # Resumed once, from the epoch-1 checkpoint (2 epoch lines kept: initialisation and epoch 1).
-    assert [entry["after_epoch"] for entry in resumed.metadata["resumed"]] == [2]
+    assert [entry["after_epoch"] for entry in resumed.metadata["resumed"]] == [1]
     uninterrupted = run_walk(killed)
     assert [r.as_dict() for r in resumed.records] == [r.as_dict() for r in uninterrupted.records]
 
 
-def test_a_cell_another_process_runs_is_left_alone(tmp_path: Path, data_root: Path) -> None:
+def test_a_cell_another_process_runs_is_waited_for_not_failed(tmp_path: Path, data_root: Path) -> None:
     (config,) = expand_grid(tiny_grid(data_root, seed=[1]))
     out = tmp_path / "out"
     directory = cell_dir(out.resolve(), config)
     directory.mkdir(parents=True)
-    with open(directory / sweep.LOCK_FILE, "a") as handle:
+    busy_messages: list[str] = []
+    with open(directory / LOCK_FILE, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # what a running cell holds
-        errors = run_local([config], out)
-        with pytest.raises(CellBusyError):
+        with pytest.raises(CellBusyError, match="another sgdwalk process"):
             run_cell(config.to_dict(), str(out))
-    assert next(iter(errors.values())).startswith("CellBusyError")
-    assert summarize_cells([config], out, errors)[0].status == "busy"
-    assert cell_status(directory) == "missing"
+        # The other process lets the cell go after a moment: the sweep waits, then runs it.
+        release = threading.Timer(0.3, lambda: fcntl.flock(handle, fcntl.LOCK_UN))
+        release.start()
+        errors = run_local([config], out, on_busy=lambda _, message: busy_messages.append(message), poll_seconds=0.05)
+        release.join()
+    assert errors == {} and len(busy_messages) == 1
+    assert cell_status(directory) == "finished"
+
+
+@pytest.mark.slow  # two fresh interpreters importing torch: ~10 s, run by scripts/test.sh's slow step
+def test_two_sweeps_of_one_grid_at_once_both_finish_with_exit_0(tmp_path: Path, data_root: Path) -> None:
+    """Issue 11: the same tiny grid run twice at once; a cell busy in the other sweep was a
+    failure (exit 1, CellBusyError) though every cell finished."""
+    grid = tmp_path / "grid.json"
+    base = {**tiny_base(data_root), "epochs": 3, "track_steps": [[0, 9]]}
+    grid.write_text(json.dumps({"base": base, "axes": {"seed": [1, 2, 3, 4]}}), encoding="utf-8")
+    out = tmp_path / "out"
+    script = "import sys\nfrom sgdwalk.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    command = [sys.executable, "-c", script, "sweep", str(grid), "--out", str(out)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweeps = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment)]
+    sweeps.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment))
+    outputs = [process.communicate(timeout=300) for process in sweeps]
+    for process, (stdout, stderr) in zip(sweeps, outputs, strict=True):
+        assert process.returncode == 0, stdout + stderr
+        assert "4 finished" in stdout and "failed" not in stdout
+    for config in expand_grid(read_grid(grid)):
+        run = load_run(cell_dir(out, config))  # each record once, in order
+        assert run.status == "finished" and list(run.steps["step"]) == list(range(9))
 
 
 def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path: Path, data_root: Path) -> None:
@@ -357,6 +389,7 @@ def test_the_sweep_command_runs_a_grid_file_and_prints_the_table(
     out = tmp_path / "out"
     assert cli_main(["sweep", str(grid), "--out", str(out), "--dry-run"]) == 0
     assert "2 missing" in capsys.readouterr().out
+    assert not out.exists()  # a dry run writes nothing, not even the manifest
     assert cli_main(["sweep", str(grid), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "0 done, 2 to run" in printed and "2 finished" in printed
@@ -373,6 +406,18 @@ def test_the_sweep_command_says_when_there_is_no_slurm(
     grid.write_text(json.dumps({"base": tiny_base(data_root)}), encoding="utf-8")
     assert cli_main(["sweep", str(grid), "--out", str(tmp_path / "out"), "--executor", "slurm"]) == 2
     assert "submitting to slurm failed" in capsys.readouterr().err
+
+
+def test_a_cell_of_the_wrong_kind_is_refused_by_a_dry_run_writing_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11: a cell with ``batch_size = 2.5`` passed ``--dry-run``, then failed and stayed "running"."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[base]\nbatch_size = 2.5\n", encoding="utf-8")
+    assert cli_main(["sweep", str(grid), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == "sgdwalk sweep: error: cells[0]: batch_size must be an integer, got 2.5"
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_sweep_command_refuses_a_bad_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from sgdwalk.claims.report import RELATIONS, Relation, relation_holds
 from sgdwalk.claims.statistics import PLANNING_POWER, Estimate, seeds_for_power
+from sgdwalk.instrument.divergence import losses_divergence
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkData, WalkResult, load_walk_data, run_walk
 from sgdwalk.training.config import WalkConfig
@@ -192,6 +193,16 @@ def _run_setting(
     return per_point[best], {**dict(overrides.points[best]), "tuned_over": [dict(p) for p in overrides.points]}
 
 
+def run_divergence(result: WalkResult) -> str | None:
+    """Why a run diverged, or None: the runner's verdict, else the same rule (``divergence``)
+    over its epochs' training losses, so that a run recorded before the rule is judged alike."""
+    if result.divergence is not None:
+        return result.divergence
+    return losses_divergence(
+        ((f"epoch {entry.get('epoch')}", entry.get("train_loss")) for entry in result.history), "training loss"
+    )
+
+
 def decisive_value(estimate: Estimate, relation: Relation) -> float:
     """The interval end that decides the verdict (low end for > and >=, high end for < and <=)."""
     return estimate.low if relation in (">", ">=") else estimate.high
@@ -228,7 +239,7 @@ def run_check(
         settings=recorded,
     )
     for setting, results in runs.items():
-        diverged = [r.divergence for r in results if r.diverged]
+        diverged = [reason for reason in map(run_divergence, results) if reason is not None]
         if diverged:
             recorder.note(f"setting {setting} diverged: {diverged}")
     estimate = check.statistic(runs)

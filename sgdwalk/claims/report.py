@@ -334,6 +334,8 @@ def load_report(path: str | os.PathLike[str]) -> ClaimsReport:
         text = report_path.read_text(encoding="utf-8")
     except OSError as error:
         raise ReportError(f"{report_path}: cannot read ({error.strerror or error})") from error
+    except UnicodeDecodeError as error:
+        raise ReportError(f"{report_path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:

@@ -10,6 +10,9 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
+
+from sgdwalk.cli.exits import EXIT_USAGE
 
 # One module per subcommand; imported lazily so `sgdwalk --help` stays fast.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -20,8 +23,17 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse's parser with a usage error on one line, ``PROG: error: MESSAGE (see PROG
+    --help)``, exit 2: the usage of `sgdwalk walk` runs to dozens of lines, which would bury
+    the one that says what is wrong. Sub-parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="sgdwalk",
         description="Measure how SGD walks the loss landscape of a network.",
     )

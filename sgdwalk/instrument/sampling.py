@@ -33,6 +33,9 @@ from sgdwalk.instrument.batchnorm import BatchNormMode, measuring
 from sgdwalk.instrument.distributed import SINGLE_PROCESS, Shard
 from sgdwalk.instrument.measurement import Batch, MeasurementSet, SegmentPoints
 from sgdwalk.instrument.paired import PairedLossMoments
+
+# The defaults live in a module without torch, for the configuration and the CLI's help.
+from sgdwalk.instrument.sampling_defaults import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
 from sgdwalk.instrument.segment import SegmentSummary, summarize_segment
 from sgdwalk.instrument.tolerances import (
     BARRIER_ABSOLUTE_TOLERANCE,
@@ -40,21 +43,6 @@ from sgdwalk.instrument.tolerances import (
     BARRIER_TEST_CONFIDENCE,
 )
 from sgdwalk.instrument.uncertainty import SegmentUncertainty, segment_uncertainty
-
-#: Default precision of the heights in precision-targeted measurement: a standard error of
-#: at most half the height, or 0.01 in loss units, whichever is looser. Half the height is
-#: the precision at which a height is told apart from zero (two standard errors); window
-#: means over tens of steps then average the per-step errors down. 0.01 keeps heights near
-#: zero late in training from asking for the whole set, while early heights (~0.05 on the
-#: default walk, 0.06 in the paper's Table 2) stay resolved. Tighter targets read more: on
-#: the default walk a standard error of 0.002 needs more samples than the 1,000 it holds.
-DEFAULT_HEIGHT_RELATIVE_SE: float = 0.5
-DEFAULT_HEIGHT_SE: float = 0.01
-
-#: The first look's size. A normal approximation to the mean of per-sample loss differences
-#: is poor below a few dozen samples; 128 is two minibatches of the paper's 100 rounded to a
-#: power of two, and with growth 2 a 1,000-sample set is read in at most 4 looks.
-DEFAULT_FIRST_LOOK: int = 128
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from torch import nn
 from sgdwalk.instrument.attach import OptimizerAttachment
 from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.instrument.distributed import Shard, unwrapped
+from sgdwalk.instrument.divergence import loss_divergence
 from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
 from sgdwalk.instrument.record import StepRecord
@@ -77,6 +78,9 @@ class WalkTracker:
             broadcast. The gradient of the cosine is the one the optimizer uses: after
             ``backward()`` under DDP, the gradient of the global minibatch (averaged over ranks).
             To measure on one process of a distributed run alone, pass ``Shard()``.
+        divergence_loss_factor: the walk has also diverged when a minibatch loss exceeds this
+            multiple of the first (``divergence.DIVERGENCE_LOSS_FACTOR`` for training runs);
+            None (the default): only a non-finite loss or iterate is a divergence.
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class WalkTracker:
         start_step: int = 0,
         precision: PrecisionTarget | None = None,
         shard: Shard | None = None,
+        divergence_loss_factor: float | None = None,
     ) -> None:
         if not isinstance(measurement, MeasurementSet):
             raise TypeError(
@@ -128,6 +133,9 @@ class WalkTracker:
         self.records: list[StepRecord] = []
         self.step_index = start_step
         self.divergence: str | None = None
+        # The walk's first minibatch loss, the reference of the divergence rule (divergence.py).
+        self.start_loss: float | None = None
+        self.divergence_loss_factor = divergence_loss_factor
         # Per-sample losses at θ_{t+1} of the last measured step t, for step t + 1's α = 0.
         self._carried: tuple[int, torch.Tensor] | None = None
         self._closed = False
@@ -170,9 +178,15 @@ class WalkTracker:
         self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
             return
-        if self._minibatch_loss is not None and not math.isfinite(self._minibatch_loss):
-            self._diverge(f"non-finite minibatch loss {self._minibatch_loss}")
-            return
+        if self._minibatch_loss is not None:
+            reason = loss_divergence(
+                self._minibatch_loss, self.start_loss, "minibatch loss", self.divergence_loss_factor
+            )
+            if reason is not None:
+                self._diverge(reason)
+                return
+            if self.start_loss is None:
+                self.start_loss = self._minibatch_loss
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
         self._gradient = flat_gradient(self.model, self.weight_decay) if (measured or next_measured) else None
@@ -287,6 +301,7 @@ class WalkTracker:
             "carried_step": None if self._carried is None or self.shard.distributed else self._carried[0],
             "carried_losses": None if self._carried is None or self.shard.distributed else self._carried[1].clone(),
             "divergence": self.divergence,
+            "start_loss": self.start_loss,
             "records": [record.as_dict() for record in self.records],
         }
 
@@ -307,6 +322,7 @@ class WalkTracker:
         carried_step = state.get("carried_step")
         self._carried = None if carried_step is None else (int(carried_step), state["carried_losses"].cpu())
         self.divergence = state["divergence"]
+        self.start_loss = state.get("start_loss")  # absent from checkpoints older than the rule
         # Tuples, as the tracker makes them (a serializer may hand back lists).
         self.records = [
             StepRecord(

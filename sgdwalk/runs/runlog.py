@@ -6,6 +6,7 @@
     RUN_DIR/epochs.jsonl     one history entry per finished epoch (losses, accuracy, lr, …)
     RUN_DIR/summary.json     per-window summaries and the final state, written at the end
     RUN_DIR/checkpoint.pt    the state to resume from (written by the runner at epoch ends)
+    RUN_DIR/.lock            who writes the run now (``sgdwalk.runs.owner``: one process at a time)
 
 This module is the only one that knows these names and formats: writers go through
 ``RunWriter``, readers through ``load_run`` (a whole run), ``run_status`` and
@@ -22,6 +23,7 @@ import datetime as _datetime
 import json
 import math
 import os
+import pickle
 import platform
 import subprocess
 from collections.abc import Mapping
@@ -34,9 +36,16 @@ import pandas as pd
 import torch
 
 from sgdwalk.base.atomic import atomic_write, atomic_write_text
-from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps, loads
 from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+from sgdwalk.runs.owner import (  # RunDirectoryError lives with the owner, the lowest of these modules
+    LOCK_FILE,
+    RunDirectoryBusyError,
+    RunDirectoryError,
+    acquire_run_directory,
+    hold_run_directory,
+    release_run_directory,
+)
 from sgdwalk.training.config import WalkConfig
 
 CONFIG_FILE: Final = "config.json"
@@ -45,6 +54,7 @@ STEPS_FILE: Final = "steps.jsonl"
 EPOCHS_FILE: Final = "epochs.jsonl"
 SUMMARY_FILE: Final = "summary.json"
 CHECKPOINT_FILE: Final = "checkpoint.pt"
+# The owner's lock file (sgdwalk.runs.owner) is not one of RUN_FILES: it is never removed.
 # Every file a run may hold: what a restart of a half-created run removes.
 RUN_FILES: Final[tuple[str, ...]] = (CONFIG_FILE, METADATA_FILE, STEPS_FILE, EPOCHS_FILE, SUMMARY_FILE, CHECKPOINT_FILE)
 
@@ -59,10 +69,6 @@ RunStatus = Literal["running", "finished", "diverged", "interrupted", "failed"]
 # `git rev-parse HEAD` is a local read; if it takes longer the checkout is unusual and the
 # commit is simply not recorded.
 GIT_TIMEOUT_SECONDS: Final = 5.0
-
-
-class RunDirectoryError(SgdwalkError):
-    """A run directory that cannot be created, read or resumed (the message says why)."""
 
 
 # ----------------------------------------------------------------------------- JSON
@@ -170,7 +176,9 @@ class RunWriter:
     """
 
     def __init__(self, run_dir: Path, metadata: dict[str, Any]) -> None:
+        """Called by ``create`` and ``reopen`` once they own the directory; ``close`` releases it."""
         self.run_dir = run_dir
+        self._closed = False
         self.metadata = metadata
         # Open for the writer's life (records arrive one by one); close() closes them.
         self._steps: IO[str] = open(run_dir / STEPS_FILE, "a", encoding="utf-8")  # noqa: SIM115
@@ -181,31 +189,39 @@ class RunWriter:
     @classmethod
     def create(cls, run_dir: str | Path, config: WalkConfig, metadata: dict[str, Any]) -> RunWriter:
         run_dir = Path(run_dir)
-        if (run_dir / CONFIG_FILE).exists() or (run_dir / STEPS_FILE).exists():
-            raise RunDirectoryError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
-            )
+        acquire_run_directory(run_dir)  # before the check: two new runs into one folder race
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise RunDirectoryError(f"cannot create the run directory {run_dir}: {error.strerror}") from None
-        atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
-        _write_json(run_dir / METADATA_FILE, metadata)
-        for name in (STEPS_FILE, EPOCHS_FILE):
-            (run_dir / name).write_text("", encoding="utf-8")
-        return cls(run_dir, metadata)
+            if (run_dir / CONFIG_FILE).exists() or (run_dir / STEPS_FILE).exists():
+                raise RunDirectoryError(
+                    f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
+                )
+            atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+            _write_json(run_dir / METADATA_FILE, metadata)
+            for name in (STEPS_FILE, EPOCHS_FILE):
+                (run_dir / name).write_text("", encoding="utf-8")
+            return cls(run_dir, metadata)
+        except BaseException:
+            release_run_directory(run_dir)
+            raise
 
     @classmethod
     def reopen(cls, run_dir: str | Path, *, steps_kept: int, epochs_kept: int) -> RunWriter:
         run_dir = Path(run_dir)
-        metadata = _read_json(run_dir / METADATA_FILE)
-        _truncate_lines(run_dir / STEPS_FILE, steps_kept)
-        _truncate_lines(run_dir / EPOCHS_FILE, epochs_kept)
-        (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
-        metadata.update(status="running", finished=None, divergence=None, error=None)
-        metadata.setdefault("resumed", []).append({"at": now_iso(), "after_epoch": epochs_kept})
-        _write_json(run_dir / METADATA_FILE, metadata)
-        return cls(run_dir, metadata)
+        acquire_run_directory(run_dir)
+        try:
+            metadata = _read_json(run_dir / METADATA_FILE)
+            _truncate_lines(run_dir / STEPS_FILE, steps_kept)
+            kept_epochs = _truncate_lines(run_dir / EPOCHS_FILE, epochs_kept)
+            (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
+            metadata.update(status="running", finished=None, divergence=None, error=None)
+            # The last epoch the kept records finished (0: from the start, before any epoch).
+            after_epoch = int(kept_epochs[-1]["epoch"]) if kept_epochs else 0
+            metadata.setdefault("resumed", []).append({"at": now_iso(), "after_epoch": after_epoch})
+            _write_json(run_dir / METADATA_FILE, metadata)
+            return cls(run_dir, metadata)
+        except BaseException:
+            release_run_directory(run_dir)
+            raise
 
     def write_step(self, record: StepRecord) -> None:
         # Flushed at once: a crash loses at most the record being written.
@@ -240,21 +256,27 @@ class RunWriter:
         atomic_write(self.run_dir / CHECKPOINT_FILE, lambda temporary: torch.save(payload, temporary))
 
     def close(self) -> None:
+        """Close the record files and give up the directory (once; later calls do nothing)."""
+        if self._closed:
+            return
+        self._closed = True
         self._steps.close()
         self._epochs.close()
+        release_run_directory(self.run_dir)
 
 
 def _count_lines(path: Path) -> int:
     return len(_read_jsonl(path))
 
 
-def _truncate_lines(path: Path, keep: int) -> None:
-    """Keep the first ``keep`` records of a JSON-lines file."""
+def _truncate_lines(path: Path, keep: int) -> list[dict[str, Any]]:
+    """Keep the first ``keep`` records of a JSON-lines file; returns them."""
     entries = _read_jsonl(path)
     if len(entries) < keep:
         raise RunDirectoryError(f"{path} holds {len(entries)} records but its checkpoint saw {keep}")
     with open(path, "w", encoding="utf-8") as handle:
         handle.writelines(dumps_line(entry) for entry in entries[:keep])
+    return entries[:keep]
 
 
 def read_checkpoint(run_dir: str | Path, map_location: torch.device) -> dict[str, Any] | None:
@@ -262,7 +284,17 @@ def read_checkpoint(run_dir: str | Path, map_location: torch.device) -> dict[str
     path = Path(run_dir) / CHECKPOINT_FILE
     if not path.exists():
         return None
-    checkpoint: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except (EOFError, RuntimeError, OSError, pickle.UnpicklingError) as error:  # cut short, or not a checkpoint
+        # Its first sentence: torch's own message goes on for several about corrupted files.
+        text = str(error).strip()
+        first_line = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+        raise RunDirectoryError(
+            f"{path} cannot be read ({first_line}); remove it to rerun the run from its start with --resume"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise RunDirectoryError(f"{path} holds a {type(checkpoint).__name__}, not a run's checkpoint")
     if checkpoint.get("format_version") != CHECKPOINT_FORMAT_VERSION:
         raise RunDirectoryError(
             f"{path} has checkpoint format {checkpoint.get('format_version')}, expected {CHECKPOINT_FORMAT_VERSION}"
@@ -374,8 +406,23 @@ def _steps_frame(entries: list[dict[str, Any]], steps_per_epoch: int | None) -> 
     return frame
 
 
+def _check_order(entries: list[dict[str, Any]], key: str, path: Path) -> None:
+    """Each record's ``key`` (step or epoch) above the one before: a record out of order or
+    repeated means two processes wrote the run, and no reading of it can be trusted."""
+    for number in range(1, len(entries)):
+        before, after = entries[number - 1].get(key), entries[number].get(key)
+        if not (isinstance(before, int) and isinstance(after, int) and after > before):
+            raise RunDirectoryError(
+                f"{path}: record {number + 1} has {key} {after!r} after {key} {before!r}; records out of order "
+                "or repeated (was the run written by two processes at once?)"
+            )
+
+
 def load_run(path: str | Path) -> Run:
-    """Read a run directory (finished, diverged, or still being written)."""
+    """Read a run directory (finished, diverged, or still being written).
+
+    Raises ``RunDirectoryError`` for a missing or unreadable file and for step or epoch
+    records out of order or repeated."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirectoryError(f"{run_dir} is not a directory")
@@ -384,6 +431,8 @@ def load_run(path: str | Path) -> Run:
     steps_per_epoch = metadata.get("steps_per_epoch")
     step_entries = _read_jsonl(run_dir / STEPS_FILE)
     epoch_entries = _read_jsonl(run_dir / EPOCHS_FILE)
+    _check_order(step_entries, "step", run_dir / STEPS_FILE)
+    _check_order(epoch_entries, "epoch", run_dir / EPOCHS_FILE)
     steps = _steps_frame(step_entries, steps_per_epoch)
     epochs = pd.DataFrame(epoch_entries)
     summary = _read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).exists() else {}
@@ -430,21 +479,26 @@ __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "CONFIG_FILE",
     "EPOCHS_FILE",
+    "LOCK_FILE",
     "METADATA_FILE",
     "RUN_FILES",
     "Run",
+    "RunDirectoryBusyError",
     "RunDirectoryError",
     "RunWriter",
     "STEPS_FILE",
     "SUMMARY_FILE",
+    "acquire_run_directory",
     "base_metadata",
     "clear_run_files",
     "count_step_records",
     "frame_rows",
+    "hold_run_directory",
     "is_run_directory",
     "last_epoch_entry",
     "load_run",
     "read_checkpoint",
     "record_from_dict",
+    "release_run_directory",
     "run_status",
 ]

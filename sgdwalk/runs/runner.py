@@ -35,7 +35,6 @@ and a run is resumed with a single process.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import sys
 import time
@@ -51,12 +50,14 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from sgdwalk.instrument.distributed import Shard
+from sgdwalk.instrument.divergence import DIVERGENCE_LOSS_FACTOR, loss_divergence
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import PrecisionTarget
 from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
 from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.runs.launch import launched_by_torchrun
 from sgdwalk.runs.runlog import (
     CONFIG_FILE,
     METADATA_FILE,
@@ -64,6 +65,7 @@ from sgdwalk.runs.runlog import (
     RunDirectoryError,
     RunWriter,
     base_metadata,
+    hold_run_directory,
     is_run_directory,
     load_run,
     now_iso,
@@ -221,7 +223,10 @@ def precision_target(config: WalkConfig) -> PrecisionTarget | None:
 
 def measurement_indices(train_size: int, size: int | None, seed: int) -> Tensor:
     """A seeded subset of the training positions (sorted), or all of them when size is None."""
-    if size is None or size >= train_size:
+    if size is not None and size > train_size:
+        # Refused rather than cut: config.json would name a set the run never measured on.
+        raise ConfigError(f"measurement_size {size} exceeds the {train_size} training samples; lower it (0: all)")
+    if size is None or size == train_size:
         return torch.arange(train_size)
     generator = torch.Generator().manual_seed(seed + MEASUREMENT_STREAM)
     return torch.randperm(train_size, generator=generator)[:size].sort().values
@@ -356,11 +361,6 @@ def _format_postfix(loss: float, record: StepRecord | None) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------- torchrun
-def launched_by_torchrun() -> bool:
-    """Whether this process is one of several that ``torchrun`` started (its environment says so)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
-
-
 @contextmanager
 def torchrun_process_group(device_name: str) -> Iterator[Shard]:
     """The default process group for a ``torchrun`` launch (gloo on the CPU, NCCL on CUDA,
@@ -503,6 +503,7 @@ class _WalkRun:
             sharpness_seed=config.seed,
             sinks=sinks,
             precision=precision_target(config),
+            divergence_loss_factor=DIVERGENCE_LOSS_FACTOR,
         )
 
     # ----------------------------------------------------------------- bookkeeping
@@ -666,8 +667,11 @@ class _WalkRun:
                     bar.set_postfix(_format_postfix(loss, self.last_record), refresh=False)
                 self._record_epoch(self._epoch_entry(epoch, losses, lrs, time.perf_counter() - started))
                 train_loss = self.history[-1]["train_loss"]
-                if train_loss is not None and not math.isfinite(train_loss):
-                    return f"epoch {epoch}: non-finite training loss {train_loss} at the end of the epoch"
+                # The tracker's rule on the whole training set, against the loss at initialisation (epoch 0).
+                start = self.history[0]["train_loss"]
+                reason = None if train_loss is None else loss_divergence(train_loss, start, "training loss")
+                if reason is not None:
+                    return f"epoch {epoch}: {reason} at the end of the epoch"
                 if self.writer is not None and self.cadence.checkpoints(epoch):
                     self._save_checkpoint(epoch)
         finally:
@@ -730,7 +734,8 @@ def run_walk(
 
     With ``config.out_dir`` the records go to that directory (see ``runlog``) and a
     checkpoint is saved every ``config.checkpoint_every_epochs`` epochs; without it the run
-    stays in memory. A divergence (non-finite loss) stops the run cleanly: the result's
+    stays in memory. A divergence (a non-finite loss, or one past ``DIVERGENCE_LOSS_FACTOR``
+    times its start: ``sgdwalk.instrument.divergence``) stops the run cleanly: the result's
     ``status`` is "diverged" and ``divergence`` says where; no record holds a NaN.
     """
     with cpu_threads(config.cpu_threads):
@@ -754,12 +759,14 @@ def resume_walk(
     run_dir = Path(run_dir)
     if not is_run_directory(run_dir):
         raise RunDirectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE} / {METADATA_FILE})")
-    run = load_run(run_dir)
-    if run.status == "finished":
-        return WalkResult.from_run(run)
-    config = run.config.replace(out_dir=str(run_dir))
-    with cpu_threads(config.cpu_threads):
-        return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
+    # Owned before anything is read: a second writer is refused here (RunDirectoryBusyError).
+    with hold_run_directory(run_dir):
+        run = load_run(run_dir)
+        if run.status == "finished":
+            return WalkResult.from_run(run)
+        config = run.config.replace(out_dir=str(run_dir))
+        with cpu_threads(config.cpu_threads):
+            return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
 
 
 __all__ = [

@@ -30,8 +30,10 @@ Reruns and crashes, per cell:
   from the start if it has none;
 - a directory without ``config.json`` and ``metadata.json`` (killed while being created):
   its files are removed and the cell starts again;
-- a cell some other process is running holds an exclusive lock on ``OUT/cells/<hash>/.lock``
-  (released by the kernel when that process dies): it is left alone and reported "busy".
+- a cell some other process is running is owned by it (``owner.hold_run_directory``: a lock
+  on ``OUT/cells/<hash>/.lock``, released by the kernel when that process dies): it is left
+  alone while the other cells run, then looked at every ``BUSY_POLL_SECONDS`` until that
+  process is done with it (then it is done here too, or resumed if that process died).
 
 Every cell runs through ``run_cell(config_dict, out_root)``, a top-level function of plain
 data, so it pickles to a process pool (``run_local``) or a submitit job array (``submit_cells``).
@@ -40,11 +42,11 @@ data, so it pickles to a process pool (``run_local``) or a submitit job array (`
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import itertools
 import json
 import multiprocessing
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -56,8 +58,10 @@ from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps
 from sgdwalk.base.mapping_files import read_mapping_file
 from sgdwalk.base.tables import text_table
+from sgdwalk.runs.owner import RunDirectoryBusyError, hold_run_directory
 from sgdwalk.runs.runlog import clear_run_files, count_step_records, last_epoch_entry, load_run
 from sgdwalk.runs.runlog import run_status as cell_status  # a cell's status is its run directory's
+from sgdwalk.runs.slurm_options import SlurmOptions
 from sgdwalk.training.config import ConfigError, WalkConfig
 
 if TYPE_CHECKING:
@@ -65,7 +69,6 @@ if TYPE_CHECKING:
 
 GRID_KEYS: Final = frozenset({"base", "axes", "cells"})
 CELLS_FOLDER: Final = "cells"
-LOCK_FILE: Final = ".lock"
 SUBMITIT_FOLDER: Final = "submitit"
 # The cells of the last expansion, with their hashes, for whoever reads OUT without the grid.
 MANIFEST_FILE: Final = "sweep.json"
@@ -74,6 +77,11 @@ DONE_STATUSES: Final = frozenset({"finished", "diverged"})
 RESUMABLE_STATUSES: Final = frozenset({"running", "interrupted", "failed"})
 # Imported once by the pool's fork server, so that its workers start without importing torch.
 FORKSERVER_PRELOAD: Final[tuple[str, ...]] = ("sgdwalk.runs.runner",)
+# A frozen value, shared as the default of submit_cells.
+DEFAULT_SLURM_OPTIONS: Final = SlurmOptions()
+# How often a cell busy in another process (another sweep of the same grid) is looked at
+# again: cells take seconds to hours, and a look is one lock attempt and one small file read.
+BUSY_POLL_SECONDS: Final = 2.0
 # Loaded data sets kept per process: CIFAR-10's 45k images are 0.55 GB as float32, and a
 # sweep's cells mostly share one or two (data, subset, padding) choices.
 DATA_CACHE_SIZE: Final = 4
@@ -146,8 +154,8 @@ def expand_grid(grid: Grid) -> list[WalkConfig]:
             try:
                 config = WalkConfig.from_dict(values)
             except ConfigError as error:
-                where = ", ".join(f"{name}={value!r}" for name, value in zip(names, combination, strict=True))
-                raise SweepError(f"cells[{cell_index}] {where}: {error}") from None
+                where = "".join(f" {name}={value!r}," for name, value in zip(names, combination, strict=True))
+                raise SweepError(f"cells[{cell_index}]{where.rstrip(',')}: {error}") from None
             if config.result_hash not in seen:
                 seen.add(config.result_hash)
                 configs.append(config)
@@ -169,17 +177,13 @@ def cell_dir(out_root: str | Path, config: WalkConfig) -> Path:
 
 @contextlib.contextmanager
 def _cell_lock(directory: Path) -> Iterator[None]:
-    """Hold the cell's exclusive lock, or raise ``CellBusyError`` at once if another process does."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_FILE, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CellBusyError(f"{directory} is being run by another process (it holds {LOCK_FILE})") from None
-        try:
+    """Own the cell's run directory (``owner.hold_run_directory``), or raise ``CellBusyError``
+    at once if another process does."""
+    try:
+        with hold_run_directory(directory):
             yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except RunDirectoryBusyError as error:
+        raise CellBusyError(str(error)) from None
 
 
 @functools.lru_cache(maxsize=DATA_CACHE_SIZE)
@@ -257,6 +261,8 @@ def run_local(
     *,
     workers: int = 1,
     on_cell: Callable[[WalkConfig, str | None], None] | None = None,
+    on_busy: Callable[[WalkConfig, str], None] | None = None,
+    poll_seconds: float = BUSY_POLL_SECONDS,
 ) -> dict[str, str]:
     """Run the pending cells here, ``workers`` at a time; return {hash: error} of those that failed.
 
@@ -266,13 +272,24 @@ def run_local(
     Each run sets its own intra-op threads (the config's ``cpu_threads``, 1 by default), so
     ``workers`` runs use ``workers × cpu_threads`` cores. ``on_cell(config, error or None)``
     is called as each cell ends.
+
+    A cell another process is running (``CellBusyError``) is not a failure: ``on_busy(config,
+    message)`` is called, and once the other cells are over it is looked at again every
+    ``poll_seconds`` until that process lets it go; it then ends like any cell (done, resumed
+    here if that process died, or failed).
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     out_root = Path(out_root).resolve()
     errors: dict[str, str] = {}
+    busy: list[WalkConfig] = []
 
     def finished(config: WalkConfig, error: BaseException | None) -> None:
+        if isinstance(error, CellBusyError):
+            busy.append(config)
+            if on_busy is not None:
+                on_busy(config, str(error))
+            return
         if error is not None:
             errors[config.result_hash] = _error_text(error)
         if on_cell is not None:
@@ -281,40 +298,33 @@ def run_local(
     todo = pending_configs(configs, out_root)
     if workers == 1:
         for config in todo:
-            try:
-                run_cell(config.to_dict(), str(out_root))
-            except Exception as error:  # one cell's failure must not stop the others
-                finished(config, error)
+            finished(config, _run_cell_here(config, out_root))
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(run_cell, config.to_dict(), str(out_root)): config for config in todo}
+            for future in as_completed(futures):
+                finished(futures[future], future.exception())
+    while busy:
+        time.sleep(poll_seconds)
+        waiting, busy[:] = list(busy), []
+        for config in waiting:
+            outcome = _run_cell_here(config, out_root)
+            if isinstance(outcome, CellBusyError):
+                busy.append(config)  # still running there: no second message
             else:
-                finished(config, None)
-        return errors
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(run_cell, config.to_dict(), str(out_root)): config for config in todo}
-        for future in as_completed(futures):
-            failure = future.exception()
-            finished(futures[future], failure)
+                finished(config, outcome)
     return errors
 
 
-@dataclass(frozen=True)
-class SlurmOptions:
-    """Resources of each array job (one cell per job)."""
-
-    partition: str | None = None
-    # Four hours: smoke-sized cells take minutes; a paper-sized cell needs more (and resumes
-    # from its last epoch checkpoint when a rerun resubmits it after a time-out).
-    time_min: int = 240
-    # One run uses one device; several GPUs per job would sit idle.
-    gpus_per_node: int = 1
-    # Data live on the GPU; the CPU only launches kernels and writes records.
-    cpus_per_task: int = 4
-    # CIFAR-10's 45k images are 0.55 GB before they are copied to the device; torch and the
-    # CUDA context take a few GB more.
-    mem_gb: float = 16.0
-    # At most this many cells at once, so that a sweep does not take a whole partition.
-    array_parallelism: int = 16
+def _run_cell_here(config: WalkConfig, out_root: Path) -> BaseException | None:
+    """Run one cell in this process; the exception it raised, or None."""
+    try:
+        run_cell(config.to_dict(), str(out_root))
+    except Exception as error:  # one cell's failure must not stop the others
+        return error
+    return None
 
 
 def submit_cells(
@@ -322,7 +332,7 @@ def submit_cells(
     out_root: str | Path,
     *,
     cluster: str | None = "slurm",
-    options: SlurmOptions = SlurmOptions(),
+    options: SlurmOptions = DEFAULT_SLURM_OPTIONS,
 ) -> list[tuple[WalkConfig, Any]]:
     """Submit the pending cells as one submitit job array (``map_array``); return (config, job) pairs.
 
@@ -446,6 +456,7 @@ def write_manifest(configs: Sequence[WalkConfig], out_root: str | Path, grid_pat
 
 
 __all__ = [
+    "BUSY_POLL_SECONDS",
     "CellBusyError",
     "CellRow",
     "Grid",

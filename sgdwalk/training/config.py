@@ -30,7 +30,7 @@ from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps
 from sgdwalk.base.mapping_files import read_mapping_file
 from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
-from sgdwalk.instrument.sampling import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
+from sgdwalk.instrument.sampling_defaults import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
 from sgdwalk.training import lr_schedules
 from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, CONFIGURABLE_LAYERS, DATASETS
 
@@ -97,6 +97,10 @@ DEFAULT_FULL_BATCH_EVALUATE_EVERY_UPDATES: Final = 10
 # checkpoint_every_updates says otherwise (a checkpoint writes the model, the optimizer and
 # every record so far; each update costs a fraction of that).
 DEFAULT_FULL_BATCH_CHECKPOINT_EVERY_UPDATES: Final = 100
+# The largest seed: torch seeds a generator from a 64-bit integer (at most 2**64 - 1) and the
+# runner seeds its independent streams from the seed plus a small offset, so seeds up to
+# 2**63 - 1 leave every derived seed in range with room to spare.
+MAX_SEED: Final = 2**63 - 1
 
 
 # The annotations of WalkConfig's string fields: plain strings and the Literal name aliases.
@@ -109,26 +113,43 @@ class ConfigError(SgdwalkError, ValueError):
     """A configuration that cannot describe a run (the message says which field and why)."""
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _tuple_of_ints(value: Any, name: str) -> tuple[int, ...]:
+    """Integers from a list, or from the CLI spelling "1,10,25"; a float or a string in a
+    list is refused (1.5 must not become epoch 1)."""
     if isinstance(value, str):
-        value = [piece for piece in value.split(",") if piece.strip()]
-    try:
-        return tuple(int(item) for item in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
+        try:
+            return tuple(int(piece) for piece in value.split(",") if piece.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a list of integers, got {value!r}") from None
+    if not isinstance(value, (list, tuple)) or not all(_is_int(item) for item in value):
+        raise ConfigError(f"{name} must be a list of integers, got {value!r}")
+    return tuple(value)
 
 
 def _step_windows(value: Any) -> tuple[tuple[int, int], ...]:
-    """Step windows from pairs, or from the CLI spelling "0:20,160:200"."""
+    """Step windows from pairs of integers, or from the CLI spelling "0:20,160:200"."""
+    problem = f"track_steps must be windows START:STOP of 0-based steps, got {value!r}"
     if isinstance(value, str):
-        value = [piece.split(":") for piece in value.split(",") if piece.strip()]
-    try:
+        try:
+            windows = tuple(
+                (int(start), int(stop))
+                for start, stop in (piece.split(":") for piece in value.split(",") if piece.strip())
+            )
+        except ValueError:
+            raise ConfigError(problem) from None
+    elif isinstance(value, (list, tuple)) and all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_int(end) for end in pair) for pair in value
+    ):
         windows = tuple((int(start), int(stop)) for start, stop in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"track_steps must be windows START:STOP of 0-based steps, got {value!r}") from None
+    else:
+        raise ConfigError(problem)
     for start, stop in windows:
         if not 0 <= start < stop:
-            raise ConfigError(f"a step window needs 0 <= START < STOP, got {start}:{stop}")
+            raise ConfigError(f"track_steps: a step window needs 0 <= START < STOP, got {start}:{stop}")
     return windows
 
 
@@ -226,8 +247,11 @@ class WalkConfig:
                     raise ConfigError(f"{spec.name} must be a number, got {value!r}")
                 if not math.isfinite(value):
                     raise ConfigError(f"{spec.name} must be a finite number, got {value!r}")
-            elif kinds & STRING_KINDS and not isinstance(value, str):
-                raise ConfigError(f"{spec.name} must be a string, got {value!r}")
+            elif kinds & STRING_KINDS:
+                if not isinstance(value, str):
+                    raise ConfigError(f"{spec.name} must be a string, got {value!r}")
+                if not value.strip():  # an empty folder name would silently mean the working directory
+                    raise ConfigError(f"{spec.name} must not be empty")
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first field that cannot describe a run."""
@@ -292,8 +316,8 @@ class WalkConfig:
             positive(name, allow_none=True)
         if self.first_look < 2:
             raise ConfigError(f"first_look must be at least 2 samples (a variance needs two), got {self.first_look}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {self.seed!r}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if self.noise_scale < 0:
@@ -306,6 +330,16 @@ class WalkConfig:
             raise ConfigError(f"num_alphas must be at least 2, got {self.num_alphas}")
         if self.lr_final < 0:
             raise ConfigError(f"lr_final must be non-negative, got {self.lr_final}")
+        if (
+            self.measurement_size is not None
+            and self.train_subset is not None
+            and self.measurement_size > self.train_subset
+        ):
+            # Refused rather than cut to the subset: config.json would name a set never measured on.
+            raise ConfigError(
+                f"measurement_size {self.measurement_size} exceeds train_subset {self.train_subset}: the measurement "
+                "set is drawn from the training subset; lower measurement_size (0: the whole subset)"
+            )
         for epoch in self.track_epochs:
             if not 1 <= epoch <= self.epochs:
                 raise ConfigError(

@@ -12,18 +12,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from sgdwalk.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
-from sgdwalk.runs.sweep import (
-    SlurmOptions,
-    SweepError,
-    expand_grid,
-    format_table,
-    pending_configs,
-    read_grid,
-    run_local,
-    submit_cells,
-    summarize_cells,
-    write_manifest,
-)
+
+# Only the Slurm defaults at import: the sweep module imports torch, which --help must not.
+from sgdwalk.runs.slurm_options import SlurmOptions
 
 # Where cells go when --out is not given (relative to the working directory).
 DEFAULT_SWEEPS_ROOT: Final = Path("sweeps")
@@ -53,6 +44,8 @@ Executors:
   local   submitit's local executor (a subprocess per cell), waits.
   debug   submitit's debug executor (in this process), waits; a cell that raises opens
           pdb (submitit's debugging behaviour).
+
+A cell another process is running (another sweep of the same grid) is waited for, not failed.
 
 Exit codes: 0 every cell done or submitted, 1 some cell failed, 2 bad grid or flags or a
 refused submission (e.g. no Slurm here), 130 interrupted (rerun to resume).
@@ -133,6 +126,18 @@ def _out_root(args: argparse.Namespace) -> Path:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
+    from sgdwalk.runs.sweep import (
+        SweepError,
+        expand_grid,
+        format_table,
+        pending_configs,
+        read_grid,
+        run_local,
+        submit_cells,
+        summarize_cells,
+        write_manifest,
+    )
+
     try:
         configs = expand_grid(read_grid(args.grid))
     except SweepError as error:
@@ -140,12 +145,12 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     if args.workers < 1:
         return usage_error("sweep", f"--workers must be at least 1, got {args.workers}")
     out_root = _out_root(args)
-    write_manifest(configs, out_root, args.grid)
     todo = pending_configs(configs, out_root)
     print(f"{len(configs)} cells in {out_root}: {len(configs) - len(todo)} done, {len(todo)} to run")
-    if args.dry_run:
+    if args.dry_run:  # writes nothing
         sys.stdout.write(format_table(summarize_cells(configs, out_root)))
         return EXIT_OK
+    write_manifest(configs, out_root, args.grid)
 
     errors: dict[str, str] = {}
     try:
@@ -154,7 +159,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             def report(config: Any, error: str | None) -> None:
                 print(f"  {config.result_hash} {'failed: ' + error if error else 'done'}", flush=True)
 
-            errors = run_local(configs, out_root, workers=args.workers, on_cell=report)
+            def report_busy(config: Any, message: str) -> None:
+                print(f"  {config.result_hash} running elsewhere, waiting for it: {message}", flush=True)
+
+            errors = run_local(configs, out_root, workers=args.workers, on_cell=report, on_busy=report_busy)
         else:
             options = SlurmOptions(
                 partition=args.partition,

@@ -20,6 +20,7 @@ from sgdwalk.training.config import (
     LR_SCHEDULES,
     MEASUREMENT_MODES,
     OPTIMIZERS,
+    ConfigError,
     WalkConfig,
     field_default,
     read_config_file,
@@ -52,7 +53,9 @@ sgdwalk.runs.runlog.load_run(DIR); figures go to DIR/figures.
 For optional numbers, 0 or "none" means none (no limit, never).
 
 Exit codes: 0 finished, 2 bad flags / configuration / data set not found / unusable run
-directory, 3 the run diverged (records kept), 130 interrupted (resume with --resume DIR).
+directory / a run directory another process is writing, 3 the run diverged (a non-finite
+loss, or one past 1000 times its start; records kept), 130 interrupted (resume with
+--resume DIR).
 
 Under torchrun (torchrun --nproc-per-node N -m sgdwalk walk ...) the run trains with
 DistributedDataParallel, each process on an equal share of every global minibatch of
@@ -378,38 +381,69 @@ def _same_out_dir(config: WalkConfig) -> WalkConfig:
     return config.replace(out_dir=chosen[0])
 
 
+def check_data_root(config: WalkConfig) -> None:
+    """An explicit data root must exist (else the search would go on to the system folders
+    and read another copy than the one named), unless the data set is to be downloaded into it."""
+    if config.data_root is not None and not config.download and not Path(config.data_root).is_dir():
+        problem = "is not a folder" if Path(config.data_root).exists() else "does not exist"
+        raise ConfigError(
+            f"data_root {config.data_root} {problem}; name the folder holding the data set, "
+            "or add --download to fetch it there"
+        )
+
+
+def _interrupted_message(run_dir: Path) -> str:
+    from sgdwalk.runs.runlog import is_run_directory
+
+    if is_run_directory(run_dir):
+        return f"sgdwalk walk: interrupted; continue with --resume {run_dir}"
+    return f"sgdwalk walk: interrupted before {run_dir} was written; nothing to resume"
+
+
 def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.base.errors import SgdwalkError
-    from sgdwalk.runs.runner import launched_by_torchrun, resume_walk, run_walk, torchrun_process_group
-    from sgdwalk.runs.summary import render_table
+    from sgdwalk.runs.launch import launched_by_torchrun
 
     parser: argparse.ArgumentParser = args._parser
-    if args.__dict__.get("resume") is not None:
+    resume = args.__dict__.get("resume")
+    config: WalkConfig | None = None
+    if resume is not None:
         extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
         if extra:
             parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
         if launched_by_torchrun():
             parser.error("--resume under torchrun is not supported: resume the run with a single process")
+        run_dir = Path(resume)
+    else:
+        # Checked before torch and the data are loaded: a bad setting fails at once, writing nothing.
+        try:
+            config = build_config(args)
+            check_data_root(config)
+        except SgdwalkError as error:
+            return usage_error("walk", error)
+        run_dir = Path(str(config.out_dir))
+
+    from sgdwalk.runs.runner import resume_walk, run_walk, torchrun_process_group
+    from sgdwalk.runs.summary import render_table
+
     sinks: list[MetricsSink] = []
     writer = True
     try:
-        if args.__dict__.get("resume") is not None:
+        if config is None:
             progress = args.__dict__.get("progress")
-            sinks = _open_sinks(args, Path(args.resume).name)
-            result = resume_walk(
-                Path(args.resume), progress=progress, on_start=_announce("resuming"), on_record=_fan_out(sinks)
-            )
+            sinks = _open_sinks(args, run_dir.name)
+            result = resume_walk(run_dir, progress=progress, on_start=_announce("resuming"), on_record=_fan_out(sinks))
         else:
-            config = build_config(args)
             with torchrun_process_group(config.device) as shard:
                 writer = shard.is_writer
                 config = _same_out_dir(config)
-                sinks = _open_sinks(args, Path(str(config.out_dir)).name) if writer else []
+                run_dir = Path(str(config.out_dir))
+                sinks = _open_sinks(args, run_dir.name) if writer else []
                 result = run_walk(config, on_start=_announce("run directory:"), on_record=_fan_out(sinks))
-    except SgdwalkError as error:  # a bad config, a data set not found, an unusable run directory, --log-to
+    except SgdwalkError as error:  # a bad config, a data set not found, an unusable or busy run directory, --log-to
         return usage_error("walk", error)
     except KeyboardInterrupt:
-        print("\nsgdwalk walk: interrupted; continue with --resume RUN_DIR", file=sys.stderr)
+        print("\n" + _interrupted_message(run_dir), file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         for sink in sinks:
@@ -418,11 +452,11 @@ def run_walk_command(args: argparse.Namespace) -> int:
         return EXIT_DIVERGED if result.diverged else EXIT_OK
 
     print(render_table(result.windows), end="")
-    run_dir = result.run_dir
-    print(f"records: {run_dir}")
-    if args.__dict__.get("figures", True) and run_dir is not None:
+    records_dir = result.run_dir
+    print(f"records: {records_dir}")
+    if args.__dict__.get("figures", True) and records_dir is not None:
         try:
-            figures = _draw_figures(run_dir)
+            figures = _draw_figures(records_dir)
         except Exception as error:  # the records are the product; a figure failing must not hide them
             print(f"sgdwalk walk: figures not drawn: {type(error).__name__}: {error}", file=sys.stderr)
         else:
@@ -431,6 +465,6 @@ def run_walk_command(args: argparse.Namespace) -> int:
             elif figures:
                 print(f"figures: {figures[0].parent} ({len(figures)} files)")
     if result.diverged:
-        print(f"sgdwalk walk: the run diverged: {result.divergence} (records kept in {run_dir})", file=sys.stderr)
+        print(f"sgdwalk walk: the run diverged: {result.divergence} (records kept in {records_dir})", file=sys.stderr)
         return EXIT_DIVERGED
     return EXIT_OK
