@@ -10,20 +10,8 @@ import pytest
 from sgdwalk.cli import main
 from sgdwalk.cli.exits import EXIT_OK
 from sgdwalk.runs.runlog import load_run
-from sgdwalk.training import data as data_module
-from tests.fixtures_data import write_mnist_idx
 
-
-@pytest.fixture
-def fashion_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """60 training images in Debian's layout, and no other data set anywhere."""
-    monkeypatch.delenv(data_module.ENV_DATA_ROOT, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data_module, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
-    root = tmp_path / "data"
-    root.mkdir()
-    write_mnist_idx(root, layout="debian", dataset="fashion-mnist", n_train=60, n_test=10)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_gd_run_of_the_tanh_mlp_without_batch_norm_draws_its_edge_of_stability(

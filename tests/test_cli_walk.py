@@ -11,12 +11,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from sgdwalk.cli import main
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -24,7 +22,6 @@ from sgdwalk.runs import runner
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, METADATA_FILE, STEPS_FILE, SUMMARY_FILE, load_run
 from sgdwalk.training import data as data_module
 from sgdwalk.training.config import WalkConfig
-from tests.fixtures_data import write_cifar10, write_mnist_idx
 
 # The process-level tests start a Python that imports torch: allow for a slow, shared CPU.
 SUBPROCESS_TIMEOUT_SECONDS = 120
@@ -37,36 +34,7 @@ FEW_STEPS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine a second thread makes tiny ops slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No data set anywhere but where a test writes one: empty system folders and cache."""
-    monkeypatch.delenv(data_module.ENV_DATA_ROOT, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data_module, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
-    root = tmp_path / "data"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def cifar_root(isolated_data: Path) -> Path:
-    write_cifar10(isolated_data, n_train_per_batch=10, n_test=10)  # 50 training images
-    return isolated_data
-
-
-@pytest.fixture
-def fashion_root(isolated_data: Path) -> Path:
-    write_mnist_idx(isolated_data, layout="debian", dataset="fashion-mnist", n_train=60, n_test=10)
-    return isolated_data
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _environment_without_data(tmp_path: Path) -> dict[str, str]:

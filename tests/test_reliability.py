@@ -31,9 +31,7 @@ from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.runs.owner import LOCK_FILE, RunDirectoryBusyError, acquire_run_directory, release_run_directory
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, EPOCHS_FILE, METADATA_FILE, STEPS_FILE, RunDirectoryError, load_run
 from sgdwalk.runs.runner import WalkResult
-from sgdwalk.training import data as data_module
 from sgdwalk.training.config import WalkConfig
-from tests.fixtures_data import write_mnist_idx
 
 # A fresh interpreter that imports only the owner module starts in well under a second; a
 # slow, shared CPU gets ten times that.
@@ -47,22 +45,7 @@ TWO_EPOCHS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def fashion_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv(data_module.ENV_DATA_ROOT, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data_module, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
-    root = tmp_path / "data"
-    write_mnist_idx(root, layout="debian", dataset="fashion-mnist", n_train=60, n_test=10)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from sgdwalk.cli import main
 from sgdwalk.cli.exits import EXIT_OK, EXIT_USAGE
 from sgdwalk.integrations.csv_sink import read_csv_metrics
 from sgdwalk.integrations.metrics import flat_metrics
 from sgdwalk.runs.runlog import load_run
-from sgdwalk.training import data as data_module
-from tests.fixtures_data import write_mnist_idx
 
 # As tests/test_cli_walk.py: one epoch, 2 measured steps on 16 images, no figures.
 FEW_STEPS = [
@@ -24,19 +20,7 @@ FEW_STEPS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def fashion_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Tiny Fashion-MNIST files, and no data set anywhere else."""
-    monkeypatch.delenv(data_module.ENV_DATA_ROOT, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data_module, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
-    root = tmp_path / "data"
-    root.mkdir()
-    write_mnist_idx(root, layout="debian", dataset="fashion-mnist", n_train=60, n_test=10)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield root
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_log_to_csv_holds_the_run_directorys_records(fashion_root: Path, tmp_path: Path) -> None:

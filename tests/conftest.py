@@ -1,0 +1,46 @@
+"""Fixtures shared by the command-line tests: tiny data files in their real on-disk formats,
+with every other place a data set could be found emptied, and one intra-op thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from sgdwalk.training import data as data_module
+from tests.fixtures_data import write_cifar10, write_mnist_idx
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine a second thread makes tiny ops slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No data set anywhere but where a test writes one: empty system folders and cache."""
+    monkeypatch.delenv(data_module.ENV_DATA_ROOT, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(data_module, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
+    root = tmp_path / "data"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def cifar_root(isolated_data: Path) -> Path:
+    write_cifar10(isolated_data, n_train_per_batch=10, n_test=10)  # 50 training images
+    return isolated_data
+
+
+@pytest.fixture
+def fashion_root(isolated_data: Path) -> Path:
+    """60 training and 10 test images of Fashion-MNIST in Debian's layout."""
+    write_mnist_idx(isolated_data, layout="debian", dataset="fashion-mnist", n_train=60, n_test=10)
+    return isolated_data
