@@ -438,3 +438,12 @@ def test_the_gpu_speed_benchmark_runs_on_a_cpu_at_tiny_size(tmp_path: Path) -> N
     assert numbers["device_name"].startswith("cpu") and numbers["tier"] is None
     assert len(numbers["images_per_second"]) == 9 and all(v > 0 for v in numbers["images_per_second"].values())
     assert numbers["precision_policy"] == "keep float32 for measurements"
+
+
+def test_a_cells_data_loads_for_a_subset_smaller_than_the_default_measurement_set(fashion_root: Path) -> None:
+    # The data-only config must not inherit the default measurement size (1,000), which a
+    # subset of 50 images would refuse (the gpu tier's tiny profile reads 100-200 images).
+    from sgdwalk.runs.sweep import load_cell_data
+
+    config = WalkConfig(data_root=str(fashion_root), train_subset=50, measurement_size=16, track_epochs=(), epochs=1)
+    assert load_cell_data(config).train_targets.shape[0] == 50

@@ -200,6 +200,8 @@ def _load_data(key: tuple[Any, ...]) -> WalkData:
         pad_to=pad_to,
         track_epochs=(),
         epochs=1,
+        # The data does not depend on the measurement set (drawn from it later, per run).
+        measurement_size=None,
     )
     return load_walk_data(config)
 
