@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "PrecisionTarget": "sgdwalk.instrument.sampling",
     "RECORD_FIELDS": "sgdwalk.instrument.record",
     "SegmentSummary": "sgdwalk.instrument.segment",
+    "Shard": "sgdwalk.instrument.distributed",
     "SgdwalkError": "sgdwalk.base.errors",
     "StepRecord": "sgdwalk.instrument.record",
     "TensorBoardSink": "sgdwalk.integrations.tensorboard_sink",
@@ -55,6 +56,7 @@ _EXPORTS: dict[str, str] = {
 if _TYPE_CHECKING:
     from sgdwalk.base.errors import SgdwalkError
     from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
+    from sgdwalk.instrument.distributed import Shard
     from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
     from sgdwalk.instrument.measurement import (
         MeasurementSet,
@@ -114,6 +116,7 @@ __all__ = [
     "RECORD_FIELDS",
     "SegmentSummary",
     "SgdwalkError",
+    "Shard",
     "StepRecord",
     "TensorBoardSink",
     "WalkTracker",

@@ -31,6 +31,7 @@ PUBLIC_NAMES = {
     "RECORD_FIELDS",
     "SegmentSummary",
     "SgdwalkError",
+    "Shard",
     "StepRecord",
     "WalkTracker",
     "__version__",
