@@ -253,12 +253,12 @@ def final_minus_best(key: str, setting: str, others: tuple[str, ...]) -> Statist
 # ------------------------------------------------------------------ edge of stability (X1)
 def _late_sharpness_ratio(result: WalkResult) -> float:
     """Mean sharpness over 2/lr in the second half of a GD run's sharpness estimates."""
-    estimates = [r for r in sorted(result.records, key=lambda r: r.step) if r.sharpness is not None]
+    estimates = [r.sharpness for r in sorted(result.records, key=lambda r: r.step) if r.sharpness is not None]
     late_estimates = estimates[len(estimates) // 2 :]
     if not late_estimates:
         raise ValueError(f"no sharpness estimates in the run (diverged: {result.divergence})")
     edge = 2.0 / result.config.lr
-    return float(np.mean([float(r.sharpness) / edge for r in late_estimates]))  # type: ignore[arg-type]
+    return float(np.mean(late_estimates)) / edge
 
 
 def edge_sharpness_ratio(settings: Sequence[str], *, lowest: bool) -> StatisticFunction:

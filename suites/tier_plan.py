@@ -241,7 +241,8 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
 
 
 def tier_configs(profile: Profile, device: str, data: Mapping[str, DataChoice]) -> list[WalkConfig]:
-    """Every run the tier makes (each setting a check needs × seed, once), in part and setting order."""
+    """Every run the tier makes (each setting a check needs, every grid point of a tuned one,
+    × the check's seeds; each run once), in part and check order."""
     configs: dict[str, WalkConfig] = {}
     for name, part in profile.parts.items():
         if name not in data:

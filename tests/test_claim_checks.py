@@ -330,6 +330,20 @@ def test_batch_minus_lr_effect_reads_the_batch_sweeps_last_window() -> None:
 
 
 # ------------------------------------------------------------------------- the engine
+def _gap_check(relation: Relation = ">", bound: float = 1.0) -> ClaimCheck:
+    """A check of the final train-loss gap between settings "high" and "low"."""
+    return ClaimCheck(
+        claim_id="C9",
+        name="hand-made",
+        statistic_name="loss gap",
+        settings=("high", "low"),
+        statistic=cs.final_gap("train_loss", "high", "low"),
+        relation=relation,
+        bound=bound,
+        bound_reason="a test",
+    )
+
+
 class HandMadeCache(RunCache):
     """A run cache that answers every config with a hand-made run instead of training."""
 
@@ -372,16 +386,7 @@ def test_run_check_records_the_conservative_end(relation: Relation, end: str) ->
     cache = HandMadeCache(
         lambda c: run(history=[{"step": 1, "train_loss": c.lr * c.seed / 1000}], lr=c.lr, seed=c.seed)
     )
-    check = ClaimCheck(
-        claim_id="C9",
-        name="hand-made",
-        statistic_name="loss gap",
-        settings=("high", "low"),
-        statistic=cs.final_gap("train_loss", "high", "low"),
-        relation=relation,
-        bound=0.0,
-        bound_reason="a test",
-    )
+    check = _gap_check(relation, bound=0.0)
     recorder = ListRecorder()
     estimate = run_check(check, WalkConfig(), {"high": {"lr": 0.2}, "low": {"lr": 0.1}}, (1, 2, 4), cache, recorder)
     assert_estimate(estimate, [1e-4, 2e-4, 4e-4])
@@ -404,19 +409,6 @@ def test_a_check_refuses_an_unknown_relation() -> None:
             bound=0.0,
             bound_reason="",
         )
-
-
-def _gap_check(relation: Relation = ">") -> ClaimCheck:
-    return ClaimCheck(
-        claim_id="C9",
-        name="hand-made",
-        statistic_name="loss gap",
-        settings=("high", "low"),
-        statistic=cs.final_gap("train_loss", "high", "low"),
-        relation=relation,
-        bound=1.0,
-        bound_reason="a test",
-    )
 
 
 def test_without_verdict_a_failing_bound_is_noted_and_finiteness_asserted() -> None:

@@ -149,10 +149,9 @@ class TunedSetting:
         if not self.points:
             raise ValueError("a tuned setting needs at least one grid point")
 
-    def best(self, runs_per_point: Sequence[Sequence[WalkResult]]) -> int:
-        """The index of the point whose runs have the highest mean ``score`` (the first on ties)."""
-        means = [float(np.mean([last_history(run, self.score) for run in runs])) for runs in runs_per_point]
-        return int(np.argmax(means))
+    def mean_scores(self, runs_per_point: Sequence[Sequence[WalkResult]]) -> list[float]:
+        """Each point's mean ``score`` over its runs; the best point is their argmax (the first on ties)."""
+        return [float(np.mean([last_history(run, self.score) for run in runs])) for runs in runs_per_point]
 
 
 SettingOverrides = Mapping[str, Any] | TunedSetting
@@ -176,8 +175,8 @@ def _run_setting(
     if not isinstance(overrides, TunedSetting):
         return [cache.run(config) for config in setting_configs(base, overrides, seeds)], dict(overrides)
     per_point = [[cache.run(config) for config in setting_configs(base, point, seeds)] for point in overrides.points]
-    best = overrides.best(per_point)
-    means = [float(np.mean([last_history(run, overrides.score) for run in runs])) for runs in per_point]
+    means = overrides.mean_scores(per_point)
+    best = int(np.argmax(means))
     varying = sorted(
         {key for point in overrides.points for key in point if point.get(key) != overrides.points[0].get(key)}
     )
