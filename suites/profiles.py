@@ -156,6 +156,9 @@ class PartSize:
             at the last window's start (C10).
         noise_batches: minibatches estimating the gradient variance of ``noisy-gd``.
         num_alphas: the α grid of a segment (the authors' 10 in every profile).
+        evaluate_every_updates: updates between evaluations of the training and validation
+            sets (None: the runner's default, every SGD epoch; the first and last epoch are
+            always evaluated, and the distance from θ_0 is recorded at every epoch).
     """
 
     width_multiplier: float
@@ -180,6 +183,7 @@ class PartSize:
     measure_sharpness: bool = True
     noise_batches: int = DEFAULT_NOISE_BATCHES
     num_alphas: int = DEFAULT_NUM_ALPHAS
+    evaluate_every_updates: int | None = None
 
     def __post_init__(self) -> None:
         # Checked at import, so a profile that cannot describe its comparisons never runs.
@@ -496,6 +500,46 @@ _SMOKE = PartSize(
 )
 SMOKE_SIZES: Final[Mapping[str, PartSize]] = {name: _SMOKE for name in GPU_PART_NAMES}
 
+# ------------------------------------------------------------------------------ nets
+# The checks the nets profile decides on each network (the sizes below are what a 2-core CPU
+# affords in half an hour; C8, C9, C10 and C11 need runs it cannot afford).
+NETS_CHECKS: Final[tuple[ClaimCheck, ...]] = select(
+    "C1-gd-cosine",
+    "C1-gd-floor",
+    "C2-sgd-floor",
+    "C2-sgd-vs-gd-cosine",
+    "C3-batch-cosine",
+    "C4-batch-vs-lr",
+    "C5-batch-distance",
+    "C6-lr-height",
+    "C7-early-barriers",
+    "C7-late-barrier-fraction",
+    "C7-barrier-size",
+)
+NETS_PART_NAMES: Final[tuple[str, ...]] = ("vgg11", "resnet56")
+_NETS_COMMON = dict(
+    width_multiplier=0.25,
+    train_subset=1_000,
+    validation_subset=500,
+    batch_size=100,
+    small_batch=25,
+    large_batch=250,
+    batch_reference=50,
+    updates=80,
+    windows=((0, 5), (70, 80)),
+    batch_updates=80,
+    batch_windows=((0, 5), (70, 80)),
+    gd_updates=10,
+    gd_edge_updates=20,
+    gd_window=None,
+    measure_sharpness=False,
+    evaluate_every_updates=80,
+)
+NETS_SIZES: Final[Mapping[str, PartSize]] = {
+    "vgg11": PartSize(measurement_size=256, chunk_size=256, **_NETS_COMMON),  # type: ignore[arg-type]
+    "resnet56": PartSize(measurement_size=128, chunk_size=128, **_NETS_COMMON),  # type: ignore[arg-type]
+}
+
 # ----------------------------------------------------------------------------- paper
 _PAPER_STEPS_PER_EPOCH: Final = PAPER_TRAIN_SIZE // 100  # 450 at batch 100
 
@@ -568,6 +612,15 @@ PROFILES: Final[Mapping[str, Profile]] = {
         SMOKE_SIZES,
         needs_cuda=True,
     ),
+    "nets": Profile(
+        "nets",
+        "C1-C7 on VGG-11 and ResNet-56 at a quarter width, Fashion-MNIST padded to 32x32, on a CPU",
+        PAPER_SEEDS,
+        {name: dataclasses.replace(GPU_PARTS[name], checks=NETS_CHECKS) for name in NETS_PART_NAMES},
+        NETS_SIZES,
+        needs_cuda=False,
+        measured_on=("fashion-mnist", "cpu"),
+    ),
     "paper": Profile(
         "paper",
         "the authors' protocol: 45k images, 100 epochs (MLP 40), tracked epochs measured on all 45k",
@@ -578,7 +631,7 @@ PROFILES: Final[Mapping[str, Profile]] = {
     ),
 }
 # The profiles of the gpu tier (suites/gpu); `real` is the tier of suites/real.
-GPU_PROFILES: Final[tuple[str, ...]] = ("tiny", "smoke", "paper")
+GPU_PROFILES: Final[tuple[str, ...]] = ("tiny", "nets", "smoke", "paper")
 # What `pytest suites/gpu` runs on a CUDA machine when no --sgdwalk-profile is given.
 DEFAULT_PROFILE: Final = "smoke"
 

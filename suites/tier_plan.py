@@ -79,6 +79,7 @@ def base_config(part: Part, size: PartSize, data: DataChoice, device: str, data_
         # The authors' choice (docs/definitions.md#batch-norm-modes): batch statistics of the evaluation chunks.
         bn_mode="train",
         checkpoint_every_epochs=None,
+        evaluate_every_updates=size.evaluate_every_updates,
         device=device,  # type: ignore[arg-type]  # "cpu" or "cuda", resolved by the tier
         progress=False,
     )
