@@ -1,8 +1,9 @@
 """Claims C1-C11 on VGG-11, ResNet-56 and the MLP: one test per check of the claims table and part.
 
-Slow: runs only with ``--runslow``. Which profile (``--sgdwalk-profile``; default smoke),
-which device (``--sgdwalk-device``) and which data (``--sgdwalk-gpu-data``) are decided at
-collection, and so is every skip, so the whole tier skips with one reason:
+Slow: runs only with ``--runslow``. Which profile (``--sgdwalk-profile``; default smoke) on
+which seeds (``--sgdwalk-seeds``; default the profile's), which device (``--sgdwalk-device``)
+and which data (``--sgdwalk-gpu-data``) are decided at collection, and so is every skip, so
+the whole tier skips with one reason:
 
 - no CUDA device (and not ``--sgdwalk-device cpu --sgdwalk-profile tiny``, which CI runs);
 - ``--sgdwalk-device cpu`` with a profile sized for a GPU (smoke, paper);
@@ -29,7 +30,16 @@ from sgdwalk.training.data import DatasetNotFoundError
 from suites.gpu import conftest
 from suites.gpu.claims import DATA_CHOICES, PARTS, choose_data
 from suites.profiles import DEFAULT_PROFILE, GPU_PROFILES, PROFILES, Profile
-from suites.tier_plan import Case, DataChoice, case_marks, cases, paper_data, tier_configs, tier_grid
+from suites.tier_plan import (
+    Case,
+    DataChoice,
+    case_marks,
+    cases,
+    paper_data,
+    session_profile,
+    tier_configs,
+    tier_grid,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +93,7 @@ def plan(config: pytest.Config) -> Plan:
     """The session's plan, computed once (collection reads it for every test function)."""
     if _plan_key in config.stash:
         return config.stash[_plan_key]
-    profile = _profile(config)
+    profile = session_profile(_profile(config), config)
     device, skip_reason = _device_and_skip(config, profile)
     data_root = config.getoption("sgdwalk_data_root")
     mode = str(config.getoption("sgdwalk_gpu_data", default="auto"))
