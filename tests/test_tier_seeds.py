@@ -6,11 +6,14 @@ seeds, and the report the session writes records them.
 
 from __future__ import annotations
 
+import configparser
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
+from sgdwalk.claims.pytest_plugin import parse_seeds
 from sgdwalk.claims.report import ClaimsReport, load_report
 from suites import profiles
 from suites.tier_plan import Case, cases, paper_data
@@ -80,3 +83,27 @@ def test_the_gpu_tier_collects_its_cases_on_the_given_seeds(pytester: pytest.Pyt
     )
     assert given and {case.seeds for case in given} == {(7, 3)}
     assert report.settings == {"seeds": [7, 3]}
+
+
+def test_the_replication_seeds_share_no_run_and_no_stream_with_any_profile() -> None:
+    """``tox -e replicate`` runs the real tier on tox.ini's ``[replicate] seeds``."""
+    from sgdwalk.runs import runner
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(REPO_ROOT / "tox.ini", encoding="utf-8")
+    replication = parse_seeds(tox["replicate"]["seeds"])
+    assert "--sgdwalk-seeds {[replicate]seeds}" in tox["testenv:replicate"]["commands"]
+    # Every generator a run seeds: its seed and the runner's streams above it.
+    offsets = range(
+        max(runner.MEASUREMENT_STREAM, runner.NOISE_STREAM, runner.NOISE_ESTIMATE_STREAM, runner.SAMPLE_ORDER_STREAM)
+        + 1
+    )
+
+    def streams(seeds: Iterable[int]) -> set[int]:
+        return {seed + offset for seed in seeds for offset in offsets}
+
+    for profile in profiles.PROFILES.values():
+        own = {seed for seeds in (profile.seeds, *profile.more_seeds.values()) for seed in seeds}
+        assert not streams(replication) & streams(own), profile.name
+    real = profiles.PROFILES["real"]
+    assert max(map(len, plan_seeds(real.with_seeds(replication)).values())) == len(replication)
