@@ -90,19 +90,19 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     for item in text.split(","):
         match = _SEED_ITEM.fullmatch(item.strip())
         if match is None:
-            raise ValueError(f"--sgdwalk-seeds {text!r}: {item.strip()!r} is not a seed or a range; {SEEDS_USAGE}")
+            raise ValueError(f"{item.strip()!r} is not a seed or a range; {SEEDS_USAGE}")
         first = int(match.group(1))
         last = first if match.group(2) is None else int(match.group(2))
         if last < first:
-            raise ValueError(f"--sgdwalk-seeds {text!r}: the range {item.strip()} runs backwards; {SEEDS_USAGE}")
+            raise ValueError(f"the range {item.strip()} runs backwards; {SEEDS_USAGE}")
         if last > MAX_SEED:
-            raise ValueError(f"--sgdwalk-seeds {text!r}: seeds go from 0 to {MAX_SEED} (2**63 - 1)")
+            raise ValueError(f"seeds go from 0 to {MAX_SEED} (2**63 - 1)")
         if len(seeds) + last - first + 1 > MAX_GIVEN_SEEDS:
-            raise ValueError(f"--sgdwalk-seeds {text!r}: more than {MAX_GIVEN_SEEDS} seeds")
+            raise ValueError(f"more than {MAX_GIVEN_SEEDS} seeds")
         seeds.extend(range(first, last + 1))
     repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
     if repeated:
-        raise ValueError(f"--sgdwalk-seeds {text!r}: seeds {repeated} are given more than once")
+        raise ValueError(f"seeds {repeated} are given more than once")
     return tuple(seeds)
 
 
@@ -188,7 +188,7 @@ def pytest_configure(config: pytest.Config) -> None:
         try:
             config.stash[_given_seeds_key] = parse_seeds(str(seeds))
         except ValueError as error:
-            raise pytest.UsageError(str(error)) from None
+            raise pytest.UsageError(f"--sgdwalk-seeds {seeds!r}: {error}") from None
 
 
 # --------------------------------------------------------------------------- collection

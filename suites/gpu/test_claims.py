@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
@@ -28,7 +29,7 @@ from sgdwalk.runs.runlog import device_name
 from sgdwalk.runs.sweep import expand_grid, parse_grid
 from sgdwalk.training.data import DatasetNotFoundError
 from suites.gpu import conftest
-from suites.gpu.claims import DATA_CHOICES, PARTS, choose_data
+from suites.gpu.claims import DATA_CHOICES, PARTS, choose_data, main
 from suites.profiles import DEFAULT_PROFILE, GPU_PROFILES, PROFILES, Profile
 from suites.tier_plan import (
     Case,
@@ -151,6 +152,18 @@ def test_claim(
 # ------------------------------------------------------------------ plan consistency (fast)
 def test_conftest_data_choices_match_claims() -> None:
     assert conftest.DATA_CHOICES == DATA_CHOICES
+
+
+def test_a_grid_on_other_seeds_holds_the_runs_of_the_tier_on_those_seeds(tmp_path: Path) -> None:
+    """``--seeds`` of ``python -m suites.gpu.claims`` is ``--sgdwalk-seeds`` of the tier."""
+    grid = tmp_path / "grid.json"
+    assert main(["--profile", "tiny", "--device", "cpu", "--grid", str(grid), "--seeds", "7,3"]) == 0
+    seeded = PROFILES["tiny"].with_seeds((7, 3))
+    configs = tier_configs(seeded, "cpu", {name: paper_data(part) for name, part in PARTS.items()})
+    assert [c.result_hash for c in expand_grid(parse_grid(json.loads(grid.read_text())))] == [
+        c.result_hash for c in configs
+    ]
+    assert {c.seed for c in configs} == {7, 3}
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES)
