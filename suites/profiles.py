@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -318,6 +318,23 @@ class Profile:
     def seeds_for(self, part: Part, check: ClaimCheck) -> tuple[int, ...]:
         """The seeds ``check`` runs with on ``part``."""
         return self.more_seeds.get((part.name, check.key), self.seeds)
+
+    def with_seeds(self, seeds: Sequence[int]) -> Profile:
+        """This profile on other seeds (``--sgdwalk-seeds``): a check that runs n seeds here
+        runs on the first n of ``seeds``, so checks with more seeds still reuse the others' runs.
+        ValueError when ``seeds`` are fewer than the most a check runs, or repeat one."""
+        needed = max((len(self.seeds), *(len(more) for more in self.more_seeds.values())))
+        if len(seeds) < needed:
+            raise ValueError(
+                f"the {self.name} profile runs checks on up to {needed} seeds; {len(seeds)} given: {list(seeds)}"
+            )
+        if len(set(seeds)) < len(seeds):
+            raise ValueError(f"seeds must differ, got {list(seeds)}")
+        return dataclasses.replace(
+            self,
+            seeds=tuple(seeds[: len(self.seeds)]),
+            more_seeds={key: tuple(seeds[: len(more)]) for key, more in self.more_seeds.items()},
+        )
 
     def test_id(self, part: Part, check: ClaimCheck) -> str:
         return self.id_format.format(part=part.name, claim=check.claim_id, name=check.name, check=check.key)

@@ -15,6 +15,7 @@ from typing import Any, Final
 import pytest
 
 from sgdwalk.claims.engine import ClaimCheck, SettingOverrides, TunedSetting, setting_configs, setting_points
+from sgdwalk.claims.pytest_plugin import given_seeds
 from sgdwalk.training.config import WalkConfig
 from suites.claims_table import NOT_REPRODUCED, At
 from suites.profiles import PROTOCOL_LR, EdgeSize, Part, PartSize, Profile
@@ -193,6 +194,18 @@ def part_settings(part: Part, size: PartSize) -> dict[str, SettingOverrides]:
 
 
 # ------------------------------------------------------------------------- the plan
+def session_profile(profile: Profile, config: pytest.Config) -> Profile:
+    """``profile`` on the seeds of ``--sgdwalk-seeds`` when given (``Profile.with_seeds``);
+    a set too short for the profile is a usage error."""
+    seeds = given_seeds(config)
+    if seeds is None:
+        return profile
+    try:
+        return profile.with_seeds(seeds)
+    except ValueError as error:
+        raise pytest.UsageError(f"--sgdwalk-seeds: {error}") from None
+
+
 @dataclass(frozen=True)
 class Case:
     """One test: a check of one part in one profile, with everything ``run_check`` needs."""

@@ -30,7 +30,7 @@ from sgdwalk.claims.engine import (
     tracked_windows,
 )
 from sgdwalk.claims.report import Relation
-from sgdwalk.claims.statistics import Estimate, mean_with_t_interval
+from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, seeds_for_replication
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkResult
 from sgdwalk.training.config import WalkConfig
@@ -688,6 +688,19 @@ def test_every_check_notes_how_many_seeds_would_decide_it() -> None:
     recorder = ListRecorder()
     run_check(check, WalkConfig(), {"only": {}}, (1, 2, 3), cache, recorder)
     assert any(note.startswith("seeds for 80% power") for note in recorder.notes)
+    # 0.1, 0.2, 0.3: the interval reaches below 0, so no count promises the verdict again.
+    assert any(
+        note.startswith("seeds to replicate the verdict (fail)") and "not sized" in note for note in recorder.notes
+    )
+    recorder = ListRecorder()
+    run_check(check, WalkConfig(), {"only": {}}, (11, 12, 13), cache, recorder)
+    replication = seeds_for_replication([1.1, 1.2, 1.3], 0.0, ">")
+    assert replication.seeds is not None
+    assert any(
+        note.startswith("seeds to replicate the verdict (pass) with 90% probability")
+        and note.endswith(f": {replication.seeds} (ran 3)")
+        for note in recorder.notes
+    )
 
 
 def test_checks_with_more_seeds_start_with_the_profile_seeds_and_share_their_runs() -> None:

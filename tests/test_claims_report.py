@@ -4,6 +4,7 @@ functions, and the ``sgdwalk claims`` command on top of them."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -112,6 +113,7 @@ def test_save_load_round_trip_keeps_every_field(tmp_path: Path) -> None:
         (lambda doc: doc["claims"][0]["statistics"][0].update(held=1), "held"),
         (lambda doc: doc["claims"][0].update(duration_s=True), "duration_s"),
         (lambda doc: doc["claims"].append(dict(doc["claims"][0])), "appears more than once"),
+        (lambda doc: doc.update(settings=[2001]), r"report\.settings: expected an object"),
     ],
 )
 def test_load_rejects_off_schema_reports(tmp_path: Path, mutate: Any, message: str) -> None:
@@ -129,6 +131,33 @@ def test_load_reports_unreadable_files(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ReportError, match="not valid JSON"):
         load_report(tmp_path / "broken.json")
+
+
+def test_session_settings_are_written_only_when_set_and_read_back(tmp_path: Path) -> None:
+    plain = report(entry("C1", "t.py::test_a"))
+    assert "settings" not in report_to_dict(plain)  # reports of sessions that set nothing read as before
+    seeded = dataclasses.replace(plain, settings={"seeds": [2001, 2002, 2003]})
+    assert report_to_dict(seeded)["settings"] == {"seeds": [2001, 2002, 2003]}
+    assert load_report(save_report(seeded, tmp_path / "seeded.json")) == seeded
+
+
+def test_merge_keeps_the_settings_its_inputs_share() -> None:
+    seeded = dataclasses.replace(report(entry("C3", TEST_C3)), settings={"seeds": [2001, 2002, 2003]})
+    other = dataclasses.replace(report(entry("C9", TEST_C9)), settings={"seeds": [2001, 2002, 2003]})
+    merged, _ = merge_reports([seeded, other])
+    assert merged.settings == {"seeds": [2001, 2002, 2003]}
+    assert [source["settings"] for source in merged.merged_from] == [{"seeds": [2001, 2002, 2003]}] * 2
+    mixed, _ = merge_reports([seeded, report(entry("C9", TEST_C9))])
+    assert mixed.settings == {} and "settings" not in mixed.merged_from[1]
+
+
+def test_every_committed_baseline_compares_with_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    """The baselines are reports of earlier sessions: they stay readable and comparable."""
+    baselines = sorted((Path(__file__).parents[1] / "suites" / "baselines").glob("*.json"))
+    assert baselines
+    for baseline in baselines:
+        assert run_cli(["compare", str(baseline), str(baseline)]) == 0
+        assert "0 regressions, 0 flips" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- compare

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sgdwalk.claims.pytest_plugin import ClaimRecorder
+from sgdwalk.claims.pytest_plugin import ClaimRecorder, parse_seeds
 from sgdwalk.claims.registry import CLAIMS, get_claim
 from sgdwalk.claims.report import ClaimEntry, load_report
 
@@ -124,6 +124,7 @@ def test_help_lists_every_option_with_its_default(project: pytest.Pytester) -> N
         "--sgdwalk-device",
         "--sgdwalk-profile",
         "--sgdwalk-data-root",
+        "--sgdwalk-seeds",
     }
     for flag, text in chunks.items():
         assert "(default:" in text, f"{flag}: help must end with its default: {text!r}"
@@ -242,6 +243,59 @@ def test_option_fixtures(project: pytest.Pytester, monkeypatch: pytest.MonkeyPat
         """
     )
     run(project, "--sgdwalk-profile", "tiny", "--sgdwalk-data-root", "/data/cifar").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("text", "seeds"),
+    [("2001-2005", (2001, 2002, 2003, 2004, 2005)), ("7,3, 5", (7, 3, 5)), ("0", (0,)), ("1-2,9", (1, 2, 9))],
+)
+def test_seeds_are_a_range_or_a_list(text: str, seeds: tuple[int, ...]) -> None:
+    assert parse_seeds(text) == seeds
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "'' is not a seed or a range"),
+        ("2001..2005", "is not a seed or a range"),
+        ("-3", "is not a seed or a range"),
+        ("1,,2", "'' is not a seed or a range"),
+        ("\u0661", "is not a seed or a range"),  # an Arabic-Indic digit, which int() would take
+        ("2005-2001", "runs backwards"),
+        ("1,2,1-3", r"seeds \[1, 2\] are given more than once"),
+        (str(2**63), "seeds go from 0 to"),
+        ("2001-20005", "more than 1000 seeds"),
+    ],
+)
+def test_bad_seeds_are_refused_saying_why(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_seeds(text)
+
+
+def test_seeds_option_is_recorded_in_the_report_or_a_one_line_usage_error(project: pytest.Pytester) -> None:
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("C3")
+        def test_seeded(claim, sgdwalk_seeds):
+            claim.setting(seeds=list(sgdwalk_seeds or ()))
+        """
+    )
+    run(project, "--sgdwalk-seeds", "2001-2003", "--sgdwalk-report", "seeded.json").assert_outcomes(passed=1)
+    seeded = load_report(project.path / "seeded.json")
+    assert seeded.settings == {"seeds": [2001, 2002, 2003]}
+    assert seeded.claims[0].setting == {"seeds": [2001, 2002, 2003]}
+    run(project, "--sgdwalk-report", "plain.json").assert_outcomes(passed=1)
+    assert "settings" not in json.loads((project.path / "plain.json").read_text(encoding="utf-8"))
+    result = run(project, "--sgdwalk-seeds", "2005-2001", "--sgdwalk-report", "bad.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    errors = [line for line in result.stderr.lines if line.strip()]
+    assert errors == [
+        "ERROR: --sgdwalk-seeds '2005-2001': the range 2005-2001 runs backwards; "
+        "give a range (2001-2005) or a list (2001,2002,2003)"
+    ]
+    assert not (project.path / "bad.json").exists()
 
 
 def test_auto_device_is_cuda_only_when_available(project: pytest.Pytester) -> None:

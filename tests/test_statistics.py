@@ -84,3 +84,70 @@ def test_seeds_for_power_is_the_smallest_count_reaching_the_power() -> None:
     assert seeds_for_power([0.0, 0.0, 0.0], 0.0, "<=") == 2  # no spread, on an inclusive bound
     assert seeds_for_power([0.0, 0.0, 0.0], 0.0, "<") is None
     assert seeds_for_power([1e-6, -1e-3, 1e-3 + 1e-5], 0.0, ">") is None  # beyond reach
+
+
+# ------------------------------------------------------------------------ replication
+def test_spread_upper_end_exceeds_the_true_deviation_as_often_as_its_one_sided_confidence() -> None:
+    from sgdwalk.claims.statistics import spread_upper_end
+
+    trials, one_sided = 5_000, 0.5 + CONFIDENCE / 2
+    samples = np.random.default_rng(1).normal(0.0, 1.0, size=(trials, 3))
+    covered = np.mean([spread_upper_end(sample.tolist()) >= 1.0 for sample in samples])
+    # Four binomial standard errors of the simulated share: a false failure about once in 16,000 runs.
+    tolerance = 4 * math.sqrt(one_sided * (1 - one_sided) / trials)
+    assert covered == pytest.approx(one_sided, abs=tolerance)
+
+
+def test_seeds_for_replication_is_the_smallest_count_a_simulation_passes_at_its_probability() -> None:
+    from sgdwalk.claims.statistics import REPLICATION_PROBABILITY, seeds_for_replication, spread_upper_end
+
+    per_seed = [0.41, 0.52, 0.47, 0.44]  # the 95% interval is [0.389, 0.531]
+    replication = seeds_for_replication(per_seed, 0.2, ">")
+    assert replication.seeds is not None and replication.passes and replication.reason == ""
+    estimate = mean_with_t_interval(per_seed)
+    assert replication.effect == pytest.approx(estimate.low - 0.2, rel=FLOAT64_RTOL)
+    assert replication.spread == pytest.approx(spread_upper_end(per_seed), rel=FLOAT64_RTOL)
+    # At the cautious effect and spread taken as the truth, fresh sets of that many seeds pass
+    # at least that often, and of one seed fewer less often.
+    trials = 40_000
+    rng = np.random.default_rng(2)
+    tolerance = 4 * math.sqrt(0.25 / trials)
+    at_count = simulated_power(replication.effect, replication.spread, replication.seeds, trials, rng)
+    below = simulated_power(replication.effect, replication.spread, replication.seeds - 1, trials, rng)
+    assert at_count >= REPLICATION_PROBABILITY - tolerance
+    assert below <= REPLICATION_PROBABILITY + tolerance
+    # "<" mirrors ">".
+    assert seeds_for_replication([-v for v in per_seed], -0.2, "<").seeds == replication.seeds
+
+
+def test_seeds_for_replication_keeps_its_promise_where_the_plug_in_count_does_not() -> None:
+    """Over many first sets of seeds of one true check, the count falls short of the
+    probability (at the true effect and spread) no more often than 1 − CONFIDENCE."""
+    from sgdwalk.claims.statistics import REPLICATION_PROBABILITY, seeds_for_power, seeds_for_replication, verdict_power
+
+    effect, spread, first_seeds, trials = 3.0, 1.0, 5, 300
+    short, plug_in_short = 0, 0
+    for sample in np.random.default_rng(3).normal(effect, spread, size=(trials, first_seeds)):
+        counted = seeds_for_replication(sample.tolist(), 0.0, ">").seeds
+        short += counted is not None and verdict_power(effect, spread, counted) < REPLICATION_PROBABILITY
+        plug_in = seeds_for_power(sample.tolist(), 0.0, ">", power=REPLICATION_PROBABILITY)
+        plug_in_short += plug_in is not None and verdict_power(effect, spread, plug_in) < REPLICATION_PROBABILITY
+    # Four binomial standard errors of a share at the promised limit.
+    limit = (1 - CONFIDENCE) + 4 * math.sqrt(CONFIDENCE * (1 - CONFIDENCE) / trials)
+    assert short / trials <= limit
+    # The test can fail: the measured effect and spread, taken as the truth, miss it often.
+    assert plug_in_short / trials > limit
+
+
+def test_seeds_for_replication_sizes_only_intervals_clear_of_the_bound() -> None:
+    from sgdwalk.claims.statistics import MAX_PLANNED_SEEDS, seeds_for_replication
+
+    crossing = seeds_for_replication([-0.1, 0.2, 0.05], 0.0, ">")
+    assert crossing.seeds is None and not crossing.passes and "reaches the bound" in crossing.reason
+    wrong_side = seeds_for_replication([-0.31, -0.29, -0.3], 0.0, ">")  # any seeds fail it again
+    assert wrong_side.seeds == 2 and not wrong_side.passes and wrong_side.effect < 0
+    assert seeds_for_replication([0.1, 0.1, 0.1], 0.0, ">").seeds == 2  # no spread
+    on_the_bound = seeds_for_replication([0.0, 0.0, 0.0], 0.0, "<=")  # passed, on an inclusive bound
+    assert on_the_bound.seeds is None and on_the_bound.passes
+    beyond = seeds_for_replication([0.32308, 0.1921, 0.42473], 0.0, ">")  # a low end of +0.024
+    assert beyond.seeds is None and beyond.passes and f"more than {MAX_PLANNED_SEEDS}" in beyond.reason

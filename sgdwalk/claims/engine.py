@@ -26,7 +26,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from sgdwalk.claims.report import RELATIONS, Relation, relation_holds
-from sgdwalk.claims.statistics import PLANNING_POWER, Estimate, seeds_for_power
+from sgdwalk.claims.statistics import (
+    CONFIDENCE,
+    PLANNING_POWER,
+    REPLICATION_PROBABILITY,
+    Estimate,
+    Replication,
+    seeds_for_power,
+    seeds_for_replication,
+)
 from sgdwalk.instrument.divergence import losses_divergence
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkData, WalkResult, load_walk_data, run_walk
@@ -259,11 +267,24 @@ def run_check(
                 else "none (the mean does not point the claimed way, or beyond reach)"
             )
         )
+        replication = seeds_for_replication(estimate.per_seed, check.bound, check.relation)
+        recorder.note(replication_note(replication, len(estimate.per_seed)))
     if verdict:
         assert_bound(check, estimate, recorder)
     else:
         record_finite(check, estimate, recorder)
     return estimate
+
+
+def replication_note(replication: Replication, ran: int) -> str:
+    """The ledger's line on how many fresh seeds repeat the verdict (``seeds_for_replication``)."""
+    count = f"{replication.seeds} (ran {ran})" if replication.seeds is not None else f"not sized: {replication.reason}"
+    return (
+        f"seeds to replicate the verdict ({'pass' if replication.passes else 'fail'}) with "
+        f"{REPLICATION_PROBABILITY:.0%} probability on fresh seeds, at cautious effect {replication.effect:.4g} "
+        f"(the {CONFIDENCE:.0%} interval's end nearest the bound) and spread {replication.spread:.4g} "
+        f"(the {CONFIDENCE:.0%} interval's upper end of the per-seed sd): {count}"
+    )
 
 
 def _detail(estimate: Estimate) -> str:

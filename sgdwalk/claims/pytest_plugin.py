@@ -16,6 +16,8 @@ conftest.py.
   asserts each statistic against its bound (``claim.check``).
 - ``--sgdwalk-report PATH`` writes every claim test's outcome as JSON (schema in
   ``sgdwalk.claims.report``); a short claims table is printed at the end of the run.
+- ``--sgdwalk-seeds 2001-2005`` (or ``2001,2002,2003``) gives the seeds the tiers run their
+  checks on (``given_seeds``); the report records them in its ``settings``.
 
 This module and the ledger modules import torch only when a test asks for
 ``sgdwalk_device``, so that ``pytest --help`` and the unit tier do not pay torch's import
@@ -27,7 +29,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import sys
+from collections import Counter
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,11 +56,12 @@ from sgdwalk.claims.report import (
     short_test_name,
     sorted_entries,
 )
+from sgdwalk.training.config import MAX_SEED
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ClaimRecorder"]
+__all__ = ["ClaimRecorder", "given_seeds", "parse_seeds"]
 
 DEVICE_CHOICES: Final[tuple[str, ...]] = ("auto", "cpu", "cuda")
 DATA_ROOT_ENV: Final = "SGDWALK_DATA_ROOT"
@@ -68,6 +73,42 @@ TIER_BY_SUITE: Final[Mapping[tuple[str, str], str]] = {
 }
 # Package versions stored with every report; read from metadata so torch is not imported.
 VERSIONED_PACKAGES: Final[tuple[str, ...]] = ("pytest", "torch", "numpy", "scipy", "sgdwalk")
+# More seeds than any check could use (seeds_for_power and seeds_for_replication stop at 200):
+# a longer set is a typo (2001-20005), refused before it is built.
+MAX_GIVEN_SEEDS: Final = 1_000
+SEEDS_USAGE: Final = "give a range (2001-2005) or a list (2001,2002,2003)"
+_SEED_ITEM: Final = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """The seeds of ``--sgdwalk-seeds``: a range ``2001-2005`` (both ends in), a list
+    ``2001,2002,2003``, or a list of both; ValueError, in one line, for anything else."""
+    seeds: list[int] = []
+    for item in text.split(","):
+        match = _SEED_ITEM.fullmatch(item.strip())
+        if match is None:
+            raise ValueError(f"{item.strip()!r} is not a seed or a range; {SEEDS_USAGE}")
+        first = int(match.group(1))
+        last = first if match.group(2) is None else int(match.group(2))
+        if last < first:
+            raise ValueError(f"the range {item.strip()} runs backwards; {SEEDS_USAGE}")
+        if last > MAX_SEED:
+            raise ValueError(f"seeds go from 0 to {MAX_SEED} (2**63 - 1)")
+        if len(seeds) + last - first + 1 > MAX_GIVEN_SEEDS:
+            raise ValueError(f"more than {MAX_GIVEN_SEEDS} seeds")
+        seeds.extend(range(first, last + 1))
+    repeated = sorted(seed for seed, count in Counter(seeds).items() if count > 1)
+    if repeated:
+        raise ValueError(f"seeds {repeated} are given more than once")
+    return tuple(seeds)
+
+
+def given_seeds(config: pytest.Config) -> tuple[int, ...] | None:
+    """The seeds of ``--sgdwalk-seeds``, or None when not given (each tier runs its own)."""
+    return config.stash.get(_given_seeds_key, None)
 
 
 # --------------------------------------------------------------------------- options
@@ -101,6 +142,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help=f"Folder holding the data sets of the real tier. (default: ${DATA_ROOT_ENV}, else none)",
     )
+    group.addoption(
+        "--sgdwalk-seeds",
+        metavar="SEEDS",
+        default=None,
+        help="Seeds the claim tiers (real, gpu) run on: a range 2001-2005 or a list 2001,2002,2003; a "
+        "check run on n seeds by its profile takes the first n. Recorded in the report. "
+        "(default: none; each profile's own seeds)",
+    )
 
 
 # --------------------------------------------------------------------------- session state
@@ -121,6 +170,7 @@ _phase_reports_key: Final = pytest.StashKey[dict[str, pytest.TestReport]]()
 # First line of each failed phase's exception, read while the exception is at hand.
 _failure_reasons_key: Final = pytest.StashKey[dict[str, str]]()
 _report_written_key: Final = pytest.StashKey[Path]()
+_given_seeds_key: Final = pytest.StashKey[tuple[int, ...]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -133,6 +183,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # The ledger is gathered in-process; xdist workers would each hold a part of it.
     if config.getoption("sgdwalk_report") and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError("--sgdwalk-report does not support pytest-xdist (-n); run without -n")
+    seeds = config.getoption("sgdwalk_seeds")
+    if seeds is not None:
+        try:
+            config.stash[_given_seeds_key] = parse_seeds(str(seeds))
+        except ValueError as error:
+            raise pytest.UsageError(f"--sgdwalk-seeds {seeds!r}: {error}") from None
 
 
 # --------------------------------------------------------------------------- collection
@@ -316,6 +372,12 @@ def sgdwalk_profile(pytestconfig: pytest.Config) -> str | None:
 
 
 @pytest.fixture(scope="session")
+def sgdwalk_seeds(pytestconfig: pytest.Config) -> tuple[int, ...] | None:
+    """``--sgdwalk-seeds``, parsed, or None."""
+    return given_seeds(pytestconfig)
+
+
+@pytest.fixture(scope="session")
 def sgdwalk_data_root(pytestconfig: pytest.Config) -> Path | None:
     """``--sgdwalk-data-root``, else ``$SGDWALK_DATA_ROOT``, else None."""
     data_root = pytestconfig.getoption("sgdwalk_data_root") or os.environ.get(DATA_ROOT_ENV)
@@ -437,11 +499,13 @@ def _package_versions() -> dict[str, str | None]:
 
 def build_report(config: pytest.Config) -> ClaimsReport:
     state = config.stash[_session_state_key]
+    seeds = given_seeds(config)
     return ClaimsReport(
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         pytest_args=tuple(str(arg) for arg in config.invocation_params.args),
         versions=_package_versions(),
         claims=tuple(sorted_entries(state.entries.values())),
+        settings={} if seeds is None else {"seeds": list(seeds)},
     )
 
 

@@ -7,6 +7,7 @@ Schema (``schema_version`` 1)::
       "created": "2025-01-31T12:00:00+00:00",          # ISO 8601, UTC
       "pytest_args": ["suites/quick", "--runslow"],
       "versions": {"python": "3.11.7", "pytest": "9.2.0", "torch": "2.4.0", ...},
+      "settings": {"seeds": [2001, 2002, 2003, 2004, 2005]},   # optional, see below
       "claims": [
         {
           "id": "C3",                                   # a key of claims_registry.CLAIMS
@@ -30,8 +31,9 @@ Schema (``schema_version`` 1)::
 Non-finite statistic values are written as the strings "nan", "inf", "-inf" so that the
 file stays strict JSON (jq, browsers); ``load_report`` turns them back into floats (the
 package's one rule, ``sgdwalk.base.json_data``).
-Merged reports (``merge_reports``) also carry ``merged_from``: the created/pytest_args/
-versions of each input.
+``settings`` (absent when empty) holds what the session set for every claim at once: the
+seeds of ``--sgdwalk-seeds``. Merged reports (``merge_reports``) also carry ``merged_from``:
+the created/pytest_args/versions (and settings) of each input.
 
 Regression rule used by ``compare_reports``: a claim regresses when its baseline outcome
 is ``passed`` and its new outcome is ``failed``, ``error``, ``xpassed`` (the project runs
@@ -164,6 +166,9 @@ class ClaimsReport:
     claims: tuple[ClaimEntry, ...]
     merged_from: tuple[Mapping[str, Any], ...] = ()
     schema_version: int = SCHEMA_VERSION
+    # What the session set for every claim (``{"seeds": [...]}`` from --sgdwalk-seeds); each
+    # entry's own setting records what it ran with.
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 def main_statistic(entry: ClaimEntry) -> Statistic | None:
@@ -218,6 +223,8 @@ def report_to_dict(report: ClaimsReport) -> dict[str, Any]:
         "created": report.created,
         "pytest_args": list(report.pytest_args),
         "versions": dict(report.versions),
+        # Only when set, so that reports of sessions that set nothing read as before.
+        **({"settings": dict(report.settings)} if report.settings else {}),
         "claims": [_entry_to_dict(entry) for entry in report.claims],
     }
     if report.merged_from:
@@ -318,12 +325,16 @@ def report_from_dict(document: object) -> ClaimsReport:
     merged_from = document.get("merged_from", [])
     if not isinstance(merged_from, list) or not all(isinstance(item, dict) for item in merged_from):
         raise ReportError("report.merged_from: expected a list of objects")
+    settings = document.get("settings", {})
+    if not isinstance(settings, dict):
+        raise ReportError("report.settings: expected an object")
     return ClaimsReport(
         created=_require(document, "created", str, "report"),
         pytest_args=tuple(str(arg) for arg in pytest_args),
         versions={str(name): None if value is None else str(value) for name, value in versions.items()},
         claims=claims,
         merged_from=tuple(merged_from),
+        settings=settings,
     )
 
 
@@ -503,7 +514,8 @@ def merge_reports(reports: Sequence[ClaimsReport]) -> tuple[ClaimsReport, tuple[
     """One report holding every entry; a test found in several reports keeps the last one.
 
     Returns the merged report and the node ids that a later report replaced. Top-level
-    ``versions`` are the first report's; each input's own are kept in ``merged_from``.
+    ``versions`` are the first report's, ``settings`` those all inputs share (none where they
+    differ); each input's own are kept in ``merged_from``.
     """
     if not reports:
         raise ValueError("merge_reports needs at least one report")
@@ -523,6 +535,7 @@ def merge_reports(reports: Sequence[ClaimsReport]) -> tuple[ClaimsReport, tuple[
                     "created": report.created,
                     "pytest_args": list(report.pytest_args),
                     "versions": dict(report.versions),
+                    **({"settings": dict(report.settings)} if report.settings else {}),
                 },
             )
         )
@@ -532,6 +545,7 @@ def merge_reports(reports: Sequence[ClaimsReport]) -> tuple[ClaimsReport, tuple[
         pytest_args=(),
         claims=tuple(sorted_entries(by_test.values())),
         merged_from=tuple(merged_from),
+        settings=reports[0].settings if all(report.settings == reports[0].settings for report in reports) else {},
     )
     return merged, tuple(replaced)
 

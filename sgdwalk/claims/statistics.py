@@ -170,3 +170,106 @@ def seeds_for_power(
         if verdict_power(effect, spread, seeds, confidence) >= power:
             return seeds
     return None
+
+
+#: The chance ``seeds_for_replication`` plans for: that a fresh set of seeds gives a check the
+#: verdict its first seeds gave. 90 % is the power confirmatory studies plan for, a step above
+#: the planning minimum (``PLANNING_POWER``): a tier of 27 checks, each sized at the limit,
+#: then expects under three changed verdicts on fresh seeds rather than five.
+REPLICATION_PROBABILITY: float = 0.9
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many seeds replicate a check's verdict on fresh seeds (``seeds_for_replication``).
+
+    Attributes:
+        seeds: the count, or None when the check cannot be sized (``reason`` says why).
+        effect: the cautious effect: how far the interval's end nearest the bound lies from
+            it, positive on the claimed side (0 when the interval reaches the bound).
+        spread: the cautious per-seed standard deviation (the upper end of its interval).
+        passes: whether the first seeds' verdict was a pass, the verdict to replicate.
+        reason: why ``seeds`` is None; empty otherwise.
+    """
+
+    seeds: int | None
+    effect: float
+    spread: float
+    passes: bool
+    reason: str = ""
+
+
+def spread_upper_end(per_seed: Sequence[float], confidence: float = CONFIDENCE) -> float:
+    """The upper end of the two-sided chi-square interval of the per-seed standard deviation:
+    s · √((n − 1) / χ²_{(1 − confidence)/2, n − 1}), which normal per-seed values exceed their
+    true deviation with probability 1/2 + confidence/2 (97.5 % at 95 %)."""
+    array = _finite_values(per_seed)
+    if array.size < 2:
+        raise ValueError("a spread needs at least two per-seed values")
+    from scipy import stats
+
+    degrees = array.size - 1
+    return float(array.std(ddof=1)) * math.sqrt(degrees / float(stats.chi2.ppf((1 - confidence) / 2, df=degrees)))
+
+
+def seeds_for_replication(
+    per_seed: Sequence[float],
+    bound: float,
+    relation: str,
+    probability: float = REPLICATION_PROBABILITY,
+    confidence: float = CONFIDENCE,
+) -> Replication:
+    """How many fresh seeds give a check the verdict these per-seed values gave it, with
+    probability ``probability``, at a cautious effect and spread.
+
+    The argument. A check on n seeds passes when the conservative end of its Student-t
+    interval clears the bound: T = (mean − bound) / (s / √n), signed so that the claimed side
+    is positive, exceeds t_{n−1} at 1/2 + confidence/2. For normal per-seed values with true
+    effect δ and deviation σ, T is noncentral t with n − 1 degrees of freedom and
+    noncentrality δ√n/σ, so a fresh set of n seeds passes with probability
+    ``verdict_power(δ, σ, n)``, which grows with δ and n and, for δ > 0, falls with σ.
+
+    δ and σ are unknown; the first seeds bound them. The interval's end nearest the bound,
+    δ_c from it, is a one-sided 1/2 + confidence/2 (97.5 %) confidence bound on δ from the
+    bound's side; the chi-square interval's upper end σ_c (``spread_upper_end``) is one on σ
+    from above. By the union bound both hold at once with confidence at least ``confidence``
+    (95 %), and then:
+
+    - a check that passed (δ_c > 0, so δ ≥ δ_c) passes on n fresh seeds with probability at
+      least ``verdict_power(δ_c, σ_c, n)``: the count is the smallest n at which that reaches
+      ``probability``, or none beyond ``MAX_PLANNED_SEEDS``;
+    - a check whose whole interval lies on the wrong side (δ_c < 0, so δ < 0) passes on any n
+      seeds with probability under 1/2 − confidence/2 (2.5 %, the t test's size): any count,
+      two seeds, repeats its failure;
+    - an interval that reaches the bound bounds δ on neither side: no count makes a fresh
+      verdict predictable, and the check is not sized.
+
+    The cautious values make the count large where the first seeds were few (with three, σ_c
+    is 6.3 times the measured deviation); ``seeds_for_power`` gives the plug-in count beside it.
+    """
+    array = _finite_values(per_seed)
+    if array.size < 2:
+        raise ValueError("a spread needs at least two per-seed values")
+    estimate = mean_with_t_interval(array.tolist(), confidence)
+    direction = 1.0 if relation in (">", ">=") else -1.0
+    ends = (direction * (estimate.low - bound), direction * (estimate.high - bound))
+    spread = spread_upper_end(array.tolist(), confidence)
+    # The decisive end is the nearer one on the claimed side (the smaller signed distance).
+    passes = min(ends) > 0 or (relation in (">=", "<=") and min(ends) == 0)
+    if min(ends) <= 0 <= max(ends):
+        reason = (
+            f"the {confidence:.0%} interval [{estimate.low:.4g}, {estimate.high:.4g}] reaches the bound {bound:.4g}: "
+            "it bounds the effect on neither side, so no count makes a fresh verdict predictable"
+        )
+        return Replication(None, 0.0, spread, passes, reason)
+    effect = min(ends, key=abs)
+    if effect < 0:
+        return Replication(2, effect, spread, False)
+    if spread <= ROUNDING_SPREAD * effect:
+        # No spread (equal per-seed values): the normal model bounds σ at 0, and any seeds
+        # decide as the mean does; a statistic that can take other values may still vary.
+        return Replication(2, effect, spread, True)
+    for seeds in range(2, MAX_PLANNED_SEEDS + 1):
+        if verdict_power(effect, spread, seeds, confidence) >= probability:
+            return Replication(seeds, effect, spread, True)
+    return Replication(None, effect, spread, True, f"beyond reach (more than {MAX_PLANNED_SEEDS} seeds)")

@@ -7,7 +7,8 @@ Appendix C. Without its paper data a part can run on Fashion-MNIST (``choose_dat
 
 ``python -m suites.gpu.claims --profile paper --device cuda --grid grid.json`` writes the tier's
 runs as a sweep grid (``sgdwalk sweep grid.json --out OUT``); ``pytest suites/gpu
---sgdwalk-sweep-dir OUT`` then reads the finished cells instead of training.
+--sgdwalk-sweep-dir OUT`` then reads the finished cells instead of training (``--seeds S``
+there for ``--sgdwalk-seeds S`` here).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from sgdwalk.claims.pytest_plugin import parse_seeds
 from sgdwalk.training.data import DatasetNotFoundError, find_dataset, resolve_dataset
 from suites.profiles import GPU_PARTS, GPU_PROFILES, PROFILES, Part
 from suites.tier_plan import DataChoice, paper_data, tier_configs, tier_grid
@@ -66,6 +68,14 @@ def choose_data(part: Part, mode: str, profile: str, data_root: str | None) -> D
     return paper  # found after all (a race with whoever was writing it)
 
 
+def _seeds(text: str) -> tuple[int, ...]:
+    """``--seeds``, read as the tier reads ``--sgdwalk-seeds``, so the grid holds its runs."""
+    try:
+        return parse_seeds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m suites.gpu.claims",
@@ -80,8 +90,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="paper data, or the fashion-mnist fallback (default: paper)",
     )
     parser.add_argument("--grid", metavar="PATH", required=True, help="grid file to write (.json)")
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=None,
+        help="the seeds of the tier's --sgdwalk-seeds, 2001-2005 or 2001,2002,2003 (default: the profile's)",
+    )
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
+    if args.seeds is not None:
+        try:
+            profile = profile.with_seeds(args.seeds)
+        except ValueError as error:
+            parser.error(f"--seeds: {error}")
     data = {
         name: (paper_data(part) if args.data != FALLBACK_DATA else DataChoice(FALLBACK_DATA, part.image_size, True, ""))
         for name, part in PARTS.items()

@@ -1,8 +1,9 @@
 """Claims C1-C11 on VGG-11, ResNet-56 and the MLP: one test per check of the claims table and part.
 
-Slow: runs only with ``--runslow``. Which profile (``--sgdwalk-profile``; default smoke),
-which device (``--sgdwalk-device``) and which data (``--sgdwalk-gpu-data``) are decided at
-collection, and so is every skip, so the whole tier skips with one reason:
+Slow: runs only with ``--runslow``. Which profile (``--sgdwalk-profile``; default smoke) on
+which seeds (``--sgdwalk-seeds``; default the profile's), which device (``--sgdwalk-device``)
+and which data (``--sgdwalk-gpu-data``) are decided at collection, and so is every skip, so
+the whole tier skips with one reason:
 
 - no CUDA device (and not ``--sgdwalk-device cpu --sgdwalk-profile tiny``, which CI runs);
 - ``--sgdwalk-device cpu`` with a profile sized for a GPU (smoke, paper);
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
@@ -27,9 +29,18 @@ from sgdwalk.runs.runlog import device_name
 from sgdwalk.runs.sweep import expand_grid, parse_grid
 from sgdwalk.training.data import DatasetNotFoundError
 from suites.gpu import conftest
-from suites.gpu.claims import DATA_CHOICES, PARTS, choose_data
+from suites.gpu.claims import DATA_CHOICES, PARTS, choose_data, main
 from suites.profiles import DEFAULT_PROFILE, GPU_PROFILES, PROFILES, Profile
-from suites.tier_plan import Case, DataChoice, case_marks, cases, paper_data, tier_configs, tier_grid
+from suites.tier_plan import (
+    Case,
+    DataChoice,
+    case_marks,
+    cases,
+    paper_data,
+    session_profile,
+    tier_configs,
+    tier_grid,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +94,7 @@ def plan(config: pytest.Config) -> Plan:
     """The session's plan, computed once (collection reads it for every test function)."""
     if _plan_key in config.stash:
         return config.stash[_plan_key]
-    profile = _profile(config)
+    profile = session_profile(_profile(config), config)
     device, skip_reason = _device_and_skip(config, profile)
     data_root = config.getoption("sgdwalk_data_root")
     mode = str(config.getoption("sgdwalk_gpu_data", default="auto"))
@@ -141,6 +152,18 @@ def test_claim(
 # ------------------------------------------------------------------ plan consistency (fast)
 def test_conftest_data_choices_match_claims() -> None:
     assert conftest.DATA_CHOICES == DATA_CHOICES
+
+
+def test_a_grid_on_other_seeds_holds_the_runs_of_the_tier_on_those_seeds(tmp_path: Path) -> None:
+    """``--seeds`` of ``python -m suites.gpu.claims`` is ``--sgdwalk-seeds`` of the tier."""
+    grid = tmp_path / "grid.json"
+    assert main(["--profile", "tiny", "--device", "cpu", "--grid", str(grid), "--seeds", "7,3"]) == 0
+    seeded = PROFILES["tiny"].with_seeds((7, 3))
+    configs = tier_configs(seeded, "cpu", {name: paper_data(part) for name, part in PARTS.items()})
+    assert [c.result_hash for c in expand_grid(parse_grid(json.loads(grid.read_text())))] == [
+        c.result_hash for c in configs
+    ]
+    assert {c.seed for c in configs} == {7, 3}
 
 
 @pytest.mark.parametrize("profile", GPU_PROFILES)

@@ -1,6 +1,7 @@
 """Claims C1-C11 and X1 on Fashion-MNIST on the CPU: the claims table at the ``real`` profile.
 
-One test per check and part (``profiles.REAL_PARTS``: the MLP and a half-width conv net).
+One test per check and part (``profiles.REAL_PARTS``: the MLP and a half-width conv net), on
+the profile's seeds or those of ``--sgdwalk-seeds`` (``tox -e replicate`` runs a second set).
 Slow (minutes): runs only with ``--runslow``. Needs Fashion-MNIST (Debian's
 ``dataset-fashion-mnist``, ``--sgdwalk-data-root`` or ``SGDWALK_DATA_ROOT``).
 """
@@ -17,16 +18,26 @@ from sgdwalk.claims.engine import RunCache, run_check
 from sgdwalk.claims.pytest_plugin import ClaimRecorder
 from sgdwalk.training.data import DatasetNotFoundError, resolve_dataset
 from suites.profiles import PROFILES
-from suites.tier_plan import Case, case_marks, cases, paper_data
+from suites.tier_plan import Case, case_marks, cases, paper_data, session_profile
 
 pytestmark = pytest.mark.slow
 
 PROFILE: Final = PROFILES["real"]
 # The tier's data is the parts' own (Fashion-MNIST), on the CPU.
-CASES: Final = cases(PROFILE, "cpu", {name: paper_data(part) for name, part in PROFILE.parts.items()})
+DATA: Final = {name: paper_data(part) for name, part in PROFILE.parts.items()}
 
 
-@pytest.mark.parametrize("case", [pytest.param(case, marks=case_marks(case), id=case.id) for case in CASES])
+def tier_cases(config: pytest.Config) -> list[Case]:
+    """The tier's cases, on the seeds of ``--sgdwalk-seeds`` when given."""
+    return cases(session_profile(PROFILE, config), "cpu", DATA)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        params = [pytest.param(case, marks=case_marks(case), id=case.id) for case in tier_cases(metafunc.config)]
+        metafunc.parametrize("case", params)
+
+
 def test_claim(case: Case, run_cache: RunCache, claim: ClaimRecorder, sgdwalk_data_root: Path | None) -> None:
     base = case.base if sgdwalk_data_root is None else dataclasses.replace(case.base, data_root=str(sgdwalk_data_root))
     try:
