@@ -406,6 +406,16 @@ def _rank_device(device: torch.device, shard: Shard) -> torch.device:
 
 
 # ---------------------------------------------------------------------------- a run
+class _LatestRecord:
+    """The last record the tracker made (the progress bar shows it)."""
+
+    def __init__(self) -> None:
+        self.record: StepRecord | None = None
+
+    def remember(self, record: StepRecord) -> None:
+        self.record = record
+
+
 class _WalkRun:
     """The state of one run while it trains; ``execute`` runs it to its end."""
 
@@ -447,7 +457,7 @@ class _WalkRun:
         self.optimizer = build_optimizer(config, self.model, self.noise_variance)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
-        self.last_record: StepRecord | None = None
+        self.latest = _LatestRecord()
         self.writer = self._open_writer(resume_dir, checkpoint)
         self.tracker = self._build_tracker(on_record)
         if checkpoint is not None:
@@ -484,13 +494,16 @@ class _WalkRun:
         )
 
     def _build_tracker(self, on_record: RecordCallback | None) -> WalkTracker:
-        """The tracker, its records going to the run directory, then ``on_record``, then ``last_record``."""
+        """The tracker, its records going to the run directory, then ``on_record``, then ``latest``."""
         sinks: list[RecordCallback] = []
         if self.writer is not None:
             sinks.append(self.writer.write_step)
         if on_record is not None:
             sinks.append(on_record)
-        sinks.append(self._remember)
+        # A sink that holds the record, not the run: a bound method of the run here would
+        # make a cycle (run -> tracker -> sinks -> run) that keeps every finished run's model
+        # and tensors (GPU memory) alive until the cycle collector happens to run.
+        sinks.append(self.latest.remember)
         config = self.config
         return WalkTracker(
             self.model,
@@ -507,9 +520,6 @@ class _WalkRun:
         )
 
     # ----------------------------------------------------------------- bookkeeping
-    def _remember(self, record: StepRecord) -> None:
-        self.last_record = record
-
     def _metadata(self) -> dict[str, Any]:
         metadata = base_metadata(self.config, self.device)
         metadata.update(
@@ -664,7 +674,7 @@ class _WalkRun:
                     losses.append(loss)
                     lrs.append(lr)
                     bar.update(1)
-                    bar.set_postfix(_format_postfix(loss, self.last_record), refresh=False)
+                    bar.set_postfix(_format_postfix(loss, self.latest.record), refresh=False)
                 self._record_epoch(self._epoch_entry(epoch, losses, lrs, time.perf_counter() - started))
                 train_loss = self.history[-1]["train_loss"]
                 # The tracker's rule on the whole training set, against the loss at initialisation (epoch 0).
