@@ -47,6 +47,7 @@ if str(REPO) not in sys.path:  # run as a script: the suites package lives at th
 
 from sgdwalk.instrument.geometry import flat_gradient, flat_parameters  # noqa: E402
 from sgdwalk.instrument.measurement import MeasurementSet, segment_losses  # noqa: E402
+from sgdwalk.instrument.numerics import float32_numerics  # noqa: E402
 from sgdwalk.instrument.segment import alpha_grid, summarize_segment  # noqa: E402
 from sgdwalk.runs.runlog import device_name  # noqa: E402
 from sgdwalk.training.config import DEFAULT_CPU_THREADS  # noqa: E402
@@ -170,16 +171,12 @@ def one_step_segment(
 @contextlib.contextmanager
 def precision(mode: str, device: torch.device) -> Iterator[None]:
     """float32 (no TF32), tf32 (CUDA matmul and cuDNN), or bf16 (autocast)."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = mode == "tf32"
-    try:
+    with float32_numerics(device, tf32=mode == "tf32"):  # the runs' own policy (WalkConfig.cuda_tf32)
         if mode == "bf16":
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
                 yield
         else:
             yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 # ------------------------------------------------------------------------------ speed

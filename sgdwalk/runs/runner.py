@@ -53,6 +53,7 @@ from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import DIVERGENCE_LOSS_FACTOR, loss_divergence
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
+from sgdwalk.instrument.numerics import float32_numerics, uses_tf32
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import PrecisionTarget
 from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
@@ -346,6 +347,15 @@ def cpu_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def run_numerics(config: WalkConfig) -> Iterator[None]:
+    """The arithmetic a run is defined with, for its whole length (set-up, noise estimate,
+    training, measurements): its CPU threads, and float32 without TF32 on CUDA unless
+    ``config.cuda_tf32`` (``sgdwalk.instrument.numerics``), restored afterwards."""
+    with cpu_threads(config.cpu_threads), float32_numerics(resolve_device(config.device), tf32=config.cuda_tf32):
+        yield
+
+
 def _progress_enabled(config: WalkConfig, progress: bool | None) -> bool:
     wanted = config.progress if progress is None else progress
     return bool(wanted) and sys.stderr.isatty()
@@ -530,6 +540,8 @@ class _WalkRun:
             measurement_size=self.measurement.size,
             data_source=self.data.source,
             cpu_threads=torch.get_num_threads(),
+            # Float32 matmuls and convolutions in TF32 (CUDA and config.cuda_tf32 only).
+            tf32=uses_tf32(self.device, self.config.cuda_tf32),
             num_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             noise_variance=self.noise_variance,
             noise_batches=self.config.noise_batches if self.config.optimizer == "noisy-gd" else None,
@@ -748,7 +760,7 @@ def run_walk(
     times its start: ``sgdwalk.instrument.divergence``) stops the run cleanly: the result's
     ``status`` is "diverged" and ``divergence`` says where; no record holds a NaN.
     """
-    with cpu_threads(config.cpu_threads):
+    with run_numerics(config):
         return _WalkRun(config, data, progress, on_record, resume_dir=None, on_start=on_start).execute()
 
 
@@ -775,7 +787,7 @@ def resume_walk(
         if run.status == "finished":
             return WalkResult.from_run(run)
         config = run.config.replace(out_dir=str(run_dir))
-        with cpu_threads(config.cpu_threads):
+        with run_numerics(config):
             return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
 
 

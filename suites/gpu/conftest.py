@@ -58,19 +58,15 @@ def gpu_run_cache(pytestconfig: pytest.Config) -> SweepRunCache:
 
 @pytest.fixture(scope="session")
 def gpu_numerics(sgdwalk_device: torch.device) -> Iterator[None]:
-    """Float32 measurements on CUDA (no TF32), restored afterwards.
+    """Float32 without TF32 on CUDA for the session, the package's one policy
+    (``sgdwalk.instrument.numerics``), which every run applies for itself too: what the tests
+    compute outside a run is measured in the same precision.
 
     TF32 rounds matmul and convolution inputs to 10 mantissa bits (cuDNN convolutions use it
     by default); the tier keeps float32 until benchmarks/gpu_speed.py shows that reduced
     precision leaves barrier decisions alone. CPU threads are the runs' own (``cpu_threads``).
     """
-    import torch
+    from sgdwalk.instrument.numerics import float32_numerics  # deferred: it imports torch (see DATA_CHOICES)
 
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    if sgdwalk_device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    try:
+    with float32_numerics(sgdwalk_device):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
