@@ -9,6 +9,7 @@ decides, so no network trains.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,26 @@ def test_without_runslow_or_with_the_claims_deselected_nothing_fails(
         "ignore:Module already imported so cannot be rewritten:pytest.PytestAssertRewriteWarning",
     )
     without_runslow.assert_outcomes(passed=1, skipped=1)
+
+
+def test_an_old_driver_is_named_in_the_error_not_raised_as_a_warning(
+    pytester: pytest.Pytester, isolated_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch warns at torch.cuda.is_available() when the driver is too old for its CUDA; with
+    warnings as errors that would be a collection error, even with skips allowed."""
+
+    def old_driver() -> bool:
+        warnings.warn(
+            "CUDA initialization: The NVIDIA driver on your system is too old (found version 11040). "
+            "Please update your GPU driver",
+            UserWarning,
+            stacklevel=1,
+        )
+        return False
+
+    monkeypatch.setattr(torch.cuda, "is_available", old_driver)
+    failed = run_tier(pytester, "--sgdwalk-profile", "smoke")
+    assert failed.ret == pytest.ExitCode.USAGE_ERROR
+    failed.stderr.fnmatch_lines(["ERROR: gpu tier cannot run here: no CUDA device (*driver on your system is too old*"])
+    skipped = run_tier(pytester, "--sgdwalk-profile", "smoke", "--sgdwalk-gpu-allow-skip")
+    skipped.assert_outcomes(skipped=1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from typing import TYPE_CHECKING, Any, Final
 
 import pytest
@@ -66,16 +67,26 @@ def _profile(config: pytest.Config) -> Profile:
     return PROFILES[name]
 
 
-def no_cuda_reason() -> str:
-    """Why torch sees no CUDA device, as far as can be said without one."""
+def cuda_probe() -> tuple[bool, str]:
+    """Whether torch sees a CUDA device, and if not, why as far as torch says (its warning,
+    e.g. a driver too old for its CUDA, which would otherwise be an error at collection)."""
     import torch
 
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    said = " ".join(" ".join(str(warning.message).split()) for warning in caught)
     built = f"this torch is built for CUDA {torch.version.cuda}" if torch.version.cuda else "this torch has no CUDA"
-    return f"no CUDA device (torch.cuda.is_available() is False: no GPU, or a driver too old; {built})"
+    return (
+        available,
+        f"no CUDA device (torch.cuda.is_available() is False; {said or 'no GPU, or a driver too old'}; {built})",
+    )
 
 
-def device_and_reason(requested: str, profile: Profile, cuda_available: bool) -> tuple[str, str | None]:
-    """The session's device, and why the tier cannot run on it (None: it can)."""
+def device_and_reason(requested: str, profile: Profile, cuda: tuple[bool, str]) -> tuple[str, str | None]:
+    """The session's device, and why the tier cannot run on it (None: it can); ``cuda`` is
+    ``cuda_probe()``."""
+    cuda_available, no_cuda = cuda
     if requested == "cpu":
         if profile.needs_cuda:
             return "cpu", f"the {profile.name} profile is sized for a GPU; {CPU_ONLY_WAY}"
@@ -83,8 +94,8 @@ def device_and_reason(requested: str, profile: Profile, cuda_available: bool) ->
     if cuda_available:
         return "cuda", None
     if requested == "cuda":
-        return "cuda", f"--sgdwalk-device cuda, but {no_cuda_reason()}"
-    return "cpu", f"{no_cuda_reason()} for the {profile.name} profile; {CPU_ONLY_WAY}"
+        return "cuda", f"--sgdwalk-device cuda, but {no_cuda}"
+    return "cpu", f"{no_cuda} for the {profile.name} profile; {CPU_ONLY_WAY}"
 
 
 def missing_data_reason(part: str, error: DatasetNotFoundError) -> str:
@@ -100,12 +111,8 @@ def plan(config: pytest.Config) -> Plan:
     """The session's plan, computed once (collection reads it for every test function)."""
     if _plan_key in config.stash:
         return config.stash[_plan_key]
-    import torch
-
     profile = _profile(config)
-    device, device_reason = device_and_reason(
-        str(config.getoption("sgdwalk_device")), profile, torch.cuda.is_available()
-    )
+    device, device_reason = device_and_reason(str(config.getoption("sgdwalk_device")), profile, cuda_probe())
     data_root = config.getoption("sgdwalk_data_root")
     mode = str(config.getoption("sgdwalk_gpu_data", default="auto"))
     data: dict[str, DataChoice] = {}
