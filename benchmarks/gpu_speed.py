@@ -11,6 +11,8 @@ For VGG-11, ResNet-56 and the MLP, with the data resident on the device (as the 
   ``--archs``, run as the tier runs them (``run_walk``: float32, no TF32), per part: what
   ``pytest suites/gpu --runslow`` spends training. Its data is decided before anything runs
   (``--data``; auto falls back to Fashion-MNIST, which times the same);
+- with ``--memory``: the peak device memory of a full-batch GD gradient over 5,000 images and
+  of Hessian-vector products on 1,000 (the smoke profile's largest single computations);
 - with ``--precision``: how much TF32 (CUDA only) and bfloat16 autocast move the heights and
   the barrier flags of the same segments against float32. The tier's policy: keep float32
   for measurements unless the barrier decisions are identical.
@@ -52,15 +54,17 @@ if str(REPO) not in sys.path:  # run as a script: the suites package lives at th
 
 from sgdwalk.base.atomic import atomic_write_text  # noqa: E402
 from sgdwalk.instrument.geometry import flat_gradient, flat_parameters  # noqa: E402
-from sgdwalk.instrument.measurement import MeasurementSet, segment_losses  # noqa: E402
+from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy, segment_losses  # noqa: E402
 from sgdwalk.instrument.numerics import float32_numerics  # noqa: E402
 from sgdwalk.instrument.segment import alpha_grid, summarize_segment  # noqa: E402
+from sgdwalk.instrument.sharpness import hessian_vector_product_operator  # noqa: E402
 from sgdwalk.runs.runlog import device_name  # noqa: E402
 from sgdwalk.runs.runner import run_walk  # noqa: E402
 from sgdwalk.runs.sweep import load_cell_data  # noqa: E402
 from sgdwalk.training.config import DEFAULT_CPU_THREADS, WalkConfig  # noqa: E402
 from sgdwalk.training.data import ENV_DATA_ROOT, DatasetNotFoundError  # noqa: E402
 from sgdwalk.training.models import build_model  # noqa: E402
+from sgdwalk.training.optim import full_batch_gradient_  # noqa: E402
 from suites.gpu.claims import DATA_CHOICES, FALLBACK_DATA, PARTS, choose_data, not_found_line  # noqa: E402
 from suites.profiles import GPU_PROFILES, PROFILES, TINY_SIZES, Profile  # noqa: E402
 from suites.tier_plan import DataChoice, tier_configs  # noqa: E402
@@ -69,6 +73,11 @@ ARCHS: Final[tuple[str, ...]] = ("vgg11", "resnet56", "mlp")
 # (channels, image size) of the paper data: CIFAR-10 for the conv nets, MNIST for the MLP.
 INPUT_SHAPE: Final[dict[str, tuple[int, int]]] = {"vgg11": (3, 32), "resnet56": (3, 32), "mlp": (1, 28)}
 NUM_CLASSES: Final = 10
+# The memory phase: the smoke profile's GD set and measurement set, and a few products (the
+# first builds the graph that the others reuse).
+GD_IMAGES: Final = 5_000
+HVP_IMAGES: Final = 1_000
+HVP_PRODUCTS: Final = 3
 # Heights below this are "no height" when a relative change is computed (a float32 loss
 # difference of order 1e-7 carries no relative information).
 HEIGHT_FLOOR: Final = 1e-6
@@ -290,6 +299,49 @@ def precision_effect(arch: str, sizes: Sizes, device: torch.device) -> dict[str,
     return result
 
 
+# ----------------------------------------------------------------------------- memory
+def peak_mib(work: Callable[[], object], device: torch.device) -> float | None:
+    """Peak device memory allocated while ``work`` runs, in MiB (None off CUDA: no such count)."""
+    if device.type != "cuda":
+        work()
+        return None
+    synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    work()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def peak_memory(arch: str, sizes: Sizes, device: torch.device) -> dict[str, float | int | None]:
+    """Peak memory of the tier's two largest single computations: one full-batch GD gradient
+    over ``gd_images`` in one chunk (the smoke profile's 5,000 training images; runs'
+    ``gd_chunk_size`` is 5,000), and Hessian-vector products on ``hvp_images`` in one chunk
+    (the smoke profile's C10 sharpness on its 1,000-image measurement set, its graph kept)."""
+    model = make_model(arch, sizes, device)
+    gd_images, hvp_images = (64, 32) if sizes.tiny else (GD_IMAGES, HVP_IMAGES)
+    inputs, targets = learnable_data(arch, gd_images, device, seed=3)
+    gd = peak_mib(lambda: full_batch_gradient_(model, per_sample_cross_entropy, inputs, targets, gd_images), device)
+    model.zero_grad(set_to_none=True)
+    measurement = MeasurementSet(inputs[:hvp_images], targets[:hvp_images], chunk_size=hvp_images)
+    point = flat_parameters(model).detach().clone()
+
+    def products() -> None:
+        operator = hessian_vector_product_operator(model, point, measurement, "train")
+        vector = torch.ones_like(point)
+        for _ in range(HVP_PRODUCTS):
+            vector = operator(vector / vector.norm())
+
+    hvp = peak_mib(products, device)
+    return {
+        "parameters_mib": point.numel() * point.element_size() / 2**20,
+        "gd_images": gd_images,
+        "gd_peak_mib": gd,
+        "hvp_images": hvp_images,
+        "hvp_peak_mib": hvp,
+    }
+
+
 # ------------------------------------------------------------------------------ tier
 def tier_data(profile: Profile, parts: Sequence[str], mode: str, data_root: str | None) -> dict[str, DataChoice]:
     """The data of each part's runs, decided before any device time; raises ``DatasetNotFoundError``.
@@ -353,6 +405,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--precision",
         action="store_true",
         help="compare TF32 and bf16 heights and barrier flags with float32 (default: off)",
+    )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help=f"peak memory of a GD gradient over {GD_IMAGES:,} images and of Hessian-vector products on "
+        f"{HVP_IMAGES:,} (CUDA; default: off)",
     )
     parser.add_argument(
         "--tier-profile",
@@ -436,6 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "archs": {},
         "images_per_second": {},
         "precision": None,
+        "memory": None,
         "tier": tier,
         "phases_done": [],
         "error": None,
@@ -478,6 +537,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             numbers["precision_policy"] = verdict
             print(f"policy: {verdict}")
+            numbers["phases_done"].append(phase)
+            write_report(out, numbers)
+        if args.memory:
+            phase = "memory"
+            numbers["memory"] = {}
+            for arch in archs:
+                memory = numbers["memory"][arch] = peak_memory(arch, sizes, device)
+                gd, hvp = memory["gd_peak_mib"], memory["hvp_peak_mib"]
+                print(
+                    f"memory {arch}: GD over {memory['gd_images']} images "
+                    f"{'-' if gd is None else f'{gd:,.0f} MiB'}, Hessian-vector products on {memory['hvp_images']} "
+                    f"{'-' if hvp is None else f'{hvp:,.0f} MiB'} (parameters {memory['parameters_mib']:.1f} MiB)"
+                )
+                write_report(out, numbers)
             numbers["phases_done"].append(phase)
             write_report(out, numbers)
         if tier is not None:

@@ -92,3 +92,19 @@ def test_an_unknown_architecture_is_refused_by_name(capsys: pytest.CaptureFixtur
         gpu_speed.main(["--device", "cpu", "--archs", "mlp,resnet18"])
     assert exit_info.value.code == 2
     assert "--archs: choose from vgg11, resnet56, mlp, got mlp,resnet18" in capsys.readouterr().err
+
+
+def test_the_memory_phase_runs_gd_and_hessian_vector_products(tmp_path: Path) -> None:
+    """On a CPU it runs the same computations (no device count of memory exists there)."""
+    out = tmp_path / "speed.json"
+    assert gpu_speed.main(["--device", "cpu", "--tiny", "--archs", "mlp", "--memory", "--out", str(out)]) == 0
+    report = read(out)
+    assert report["phases_done"] == ["speed", "memory"]
+    memory = report["memory"]["mlp"]
+    assert (memory["gd_images"], memory["hvp_images"], memory["gd_peak_mib"], memory["hvp_peak_mib"]) == (
+        64,
+        32,
+        None,
+        None,
+    )
+    assert memory["parameters_mib"] > 0

@@ -5,7 +5,8 @@ One run = data (``load_walk_data``, or a ``WalkData`` handed in), a model seeded
 learning-rate schedule, and a ``WalkTracker`` measuring the tracked steps on a fixed, seeded
 measurement set. Records go to a run directory as they are made (``runlog``); a checkpoint
 at epoch ends lets ``resume_walk`` continue and produce the records an uninterrupted run
-would have, bit for bit.
+would have, bit for bit on a CPU. On CUDA two runs of one config already differ in the last
+bits (cuDNN's backward kernels add in a nondeterministic order), and so does a resumed run.
 
 Random streams, each seeded from ``config.seed`` and independent of the others, so that
 changing what is measured never changes what is trained:
