@@ -9,7 +9,7 @@ import pytest
 
 from sgdwalk.training.config import ConfigError, WalkConfig
 
-ADDED_LATER = ("batch_norm", "activation", "evaluate_every_updates", "checkpoint_every_updates")
+ADDED_LATER = ("batch_norm", "activation", "evaluate_every_updates", "checkpoint_every_updates", "cuda_tf32")
 WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
 
 
@@ -26,7 +26,9 @@ def test_a_run_that_leaves_the_new_fields_alone_keeps_its_hash(changes: dict[str
     assert config.result_hash == hash_without_the_new_fields(config)
 
 
-@pytest.mark.parametrize("changes", [{"batch_norm": False}, {"activation": "tanh"}, {"evaluate_every_updates": 10}])
+@pytest.mark.parametrize(
+    "changes", [{"batch_norm": False}, {"activation": "tanh"}, {"evaluate_every_updates": 10}, {"cuda_tf32": True}]
+)
 def test_changing_a_new_field_that_changes_the_records_changes_the_hash(changes: dict[str, object]) -> None:
     assert WalkConfig(**changes).result_hash != WalkConfig().result_hash  # type: ignore[arg-type]
 
@@ -42,6 +44,7 @@ def test_the_checkpoint_cadence_does_not_change_the_hash() -> None:
         ({"arch": "convnet", "activation": "tanh"}, "batch_norm and activation can be changed for mlp only"),
         ({"activation": "gelu"}, "activation must be one of relu, tanh"),
         ({"batch_norm": "no"}, "batch_norm must be true or false"),
+        ({"cuda_tf32": "yes"}, "cuda_tf32 must be true or false"),
         ({"evaluate_every_updates": 0}, "evaluate_every_updates must be positive"),
         ({"checkpoint_every_updates": 2.5}, "checkpoint_every_updates must be an integer"),
     ],

@@ -431,3 +431,41 @@ def test_the_mlp_without_batch_norm_and_with_tanh_trains_from_the_config() -> No
 
     assert result.status == "finished" and all(all_finite(r) for r in result.records)
     assert result.records != protocol.records
+
+
+# -------------------------------------------------------------------------- memory
+@pytest.mark.parametrize("to_disk", [False, True])
+def test_a_finished_run_frees_its_model_without_the_cycle_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, to_disk: bool
+) -> None:
+    """A run's tensors are freed by reference counting when it returns: a reference cycle
+    through the run would keep every finished run's model (and its GPU memory) alive until a
+    full collection, which a sweep of many runs may not reach in time."""
+    import gc
+    import weakref
+
+    from sgdwalk.runs import runner
+
+    built: list[weakref.ref[torch.nn.Module]] = []
+    build = runner.build_seeded_model
+
+    def build_and_watch(*args: Any, **kwargs: Any) -> torch.nn.Module:
+        model = build(*args, **kwargs)
+        built.append(weakref.ref(model))
+        return model
+
+    config = tiny_config(epochs=1, track_epochs=(1,))
+    # A first run imports what torch imports lazily (torch.optim's first optimizer imports
+    # torch._dynamo, whose import frames stay referenced): only the second run is watched.
+    run_walk(config, data=tiny_data())
+    monkeypatch.setattr(runner, "build_seeded_model", build_and_watch)
+    out_dir = str(tmp_path / "run") if to_disk else None
+    gc.collect()
+    gc.disable()
+    try:
+        result = run_walk(config.replace(out_dir=out_dir), data=tiny_data())
+        (model,) = built
+        assert result.records, "the run measured nothing"
+        assert model() is None, "the finished run's model is still referenced (a reference cycle?)"
+    finally:
+        gc.enable()

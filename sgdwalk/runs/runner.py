@@ -5,7 +5,8 @@ One run = data (``load_walk_data``, or a ``WalkData`` handed in), a model seeded
 learning-rate schedule, and a ``WalkTracker`` measuring the tracked steps on a fixed, seeded
 measurement set. Records go to a run directory as they are made (``runlog``); a checkpoint
 at epoch ends lets ``resume_walk`` continue and produce the records an uninterrupted run
-would have, bit for bit.
+would have, bit for bit on a CPU. On CUDA two runs of one config already differ in the last
+bits (cuDNN's backward kernels add in a nondeterministic order), and so does a resumed run.
 
 Random streams, each seeded from ``config.seed`` and independent of the others, so that
 changing what is measured never changes what is trained:
@@ -53,6 +54,7 @@ from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import DIVERGENCE_LOSS_FACTOR, loss_divergence
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
+from sgdwalk.instrument.numerics import float32_numerics, uses_tf32
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import PrecisionTarget
 from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
@@ -346,6 +348,15 @@ def cpu_threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def run_numerics(config: WalkConfig) -> Iterator[None]:
+    """The arithmetic a run is defined with, for its whole length (set-up, noise estimate,
+    training, measurements): its CPU threads, and float32 without TF32 on CUDA unless
+    ``config.cuda_tf32`` (``sgdwalk.instrument.numerics``), restored afterwards."""
+    with cpu_threads(config.cpu_threads), float32_numerics(resolve_device(config.device), tf32=config.cuda_tf32):
+        yield
+
+
 def _progress_enabled(config: WalkConfig, progress: bool | None) -> bool:
     wanted = config.progress if progress is None else progress
     return bool(wanted) and sys.stderr.isatty()
@@ -406,6 +417,16 @@ def _rank_device(device: torch.device, shard: Shard) -> torch.device:
 
 
 # ---------------------------------------------------------------------------- a run
+class _LatestRecord:
+    """The last record the tracker made (the progress bar shows it)."""
+
+    def __init__(self) -> None:
+        self.record: StepRecord | None = None
+
+    def remember(self, record: StepRecord) -> None:
+        self.record = record
+
+
 class _WalkRun:
     """The state of one run while it trains; ``execute`` runs it to its end."""
 
@@ -447,7 +468,7 @@ class _WalkRun:
         self.optimizer = build_optimizer(config, self.model, self.noise_variance)
         self.start_epoch = 0
         self.history: list[dict[str, Any]] = []
-        self.last_record: StepRecord | None = None
+        self.latest = _LatestRecord()
         self.writer = self._open_writer(resume_dir, checkpoint)
         self.tracker = self._build_tracker(on_record)
         if checkpoint is not None:
@@ -484,13 +505,16 @@ class _WalkRun:
         )
 
     def _build_tracker(self, on_record: RecordCallback | None) -> WalkTracker:
-        """The tracker, its records going to the run directory, then ``on_record``, then ``last_record``."""
+        """The tracker, its records going to the run directory, then ``on_record``, then ``latest``."""
         sinks: list[RecordCallback] = []
         if self.writer is not None:
             sinks.append(self.writer.write_step)
         if on_record is not None:
             sinks.append(on_record)
-        sinks.append(self._remember)
+        # A sink that holds the record, not the run: a bound method of the run here would
+        # make a cycle (run -> tracker -> sinks -> run) that keeps every finished run's model
+        # and tensors (GPU memory) alive until the cycle collector happens to run.
+        sinks.append(self.latest.remember)
         config = self.config
         return WalkTracker(
             self.model,
@@ -507,9 +531,6 @@ class _WalkRun:
         )
 
     # ----------------------------------------------------------------- bookkeeping
-    def _remember(self, record: StepRecord) -> None:
-        self.last_record = record
-
     def _metadata(self) -> dict[str, Any]:
         metadata = base_metadata(self.config, self.device)
         metadata.update(
@@ -520,6 +541,8 @@ class _WalkRun:
             measurement_size=self.measurement.size,
             data_source=self.data.source,
             cpu_threads=torch.get_num_threads(),
+            # Float32 matmuls and convolutions in TF32 (CUDA and config.cuda_tf32 only).
+            tf32=uses_tf32(self.device, self.config.cuda_tf32),
             num_parameters=sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             noise_variance=self.noise_variance,
             noise_batches=self.config.noise_batches if self.config.optimizer == "noisy-gd" else None,
@@ -664,7 +687,7 @@ class _WalkRun:
                     losses.append(loss)
                     lrs.append(lr)
                     bar.update(1)
-                    bar.set_postfix(_format_postfix(loss, self.last_record), refresh=False)
+                    bar.set_postfix(_format_postfix(loss, self.latest.record), refresh=False)
                 self._record_epoch(self._epoch_entry(epoch, losses, lrs, time.perf_counter() - started))
                 train_loss = self.history[-1]["train_loss"]
                 # The tracker's rule on the whole training set, against the loss at initialisation (epoch 0).
@@ -738,7 +761,7 @@ def run_walk(
     times its start: ``sgdwalk.instrument.divergence``) stops the run cleanly: the result's
     ``status`` is "diverged" and ``divergence`` says where; no record holds a NaN.
     """
-    with cpu_threads(config.cpu_threads):
+    with run_numerics(config):
         return _WalkRun(config, data, progress, on_record, resume_dir=None, on_start=on_start).execute()
 
 
@@ -765,7 +788,7 @@ def resume_walk(
         if run.status == "finished":
             return WalkResult.from_run(run)
         config = run.config.replace(out_dir=str(run_dir))
-        with cpu_threads(config.cpu_threads):
+        with run_numerics(config):
             return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
 
 

@@ -210,6 +210,9 @@ class WalkConfig:
     # --- run
     seed: int = DEFAULT_SEED
     device: DeviceName = "auto"
+    # TF32 tensor cores for float32 matmuls and convolutions on CUDA (sgdwalk.instrument.numerics):
+    # off, a run measures in full float32, the precision the instrument's tolerances assume.
+    cuda_tf32: bool = False
     cpu_threads: int | None = DEFAULT_CPU_THREADS
     out_dir: str | None = None
     checkpoint_every_epochs: int | None = 1
@@ -412,7 +415,7 @@ _FIELDS_WITHOUT_EFFECT: Final = frozenset(
     {"data_root", "download", "out_dir", "checkpoint_every_epochs", "checkpoint_every_updates", "progress"}
 )
 # Fields added after the first hashed runs (sweep cells, baselines), hashed only off their default.
-_FIELDS_ADDED_LATER: Final = frozenset({"batch_norm", "activation", "evaluate_every_updates"})
+_FIELDS_ADDED_LATER: Final = frozenset({"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32"})
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
 CONFIG_HASH_LENGTH: Final = 12
 

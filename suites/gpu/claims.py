@@ -23,7 +23,7 @@ from typing import Final
 
 from sgdwalk.claims.pytest_plugin import parse_seeds
 from sgdwalk.training.data import DatasetNotFoundError, find_dataset, resolve_dataset
-from suites.profiles import GPU_PARTS, GPU_PROFILES, PROFILES, Part
+from suites.profiles import GPU_PARTS, GPU_PROFILES, PROFILES, Part, Profile
 from suites.tier_plan import DataChoice, paper_data, tier_configs, tier_grid
 
 # The data set every part falls back to without its paper data (Debian's dataset-fashion-mnist).
@@ -34,11 +34,16 @@ PARTS: Final[Mapping[str, Part]] = GPU_PARTS
 
 
 # ----------------------------------------------------------------------------- data
-def choose_data(part: Part, mode: str, profile: str, data_root: str | None) -> DataChoice:
-    """The data for ``part`` under ``--sgdwalk-gpu-data mode``; raises ``DatasetNotFoundError``.
+def choose_data(
+    part: Part, mode: str, profile: Profile, data_root: str | None, *, flag: str = "--sgdwalk-gpu-data"
+) -> DataChoice:
+    """The data for ``part`` under ``flag mode``; raises ``DatasetNotFoundError``.
 
-    auto: the paper's data when found, else (tiny profile only) Fashion-MNIST; paper: the
-    paper's data or nothing; fashion-mnist: Fashion-MNIST whatever else is there.
+    auto: the paper's data when found, else Fashion-MNIST for a profile sized for a CPU
+    (``not profile.needs_cuda``: its runs keep the code running, they are no evidence about
+    the paper's data); a GPU profile's verdicts need the paper's data, so it gets that or an
+    error. paper: the paper's data or an error; fashion-mnist: Fashion-MNIST whatever else is
+    there. ``flag`` is the option the user gave ``mode`` with, which the error names.
     """
     if mode not in DATA_CHOICES:
         raise ValueError(f"data choice must be one of {DATA_CHOICES}, got {mode!r}")
@@ -52,18 +57,20 @@ def choose_data(part: Part, mode: str, profile: str, data_root: str | None) -> D
     )
     if mode == FALLBACK_DATA:
         resolve_dataset(FALLBACK_DATA, data_root)
-        return dataclasses.replace(fallback, note=fallback.note + ", asked for by --sgdwalk-gpu-data")
+        return dataclasses.replace(fallback, note=fallback.note + f", asked for by {flag}")
     if find_dataset(part.paper_data, data_root) is not None:
         return paper
-    if mode == "auto" and profile == "tiny":
+    if mode == "auto" and not profile.needs_cuda:
         resolve_dataset(FALLBACK_DATA, data_root)
-        return dataclasses.replace(fallback, note=fallback.note + f": tiny's default when {part.paper_data} is missing")
+        return dataclasses.replace(
+            fallback, note=fallback.note + f": the {profile.name} profile's default when {part.paper_data} is missing"
+        )
     try:
         resolve_dataset(part.paper_data, data_root)
     except DatasetNotFoundError as error:
         raise DatasetNotFoundError(
             f"{error}\nOr run this tier on {FALLBACK_DATA} (the same networks; 1 channel, padded to 32 "
-            f"for the conv nets): --sgdwalk-gpu-data {FALLBACK_DATA}"
+            f"for the conv nets): {flag} {FALLBACK_DATA}"
         ) from None
     return paper  # found after all (a race with whoever was writing it)
 
@@ -74,6 +81,11 @@ def _seeds(text: str) -> tuple[int, ...]:
         return parse_seeds(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
+
+
+def not_found_line(error: DatasetNotFoundError) -> str:
+    """The first line of a data set's not-found message: "data set 'cifar10' not found"."""
+    return str(error).splitlines()[0].removesuffix(" Searched:").rstrip(".")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--seeds: {error}")
     data = {
         name: (paper_data(part) if args.data != FALLBACK_DATA else DataChoice(FALLBACK_DATA, part.image_size, True, ""))
-        for name, part in PARTS.items()
+        for name, part in profile.parts.items()
     }
     configs = tier_configs(profile, args.device, data)
     path = Path(args.grid)

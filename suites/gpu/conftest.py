@@ -4,9 +4,13 @@ Options (group "sgdwalk"; they exist when pytest is started on ``suites/gpu``):
 
 - ``--sgdwalk-gpu-data {auto,paper,fashion-mnist}``: which data the parts run on;
 - ``--sgdwalk-sweep-dir DIR``: read finished runs from a sweep folder (``sgdwalk sweep``)
-  and write this session's runs there as cells.
+  and write this session's runs there as cells;
+- ``--sgdwalk-gpu-allow-skip``: skip the tests this machine cannot run (no CUDA device for
+  the profile, a missing data set). Without it a ``--runslow`` session that selects such a
+  test stops at collection with a usage error: a tier that skipped everything and exited 0
+  would read as a pass.
 
-Which tests run or skip, and why, is decided at collection in ``test_claims.py``.
+Which tests cannot run here, and why, is decided at collection in ``test_claims.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
 # Duplicated from suites.gpu.claims.DATA_CHOICES: importing that module here would import
 # torch whenever pytest reads this conftest (even for --help); a test checks they agree.
 DATA_CHOICES: Final[tuple[str, ...]] = ("auto", "paper", "fashion-mnist")
+ALLOW_SKIP_FLAG: Final = "--sgdwalk-gpu-allow-skip"
+# Case id -> why that test cannot run on this machine (test_claims.plan fills it).
+UNRUNNABLE: Final = pytest.StashKey[dict[str, str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +52,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Sweep folder (sgdwalk sweep --out DIR): the gpu tier reads finished runs from "
         "DIR/cells and writes the runs it makes there. (default: none; runs stay in memory)",
     )
+    group.addoption(
+        ALLOW_SKIP_FLAG,
+        action="store_true",
+        default=False,
+        help="Skip the gpu tier's tests that cannot run here (no CUDA device for the profile, a "
+        "missing data set) instead of stopping the session with an error. (default: off; with "
+        "--runslow such a test is a usage error)",
+    )
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected: only the tests that would run count
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Stop a ``--runslow`` session that selected tests this machine cannot run, unless skips are allowed."""
+    if not config.getoption("runslow", default=False) or config.getoption("sgdwalk_gpu_allow_skip"):
+        return
+    unrunnable = config.stash.get(UNRUNNABLE, {})
+    reasons: dict[str, None] = {}  # each reason once, in test order
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        case = None if callspec is None else callspec.params.get("case")
+        if case is not None and case.id in unrunnable:
+            reasons.setdefault(unrunnable[case.id])
+    if reasons:
+        raise pytest.UsageError(f"gpu tier cannot run here: {'; '.join(reasons)} ({ALLOW_SKIP_FLAG} skips these tests)")
 
 
 @pytest.fixture(scope="session")
@@ -58,19 +89,15 @@ def gpu_run_cache(pytestconfig: pytest.Config) -> SweepRunCache:
 
 @pytest.fixture(scope="session")
 def gpu_numerics(sgdwalk_device: torch.device) -> Iterator[None]:
-    """Float32 measurements on CUDA (no TF32), restored afterwards.
+    """Float32 without TF32 on CUDA for the session, the package's one policy
+    (``sgdwalk.instrument.numerics``), which every run applies for itself too: what the tests
+    compute outside a run is measured in the same precision.
 
     TF32 rounds matmul and convolution inputs to 10 mantissa bits (cuDNN convolutions use it
     by default); the tier keeps float32 until benchmarks/gpu_speed.py shows that reduced
     precision leaves barrier decisions alone. CPU threads are the runs' own (``cpu_threads``).
     """
-    import torch
+    from sgdwalk.instrument.numerics import float32_numerics  # deferred: it imports torch (see DATA_CHOICES)
 
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    if sgdwalk_device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    try:
+    with float32_numerics(sgdwalk_device):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -2,13 +2,18 @@
 
 Slow: runs only with ``--runslow``. Which profile (``--sgdwalk-profile``; default smoke) on
 which seeds (``--sgdwalk-seeds``; default the profile's), which device (``--sgdwalk-device``)
-and which data (``--sgdwalk-gpu-data``) are decided at collection, and so is every skip, so
-the whole tier skips with one reason:
+and which data (``--sgdwalk-gpu-data``) are decided at collection, and so is what cannot run
+on this machine, and why:
 
-- no CUDA device (and not ``--sgdwalk-device cpu --sgdwalk-profile tiny``, which CI runs);
-- ``--sgdwalk-device cpu`` with a profile sized for a GPU (smoke, paper);
+- no CUDA device for a profile sized for one (smoke, paper), or no CUDA device and no
+  ``--sgdwalk-device cpu`` (CI runs ``--sgdwalk-device cpu --sgdwalk-profile tiny``); an
+  old driver reads the same (``torch.cuda.is_available()`` is False);
 - a part whose data set is missing (the message says how to provide it, or to use
   ``--sgdwalk-gpu-data fashion-mnist``).
+
+A ``--runslow`` session that selects such a test stops at collection with a one-line usage
+error (``conftest.py``): a tier that skipped everything would exit 0 and read as a pass.
+``--sgdwalk-gpu-allow-skip`` skips them instead, with the same reason.
 
 The report records the profile and the data each claim ran on (``claim.setting``). The
 tiny profile asserts no verdict: each of its tests asserts that the check runs and that its
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,7 +35,7 @@ from sgdwalk.runs.runlog import device_name
 from sgdwalk.runs.sweep import expand_grid, parse_grid
 from sgdwalk.training.data import DatasetNotFoundError
 from suites.gpu import conftest
-from suites.gpu.claims import DATA_CHOICES, PARTS, choose_data, main
+from suites.gpu.claims import DATA_CHOICES, FALLBACK_DATA, PARTS, choose_data, main, not_found_line
 from suites.profiles import DEFAULT_PROFILE, GPU_PROFILES, PROFILES, Profile
 from suites.tier_plan import (
     Case,
@@ -48,19 +54,21 @@ if TYPE_CHECKING:
     from sgdwalk.claims.pytest_plugin import ClaimRecorder
     from sgdwalk.claims.sweep_cache import SweepRunCache
 
-NO_CUDA_REASON: Final = (
-    "gpu tier: no CUDA device here (torch.cuda.is_available() is False); "
-    "on a CPU only its tiny profile runs: --sgdwalk-device cpu --sgdwalk-profile tiny"
+CPU_ONLY_WAY: Final = (
+    "on a CPU run a CPU profile: --sgdwalk-device cpu --sgdwalk-profile "
+    + " or ".join(name for name in GPU_PROFILES if not PROFILES[name].needs_cuda)
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """What this session runs: the profile, the device, and each test's case and marks."""
+    """What this session runs: the profile, the device, each test's case and marks, and why
+    some cannot run here (case id -> reason, one line)."""
 
     profile: Profile
     device: str
     params: list[Any]
+    unrunnable: dict[str, str]
 
 
 _plan_key: Final = pytest.StashKey[Plan]()
@@ -73,21 +81,44 @@ def _profile(config: pytest.Config) -> Profile:
     return PROFILES[name]
 
 
-def _device_and_skip(config: pytest.Config, profile: Profile) -> tuple[str, str | None]:
+def cuda_probe() -> tuple[bool, str]:
+    """Whether torch sees a CUDA device, and if not, why as far as torch says (its warning,
+    e.g. a driver too old for its CUDA, which would otherwise be an error at collection)."""
     import torch
 
-    requested = str(config.getoption("sgdwalk_device"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    said = " ".join(" ".join(str(warning.message).split()) for warning in caught)
+    built = f"this torch is built for CUDA {torch.version.cuda}" if torch.version.cuda else "this torch has no CUDA"
+    return (
+        available,
+        f"no CUDA device (torch.cuda.is_available() is False; {said or 'no GPU, or a driver too old'}; {built})",
+    )
+
+
+def device_and_reason(requested: str, profile: Profile, cuda: tuple[bool, str]) -> tuple[str, str | None]:
+    """The session's device, and why the tier cannot run on it (None: it can); ``cuda`` is
+    ``cuda_probe()``."""
+    cuda_available, no_cuda = cuda
     if requested == "cpu":
         if profile.needs_cuda:
-            return "cpu", (
-                f"gpu tier: the {profile.name} profile is sized for a GPU; "
-                "on a CPU only the tiny profile runs (--sgdwalk-profile tiny)"
-            )
+            return "cpu", f"the {profile.name} profile is sized for a GPU; {CPU_ONLY_WAY}"
         return "cpu", None
-    if requested == "cuda" or torch.cuda.is_available():
-        # cuda asked for but absent: the sgdwalk_device fixture fails each test, as it should.
+    if cuda_available:
         return "cuda", None
-    return "cpu", NO_CUDA_REASON
+    if requested == "cuda":
+        return "cuda", f"--sgdwalk-device cuda, but {no_cuda}"
+    return "cpu", f"{no_cuda} for the {profile.name} profile; {CPU_ONLY_WAY}"
+
+
+def missing_data_reason(part: str, error: DatasetNotFoundError) -> str:
+    """One line: which data set a part lacks, and the ways to provide it or do without."""
+    missing = not_found_line(error)
+    ways = "give its folder with --sgdwalk-data-root DIR (or $SGDWALK_DATA_ROOT)"
+    if FALLBACK_DATA not in missing:
+        ways += f", or run on {FALLBACK_DATA}: --sgdwalk-gpu-data {FALLBACK_DATA}"
+    return f"{part}: {missing}; {ways}"
 
 
 def plan(config: pytest.Config) -> Plan:
@@ -95,30 +126,33 @@ def plan(config: pytest.Config) -> Plan:
     if _plan_key in config.stash:
         return config.stash[_plan_key]
     profile = session_profile(_profile(config), config)
-    device, skip_reason = _device_and_skip(config, profile)
+    device, device_reason = device_and_reason(str(config.getoption("sgdwalk_device")), profile, cuda_probe())
     data_root = config.getoption("sgdwalk_data_root")
     mode = str(config.getoption("sgdwalk_gpu_data", default="auto"))
     data: dict[str, DataChoice] = {}
-    data_skips: dict[str, str] = {}
-    for name, part in PARTS.items():
-        if skip_reason is not None:
+    data_reasons: dict[str, str] = {}
+    for name, part in profile.parts.items():
+        if device_reason is not None:
             # Nothing runs; the cases only name the tests (and their report entries).
-            data[name] = paper_data(part, "not resolved: the tier is skipped")
+            data[name] = paper_data(part, "not resolved: the tier cannot run here")
             continue
         try:
-            data[name] = choose_data(part, mode, profile.name, data_root)
+            data[name] = choose_data(part, mode, profile, data_root)
         except DatasetNotFoundError as error:
             data[name] = paper_data(part, "missing")
-            data_skips[name] = f"gpu tier, {name}: {error}"
+            data_reasons[name] = missing_data_reason(name, error)
     params = []
+    unrunnable: dict[str, str] = {}
     for case in cases(profile, device, data, data_root):
         marks = case_marks(case)
-        if skip_reason is not None:
-            marks.append(pytest.mark.skip(reason=skip_reason))
-        elif case.part.name in data_skips:
-            marks.append(pytest.mark.skip(reason=data_skips[case.part.name]))
+        reason = device_reason or data_reasons.get(case.part.name)
+        if reason is not None:
+            # Skipped only with --sgdwalk-gpu-allow-skip: otherwise conftest stops the session first.
+            marks.append(pytest.mark.skip(reason=f"gpu tier: {reason}"))
+            unrunnable[case.id] = reason
         params.append(pytest.param(case, marks=marks, id=case.id))
-    config.stash[_plan_key] = Plan(profile, device, params)
+    config.stash[_plan_key] = Plan(profile, device, params, unrunnable)
+    config.stash[conftest.UNRUNNABLE] = unrunnable
     return config.stash[_plan_key]
 
 

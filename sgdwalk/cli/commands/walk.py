@@ -215,6 +215,13 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
             ("seed", int, "SEED", "seed of initialisation, batches, measurement set and noise"),
             ("device", str, DEVICES, "auto: cuda when available"),
             (
+                "cuda_tf32",
+                None,
+                None,
+                "TF32 tensor cores for float32 matmuls and convolutions on CUDA: faster, but each product's inputs "
+                "keep 10 mantissa bits (off: full float32, the precision the measurement tolerances assume)",
+            ),
+            (
                 "cpu_threads",
                 _optional_int,
                 "N",
