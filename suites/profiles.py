@@ -20,10 +20,11 @@ seeds and setting names, never what a claim compares or its bound.
   asserts that its check runs end to end and that its statistic is finite, and records the
   statistic with the bound it would be held against. Its ledger, compared with its baseline,
   fails when a check stops running or its statistic turns non-finite.
-- ``smoke``: the whole GPU tier on one H100 in about ten minutes (an estimate until
-  ``benchmarks/gpu_speed.py`` has timed it on the card): full widths and batch 100, the first
-  5,000 training images, 200 updates, two windows of 20 measured steps, 1,000 measurement
-  images, three seeds.
+- ``smoke``: the whole GPU tier on one H100 in about five minutes of compute, so that
+  ``scripts/gpu-smoke.sh`` fits a first lent card's eight minutes: full widths and batch 100,
+  2,500 training images, 200 updates, two windows of 20 measured steps, 750 measurement
+  images, three seeds. Five minutes is the cost model's estimate (``sgdwalk sweep --dry-run``
+  of its grid: 6.1 PFLOP at 20 TFLOP/s), not a timing, until the card has run it.
 - ``paper``: the authors' protocol (docs/protocol.md): the whole 45k training split, 100 epochs (MLP 40),
   every step of epochs 1, 10, 25 and 100 (MLP 40) measured on all 45k images, three seeds.
   Days of GPU time: run it as a sweep (``sgdwalk sweep``) and point the tier at the cells.
@@ -495,25 +496,40 @@ TINY_SIZES: Final[Mapping[str, PartSize]] = {
     ),
 }
 # ----------------------------------------------------------------------------- smoke
+# Sized by the cost model (sgdwalk/runs/cost.py; `python -m suites.gpu.claims --profile smoke
+# --grid G` then `sgdwalk sweep G --dry-run`) to about five minutes of compute on an H100 at
+# an assumed 20 TFLOP/s (float32 without TF32 at 0.3 of peak), leaving three of the eight
+# minutes a first lent card gives scripts/gpu-smoke.sh for start-up, data and the speed
+# benchmark. The earlier sizes (5,000 images, 1,000 measured, 10 schedule epochs) counted
+# 11.8 PFLOP, about ten minutes. What it cost, by the model:
+# - full-batch GD: every update is a gradient over the whole training subset and the runs
+#   take one SGD epoch of updates (C5), so 5,000 images cost 50 x 5,000 image gradients per
+#   GD run; 2,500 images make that 25 x 2,500, a quarter;
+# - the C11 schedules: 4 epochs (as in the real tier: five short cycles, two long ones, the
+#   trapezoid's ramp and anneal), not 10;
+# - measured steps: 750 measurement images, not 1,000 (each measured step runs K + 1
+#   forwards over them: a VGG-11 step costs about as much as 25 training steps).
+# Now 6.1 PFLOP: training 1.9, measured segments 2.8, sharpness 0.6 (at 40 Lanczos
+# products), evaluation 0.7.
 _SMOKE = PartSize(
     width_multiplier=1.0,
-    train_subset=5_000,
+    train_subset=2_500,
     validation_subset=2_000,
-    measurement_size=1_000,
-    chunk_size=1_000,
+    measurement_size=750,
+    chunk_size=750,
     batch_size=100,
     small_batch=50,
     large_batch=500,
-    # 200 updates = 4 epochs of the 5,000 images; the batch sweep takes the same 200 updates.
+    # 200 updates = 8 epochs of the 2,500 images; the batch sweep takes the same 200 updates.
     updates=200,
     windows=((0, 20), (180, 200)),
     batch_updates=200,
     batch_windows=((0, 20), (180, 200)),
-    # 50 GD updates = one SGD epoch (C5); 40 at lr 0.9 as in the real tier (C1).
-    gd_updates=50,
-    gd_edge_updates=40,
+    # 25 GD updates = one SGD epoch (C5); 20 at lr 0.9 (C1).
+    gd_updates=25,
+    gd_edge_updates=20,
     gd_window=None,
-    schedule_epochs=10,
+    schedule_epochs=4,
 )
 SMOKE_SIZES: Final[Mapping[str, PartSize]] = {name: _SMOKE for name in GPU_PART_NAMES}
 

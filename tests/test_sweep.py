@@ -22,11 +22,13 @@ import pytest
 import sgdwalk.runs.sweep as sweep
 from sgdwalk.claims.sweep_cache import SweepRunCache
 from sgdwalk.cli import main as cli_main
+from sgdwalk.runs.cost import run_cost
 from sgdwalk.runs.owner import LOCK_FILE
 from sgdwalk.runs.runlog import load_run
 from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import (
     CellBusyError,
+    CellRow,
     SlurmOptions,
     SweepError,
     cell_dir,
@@ -41,6 +43,7 @@ from sgdwalk.runs.sweep import (
     submit_cells,
     summarize_cells,
 )
+from sgdwalk.runs.throughput import format_flops
 from sgdwalk.training.config import WalkConfig
 from tests.fixtures_data import write_mnist_idx
 
@@ -396,6 +399,51 @@ def test_the_sweep_command_runs_a_grid_file_and_prints_the_table(
     assert json.loads((out / sweep.MANIFEST_FILE).read_text(encoding="utf-8"))["cells"][0]["config"]["seed"] == 1
     assert cli_main(["sweep", str(grid), "--out", str(out), "--executor", "debug"]) == 0
     assert "2 done, 0 to run" in capsys.readouterr().out
+
+
+def test_a_dry_run_prints_each_cells_flops_and_hours_and_their_total(
+    tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = tmp_path / "grid.json"
+    base = {**tiny_base(data_root), "train_subset": N_TRAIN}  # the cost model reads sizes off the config
+    grid.write_text(json.dumps({"base": base, "axes": {"epochs": [1, 2]}}), encoding="utf-8")
+    configs = expand_grid(read_grid(grid))
+    costs = [run_cost(config).total for config in configs]
+    assert costs[1] > costs[0]  # the second epoch trains and evaluates again
+    assert cli_main(["sweep", str(grid), "--out", str(tmp_path / "out"), "--dry-run", "--tflops", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[-2:] == ["FLOPs", "hours"]
+    seconds = [flops / 2e12 for flops in costs]
+    for line, config, flops, time in zip(lines[2:4], configs, costs, seconds, strict=True):
+        assert line.startswith(config.result_hash)
+        assert line.split()[-3:] == [*format_flops(flops).split(), f"{time / 3600:.3g}"]
+    assert lines[-1] == (
+        f"estimated cost of the 2 cells: {format_flops(sum(costs))}, {sum(seconds) / 3600:.3g} h "
+        f"({sum(seconds) / 60:.1f} min) at 2 TFLOP/s"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_cost_line_counts_apart_the_cells_still_to_run() -> None:
+    rows = [
+        CellRow("a", "finished", {}, None, None, None, flops=3.6e15),
+        CellRow("b", "missing", {}, None, None, None, flops=1.8e15),
+    ]
+    assert format_table(rows, 1e12).splitlines()[-1] == (
+        "estimated cost of the 2 cells: 5.4 PFLOP, 1.5 h (90.0 min) at 1 TFLOP/s; "
+        "of the 1 still to run: 1.8 PFLOP, 0.5 h (30.0 min)"
+    )
+    # Rows without FLOPs (a run, not a dry run) show no cost.
+    assert "FLOPs" not in format_table([CellRow("a", "finished", {}, None, None, None)])
+
+
+def test_the_sweep_command_refuses_a_throughput_that_is_not_positive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[base]\narch = 'mlp'\n", encoding="utf-8")
+    assert cli_main(["sweep", str(grid), "--dry-run", "--tflops", "0"]) == 2
+    assert "--tflops must be positive, got 0.0" in capsys.readouterr().err
 
 
 def test_the_sweep_command_says_when_there_is_no_slurm(

@@ -62,6 +62,7 @@ from sgdwalk.runs.owner import RunDirectoryBusyError, hold_run_directory
 from sgdwalk.runs.runlog import clear_run_files, count_step_records, last_epoch_entry, load_run
 from sgdwalk.runs.runlog import run_status as cell_status  # a cell's status is its run directory's
 from sgdwalk.runs.slurm_options import SlurmOptions
+from sgdwalk.runs.throughput import DEFAULT_THROUGHPUT_FLOPS, TERA, format_flops
 from sgdwalk.training.config import ConfigError, WalkConfig
 
 if TYPE_CHECKING:
@@ -376,12 +377,21 @@ class CellRow:
     val_accuracy: float | None
     measured_steps: int | None
     error: str | None = None
+    # The cell's FLOPs by the cost model (``cost.run_cost``); None unless asked for.
+    flops: float | None = None
 
 
 def summarize_cells(
-    configs: Sequence[WalkConfig], out_root: str | Path, errors: Mapping[str, str] | None = None
+    configs: Sequence[WalkConfig],
+    out_root: str | Path,
+    errors: Mapping[str, str] | None = None,
+    *,
+    with_cost: bool = False,
 ) -> list[CellRow]:
-    """A row per cell: its status, the fields that vary, final train loss and validation accuracy."""
+    """A row per cell: its status, the fields that vary, final train loss and validation
+    accuracy, and with ``with_cost`` its FLOPs by the cost model (``cost.run_cost``)."""
+    from sgdwalk.runs.cost import run_cost  # counts each network once, on the meta device
+
     errors = errors or {}
     varying = varying_fields(configs)
     rows = []
@@ -403,6 +413,7 @@ def summarize_cells(
                 val_accuracy=last.get("val_accuracy"),
                 measured_steps=measured,
                 error=error,
+                flops=run_cost(config).total if with_cost else None,
             )
         )
     return rows
@@ -420,12 +431,14 @@ def _cell_text(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: Sequence[CellRow]) -> str:
-    """The rows as an aligned plain-text table, errors listed below it."""
+def format_table(rows: Sequence[CellRow], flops_per_second: float = DEFAULT_THROUGHPUT_FLOPS) -> str:
+    """The rows as an aligned plain-text table, errors listed below it; where every row has
+    its FLOPs, each cell's FLOPs and hours at ``flops_per_second`` and their total."""
     if not rows:
         return "no cells\n"
     fields = list(rows[0].values)
-    header = ["cell", "status", *fields, "train loss", "val acc", "steps"]
+    costed = all(row.flops is not None for row in rows)
+    header = ["cell", "status", *fields, "train loss", "val acc", "steps", *(["FLOPs", "hours"] if costed else [])]
     body = [
         [
             row.hash,
@@ -434,6 +447,7 @@ def format_table(rows: Sequence[CellRow]) -> str:
             _cell_text(row.train_loss),
             _cell_text(row.val_accuracy),
             _cell_text(row.measured_steps),
+            *(_cost_texts(row.flops, flops_per_second) if row.flops is not None else []),
         ]
         for row in rows
     ]
@@ -443,7 +457,28 @@ def format_table(rows: Sequence[CellRow]) -> str:
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
     lines.append(", ".join(f"{count} {status}" for status, count in sorted(counts.items())))
+    if costed:
+        lines.append(cost_summary(rows, flops_per_second))
     return "\n".join(lines) + "\n"
+
+
+def _cost_texts(flops: float, flops_per_second: float) -> list[str]:
+    return [format_flops(flops), f"{flops / flops_per_second / 3600:.3g}"]
+
+
+def cost_summary(rows: Sequence[CellRow], flops_per_second: float) -> str:
+    """The cells' total FLOPs and time at ``flops_per_second`` (and of those still to run)."""
+
+    def total(chosen: Sequence[CellRow]) -> str:
+        flops = sum(row.flops or 0.0 for row in chosen)
+        seconds = flops / flops_per_second
+        return f"{format_flops(flops)}, {seconds / 3600:.3g} h ({seconds / 60:.1f} min)"
+
+    pending = [row for row in rows if row.status not in DONE_STATUSES]
+    line = f"estimated cost of the {len(rows)} cells: {total(rows)} at {flops_per_second / TERA:.3g} TFLOP/s"
+    if len(pending) < len(rows):
+        line += f"; of the {len(pending)} still to run: {total(pending)}"
+    return line
 
 
 def write_manifest(configs: Sequence[WalkConfig], out_root: str | Path, grid_path: str | Path | None = None) -> Path:
@@ -466,6 +501,7 @@ __all__ = [
     "SweepError",
     "cell_dir",
     "cell_status",
+    "cost_summary",
     "expand_grid",
     "format_table",
     "load_cell_data",

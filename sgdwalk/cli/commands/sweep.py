@@ -13,8 +13,9 @@ from typing import Any, Final
 
 from sgdwalk.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
 
-# Only the Slurm defaults at import: the sweep module imports torch, which --help must not.
+# Only the Slurm and throughput defaults at import: the sweep module imports torch, which --help must not.
 from sgdwalk.runs.slurm_options import SlurmOptions
+from sgdwalk.runs.throughput import ASSUMED_ACHIEVED_FRACTION, DEFAULT_THROUGHPUT_FLOPS, H100_FLOAT32_PEAK_FLOPS, TERA
 
 # Where cells go when --out is not given (relative to the working directory).
 DEFAULT_SWEEPS_ROOT: Final = Path("sweeps")
@@ -65,7 +66,18 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--out", metavar="DIR", help=f"sweep folder (default: {DEFAULT_SWEEPS_ROOT}/<grid file name>)")
     parser.add_argument("--executor", choices=EXECUTORS, default="pool", help="where cells run (default: pool)")
     parser.add_argument(
-        "--dry-run", action="store_true", help="list the cells and their status, run nothing (default: run)"
+        "--dry-run",
+        action="store_true",
+        help="list the cells, their status and their FLOPs and hours by the cost model, run nothing (default: run)",
+    )
+    parser.add_argument(
+        "--tflops",
+        type=float,
+        default=DEFAULT_THROUGHPUT_FLOPS / TERA,
+        metavar="RATE",
+        help="device throughput achieved, in TFLOP/s, that --dry-run turns FLOPs into hours with (default: "
+        f"{DEFAULT_THROUGHPUT_FLOPS / TERA:.3g}, an H100's {H100_FLOAT32_PEAK_FLOPS / TERA:.0f} TFLOP/s of float32 "
+        f"times an assumed {ASSUMED_ACHIEVED_FRACTION}; see sgdwalk/runs/throughput.py)",
     )
     pool = parser.add_argument_group("pool executor")
     pool.add_argument(
@@ -137,6 +149,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         summarize_cells,
         write_manifest,
     )
+    from sgdwalk.training.config import ConfigError
 
     try:
         configs = expand_grid(read_grid(args.grid))
@@ -144,11 +157,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return usage_error("sweep", error)
     if args.workers < 1:
         return usage_error("sweep", f"--workers must be at least 1, got {args.workers}")
+    if not args.tflops > 0:
+        return usage_error("sweep", f"--tflops must be positive, got {args.tflops}")
     out_root = _out_root(args)
     todo = pending_configs(configs, out_root)
     print(f"{len(configs)} cells in {out_root}: {len(configs) - len(todo)} done, {len(todo)} to run")
     if args.dry_run:  # writes nothing
-        sys.stdout.write(format_table(summarize_cells(configs, out_root)))
+        try:
+            rows = summarize_cells(configs, out_root, with_cost=True)
+        except ConfigError as error:  # a network its data cannot feed (an image too small for it)
+            return usage_error("sweep", error)
+        sys.stdout.write(format_table(rows, args.tflops * TERA))
         return EXIT_OK
     write_manifest(configs, out_root, args.grid)
 
