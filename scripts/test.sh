@@ -26,9 +26,12 @@ $PY -m pytest suites/real --runslow --sgdwalk-report "$REPORTS/real.json"
 echo "== gpu tier, tiny CPU profile (keeps the GPU suite from rotting)"
 $PY -m pytest suites/gpu --runslow --sgdwalk-device cpu --sgdwalk-profile tiny --sgdwalk-report "$REPORTS/gpu-tiny.json"
 
+echo "== gpu tier, nets CPU profile: C1-C7 on VGG-11 and ResNet-56 at a quarter width, Fashion-MNIST padded to 32"
+$PY -m pytest suites/gpu --runslow --sgdwalk-device cpu --sgdwalk-profile nets --sgdwalk-report "$REPORTS/nets.json"
+
 echo "== claims against the committed baselines"
 status=0
-for tier in quick real gpu-tiny; do
+for tier in quick real gpu-tiny nets; do
   .venv/bin/sgdwalk claims compare "suites/baselines/$tier.json" "$REPORTS/$tier.json" || status=1
 done
 exit $status

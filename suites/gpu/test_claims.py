@@ -54,9 +54,8 @@ if TYPE_CHECKING:
     from sgdwalk.claims.pytest_plugin import ClaimRecorder
     from sgdwalk.claims.sweep_cache import SweepRunCache
 
-CPU_ONLY_WAY: Final = (
-    "on a CPU run a CPU profile: --sgdwalk-device cpu --sgdwalk-profile "
-    + " or ".join(name for name in GPU_PROFILES if not PROFILES[name].needs_cuda)
+CPU_ONLY_WAY: Final = "on a CPU run a CPU profile: --sgdwalk-device cpu --sgdwalk-profile " + " or ".join(
+    name for name in GPU_PROFILES if not PROFILES[name].needs_cuda
 )
 
 
