@@ -26,6 +26,9 @@ STEPS, BATCH, TRAIN_SIZE, MEASURE_SIZE = 8, 8, 48, 32
 LR, MOMENTUM, WEIGHT_DECAY = 0.2, 0.9, 0.01
 # Two windows and a gap: steps outside the schedule still pass through the hooks.
 SCHEDULE = ((0, 3), (5, 7))
+# The tracker's loss at θ_t against a forward pass outside it: the same float32 arithmetic on
+# one chunk, up to the order of the mean's summation.
+LOSS_REFERENCE_RTOL = 1e-6
 
 
 @dataclass
@@ -117,12 +120,74 @@ def test_remove_detaches_and_a_with_block_detaches_on_leaving() -> None:
         _one_step(model, optimizer, inputs, targets)
     _one_step(model, optimizer, inputs, targets)  # not measured
     assert [r.step for r in tracker.records] == [0]
-    attachment = tracker.attach(optimizer)  # attachable again once detached
+    with pytest.raises(ValueError, match=r"attach\(optimizer, step=N\)"):
+        tracker.attach(optimizer)  # it cannot count the step it did not see
+    attachment = tracker.attach(optimizer, step=2)  # attachable again once detached
     _one_step(model, optimizer, inputs, targets)
     attachment.remove()
     attachment.remove()  # twice is harmless
-    assert [r.step for r in tracker.records] == [0, 1]
+    assert [r.step for r in tracker.records] == [0, 2], "records carry the optimizer's step numbers"
     assert tracker.records[0].minibatch_loss is None, "no loss noted: none recorded"
+
+
+def _measurement_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
+    """The loss at the model's parameters on the whole set, computed apart from the tracker."""
+    with torch.no_grad():
+        return float(nn.functional.cross_entropy(model(inputs), targets))
+
+
+def test_after_a_gap_the_walk_is_measured_afresh_with_no_cosine_across_it() -> None:
+    """attach, 3 steps, remove, 3 unmeasured steps, attach again at step 6, 2 steps: the first
+    record after the gap measures θ_6 itself (not θ_3's carried loss) and pairs no gradients
+    across the gap; the next record has its cosine again."""
+    model, optimizer, tracker, inputs, targets = _tiny()
+    attachment = tracker.attach(optimizer)
+    for _ in range(3):
+        _one_step(model, optimizer, inputs, targets)
+    attachment.remove()
+    for _ in range(3):
+        _one_step(model, optimizer, inputs, targets)
+    loss_at_6 = _measurement_loss(model, inputs, targets)
+    with tracker.attach(optimizer, step=6):
+        for _ in range(2):
+            _one_step(model, optimizer, inputs, targets)
+    by_step = {record.step: record for record in tracker.records}
+    assert sorted(by_step) == [0, 1, 2, 6, 7]
+    assert by_step[6].cosine is None, "no cosine pairs gradients four updates apart"
+    assert by_step[6].loss_start != by_step[2].loss_end
+    assert by_step[6].loss_start == pytest.approx(loss_at_6, rel=LOSS_REFERENCE_RTOL)
+    assert by_step[7].cosine is not None and by_step[7].loss_start == by_step[6].loss_end
+
+
+def test_a_step_the_with_block_did_not_see_breaks_the_chain_too() -> None:
+    model, optimizer, tracker, inputs, targets = _tiny()
+    for plain_step in (False, False, True, False):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs), targets).backward()
+        if plain_step:
+            optimizer.step()  # outside the tracker: the model moves unseen
+            continue
+        with tracker.step(lr=0.1):
+            optimizer.step()
+    first, second, after_gap = tracker.records
+    assert second.cosine is not None and second.loss_start == first.loss_end
+    assert after_gap.cosine is None and after_gap.loss_start != second.loss_end
+
+
+def test_attaching_a_closed_tracker_and_a_with_block_inside_an_attached_step_are_refused() -> None:
+    model, optimizer, tracker, inputs, targets = _tiny()
+    tracker.attach(optimizer)
+    optimizer.zero_grad()
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="already measure optimizer.step"), tracker.step(lr=0.1):
+        optimizer.step()
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)), "refused before the update"
+    tracker.close()
+    _, other_optimizer, closed, _, _ = _tiny()
+    closed.close()
+    with pytest.raises(RuntimeError, match="tracker is closed"):
+        closed.attach(other_optimizer)
 
 
 def test_a_closed_tracker_lets_training_go_on_unmeasured() -> None:

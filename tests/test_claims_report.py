@@ -24,6 +24,7 @@ from sgdwalk.claims.report import (
     load_report,
     merge_reports,
     render_markdown_table,
+    render_replication_table,
     report_to_dict,
     save_report,
 )
@@ -293,6 +294,37 @@ def test_markdown_table_for_the_readme(tmp_path: Path, capsys: pytest.CaptureFix
     assert capsys.readouterr().out == table
     assert run_cli(["table", path, "--output", str(tmp_path / "docs" / "claims.md")]) == 0
     assert (tmp_path / "docs" / "claims.md").read_text(encoding="utf-8") == table
+
+
+def test_replication_table_marks_checks_whose_outcomes_differ(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One tier on two seed sets: outcomes and decisive values side by side; a check whose
+    outcome differs is marked "not replicated", and the count says how many."""
+    gap = Statistic("gap", 0.02, 0.0, ">", True, interval=(0.02, 0.6))
+    first = report(
+        entry("C3", TEST_C3, statistics=(gap,), setting={"seeds": [1111, 1112, 1113]}),
+        entry("C9", TEST_C9, "xfailed", statistics=(), setting={"seeds": [1111, 1112]}),
+    )
+    second = report(
+        entry(
+            "C3",
+            TEST_C3,
+            "failed",
+            statistics=(dataclasses.replace(gap, value=-0.08, held=False, interval=(-0.08, 0.7)),),
+            setting={"seeds": [2001, 2002, 2003]},
+        ),
+        entry("C9", TEST_C9, "xfailed", statistics=(), setting={"seeds": [2001, 2002]}),
+    )
+    table = render_replication_table(first, second)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| C")}
+    assert "passed (1111,1112,1113) | 0.02 [0.02, 0.6] | failed (2001,2002,2003) | -0.08 [-0.08, 0.7]" in rows["C3"]
+    assert rows["C3"].endswith("| **not replicated** |")
+    assert rows["C9"].endswith("| replicated |")
+    assert table.splitlines()[-1] == "1 of 2 checks replicated; 1 not replicated."
+    paths = [write(tmp_path, name, r) for name, r in (("a.json", first), ("b.json", second))]
+    assert run_cli(["replication", *paths]) == 0
+    assert capsys.readouterr().out == table
 
 
 def test_merge_tier_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

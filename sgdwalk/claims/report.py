@@ -575,3 +575,56 @@ def render_markdown_table(report: ClaimsReport) -> str:
         cells = (entry.id, entry.statement, entry.tier, statistics, _outcome_cell(entry))
         lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- replication
+NOT_REPLICATED: Final = "not replicated"
+
+
+def _seeds_cell(entry: ClaimEntry | None) -> str:
+    seeds = None if entry is None else entry.setting.get("seeds")
+    return ",".join(str(seed) for seed in seeds) if isinstance(seeds, list) else "-"
+
+
+def _decisive_cell(entry: ClaimEntry | None) -> str:
+    statistic = None if entry is None else main_statistic(entry)
+    if statistic is None:
+        return "-"
+    interval = "" if statistic.interval is None else f" [{', '.join(map(format_value, statistic.interval))}]"
+    return f"{format_value(statistic.value)}{interval}"
+
+
+def replication_rows(first: ClaimsReport, second: ClaimsReport) -> list[tuple[str, ...]]:
+    """One row per test of either report: each seed set's seeds, outcome and decisive value
+    (with its interval), and whether the two outcomes agree ("replicated") or not."""
+    rows = []
+    for row in compare_reports(first, second, allow_missing=True).rows:
+        agreed = row.baseline_outcome == row.new_outcome
+        rows.append(
+            (
+                row.claim_id,
+                short_test_name(row.test).split("[", 1)[-1].rstrip("]"),
+                f"{row.baseline_outcome} ({_seeds_cell(row.baseline)})",
+                _decisive_cell(row.baseline),
+                f"{row.new_outcome} ({_seeds_cell(row.new)})",
+                _decisive_cell(row.new),
+                "replicated" if agreed else NOT_REPLICATED,
+            )
+        )
+    return rows
+
+
+def render_replication_table(first: ClaimsReport, second: ClaimsReport) -> str:
+    """Markdown: each check's outcome on two seed sets side by side, and whether they agree."""
+    lines = [
+        "| claim | check | first seeds: outcome | value [95% CI] | second seeds: outcome | value [95% CI] | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = replication_rows(first, second)
+    for cells in rows:
+        marked = tuple(f"**{cell}**" if cell == NOT_REPLICATED else cell for cell in cells)
+        lines.append("| " + " | ".join(_markdown_cell(cell) for cell in marked) + " |")
+    differing = sum(cells[-1] == NOT_REPLICATED for cells in rows)
+    lines.append("")
+    lines.append(f"{len(rows) - differing} of {len(rows)} checks replicated; {differing} not replicated.")
+    return "\n".join(lines) + "\n"

@@ -132,12 +132,16 @@ class WalkTracker:
         self.initial_parameters = flat_parameters(self.model)
         self.records: list[StepRecord] = []
         self.step_index = start_step
+        self._start_step = start_step
         self.divergence: str | None = None
         # The walk's first minibatch loss, the reference of the divergence rule (divergence.py).
         self.start_loss: float | None = None
         self.divergence_loss_factor = divergence_loss_factor
         # Per-sample losses at θ_{t+1} of the last measured step t, for step t + 1's α = 0.
         self._carried: tuple[int, torch.Tensor] | None = None
+        # θ_{t+1} of the last step whose state (the carried losses, the gradient for the next
+        # cosine) is handed to the next step: that state holds only if the next step starts there.
+        self._handoff: torch.Tensor | None = None
         self._closed = False
         self._previous_gradient: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
@@ -191,6 +195,20 @@ class WalkTracker:
         measured, next_measured = self._measures(step), self._measures(step + 1)
         self._gradient = flat_gradient(self.model, self.weight_decay) if (measured or next_measured) else None
         self._start = flat_parameters(self.model) if measured else None
+        self._drop_handoff_after_a_gap(self._start)
+
+    def _drop_handoff_after_a_gap(self, start: torch.Tensor | None) -> None:
+        """Forget what the last step handed on when the model moved since without the tracker
+        (a stretch with the attachment removed, loop iterations outside ``tracker.step``):
+        this step then measures θ_t afresh and has no cosine across the gap, instead of
+        pairing a stale loss and a gradient from before it."""
+        handoff, self._handoff = self._handoff, None
+        if handoff is None:
+            return
+        current = flat_parameters(self.model) if start is None else start
+        if not torch.equal(handoff, current):
+            self._carried = None
+            self._previous_gradient = None
 
     def after_step(self) -> list[StepRecord]:
         """Call right after ``optimizer.step()``. Returns the records completed by this call."""
@@ -211,6 +229,11 @@ class WalkTracker:
     @contextmanager
     def step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> Iterator[None]:
         """``with tracker.step(...): optimizer.step()``."""
+        if self._attachment is not None and self._attachment.attached:
+            raise RuntimeError(
+                "the tracker is attached to an optimizer, whose hooks already measure optimizer.step(): "
+                "drop the `with tracker.step()` block, or remove() the attachment first"
+            )
         self.before_step(minibatch_loss=minibatch_loss, lr=lr)
         try:
             yield
@@ -229,12 +252,30 @@ class WalkTracker:
     _attachment: OptimizerAttachment | None = None
     _noted_loss: float | torch.Tensor | None = None
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> OptimizerAttachment:
+    def attach(self, optimizer: torch.optim.Optimizer, *, step: int | None = None) -> OptimizerAttachment:
         """Measure every ``optimizer.step()`` through the optimizer's step hooks, no ``with``
         block needed; ``lr`` is read from its parameter groups, the minibatch loss from
-        ``note_loss``. Returns the attachment: ``.remove()`` detaches (see ``attach.py``)."""
+        ``note_loss``. Returns the attachment: ``.remove()`` detaches (see ``attach.py``).
+
+        ``step``: the number of the optimizer's next step, for a tracker that has taken steps
+        before (attached again after ``remove()``): the optimizer may have stepped since
+        without the tracker, which cannot count what it did not see, so it asks rather than
+        number the records wrongly (omitted: the tracker's own count, only on a fresh tracker).
+        """
+        if self._closed:
+            raise RuntimeError("the tracker is closed and records nothing more: make a new one to measure again")
         if self._attachment is not None and self._attachment.attached:
             raise RuntimeError("the tracker is already attached to an optimizer: remove() that attachment first")
+        if step is not None:
+            if step < self.step_index:
+                raise ValueError(f"step {step} is before the tracker's next step {self.step_index}: records would repeat")
+            self.step_index = step
+        elif self.step_index != self._start_step:
+            raise ValueError(
+                f"the tracker has taken {self.step_index - self._start_step} steps and cannot see whether the optimizer "
+                f"stepped since: give the number of its next step, attach(optimizer, step=N) (N = {self.step_index} "
+                "if it has not)"
+            )
         self._attachment = OptimizerAttachment(self, optimizer)
         return self._attachment
 
@@ -250,7 +291,7 @@ class WalkTracker:
         """Return all records; the tracker takes no more steps. (Every record is complete as
         soon as its step is: α = 1 is measured with the step, and reused as the next α = 0.)"""
         self._closed = True
-        self._carried = None
+        self._carried = self._handoff = None
         return list(self.records)
 
     def sharpness(self, point: torch.Tensor | None = None) -> float:
@@ -338,7 +379,8 @@ class WalkTracker:
             )
             for saved in state["records"]
         ]
-        self._start = self._gradient = None
+        # The checkpoint's carried state was saved at the parameters the run resumes from.
+        self._start = self._gradient = self._handoff = None
 
     # ------------------------------------------------------------------------ internals
     def _global_loss(self, loss: float | None) -> float | None:
@@ -359,6 +401,8 @@ class WalkTracker:
         self._previous_gradient = gradient if next_measured else None
         carried, self._carried = self._carried, None
         if self._start is None:
+            if next_measured:
+                self._handoff = flat_parameters(self.model)
             return
         start, end = self._start, flat_parameters(self.model)
         if not bool(torch.isfinite(end).all()):
@@ -382,6 +426,7 @@ class WalkTracker:
             return
         if next_measured:
             self._carried = (step + 1, measured.end_losses)
+            self._handoff = end
         sharpness, sharpness_se = None, None
         if self.sharpness_every is not None and step % self.sharpness_every == 0:
             sharpness, sharpness_se = self.sharpness_with_error(end)

@@ -19,6 +19,7 @@ from sgdwalk.claims.report import (
     load_report,
     merge_reports,
     render_markdown_table,
+    render_replication_table,
     save_report,
 )
 from sgdwalk.cli.exits import EXIT_FAILED, EXIT_OK, usage_error
@@ -65,6 +66,22 @@ def run_table(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def run_replication(args: argparse.Namespace) -> int:
+    try:
+        first, second = load_report(args.first), load_report(args.second)
+    except ReportError as error:
+        return usage_error("claims", error)
+    table = render_replication_table(first, second)
+    if args.output is None:
+        sys.stdout.write(table)
+        return EXIT_OK
+    output_path = Path(args.output)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(table, encoding="utf-8")
+    print(f"wrote {output_path}")
+    return EXIT_OK
+
+
 def run_merge(args: argparse.Namespace) -> int:
     try:
         reports = [load_report(path) for path in args.reports]
@@ -85,7 +102,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: Any) -> None:
-    """Register ``sgdwalk claims {compare,table,merge,list}``."""
+    """Register ``sgdwalk claims {compare,table,replication,merge,list}``."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "claims",
         help="compare, render and merge claims reports (pytest --sgdwalk-report)",
@@ -117,6 +134,18 @@ def add_parser(subparsers: Any) -> None:
     table.add_argument("report", metavar="REPORT", help="a claims report (JSON)")
     table.add_argument("--output", metavar="FILE", default=None, help="write the table to FILE (default: stdout)")
     table.set_defaults(func=run_table)
+
+    replication = actions.add_parser(
+        "replication",
+        help="one tier on two seed sets: each check's outcomes side by side, 'not replicated' where they differ",
+        description="Render, as Markdown, each check's outcome and decisive value in two reports of one tier run "
+        "on different seeds (--sgdwalk-seeds), marking 'not replicated' where the outcomes differ. Always exits 0 "
+        "once both reports are read: `claims compare` is the gate.",
+    )
+    replication.add_argument("first", metavar="FIRST", help="the tier's report on its own seeds (JSON)")
+    replication.add_argument("second", metavar="SECOND", help="the same tier's report on other seeds (JSON)")
+    replication.add_argument("--output", metavar="FILE", default=None, help="write the table to FILE (default: stdout)")
+    replication.set_defaults(func=run_replication)
 
     merge = actions.add_parser(
         "merge",
