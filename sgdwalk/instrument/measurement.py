@@ -3,7 +3,8 @@
 Evaluation goes through ``torch.func.functional_call`` with parameters built from flat
 vectors, so the model's own parameters, gradients and running statistics are never
 touched. All points of a segment are evaluated chunk by chunk in one pass over the set:
-each chunk is read once and memory is bounded by the chunk size, not the set size.
+each chunk is read once and memory is bounded by the chunk size, not the set size; and one
+point's parameters are built at a time, so it is not bounded by the number of points either.
 """
 
 from __future__ import annotations
