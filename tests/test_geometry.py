@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm, trainable_parameters
+from sgdwalk.instrument.tolerances import COSINE_NORM_PRODUCT_FLOOR
 from tests.helpers import FLOAT64_REORDERED, assert_close, linear_layer, mlp
 
 
@@ -139,3 +141,54 @@ def test_vectors_of_different_shape_are_refused(function: Callable[[torch.Tensor
         function(torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="differ in shape"):
         function(torch.zeros(2, 3), torch.zeros(3, 2))
+
+
+# ------------------------------------------------- fewer float64 copies, the same bits
+def copying_scaled(vector: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The scaling as written before it divided in place: |v| formed, a second copy divided."""
+    as_double = vector.detach().double().reshape(-1)
+    largest = float(as_double.abs().max()) if as_double.numel() else 0.0
+    if largest == 0.0 or not math.isfinite(largest):
+        return as_double, 1.0
+    return as_double / largest, largest
+
+
+def copying_norm(a: torch.Tensor) -> float:
+    scaled, largest = copying_scaled(a)
+    return largest * float(torch.linalg.vector_norm(scaled))
+
+
+def copying_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    (a_unit, _), (b_unit, _) = copying_scaled(a), copying_scaled(b)
+    norm_product = float(torch.linalg.vector_norm(a_unit) * torch.linalg.vector_norm(b_unit))
+    if norm_product < COSINE_NORM_PRODUCT_FLOOR:
+        return 0.0
+    return float(torch.dot(a_unit, b_unit)) / norm_product
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["random", "huge", "zero", "nan", "inf", "matrix", "long"])
+def test_cosine_distance_norm_are_bitwise_the_copying_formulas(dtype: torch.dtype, case: str) -> None:
+    generator = torch.Generator().manual_seed(7)
+    # "long": more than two of distance's widening blocks (2**20 elements), the last one short.
+    size = 2_500_000 if case == "long" else 1000
+    a = torch.randn(size, generator=generator, dtype=dtype)
+    b = a + 1e-3 * torch.randn(size, generator=generator, dtype=dtype)
+    if case == "huge":
+        a, b = a * 1e30, b * 1e30
+    elif case == "zero":
+        a = torch.zeros_like(a)
+    elif case in ("nan", "inf"):
+        a[3] = math.nan if case == "nan" else -math.inf
+    elif case == "matrix":
+        a, b = a.reshape(40, 25).T, b.reshape(40, 25).T  # not contiguous
+    a_before, b_before = a.clone(), b.clone()
+    for actual, expected in (
+        (norm(a), copying_norm(a)),
+        (distance(a, b), copying_norm(a.double() - b.double())),
+        (cosine(a, b), copying_cosine(a, b)),
+    ):
+        assert actual == expected or (math.isnan(actual) and math.isnan(expected)), (actual, expected)
+    # In-place work happens on copies only: the caller's vectors are left as they were.
+    torch.testing.assert_close(a, a_before, rtol=0.0, atol=0.0, equal_nan=True)
+    torch.testing.assert_close(b, b_before, rtol=0.0, atol=0.0)

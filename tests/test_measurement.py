@@ -237,6 +237,16 @@ def test_point_of_the_wrong_size_is_refused() -> None:
         losses_at_points(model, [torch.zeros(1, size, dtype=torch.float64)], measurement)
 
 
+def test_segment_ends_of_different_dtypes_are_refused() -> None:
+    # Each point is built in buffers shaped on θ_t: a float32 end would be silently narrowed.
+    model, measurement = float64_setting(batchnorm=False)
+    start = flat_parameters(model)
+    with pytest.raises(
+        ValueError, match=r"segment ends differ in dtype or device: torch.float64 on cpu vs torch.float32"
+    ):
+        segment_losses(model, start, start.float(), [0.0, 0.5], measurement)
+
+
 @pytest.mark.parametrize(
     ("inputs", "targets", "chunk_size", "message"),
     [

@@ -248,7 +248,8 @@ def counted_points(
     def counting(
         self: measurement_module.SegmentPoints, batch: Any, targets: Any = None, *, skip_first: bool = False
     ) -> torch.Tensor:
-        calls.append((self.alphas, skip_first, [dict(p) for p in self._parameters]))
+        points = [self.parameters(index) for index in (0, -1)]  # built on demand: clone before the next
+        calls.append((self.alphas, skip_first, [{name: value.clone() for name, value in p.items()} for p in points]))
         return original(self, batch, targets, skip_first=skip_first)
 
     monkeypatch.setattr(measurement_module.SegmentPoints, "losses", counting)

@@ -51,17 +51,21 @@ def _check_same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
         raise ValueError(f"vectors differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
 
 
-def _scaled(vector: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _scaled(vector: torch.Tensor, *, owned: bool = False) -> tuple[torch.Tensor, float]:
     """``vector / m`` and ``m = max |vector_i|``, in float64.
 
     Norms are taken of the scaled vector and multiplied back: the squares of a gradient near
     float64's square root (a diverging run) would overflow although its norm does not.
+    A float64 copy made here (or handed over as ``owned``) is divided in place, and the
+    largest magnitude is read without forming |vector|: a parameter-sized float64 vector is
+    the only one this makes (the same values as dividing a second copy).
     """
     as_double = vector.detach().double().reshape(-1)
-    largest = float(as_double.abs().max()) if as_double.numel() else 0.0
+    owned = owned or vector.dtype != torch.float64  # .double() copied: the copy is ours
+    largest = float(torch.linalg.vector_norm(as_double, ord=math.inf)) if as_double.numel() else 0.0
     if largest == 0.0 or not math.isfinite(largest):
         return as_double, 1.0
-    return as_double / largest, largest
+    return (as_double.div_(largest) if owned else as_double / largest), largest
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -76,11 +80,26 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def norm(a: torch.Tensor) -> float:
     """‖a‖₂ in float64, without overflow for entries near float64's square root."""
-    scaled, largest = _scaled(a)
+    return _norm(a)
+
+
+def _norm(a: torch.Tensor, *, owned: bool = False) -> float:
+    scaled, largest = _scaled(a, owned=owned)
     return largest * float(torch.linalg.vector_norm(scaled))
 
 
 def distance(a: torch.Tensor, b: torch.Tensor) -> float:
     """‖a − b‖₂ in float64."""
     _check_same_shape(a, b)
-    return norm(a.detach().double() - b.detach().double())
+    # One float64 copy of a, b subtracted from it in place: the values of a.double() −
+    # b.double() without their two extra copies. torch widens b into a temporary of its own
+    # size for a mixed-dtype subtraction, so b goes in blocks (elementwise: the same bits).
+    difference = a.detach().to(torch.float64, copy=True).reshape(-1)
+    subtrahend = b.detach().reshape(-1)
+    for first in range(0, difference.numel(), _WIDENING_BLOCK):
+        difference[first : first + _WIDENING_BLOCK].sub_(subtrahend[first : first + _WIDENING_BLOCK])
+    return _norm(difference, owned=True)
+
+
+# Elements of a float32 vector widened to float64 at a time in ``distance``: an 8 MiB temporary.
+_WIDENING_BLOCK = 1 << 20

@@ -3,7 +3,8 @@
 Evaluation goes through ``torch.func.functional_call`` with parameters built from flat
 vectors, so the model's own parameters, gradients and running statistics are never
 touched. All points of a segment are evaluated chunk by chunk in one pass over the set:
-each chunk is read once and memory is bounded by the chunk size, not the set size.
+each chunk is read once and memory is bounded by the chunk size, not the set size; and one
+point's parameters are built at a time, so it is not bounded by the number of points either.
 """
 
 from __future__ import annotations
@@ -305,10 +306,15 @@ def _fresh_batchnorm_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _recompute_statistics(
-    model: nn.Module, parameter_dicts: Sequence[dict[str, torch.Tensor]], measurement: MeasurementSet
+    model: nn.Module,
+    num_points: int,
+    parameters_at: Callable[[int], dict[str, torch.Tensor]],
+    measurement: MeasurementSet,
 ) -> list[dict[str, torch.Tensor]]:
-    """Batch-norm statistics at each point, averaged over the measurement set's chunks."""
-    statistics = [_fresh_batchnorm_statistics(model) for _ in parameter_dicts]
+    """Batch-norm statistics at each of ``num_points`` points, averaged over the measurement
+    set's chunks; ``parameters_at(i)`` gives point i's parameters (built when asked, so the
+    points need not all be held at once)."""
+    statistics = [_fresh_batchnorm_statistics(model) for _ in range(num_points)]
     layers = batchnorm_layers(model)
     saved = [(layer, layer.training, layer.track_running_stats, layer.momentum) for layer in layers]
     try:
@@ -318,9 +324,9 @@ def _recompute_statistics(
             layer.track_running_stats = True
             layer.momentum = None
         for batch in measurement.chunks():
-            for parameters, buffers in zip(parameter_dicts, statistics, strict=True):
+            for index, buffers in enumerate(statistics):
                 # The loss is computed too (the forward is the user's, inside it) and dropped.
-                measurement.losses(model_call(model, {**parameters, **buffers}), batch)
+                measurement.losses(model_call(model, {**parameters_at(index), **buffers}), batch)
     finally:
         for layer, training, tracking, momentum in saved:
             layer.training, layer.track_running_stats, layer.momentum = training, tracking, momentum
@@ -336,7 +342,7 @@ def recomputed_batchnorm_statistics(
         return {}
     parameters = ParameterLayout.of(model).unflatten(point.detach())
     with measuring(model, "eval"):
-        return _recompute_statistics(model, [parameters], measurement)[0]
+        return _recompute_statistics(model, 1, lambda _: parameters, measurement)[0]
 
 
 @torch.no_grad()
@@ -356,16 +362,43 @@ def losses_at_points(
         return np.zeros(0, dtype=np.float64)
     layout = ParameterLayout.of(model)
     parameter_dicts = [layout.unflatten(point) for point in points]
-    totals = torch.zeros(len(points), dtype=torch.float64)
+    sums = _ChunkSums(len(points))
     with measuring(model, "eval" if bn_mode == "recompute" else bn_mode):
         buffer_dicts: list[dict[str, torch.Tensor]] = [{} for _ in points]
         if bn_mode == "recompute" and batchnorm_layers(model):
-            buffer_dicts = _recompute_statistics(model, parameter_dicts, measurement)
+            buffer_dicts = _recompute_statistics(model, len(points), parameter_dicts.__getitem__, measurement)
         for batch in measurement.chunks():
-            for index, (parameters, buffers) in enumerate(zip(parameter_dicts, buffer_dicts, strict=True)):
-                losses = measurement.losses(model_call(model, {**parameters, **buffers}), batch)
-                totals[index] += losses.double().sum().cpu()
-    return (totals / measurement.size).numpy()
+            sums.add(
+                [
+                    measurement.losses(model_call(model, {**parameters, **buffers}), batch)
+                    for parameters, buffers in zip(parameter_dicts, buffer_dicts, strict=True)
+                ]
+            )
+    return sums.means(measurement.size)
+
+
+class _ChunkSums:
+    """Per-point float64 sums of per-sample losses, chunk after chunk, kept on the losses'
+    device and copied to the host once at the end (not once per point per chunk: on a GPU
+    each copy is a synchronisation).
+
+    Each chunk's row is summed on its own and added in float64, as a sum on the host would
+    be: the means are bitwise those of copying every row's sum to the host.
+    """
+
+    def __init__(self, num_points: int) -> None:
+        self.num_points = num_points
+        self._totals: torch.Tensor | None = None
+
+    def add(self, rows: Sequence[torch.Tensor]) -> None:
+        sums = torch.stack([row.double().sum() for row in rows])
+        if self._totals is None:
+            self._totals = torch.zeros(self.num_points, dtype=torch.float64, device=sums.device)
+        self._totals += sums
+
+    def means(self, count: int) -> NDArray[np.float64]:
+        assert self._totals is not None, "no chunk was added"
+        return (self._totals.cpu() / count).numpy()
 
 
 def interpolate(start: torch.Tensor, end: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -462,11 +495,100 @@ def _channels_last(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     }
 
 
+class _OnePoint:
+    """The parameters of one point θ(α) of a segment at a time, built into buffers made once.
+
+    Holding every point's parameters at once costs a copy of the model per α (on a ResNet-18
+    at K = 10, twenty copies with the channels-last ones); one point at a time costs one copy,
+    whatever K. Building a point again for each chunk is an axpy of the parameters, cheap
+    next to the chunk's forward pass. The arithmetic is ``interpolate``'s, elementwise, so a
+    point is bitwise the same whenever it is built, and bitwise ``interpolate``'s vector.
+
+    α = 0 and α = 1 are the ends themselves (views of ``start`` and ``end``, no copy), except
+    conv weights evaluated in channels-last order, which are copied into their buffer.
+    """
+
+    def __init__(
+        self,
+        layout: ParameterLayout,
+        start: torch.Tensor,
+        end: torch.Tensor,
+        names: Sequence[str],
+        *,
+        channels_last: bool,
+        interior: bool,
+    ) -> None:
+        self._starts, self._ends = layout.unflatten(start), layout.unflatten(end)
+        self._names = tuple(names)
+        self._interior = interior
+        chosen = set(names)
+        # What ``_channels_last`` would copy: 4-D tensors not already in channels-last order.
+        self._reordered = {
+            name: torch.empty_like(self._starts[name], memory_format=torch.channels_last)
+            for name in self._names
+            if channels_last
+            and self._starts[name].ndim == 4
+            and not self._starts[name].is_contiguous(memory_format=torch.channels_last)
+        }
+        # (start part, end part, buffer): runs of parameters stored next to each other in the
+        # flat vectors take one axpy each; a reordered conv weight takes its own.
+        self._pieces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._between: dict[str, torch.Tensor] = {}
+        if not interior:
+            return  # only the ends are asked for: no buffer for the points between them
+        run: list[tuple[str, int, int]] = []  # (name, offset, size) of the run being gathered
+        offset = 0
+        for name, shape in zip(layout.names, layout.shapes, strict=True):
+            size = int(np.prod(shape))
+            if name in chosen and name not in self._reordered:
+                run.append((name, offset, size))
+            else:
+                self._close_run(run, start, end)
+                run = []
+                if name in self._reordered:
+                    buffer = self._reordered[name]
+                    self._pieces.append((self._starts[name], self._ends[name], buffer))
+                    self._between[name] = buffer
+            offset += size
+        self._close_run(run, start, end)
+
+    def _close_run(self, run: list[tuple[str, int, int]], start: torch.Tensor, end: torch.Tensor) -> None:
+        if not run:
+            return
+        first, last = run[0][1], run[-1][1] + run[-1][2]
+        buffer = torch.empty(last - first, dtype=start.dtype, device=start.device)
+        self._pieces.append((start[first:last], end[first:last], buffer))
+        for name, offset, size in run:
+            self._between[name] = buffer[offset - first : offset - first + size].view(self._starts[name].shape)
+
+    def at(self, alpha: float) -> dict[str, torch.Tensor]:
+        """θ(α) for the chosen parameters; valid until the next call (the buffers are reused)."""
+        if alpha in (0.0, 1.0):
+            ends = self._starts if alpha == 0.0 else self._ends
+            point = {name: ends[name] for name in self._names}
+            for name, buffer in self._reordered.items():
+                point[name] = buffer.copy_(ends[name])
+            return point
+        if not self._interior:
+            raise ValueError(f"α = {alpha} lies between the ends, and only the ends were asked for")
+        for start, end, buffer in self._pieces:
+            # start + α (end − start), one operation at a time as ``interpolate`` does it.
+            torch.sub(end, start, out=buffer)
+            torch.mul(buffer, alpha, out=buffer)
+            torch.add(start, buffer, out=buffer)
+        return {name: self._between[name] for name in self._names}
+
+
 class SegmentPoints:
     """Per-sample losses at chosen points θ_t + α (θ_{t+1} − θ_t) of one segment, chunk by chunk.
 
     α = 0 is θ_t itself and α = 1 is θ_{t+1} itself (not start + 1·(end − start)). Use it
     inside ``measuring(model, ...)`` (``evaluation_mode``), which ``segment_moments`` does.
+
+    Memory does not grow with the number of points: each point's parameters are built when
+    its turn comes on a chunk, into buffers reused for every point (``_OnePoint``), so a
+    segment holds one copy of the parameters beside its two ends, plus one chunk's
+    activations.
 
     With ``exploit_affine_input`` and a model that declares an affine input layer (see
     ``affine_input_layer``), that layer runs twice per chunk (at θ_t and θ_{t+1}) instead of
@@ -494,6 +616,11 @@ class SegmentPoints:
         check_batchnorm_mode(bn_mode)
         if start.shape != end.shape:
             raise ValueError(f"segment ends differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
+        if (start.dtype, start.device) != (end.dtype, end.device):
+            # Each point is built in place, in buffers shaped on θ_t.
+            raise ValueError(
+                f"segment ends differ in dtype or device: {start.dtype} on {start.device} vs {end.dtype} on {end.device}"
+            )
         self.model = model
         self.alphas = tuple(float(alpha) for alpha in alphas)
         self.measurement = measurement
@@ -504,30 +631,25 @@ class SegmentPoints:
         # The affine input layer's own parameters are only needed at the two ends.
         prefix = _submodule_name(model, self._layer) + "." if self._layer is not None else None
         interpolated = [name for name in layout.names if prefix is None or not name.startswith(prefix)]
-        self._parameters = [self._parameters_at(alpha, starts, ends, interpolated) for alpha in self.alphas]
+        interior = any(alpha not in (0.0, 1.0) for alpha in self.alphas)
+        self._points = _OnePoint(layout, start, end, interpolated, channels_last=self._channels_last, interior=interior)
         self._buffers: list[dict[str, torch.Tensor]] = [{} for _ in self.alphas]
         if bn_mode == "recompute" and batchnorm_layers(model):
             with measuring(model, "eval"):
-                self._buffers = _recompute_statistics(model, self._parameters, measurement)
+                self._buffers = _recompute_statistics(model, len(self.alphas), self.parameters, measurement)
         if prefix is not None:
-            self._start_parameters = self._laid_out(starts)
+            # Only what reaches the input layer is read at θ_t, and that is parameter-free:
+            # the ends' own views serve, in whatever layout.
+            self._start_parameters = starts
             self._layer_ends = tuple(
                 self._laid_out({name[len(prefix) :]: value for name, value in ends.items() if name.startswith(prefix)})
                 for ends in (starts, ends)
             )
 
-    def _parameters_at(
-        self, alpha: float, starts: dict[str, torch.Tensor], ends: dict[str, torch.Tensor], names: list[str]
-    ) -> dict[str, torch.Tensor]:
-        """θ(α) for the parameters in ``names``, elementwise the same arithmetic as ``interpolate``
-        (so bitwise equal to slicing ``interpolate(start, end, alpha)``)."""
-        if alpha == 0.0:
-            chosen = {name: starts[name] for name in names}
-        elif alpha == 1.0:
-            chosen = {name: ends[name] for name in names}
-        else:
-            chosen = {name: starts[name] + alpha * (ends[name] - starts[name]) for name in names}
-        return self._laid_out(chosen)
+    def parameters(self, index: int) -> dict[str, torch.Tensor]:
+        """The parameters of point ``index`` as they are evaluated (the affine input layer's
+        own left out where the shortcut stands in for it); valid until the next call."""
+        return self._points.at(self.alphas[index])
 
     def _laid_out(self, parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return _channels_last(parameters) if self._channels_last else parameters
@@ -548,9 +670,12 @@ class SegmentPoints:
         if self._layer is not None:
             rows = self._losses_affine_input(batch, first)
         else:
+            # One point at a time: its parameters are built, evaluated, and overwritten by the next.
             rows = [
-                self.measurement.losses(model_call(self.model, {**parameters, **buffers}), batch)
-                for parameters, buffers in zip(self._parameters[first:], self._buffers[first:], strict=True)
+                self.measurement.losses(
+                    model_call(self.model, {**self.parameters(index), **self._buffers[index]}), batch
+                )
+                for index in range(first, len(self.alphas))
             ]
         return torch.stack(rows)
 
@@ -562,9 +687,10 @@ class SegmentPoints:
         # One buffer for every α: a fresh activation-sized tensor per α costs more in page
         # faults than the lerp itself (conv nets, CPU).
         mixed = torch.empty_like(layer_start)
-        for alpha, parameters in zip(self.alphas[first:], self._parameters[first:], strict=True):
+        for index in range(first, len(self.alphas)):
             # lerp returns its ends exactly at weights 0 and 1, so α = 0 and 1 are exact too.
-            torch.lerp(layer_start, layer_end, alpha, out=mixed)
+            torch.lerp(layer_start, layer_end, self.alphas[index], out=mixed)
+            parameters = self.parameters(index)
             with _forward_replaced(self._layer, lambda: mixed):
                 rows.append(self.measurement.losses(model_call(self.model, parameters), batch))
         return rows
@@ -600,10 +726,8 @@ def segment_losses(
     points = SegmentPoints(
         model, start, end, everything, measurement, bn_mode, exploit_affine_input=exploit_affine_input
     )
-    totals = torch.zeros(len(everything), dtype=torch.float64)
+    sums = _ChunkSums(len(everything))
     with measuring(model, "eval" if bn_mode == "recompute" else bn_mode):
         for batch in measurement.chunks():
-            chunk = points.losses(batch)
-            for index in range(len(everything)):
-                totals[index] += chunk[index].double().sum().cpu()
-    return (totals / measurement.size).numpy()
+            sums.add(list(points.losses(batch)))
+    return sums.means(measurement.size)

@@ -17,7 +17,9 @@ same places every step, the per-sample losses at θ_{t+1} measured as one segmen
 are exactly those at the next segment's α = 0, which is therefore never evaluated again.
 That carried vector holds one float per sample read: the only memory that grows with the
 set (a few bytes per sample against the kilobytes of the sample itself); the statistics
-themselves are bounded by the number of points (``paired``).
+themselves are bounded by the number of points (``paired``). The losses reach the host once
+per look, in one copy (one device synchronisation), not once per chunk: the stopping rule
+reads them only at the look's end.
 """
 
 from __future__ import annotations
@@ -173,6 +175,8 @@ def read_segment(
     chunk_number = 0
     with measuring(points.model, "eval" if bn_mode == "recompute" else bn_mode):
         for look in range(len(plan.look_ends)):
+            # This look's chunks: losses at α = 0 where carried, and the losses evaluated (on the device).
+            pending: list[tuple[torch.Tensor | None, torch.Tensor]] = []
             for first, stop in plan.chunk_ranges(look):
                 chunk_number += 1
                 if not shard.owns(chunk_number - 1):
@@ -181,20 +185,40 @@ def read_segment(
                 count = stop - first
                 if read + count <= carried:
                     assert carried_start is not None
-                    rest = points.losses(batch, skip_first=True)
-                    start_row = carried_start[read : read + count].to(device=rest.device, dtype=rest.dtype)
-                    chunk = torch.cat([start_row[None, :], rest])
+                    pending.append((carried_start[read : read + count], points.losses(batch, skip_first=True)))
                 else:
-                    chunk = points.losses(batch)
+                    pending.append((None, points.losses(batch)))
                 read += count
+            for chunk in _on_host(pending):
                 local.update(chunk)
-                end_losses.append(chunk[-1].detach().cpu())
+                end_losses.append(chunk[-1])
             looks = look + 1
             moments = shard.merged_moments(local)
             if settled is not None and look + 1 < len(plan.look_ends) and settled(moments):
                 break
     ended = torch.cat(end_losses) if end_losses else torch.zeros(0)
     return moments, ended, looks
+
+
+def _on_host(chunks: Sequence[tuple[torch.Tensor | None, torch.Tensor]]) -> list[torch.Tensor]:
+    """Each chunk's per-sample losses [P, m] on the host, its carried α = 0 row put first.
+
+    One copy for the whole look: a copy per chunk would make the device wait once per chunk,
+    where the stopping rule needs the losses only at the look's end. (A look's losses, P
+    floats per sample, wait on the device meanwhile: small beside a chunk's activations.)
+    """
+    if not chunks:
+        return []
+    evaluated = [losses for _, losses in chunks]
+    copied = torch.cat([losses.reshape(-1) for losses in evaluated]).cpu()
+    pieces = torch.split(copied, [losses.numel() for losses in evaluated])
+    on_host = []
+    for (start_row, losses), piece in zip(chunks, pieces, strict=True):
+        rows = piece.view(losses.shape)
+        if start_row is not None:
+            rows = torch.cat([start_row.to(device=rows.device, dtype=rows.dtype)[None, :], rows])
+        on_host.append(rows)
+    return on_host
 
 
 def measure_segment(

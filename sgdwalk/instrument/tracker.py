@@ -408,10 +408,11 @@ class WalkTracker:
         if not bool(torch.isfinite(end).all()):
             self._diverge("non-finite parameters after the step")
             return
-        points = SegmentPoints(self.model, start, end, (*self.alphas, 1.0), self.measurement, self.bn_mode)
         try:
             measured = measure_segment(
-                points,
+                # Made in the call, so that its buffers (a copy of the parameters) are freed
+                # when it returns, before the geometry below makes its float64 copies.
+                SegmentPoints(self.model, start, end, (*self.alphas, 1.0), self.measurement, self.bn_mode),
                 self.measurement,
                 self.plan,
                 self.bn_mode,
