@@ -180,7 +180,7 @@ def test_attaching_a_closed_tracker_and_a_with_block_inside_an_attached_step_are
     optimizer.zero_grad()
     nn.functional.cross_entropy(model(inputs), targets).backward()
     before = [p.detach().clone() for p in model.parameters()]
-    with pytest.raises(RuntimeError, match="already measure optimizer.step"), tracker.step(lr=0.1):
+    with pytest.raises(RuntimeError, match=r"already measure optimizer\.step"), tracker.step(lr=0.1):
         optimizer.step()
     assert all(torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True)), "refused before the update"
     tracker.close()

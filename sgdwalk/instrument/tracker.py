@@ -268,7 +268,9 @@ class WalkTracker:
             raise RuntimeError("the tracker is already attached to an optimizer: remove() that attachment first")
         if step is not None:
             if step < self.step_index:
-                raise ValueError(f"step {step} is before the tracker's next step {self.step_index}: records would repeat")
+                raise ValueError(
+                    f"step {step} is before the tracker's next step {self.step_index}: records would repeat"
+                )
             self.step_index = step
         elif self.step_index != self._start_step:
             raise ValueError(
