@@ -597,7 +597,7 @@ def _decisive_cell(entry: ClaimEntry | None) -> str:
 def replication_rows(first: ClaimsReport, second: ClaimsReport) -> list[tuple[str, ...]]:
     """One row per test of either report: each seed set's seeds, outcome and decisive value
     (with its interval), and whether the two outcomes agree ("replicated") or not."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for row in compare_reports(first, second, allow_missing=True).rows:
         agreed = row.baseline_outcome == row.new_outcome
         rows.append(
