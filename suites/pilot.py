@@ -22,21 +22,12 @@ from collections.abc import Sequence
 from sgdwalk.claims.engine import RunCache, setting_configs, setting_points
 from sgdwalk.runs.runner import WalkResult
 from suites.profiles import PROFILES, Profile
-from suites.tier_plan import DataChoice, base_config, paper_data, part_settings
+from suites.gpu.claims import choose_data
+from suites.tier_plan import base_config, part_settings
 
 
 def _profile_seeds(profile: Profile) -> set[int]:
     return {*profile.seeds, *(seed for seeds in profile.more_seeds.values() for seed in seeds)}
-
-
-def _data_for(profile: Profile, part_name: str) -> DataChoice:
-    """The part's own data when it is Fashion-MNIST, else the gpu tier's fallback to it."""
-    from suites.gpu.claims import FALLBACK_DATA
-
-    part = profile.parts[part_name]
-    if part.paper_data == FALLBACK_DATA:
-        return paper_data(part)
-    return DataChoice(FALLBACK_DATA, part.image_size, True, f"{FALLBACK_DATA} in place of {part.paper_data}")
 
 
 def pilot(profile: Profile, part_names: Sequence[str], seeds: Sequence[int], device: str) -> None:
@@ -46,7 +37,8 @@ def pilot(profile: Profile, part_names: Sequence[str], seeds: Sequence[int], dev
     cache = RunCache()
     for name in part_names:
         part, size = profile.parts[name], profile.sizes[name]
-        base = base_config(part, size, _data_for(profile, name), device)
+        # The tier's own data choice: the paper's data when found, else its fallback where allowed.
+        base = base_config(part, size, choose_data(part, "auto", profile, None), device)
         settings = part_settings(part, size)
         needed = sorted({setting for check in part.checks for setting in check.settings})
         runs: dict[str, list[WalkResult]] = {}
