@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 from sgdwalk.claims.engine import RunCache, setting_configs, setting_points
 from sgdwalk.runs.runner import WalkResult
-from suites.profiles import PROFILES, Profile
 from suites.gpu.claims import choose_data
+from suites.profiles import PROFILES, Profile
 from suites.tier_plan import base_config, part_settings
 
 
