@@ -85,7 +85,17 @@ if _TYPE_CHECKING:
     )
 
 
+# Annotated, not assigned: the value comes from __getattr__ below on first use.
+__version__: str
+
+
 def __getattr__(name: str) -> _Any:
+    if name == "__version__":
+        # The one version number is pyproject.toml's, read from the installed distribution's
+        # metadata on first use (importlib.metadata costs more to import than this package).
+        value: _Any = _importlib.import_module("importlib.metadata").version("sgdwalk")
+        globals()[name] = value
+        return value
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'sgdwalk' has no attribute {name!r}")
@@ -97,8 +107,6 @@ def __getattr__(name: str) -> _Any:
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BATCHNORM_MODES",

@@ -6,7 +6,6 @@ Changing the public API means changing this list, deliberately (as optax's API t
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import types
 
 import pytest
@@ -97,10 +96,6 @@ def test_star_import_gives_all_and_nothing_else() -> None:
     namespace: dict[str, object] = {}
     exec("from sgdwalk import *", namespace)
     assert set(namespace) - {"__builtins__"} == PUBLIC_NAMES
-
-
-def test_version_matches_the_installed_distribution() -> None:
-    assert sgdwalk.__version__ == importlib.metadata.version("sgdwalk")
 
 
 def test_submodules_import_on_their_own() -> None:
