@@ -6,9 +6,9 @@
   evaluated twice per chunk);
 - naive: load a state_dict per α, then loop over the batches.
 
-Goals (issue 9, asserted once a group's reference and sgdwalk have both run): sgdwalk ≤ 0.5x the
+Goals (asserted once a group's reference and sgdwalk have both run): sgdwalk ≤ 0.5x the
 reference for the MLP, below 0.93x for the conv net and below 0.84x for VGG-11 at quarter
-width (the ratios before issue 9). The conv nets' gain comes mostly from evaluating in
+width (the ratios measured before the segment evaluation was sped up). The conv nets' gain comes mostly from evaluating in
 channels-last layout (see ``measurement._prefers_channels_last``), which the plain reference,
 a user's ordinary forward pass, does not use.
 
@@ -141,7 +141,7 @@ def test_segment_measurement(
         _check_goal(group)
 
 
-# group -> (bound on the sgdwalk / reference ratio, whether it may be reached), issue 9.
+# group -> (bound on the sgdwalk / reference ratio, whether it may be reached): the goals above.
 RATIO_GOALS = {"mlp-784-500-350-10": (0.5, True), "convnet-28": (0.93, False), "vgg11-quarter-width-32": (0.84, False)}
 
 

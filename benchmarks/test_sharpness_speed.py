@@ -1,6 +1,6 @@
 """The top Hessian eigenvalue against a plain power iteration, for the same value.
 
-Setting of issue 9: an MLP 784-100-10 (no batch norm) with 2,000 Fashion-MNIST training
+Setting: an MLP 784-100-10 (no batch norm) with 2,000 Fashion-MNIST training
 images as the measurement set, one chunk, so both methods build the gradient's graph once
 and every Hessian-vector product is one backward through it. Two points: the seeded
 initialisation, and after 100 SGD steps (lr 0.1, batch 100) on those images.
@@ -12,7 +12,7 @@ initialisation, and after 100 SGD steps (lr 0.1, batch 100) on those images.
 - sgdwalk-gap-estimate: the same stopping on the Kato-Temple estimate (``gap_estimate``).
 
 Both values are compared with a converged one (scipy's ARPACK at 1e-10 on the same
-products). Goal (issue 9): sgdwalk at ≤ 1.0x the power iteration's time, within 1e-5 of the
+products). Goal: sgdwalk at ≤ 1.0x the power iteration's time, within 1e-5 of the
 converged value; asserted for ``ASSERTED`` (the gap estimate at the trained point), every
 other figure printed beside it.
 """

@@ -7,8 +7,8 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-# Public name -> module. Imported on first use (PEP 562), so that loading the pytest plugin
-# or `sgdwalk --help` does not pay for importing torch.
+# Public name -> module: the one list of the public surface. Imported on first use (PEP 562),
+# so that loading the pytest plugin or `sgdwalk --help` does not pay for importing torch.
 _EXPORTS: dict[str, str] = {
     "BATCHNORM_MODES": "sgdwalk.instrument.batchnorm",
     "BatchNormMode": "sgdwalk.instrument.batchnorm",
@@ -28,6 +28,7 @@ _EXPORTS: dict[str, str] = {
     "SgdwalkError": "sgdwalk.base.errors",
     "StepRecord": "sgdwalk.instrument.record",
     "TensorBoardSink": "sgdwalk.integrations.tensorboard_sink",
+    "WalkConfig": "sgdwalk.training.config",
     "WalkTracker": "sgdwalk.instrument.tracker",
     "alpha_grid": "sgdwalk.instrument.segment",
     "cosine": "sgdwalk.instrument.geometry",
@@ -42,10 +43,12 @@ _EXPORTS: dict[str, str] = {
     "gradient_coordinate_variance": "sgdwalk.training.optim",
     "hessian_vector_product_operator": "sgdwalk.instrument.sharpness",
     "isotropic_noise_variance": "sgdwalk.training.optim",
+    "load_run": "sgdwalk.runs.runlog",
     "losses_at_points": "sgdwalk.instrument.measurement",
     "norm": "sgdwalk.instrument.geometry",
     "outputs_are_losses": "sgdwalk.instrument.measurement",
     "per_sample_cross_entropy": "sgdwalk.instrument.measurement",
+    "run_walk": "sgdwalk.runs.runner",
     "segment_losses": "sgdwalk.instrument.measurement",
     "summarize_segment": "sgdwalk.instrument.segment",
     "top_hessian_eigenvalue": "sgdwalk.instrument.sharpness",
@@ -54,38 +57,64 @@ _EXPORTS: dict[str, str] = {
 
 
 if _TYPE_CHECKING:
-    from sgdwalk.base.errors import SgdwalkError
-    from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
-    from sgdwalk.instrument.distributed import Shard
-    from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
-    from sgdwalk.instrument.measurement import (
-        MeasurementSet,
-        ParameterLayout,
-        losses_at_points,
-        outputs_are_losses,
-        per_sample_cross_entropy,
-        segment_losses,
-    )
-    from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
-    from sgdwalk.instrument.sampling import PrecisionTarget
-    from sgdwalk.instrument.schedule import MeasurementSchedule, epoch_windows, every_kth, every_step, windows
-    from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, SegmentSummary, alpha_grid, summarize_segment
-    from sgdwalk.instrument.sharpness import hessian_vector_product_operator, top_hessian_eigenvalue
-    from sgdwalk.instrument.tracker import WalkTracker
-    from sgdwalk.integrations.csv_sink import CsvSink
-    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
-    from sgdwalk.integrations.metrics import MetricsSink, flat_metrics
-    from sgdwalk.integrations.mlflow_sink import MlflowSink
-    from sgdwalk.integrations.tensorboard_sink import TensorBoardSink
-    from sgdwalk.training.optim import (
-        NoisyGD,
-        full_batch_gradient_,
-        gradient_coordinate_variance,
-        isotropic_noise_variance,
-    )
+    # For type checkers (their users' too: py.typed), which do not run __getattr__. `X as X`
+    # marks an explicit re-export (PEP 484), which mypy's --no-implicit-reexport asks for.
+    from sgdwalk.base.errors import SgdwalkError as SgdwalkError
+    from sgdwalk.instrument.batchnorm import BATCHNORM_MODES as BATCHNORM_MODES
+    from sgdwalk.instrument.batchnorm import BatchNormMode as BatchNormMode
+    from sgdwalk.instrument.distributed import Shard as Shard
+    from sgdwalk.instrument.geometry import cosine as cosine
+    from sgdwalk.instrument.geometry import distance as distance
+    from sgdwalk.instrument.geometry import flat_gradient as flat_gradient
+    from sgdwalk.instrument.geometry import flat_parameters as flat_parameters
+    from sgdwalk.instrument.geometry import norm as norm
+    from sgdwalk.instrument.measurement import MeasurementSet as MeasurementSet
+    from sgdwalk.instrument.measurement import ParameterLayout as ParameterLayout
+    from sgdwalk.instrument.measurement import losses_at_points as losses_at_points
+    from sgdwalk.instrument.measurement import outputs_are_losses as outputs_are_losses
+    from sgdwalk.instrument.measurement import per_sample_cross_entropy as per_sample_cross_entropy
+    from sgdwalk.instrument.measurement import segment_losses as segment_losses
+    from sgdwalk.instrument.record import RECORD_FIELDS as RECORD_FIELDS
+    from sgdwalk.instrument.record import StepRecord as StepRecord
+    from sgdwalk.instrument.sampling import PrecisionTarget as PrecisionTarget
+    from sgdwalk.instrument.schedule import MeasurementSchedule as MeasurementSchedule
+    from sgdwalk.instrument.schedule import epoch_windows as epoch_windows
+    from sgdwalk.instrument.schedule import every_kth as every_kth
+    from sgdwalk.instrument.schedule import every_step as every_step
+    from sgdwalk.instrument.schedule import windows as windows
+    from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS as DEFAULT_NUM_ALPHAS
+    from sgdwalk.instrument.segment import SegmentSummary as SegmentSummary
+    from sgdwalk.instrument.segment import alpha_grid as alpha_grid
+    from sgdwalk.instrument.segment import summarize_segment as summarize_segment
+    from sgdwalk.instrument.sharpness import hessian_vector_product_operator as hessian_vector_product_operator
+    from sgdwalk.instrument.sharpness import top_hessian_eigenvalue as top_hessian_eigenvalue
+    from sgdwalk.instrument.tracker import WalkTracker as WalkTracker
+    from sgdwalk.integrations.csv_sink import CsvSink as CsvSink
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback as LightningWalkCallback
+    from sgdwalk.integrations.metrics import MetricsSink as MetricsSink
+    from sgdwalk.integrations.metrics import flat_metrics as flat_metrics
+    from sgdwalk.integrations.mlflow_sink import MlflowSink as MlflowSink
+    from sgdwalk.integrations.tensorboard_sink import TensorBoardSink as TensorBoardSink
+    from sgdwalk.runs.runlog import load_run as load_run
+    from sgdwalk.runs.runner import run_walk as run_walk
+    from sgdwalk.training.config import WalkConfig as WalkConfig
+    from sgdwalk.training.optim import NoisyGD as NoisyGD
+    from sgdwalk.training.optim import full_batch_gradient_ as full_batch_gradient_
+    from sgdwalk.training.optim import gradient_coordinate_variance as gradient_coordinate_variance
+    from sgdwalk.training.optim import isotropic_noise_variance as isotropic_noise_variance
+
+
+# Annotated, not assigned: the value comes from __getattr__ below on first use.
+__version__: str
 
 
 def __getattr__(name: str) -> _Any:
+    if name == "__version__":
+        # The one version number is pyproject.toml's, read from the installed distribution's
+        # metadata on first use (importlib.metadata costs more to import than this package).
+        value: _Any = _importlib.import_module("importlib.metadata").version("sgdwalk")
+        globals()[name] = value
+        return value
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'sgdwalk' has no attribute {name!r}")
@@ -95,51 +124,8 @@ def __getattr__(name: str) -> _Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    return list(__all__)
 
 
-__version__ = "0.1.0"
-
-__all__ = [
-    "BATCHNORM_MODES",
-    "BatchNormMode",
-    "CsvSink",
-    "DEFAULT_NUM_ALPHAS",
-    "LightningWalkCallback",
-    "MeasurementSchedule",
-    "MeasurementSet",
-    "MetricsSink",
-    "MlflowSink",
-    "NoisyGD",
-    "ParameterLayout",
-    "PrecisionTarget",
-    "RECORD_FIELDS",
-    "SegmentSummary",
-    "SgdwalkError",
-    "Shard",
-    "StepRecord",
-    "TensorBoardSink",
-    "WalkTracker",
-    "__version__",
-    "alpha_grid",
-    "cosine",
-    "distance",
-    "epoch_windows",
-    "every_kth",
-    "every_step",
-    "flat_gradient",
-    "flat_metrics",
-    "flat_parameters",
-    "full_batch_gradient_",
-    "gradient_coordinate_variance",
-    "hessian_vector_product_operator",
-    "isotropic_noise_variance",
-    "losses_at_points",
-    "norm",
-    "outputs_are_losses",
-    "per_sample_cross_entropy",
-    "segment_losses",
-    "summarize_segment",
-    "top_hessian_eigenvalue",
-    "windows",
-]
+# mypy reads the TYPE_CHECKING imports, not _EXPORTS: tests/test_public_api.py checks that they agree.
+__all__ = sorted([*_EXPORTS, "__version__"])

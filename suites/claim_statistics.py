@@ -3,7 +3,7 @@
 Each builder takes the names of the settings it reads (keys of a tier's setting table, see
 ``suites/tier_plan.py``) and returns a ``StatisticFunction``: from the runs of those settings,
 one value per seed, and an ``Estimate`` (mean and 95 % t interval) over the seeds. The table
-(``suites/claims_table.py``) binds them; ``tests/test_claim_statistics.py`` pins each on
+(``suites/claims_table.py``) binds them; ``tests/test_claim_checks.py`` pins each on
 hand-made runs with known answers.
 """
 

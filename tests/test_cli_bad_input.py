@@ -204,7 +204,7 @@ def test_a_bad_config_value_is_one_line_and_exit_2(
     assert written(no_run, "c.toml") == []
 
 
-# The cases of issue 11, as a user typed them.
+# Bad input as users typed it.
 @pytest.mark.parametrize(
     ("argv", "config", "names"),
     [

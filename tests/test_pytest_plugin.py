@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -67,6 +68,15 @@ def write_test(pytester: pytest.Pytester, relative_path: str, source: str) -> Pa
 def entries_by_name(report_path: Path) -> dict[str, ClaimEntry]:
     """Report entries keyed by the test function's name (the node id's last part)."""
     return {entry.test.rsplit("::", 1)[-1]: entry for entry in load_report(report_path).claims}
+
+
+# A suite folder's conftest.py declaring the tier of the claim tests under it.
+TIER_CONFTEST = """
+import pytest
+
+def pytest_sgdwalk_tier(item: pytest.Item) -> str:
+    return {tier!r}
+"""
 
 
 CLAIM_TESTS = """
@@ -366,6 +376,7 @@ def test_claim_fixture_needs_a_claim_marker(project: pytest.Pytester) -> None:
 
 
 def test_check_lines_outcomes_and_report(project: pytest.Pytester) -> None:
+    write_test(project, "suites/quick/conftest.py", TIER_CONFTEST.format(tier="synthetic"))
     write_test(project, "suites/quick/test_claims.py", CLAIM_TESTS)
     result = run(project, "-s", "--sgdwalk-report", "out/nested/report.json")
     result.assert_outcomes(passed=2, failed=2, skipped=1, xfailed=1)
@@ -494,22 +505,65 @@ def test_slow_claim_skipped_before_setup_is_recorded(project: pytest.Pytester) -
     assert (entry.outcome, entry.device, entry.statistics[0].value) == ("passed", "cpu", 0.0)
 
 
-def test_tier_follows_the_suite_folder_and_can_be_overridden(project: pytest.Pytester) -> None:
+def test_a_foreign_project_declares_its_tiers_in_its_conftests(project: pytest.Pytester) -> None:
+    # A layout of this project's own: the plugin knows no folder names.
     body = '\nimport pytest\n\n@pytest.mark.claim("S1")\ndef test_{name}(claim):\n    {extra}\n'
-    write_test(project, "suites/quick/test_q.py", body.format(name="quick", extra="pass"))
-    write_test(project, "suites/real/test_r.py", body.format(name="real", extra="pass"))
-    write_test(project, "suites/gpu/test_g.py", body.format(name="gpu", extra="pass"))
-    write_test(project, "tests/test_u.py", body.format(name="unit", extra="pass"))
+    write_test(project, "checks/analytic/conftest.py", TIER_CONFTEST.format(tier="synthetic"))
+    write_test(project, "checks/analytic/test_a.py", body.format(name="analytic", extra="pass"))
+    write_test(project, "checks/analytic/deeper/test_d.py", body.format(name="deeper", extra="pass"))
+    write_test(project, "checks/cuda/conftest.py", TIER_CONFTEST.format(tier="gpu"))
+    write_test(project, "checks/cuda/test_c.py", body.format(name="cuda", extra="pass"))
+    # This repository's folder names, with no conftest.py that declares a tier there.
+    write_test(project, "suites/real/test_r.py", body.format(name="undeclared", extra="pass"))
     write_test(project, "tests/test_o.py", body.format(name="override", extra='claim.tier = "real"'))
     run(project, "--sgdwalk-report", "report.json").assert_outcomes(passed=5)
     tiers = {name: entry.tier for name, entry in entries_by_name(project.path / "report.json").items()}
     assert tiers == {
-        "test_quick": "synthetic",
-        "test_real": "real",
-        "test_gpu": "gpu",
-        "test_unit": "unit",
+        "test_analytic": "synthetic",
+        "test_deeper": "synthetic",
+        "test_cuda": "gpu",
+        "test_undeclared": "unit",
         "test_override": "real",
     }
+
+
+def test_the_tier_of_a_test_skipped_before_setup_is_declared_too(project: pytest.Pytester) -> None:
+    write_test(project, "checks/conftest.py", TIER_CONFTEST.format(tier="real"))
+    write_test(
+        project,
+        "checks/test_skipped.py",
+        '\nimport pytest\n\n@pytest.mark.skip(reason="no data")\n@pytest.mark.claim("C3")\ndef test_c3(claim):\n    pass\n',
+    )
+    run(project, "--sgdwalk-report", "report.json").assert_outcomes(skipped=1)
+    (entry,) = load_report(project.path / "report.json").claims
+    assert (entry.outcome, entry.tier) == ("skipped", "real")
+
+
+def test_an_unknown_tier_is_a_usage_error(project: pytest.Pytester) -> None:
+    write_test(project, "checks/conftest.py", TIER_CONFTEST.format(tier="cloud"))
+    write_test(
+        project, "checks/test_c.py", '\nimport pytest\n\n@pytest.mark.claim("S1")\ndef test_s1(claim):\n    pass\n'
+    )
+    result = run(project)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*invalid tier:*", "*test_s1: pytest_sgdwalk_tier gave 'cloud'; a tier is one of unit, *"]
+    )
+
+
+@pytest.mark.parametrize("baseline", sorted((REPO_ROOT / "suites" / "baselines").glob("*.json")), ids=lambda p: p.stem)
+def test_the_suites_declare_the_tiers_of_their_baselines(baseline: Path) -> None:
+    """Each suite folder's conftest.py gives the tier its stored baseline carries."""
+    declared: dict[str, str] = {}
+    for entry in load_report(baseline).claims:
+        folder = entry.test.split("::")[0].rsplit("/", 1)[0]
+        if folder not in declared:
+            conftest = (REPO_ROOT / folder / "conftest.py").read_text(encoding="utf-8")
+            # The hook's return statement (it answers the same for every item), read without importing.
+            match = re.search(r'def pytest_sgdwalk_tier\b.*?return "(\w+)"', conftest, re.DOTALL)
+            assert match is not None, f"{folder}/conftest.py declares no tier"
+            declared[folder] = match.group(1)
+        assert entry.tier == declared[folder], entry.test
 
 
 def test_non_finite_statistic_stays_strict_json(project: pytest.Pytester) -> None:

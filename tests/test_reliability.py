@@ -1,4 +1,4 @@
-"""Issue 11's reliability cases: one writer per run directory, records in order, a cut
+"""Reliability: one writer per run directory, records in order, a cut
 checkpoint, divergence by a stated rule, and help that needs no torch.
 
 Runs are the MLP at 5% width on tiny Fashion-MNIST files (``tests.fixtures_data``) through
@@ -138,7 +138,7 @@ def test_the_lock_of_a_killed_owner_is_taken_over(holder: tuple[subprocess.Popen
 def test_a_run_resumed_twice_at_once_is_refused_the_second_time_as_processes(
     finished_run: Path, tmp_path: Path, fashion_root: Path
 ) -> None:
-    """Issue 11's command: two `sgdwalk walk --resume DIR` at once. The first resumes (made to
+    """Two `sgdwalk walk --resume DIR` at once. The first resumes (made to
     wait before it finishes), the second gets exit 2 and the first's pid."""
     mark_interrupted(finished_run)
     (finished_run / "summary.json").unlink()
@@ -260,7 +260,7 @@ def test_the_claims_engine_judges_a_recorded_run_by_the_same_rule() -> None:
         return WalkResult(config, [], history, [], "finished", None, 1)
 
     assert run_divergence(result([2.3, 1.2, 0.9])) is None
-    reason = run_divergence(result([2.3, 2.04e20, 1.36e19]))  # issue 11's lr 50 epochs
+    reason = run_divergence(result([2.3, 2.04e20, 1.36e19]))  # a run at lr 50, as a user's diverged
     assert reason is not None and reason.startswith("epoch 1: training loss 2.04e+20 exceeds")
 
 

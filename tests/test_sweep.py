@@ -258,7 +258,7 @@ def test_a_cell_another_process_runs_is_waited_for_not_failed(tmp_path: Path, da
 
 @pytest.mark.slow  # two fresh interpreters importing torch: ~10 s, run by scripts/test.sh's slow step
 def test_two_sweeps_of_one_grid_at_once_both_finish_with_exit_0(tmp_path: Path, data_root: Path) -> None:
-    """Issue 11: the same tiny grid run twice at once; a cell busy in the other sweep was a
+    """The same tiny grid run twice at once; a cell busy in the other sweep was a
     failure (exit 1, CellBusyError) though every cell finished."""
     grid = tmp_path / "grid.json"
     base = {**tiny_base(data_root), "epochs": 3, "track_steps": [[0, 9]]}
@@ -459,7 +459,7 @@ def test_the_sweep_command_says_when_there_is_no_slurm(
 def test_a_cell_of_the_wrong_kind_is_refused_by_a_dry_run_writing_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 11: a cell with ``batch_size = 2.5`` passed ``--dry-run``, then failed and stayed "running"."""
+    """A cell with ``batch_size = 2.5`` passed ``--dry-run``, then failed and stayed "running"."""
     grid = tmp_path / "grid.toml"
     grid.write_text("[base]\nbatch_size = 2.5\n", encoding="utf-8")
     assert cli_main(["sweep", str(grid), "--out", str(tmp_path / "out"), "--dry-run"]) == 2

@@ -18,6 +18,8 @@ conftest.py.
   ``sgdwalk.claims.report``); a short claims table is printed at the end of the run.
 - ``--sgdwalk-seeds 2001-2005`` (or ``2001,2002,2003``) gives the seeds the tiers run their
   checks on (``given_seeds``); the report records them in its ``settings``.
+- A claim test's tier (the report's ``tier``) is what the ``pytest_sgdwalk_tier`` hook of a
+  conftest.py above it answers (``sgdwalk.claims.pytest_hooks``), else ``unit``.
 
 This module and the ledger modules import torch only when a test asks for
 ``sgdwalk_device``, so that ``pytest --help`` and the unit tier do not pay torch's import
@@ -65,12 +67,8 @@ __all__ = ["ClaimRecorder", "given_seeds", "parse_seeds"]
 
 DEVICE_CHOICES: Final[tuple[str, ...]] = ("auto", "cpu", "cuda")
 DATA_ROOT_ENV: Final = "SGDWALK_DATA_ROOT"
-# Path fragments (relative to the rootdir) that decide a claim test's tier.
-TIER_BY_SUITE: Final[Mapping[tuple[str, str], str]] = {
-    ("suites", "quick"): "synthetic",
-    ("suites", "real"): "real",
-    ("suites", "gpu"): "gpu",
-}
+# The tier of a claim test no conftest.py's pytest_sgdwalk_tier answers for (sgdwalk.claims.pytest_hooks).
+DEFAULT_TIER: Final = "unit"
 # Package versions stored with every report; read from metadata so torch is not imported.
 VERSIONED_PACKAGES: Final[tuple[str, ...]] = ("pytest", "torch", "numpy", "scipy", "sgdwalk")
 # More seeds than any check could use (seeds_for_power and seeds_for_replication stop at 200):
@@ -112,6 +110,13 @@ def given_seeds(config: pytest.Config) -> tuple[int, ...] | None:
 
 
 # --------------------------------------------------------------------------- options
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """pytest_sgdwalk_tier: each suite folder's conftest.py declares its tier."""
+    from sgdwalk.claims import pytest_hooks
+
+    pluginmanager.add_hookspecs(pytest_hooks)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -219,25 +224,36 @@ def _claim_id(item: pytest.Item) -> str | None:
     return None if marker is None else str(marker.args[0])
 
 
+def _tier_error(item: pytest.Item) -> str | None:
+    """Why the tier a conftest.py declares for the claim test ``item`` is wrong, or None."""
+    if _claim_id(item) is None:
+        return None
+    tier = _declared_tier(item)
+    if tier not in TIERS:
+        return f"{item.nodeid}: pytest_sgdwalk_tier gave {tier!r}; a tier is one of {', '.join(TIERS)}"
+    return None
+
+
 # tryfirst: validate before -k/-m deselect anything, so a bad marker cannot hide.
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     errors = [error for error in map(_claim_marker_error, items) if error is not None]
     if errors:
         raise pytest.UsageError("invalid claim marker:\n  " + "\n  ".join(errors))
+    errors = [error for error in map(_tier_error, items) if error is not None]
+    if errors:
+        raise pytest.UsageError("invalid tier:\n  " + "\n  ".join(errors))
 
 
-def _tier_from_path(item: pytest.Item) -> str:
-    """``suites/quick`` -> synthetic, ``suites/real`` -> real, ``suites/gpu`` -> gpu, else unit."""
-    path = item.path
-    try:
-        parts = path.relative_to(item.config.rootpath).parts
-    except ValueError:
-        parts = path.parts
-    for pair, tier in TIER_BY_SUITE.items():
-        if any(parts[index : index + 2] == pair for index in range(len(parts) - 1)):
-            return tier
-    return "unit"
+def _declared_tier(item: pytest.Item) -> object:
+    """What the conftest.py files above ``item`` answer to pytest_sgdwalk_tier (item.ihook
+    calls only those), else DEFAULT_TIER. Checked against TIERS at collection."""
+    tier = item.ihook.pytest_sgdwalk_tier(item=item)
+    return DEFAULT_TIER if tier is None else tier
+
+
+def _tier(item: pytest.Item) -> str:
+    return str(_declared_tier(item))
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -342,7 +358,7 @@ def claim(request: pytest.FixtureRequest) -> ClaimRecorder:
             f"{node.nodeid}: the claim fixture needs @pytest.mark.claim('<id>') on the test",
             pytrace=False,
         )
-    recorder = ClaimRecorder(CLAIMS[claim_id], _tier_from_path(node))
+    recorder = ClaimRecorder(CLAIMS[claim_id], _tier(node))
     node.stash[_recorder_key] = recorder
     return recorder
 
@@ -468,7 +484,7 @@ def _record_entry(
         id=claim_id,
         test=item.nodeid,
         statement=CLAIMS[claim_id].statement,
-        tier=recorder.tier if recorder is not None else _tier_from_path(item),
+        tier=recorder.tier if recorder is not None else _tier(item),
         outcome=outcome,
         setting=dict(recorder.setting_values) if recorder is not None else {},
         statistics=tuple(recorder.statistics) if recorder is not None else (),

@@ -5,15 +5,15 @@ Schema (``schema_version`` 1)::
     {
       "schema_version": 1,
       "created": "2025-01-31T12:00:00+00:00",          # ISO 8601, UTC
-      "pytest_args": ["suites/quick", "--runslow"],
+      "pytest_args": ["suites/real", "--runslow"],
       "versions": {"python": "3.11.7", "pytest": "9.2.0", "torch": "2.4.0", ...},
       "settings": {"seeds": [2001, 2002, 2003, 2004, 2005]},   # optional, see below
       "claims": [
         {
-          "id": "C3",                                   # a key of claims_registry.CLAIMS
-          "test": "suites/quick/test_cosine.py::test_batch[64]",   # pytest node id
+          "id": "C3",                                   # a key of sgdwalk.claims.registry.CLAIMS
+          "test": "suites/real/test_claims.py::test_claim[C3-mlp-batch-cosine]",   # pytest node id
           "statement": "At a fixed learning rate, ...",
-          "tier": "synthetic",                          # unit | synthetic | real | gpu
+          "tier": "real",                               # unit | synthetic | real | gpu
           "setting": {"lr": 0.1, "batch": 64, ...},     # free JSON
           "statistics": [
             {"name": "mean_cosine_gap", "value": 0.123, "interval": [0.05, 0.2],

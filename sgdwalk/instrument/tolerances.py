@@ -42,8 +42,8 @@ BARRIER_TEST_CONFIDENCE: float = 0.95
 # told apart from a close second the error is r²/gap ≤ r. This is ARPACK's criterion, which
 # the solver replaced, at 1e-6 instead of 1e-8: 1e-8 bought a value good to ~1e-16 in twice
 # the products. 1e-6 is the agreement the quick suite asks of a float64 estimate, ten times
-# under the 1e-5 issue 9 sets against a power iteration, and above float32 Hessian-vector
-# rounding (~1e-7 relative).
+# under the 1e-5 that benchmarks/test_sharpness_speed.py asks against a power iteration, and
+# above float32 Hessian-vector rounding (~1e-7 relative).
 SHARPNESS_RELATIVE_ERROR: float = 1e-6
 
 # Batches the measurement set is split into for the standard error of the top eigenvalue

@@ -1,7 +1,7 @@
 """The names a ``WalkConfig`` chooses its network and data set by, in a module of plain
 tuples: the config validates names (and the CLI lists them) without importing torch, the
 models or the data readers. ``models.build_model`` and ``data.load_tensors`` serve exactly
-these names (tests/test_config.py checks that the registries agree).
+these names (tests/test_models.py and tests/test_data.py check that the registries agree).
 """
 
 from __future__ import annotations

@@ -101,3 +101,8 @@ def gpu_numerics(sgdwalk_device: torch.device) -> Iterator[None]:
 
     with float32_numerics(sgdwalk_device):
         yield
+
+
+def pytest_sgdwalk_tier(item: pytest.Item) -> str:
+    """The claims report's tier of every claim test here: gpu (the paper's networks on a CUDA device)."""
+    return "gpu"

@@ -10,3 +10,8 @@ from sgdwalk.claims.engine import RunCache
 @pytest.fixture(scope="session")
 def run_cache() -> RunCache:
     return RunCache()
+
+
+def pytest_sgdwalk_tier(item: pytest.Item) -> str:
+    """The claims report's tier of every claim test here: real (Fashion-MNIST on the CPU)."""
+    return "real"
