@@ -53,7 +53,6 @@ MADE_AT_RUN_TIME: Final[dict[str, str]] = {
     "results/gpu/speed.json": "benchmarks/gpu_speed.py on a GPU machine",
     "results/gpu/speed.txt": "results/gpu/README.md's command, on a GPU machine",
     "results/gpu/tiny-cuda-report.json": "the gpu tier's tiny profile on CUDA",
-    "suites/baselines/real-replicate.json": "the first `tox -e replicate` writes it; committed once made",
 }
 
 
