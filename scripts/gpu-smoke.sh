@@ -103,7 +103,14 @@ with open(sys.argv[1], "w", encoding="utf-8") as file:
 print(info)
 sys.exit(0 if info["device_name"] else 1)
 EOF
-end $?
+device_rc=$?
+end $device_rc
+if [ "$device_rc" -ne 0 ]; then
+  # No card (or a driver too old for this torch): the tier would stop at collection anyway;
+  # say so once and leave the estimate and the device files.
+  echo "gpu-smoke: no CUDA device here (torch.cuda.is_available() is False): nothing to run" >&2
+  exit "$status"
+fi
 
 # -------------------------------------------------------------------------- smoke
 begin smoke
