@@ -79,22 +79,44 @@ def test_csv_is_cut_back_to_the_checkpoint_and_appended(fashion_root: Path, tmp_
     assert table.read_bytes() == before, "resuming a finished run changes no sink"
 
 
+def tensorboard_scalars(records: list[StepRecord]) -> dict[str, list[tuple[int, float]]]:
+    """What TensorBoard reads back of ``records``: each value as exactly its float32 rounding (its format)."""
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for record in records:
+        for name, value in flat_metrics(record, "sgdwalk/").items():
+            expected.setdefault(name, []).append((record.step, float(np.float32(value))))
+    return expected
+
+
 def test_tensorboard_purges_the_steps_after_the_checkpoint(fashion_root: Path, tmp_path: Path) -> None:
     optional_library("tensorboard", "tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from sgdwalk.integrations.tensorboard_sink import TensorBoardSink
+
+    def read_scalars() -> dict[str, list[tuple[int, float]]]:
+        # 0: keep every event (the default keeps a sample).
+        accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+        accumulator.Reload()
+        return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+
     out, log_dir = tmp_path / "run", tmp_path / "tb"
-    records = stopped_then_resumed(out, ["--data-root", str(fashion_root)], ["--log-to", f"tensorboard:{log_dir}"])
-    # 0: keep every event (the default keeps a sample).
-    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    scalars = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
-    expected: dict[str, list[tuple[int, float]]] = {}
-    for record in records:
-        for name, value in flat_metrics(record, "sgdwalk/").items():
-            # TensorBoard stores float32: each value reads back as exactly its float32 rounding.
-            expected.setdefault(name, []).append((record.step, float(np.float32(value))))
-    assert scalars == expected
+    data_flags, sink_flags = ["--data-root", str(fashion_root)], ["--log-to", f"tensorboard:{log_dir}"]
+    # A stop that closes nothing (kill -9): what is on disk is what each record's flush put there.
+    left_open: list[TensorBoardSink] = []
+    with pytest.MonkeyPatch.context() as patch:
+        stop_at_the_end_of_epoch_2(patch)
+        patch.setattr(TensorBoardSink, "close_failed", left_open.append)
+        assert main(["walk", *TWO_EPOCHS, *data_flags, "--out", str(out), *sink_flags]) == EXIT_INTERRUPTED
+    logged_before_the_stop = load_run(out).step_records()
+    assert [record.step for record in logged_before_the_stop] == ALL_STEPS
+    assert read_scalars() == tensorboard_scalars(logged_before_the_stop)
+    assert main(["walk", "--resume", str(out), *RESUME, *sink_flags]) == EXIT_OK
+    for sink in left_open:
+        sink.writer.close()
+    records = load_run(out).step_records()
+    assert [record.step for record in records] == ALL_STEPS
+    assert read_scalars() == tensorboard_scalars(records)
 
     files = sorted(os.listdir(log_dir))
     assert main(["walk", "--resume", str(out), *RESUME, "--log-to", f"tensorboard:{log_dir}"]) == EXIT_OK

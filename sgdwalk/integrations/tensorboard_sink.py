@@ -48,6 +48,10 @@ class TensorBoardSink(MetricsSink):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, global_step=step)
+        # On disk before the walk goes on, as steps.jsonl is: the writer hands events to a thread
+        # and flushes every 2 minutes, and a killed run would lose steps that its checkpoint
+        # saw and that a resume does not make again.
+        self.writer.flush()
 
     def close(self) -> None:
         if self._owns_writer:
