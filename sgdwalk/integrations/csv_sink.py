@@ -30,14 +30,22 @@ def read_csv_metrics(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, 
 
 
 class CsvSink(MetricsSink):
-    """Appends one row per record to ``path`` (made anew: an existing file is replaced)."""
+    """Appends one row per record to ``path``.
 
-    def __init__(self, path: str | os.PathLike[str], prefix: str = "") -> None:
+    ``path`` is made anew (an existing file is replaced), unless ``keep_through_step`` is
+    given: then the rows of an existing file up to that step are kept, the later ones cut,
+    and records are appended after them (a resumed run continuing its own table).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], prefix: str = "", *, keep_through_step: int | None = None) -> None:
         super().__init__(prefix)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.columns: list[str] = [STEP_COLUMN]
-        self._write_header(self.path)
+        if keep_through_step is not None and self.path.is_file():
+            self._cut_after(keep_through_step)
+        else:
+            self._write_header(self.path)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         new = [name for name in metrics if name not in self.columns]
@@ -52,15 +60,25 @@ class CsvSink(MetricsSink):
         with path.open("w", newline="", encoding="utf-8") as handle:
             csv.DictWriter(handle, self.columns).writeheader()
 
-    def _widen(self, new_columns: list[str]) -> None:
-        """Rewrite the file with ``new_columns`` added to the header (atomically: a reader sees one table)."""
+    def _cut_after(self, last_kept_step: int) -> None:
+        """Keep the file's header and its rows up to ``last_kept_step`` (atomically)."""
         with self.path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        self.columns = [*self.columns, *new_columns]
+            reader = csv.DictReader(handle)
+            rows = [row for row in reader if int(row[STEP_COLUMN]) <= last_kept_step]
+            self.columns = list(reader.fieldnames or [STEP_COLUMN])
+        self._rewrite(rows)
 
+    def _rewrite(self, rows: list[dict[str, str]]) -> None:
         def write(temporary: Path) -> None:
             self._write_header(temporary)
             with temporary.open("a", newline="", encoding="utf-8") as handle:
                 csv.DictWriter(handle, self.columns).writerows(rows)
 
         atomic_write(self.path, write)
+
+    def _widen(self, new_columns: list[str]) -> None:
+        """Rewrite the file with ``new_columns`` added to the header (atomically: a reader sees one table)."""
+        with self.path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        self.columns = [*self.columns, *new_columns]
+        self._rewrite(rows)

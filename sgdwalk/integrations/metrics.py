@@ -79,6 +79,10 @@ class MetricsSink(ABC):
         """Flush and release what the sink holds (a file, a run); nothing by default."""
         return None
 
+    def close_failed(self) -> None:
+        """``close`` after the run failed or was stopped (an MLflow run ends FAILED); ``close`` by default."""
+        self.close()
+
     def __enter__(self) -> Self:
         return self
 

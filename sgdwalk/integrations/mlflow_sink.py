@@ -20,9 +20,11 @@ DEFAULT_EXPERIMENT = "sgdwalk"
 class MlflowSink(MetricsSink):
     """Logs each record's metrics (one ``log_batch`` per record) at its step.
 
-    The run: ``run_id`` when given; else the active run (``mlflow.start_run()``) when there is
-    one and ``tracking_uri`` is None; else a new run in ``experiment``, ended by ``close``.
-    A run the sink did not start is left running.
+    The run: ``run_id`` when given; else ``continue_run_id``, a run this sink started
+    before (a resumed walk: set running again, its steps already logged skipped, ended by
+    ``close``); else the active run (``mlflow.start_run()``) when there is one and
+    ``tracking_uri`` is None; else a new run in ``experiment``, ended by ``close``
+    (FINISHED; ``close_failed``: FAILED). A run the sink did not start is left running.
     """
 
     def __init__(
@@ -33,15 +35,23 @@ class MlflowSink(MetricsSink):
         experiment: str = DEFAULT_EXPERIMENT,
         run_name: str | None = None,
         prefix: str = DEFAULT_PREFIX,
+        continue_run_id: str | None = None,
     ) -> None:
         super().__init__(prefix)
         mlflow = require("mlflow", extra="mlflow", needed_by="MlflowSink")
         self._metric = require("mlflow.entities", extra="mlflow", needed_by="MlflowSink").Metric
-        active = mlflow.active_run() if tracking_uri is None and run_id is None else None
+        given = run_id is not None or continue_run_id is not None
+        active = mlflow.active_run() if tracking_uri is None and not given else None
         self.client: Any = mlflow.MlflowClient(tracking_uri=tracking_uri)
         self._owns_run = run_id is None and active is None
+        # Steps up to this one are in the run already (a continued run): not logged twice.
+        self.logged_through_step: int | None = None
         if run_id is not None:
             self.run_id = run_id
+        elif continue_run_id is not None:
+            self.run_id = continue_run_id
+            self.logged_through_step = last_logged_step(self.client, continue_run_id)
+            self.client.update_run(continue_run_id, status="RUNNING")
         elif active is not None:
             self.run_id = active.info.run_id
         else:
@@ -50,6 +60,8 @@ class MlflowSink(MetricsSink):
             self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.logged_through_step is not None and step <= self.logged_through_step:
+            return
         timestamp = int(time.time() * 1000)
         self.client.log_batch(
             self.run_id, metrics=[self._metric(name, value, timestamp, step) for name, value in metrics.items()]
@@ -57,4 +69,15 @@ class MlflowSink(MetricsSink):
 
     def close(self) -> None:
         if self._owns_run:
-            self.client.set_terminated(self.run_id)
+            self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def close_failed(self) -> None:
+        if self._owns_run:
+            self.client.set_terminated(self.run_id, status="FAILED")
+
+
+def last_logged_step(client: Any, run_id: str) -> int | None:
+    """The last step at which run ``run_id`` holds any metric (None: none)."""
+    names = client.get_run(run_id).data.metrics
+    steps = [metric.step for name in names for metric in client.get_metric_history(run_id, name)]
+    return max(steps, default=None)

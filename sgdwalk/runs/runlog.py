@@ -235,8 +235,9 @@ class RunWriter:
         self.epochs_written += 1
 
     def update_metadata(self, **changes: Any) -> None:
-        self.metadata.update(changes)
-        _write_json(self.run_dir / METADATA_FILE, self.metadata)
+        # Read back first: the --log-to sinks add their own keys (``update_run_metadata``)
+        # between the writer's updates, and a whole rewrite from memory would drop them.
+        self.metadata = update_run_metadata(self.run_dir, **changes)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         _write_json(self.run_dir / SUMMARY_FILE, summary)
@@ -263,6 +264,25 @@ class RunWriter:
         self._steps.close()
         self._epochs.close()
         release_run_directory(self.run_dir)
+
+
+def load_run_metadata(run_dir: str | Path) -> dict[str, Any]:
+    """The run's metadata.json."""
+    return _read_json(Path(run_dir) / METADATA_FILE)
+
+
+def update_run_metadata(run_dir: str | Path, **changes: Any) -> dict[str, Any]:
+    """Set ``changes`` in the run's metadata.json (atomically); returns the whole metadata."""
+    path = Path(run_dir) / METADATA_FILE
+    metadata = {**_read_json(path), **changes}
+    _write_json(path, metadata)
+    return metadata
+
+
+def last_step(run_dir: str | Path) -> int | None:
+    """The step of the run's last step record (None: no record yet)."""
+    entries = _read_jsonl(Path(run_dir) / STEPS_FILE)
+    return int(entries[-1]["step"]) if entries else None
 
 
 def _count_lines(path: Path) -> int:
@@ -496,9 +516,12 @@ __all__ = [
     "hold_run_directory",
     "is_run_directory",
     "last_epoch_entry",
+    "last_step",
     "load_run",
+    "load_run_metadata",
     "read_checkpoint",
     "record_from_dict",
     "release_run_directory",
     "run_status",
+    "update_run_metadata",
 ]

@@ -27,8 +27,7 @@ from sgdwalk.training.config import (
 )
 
 if TYPE_CHECKING:
-    from sgdwalk.instrument.record import StepRecord
-    from sgdwalk.integrations.metrics import MetricsSink
+    from sgdwalk.runs.sinks import RunSinks
 
 # Where runs go when --out is not given (relative to the working directory).
 DEFAULT_RUNS_ROOT: Final = Path("runs")
@@ -351,30 +350,24 @@ def _draw_figures(run_dir: Path) -> list[Path] | None:
     return list(plot_run(run_dir))
 
 
-def _open_sinks(args: argparse.Namespace, run_name: str) -> list[MetricsSink]:
-    """The ``--log-to`` sinks, opened now (a bad one fails before any training)."""
-    from sgdwalk.integrations.sink_spec import open_sink
+def _sinks_of(args: argparse.Namespace) -> RunSinks:
+    """The ``--log-to`` sinks, their targets checked (a bad one fails before any training). Raises ``SinkSpecError``."""
+    from sgdwalk.runs.sinks import RunSinks
 
-    sinks: list[MetricsSink] = []
-    try:
-        for spec in args.__dict__.get("log_to") or []:
-            sinks.append(open_sink(spec, run_name=run_name))
-    except BaseException:
-        for sink in sinks:
-            sink.close()
-        raise
+    sinks = RunSinks(list(args.__dict__.get("log_to") or []))
+    sinks.check()
     return sinks
 
 
-def _fan_out(sinks: list[MetricsSink]) -> Callable[[StepRecord], None] | None:
-    if not sinks:
-        return None
+def _start(announce: Callable[[Path | None], None], sinks: RunSinks, *, resumed: bool) -> Callable[[Path | None], None]:
+    """Announce the run, then open its sinks: after the run directory is cut back to its
+    checkpoint, so that each sink continues from the same step."""
 
-    def log(record: StepRecord) -> None:
-        for sink in sinks:
-            sink(record)
+    def start(run_dir: Path | None) -> None:
+        announce(run_dir)
+        sinks.start(run_dir, resumed=resumed)
 
-    return log
+    return start
 
 
 def _same_out_dir(config: WalkConfig) -> WalkConfig:
@@ -433,28 +426,32 @@ def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.runs.runner import resume_walk, run_walk, torchrun_process_group
     from sgdwalk.runs.summary import render_table
 
-    sinks: list[MetricsSink] = []
     writer = True
+    failed = True  # until the walk returns: the sinks' runs end FAILED on any error or Ctrl-C
+    sinks: RunSinks | None = None
     try:
+        sinks = _sinks_of(args)
+        on_record = sinks if sinks.specs else None
         if config is None:
             progress = args.__dict__.get("progress")
-            sinks = _open_sinks(args, run_dir.name)
-            result = resume_walk(run_dir, progress=progress, on_start=_announce("resuming"), on_record=_fan_out(sinks))
+            on_start = _start(_announce("resuming"), sinks, resumed=True)
+            result = resume_walk(run_dir, progress=progress, on_start=on_start, on_record=on_record)
         else:
             with torchrun_process_group(config.device) as shard:
                 writer = shard.is_writer
                 config = _same_out_dir(config)
                 run_dir = Path(str(config.out_dir))
-                sinks = _open_sinks(args, run_dir.name) if writer else []
-                result = run_walk(config, on_start=_announce("run directory:"), on_record=_fan_out(sinks))
+                on_start = _start(_announce("run directory:"), sinks, resumed=False)
+                result = run_walk(config, on_start=on_start, on_record=on_record)
+        failed = False
     except SgdwalkError as error:  # a bad config, a data set not found, an unusable or busy run directory, --log-to
         return usage_error("walk", error)
     except KeyboardInterrupt:
         print("\n" + _interrupted_message(run_dir), file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
-        for sink in sinks:
-            sink.close()
+        if sinks is not None:
+            sinks.close(failed=failed)
     if not writer:  # under torchrun, process 0 reports for all
         return EXIT_DIVERGED if result.diverged else EXIT_OK
 
