@@ -345,6 +345,65 @@ NOT_REPRODUCED: Final[Mapping[At, str]] = {
         "(per seed +4.8, +1.2, +0.5, +4.2, -3.3): it falls in 4 of 5 seeds, too unevenly to decide at this "
         "scale (~41 seeds at this spread)"
     ),
+    # nets: VGG-11 and ResNet-56 at a quarter width, 1,000 Fashion-MNIST images padded to 32x32,
+    # 80 updates, seeds 1111-1113, on this 2-core CPU. "Seeds for 80 % power" is the ledger's
+    # count at the measured effect and spread; more than five is beyond the profile's half hour.
+    At("nets", "vgg11", "C1-gd-cosine"): (
+        "measured (3 seeds): GD at lr 0.9, mean cosine over updates 10-19 -0.02, 95% CI [-0.39, +0.35] (per seed "
+        "-0.16, -0.04, +0.14): GD at lr 0.9 on VGG-11 with batch norm does not settle into the two-step "
+        "oscillation here; its loss jumps between about 1.5 and 7 (a 60-update pilot, seed 1: the same)"
+    ),
+    At("nets", "vgg11", "C1-gd-floor"): (
+        "measured (3 seeds): interior-floor fraction of GD at lr 0.9, updates 10-19, mean 0.70, 95% CI [0.04, 1.36] "
+        "(per seed 0.9, 0.8, 0.4): points the claimed way, undecided; ~16 seeds for 80% power at this spread"
+    ),
+    At("nets", "vgg11", "C2-sgd-vs-gd-cosine"): (
+        "measured (3 seeds): SGD's late cosine minus GD's at lr 0.9 mean -0.31, 95% CI [-0.75, +0.14] (per seed "
+        "-0.14, -0.28, -0.50): SGD's cosine is the more negative, because GD at lr 0.9 does not oscillate here (C1)"
+    ),
+    At("nets", "vgg11", "C4-batch-vs-lr"): (
+        "measured (3 seeds): batch effect minus lr effect on the cosine mean -0.04, 95% CI [-0.30, +0.23] "
+        "(per seed +0.03, +0.01, -0.16): the two effects are alike at this scale"
+    ),
+    At("nets", "resnet56", "C1-gd-cosine"): (
+        "measured (3 seeds): GD at lr 0.9, mean cosine over updates 10-19 +0.03, 95% CI [-0.43, +0.49] (per seed "
+        "+0.14, -0.19, +0.13): no two-step oscillation at this scale"
+    ),
+    At("nets", "resnet56", "C1-gd-floor"): (
+        "measured (3 seeds): interior-floor fraction of GD at lr 0.9, updates 10-19, mean 0.57, 95% CI [0.05, 1.08] "
+        "(per seed 0.4, 0.8, 0.5): undecided; ~79 seeds for 80% power at this spread"
+    ),
+    At("nets", "resnet56", "C2-sgd-floor"): (
+        "measured (3 seeds): SGD interior-floor fraction 0.18, 95% CI [-0.01, 0.37] (per seed 0.27, 0.13, 0.13): "
+        "ResNet-56 at a quarter width is still in its initial phase after 80 updates (loss 2.3 -> 2.0), where "
+        "each step's segment descends monotonically; a 300-update pilot run (seed 1) had interior floors only "
+        "after about 200 updates"
+    ),
+    At("nets", "resnet56", "C2-sgd-vs-gd-cosine"): (
+        "measured (3 seeds): SGD's late cosine minus GD's at lr 0.9 mean +0.15, 95% CI [-0.59, +0.90] (per seed "
+        "-0.10, +0.48, +0.07): undecided; ~33 seeds for 80% power at this spread"
+    ),
+    At("nets", "resnet56", "C3-batch-cosine"): (
+        "measured (3 seeds): late cosine at batch 25 minus at batch 250 mean -0.27, 95% CI [-1.06, +0.53] (per seed "
+        "+0.01, -0.62, -0.19): in the initial phase (C2) the claim's direction does not show"
+    ),
+    At("nets", "resnet56", "C4-batch-vs-lr"): (
+        "measured (3 seeds): batch effect minus lr effect on the cosine mean -0.05, 95% CI [-0.31, +0.21] "
+        "(per seed -0.14, +0.07, -0.07): the two effects are alike at this scale"
+    ),
+    At("nets", "resnet56", "C5-batch-distance"): (
+        "measured (3 seeds): distance from init after 80 updates, batch 25 minus batch 250, mean +0.01, 95% CI "
+        "[-0.34, +0.37] (per seed +0.14, -0.14, +0.03): after 80 updates in the initial phase the batches have not "
+        "yet parted"
+    ),
+    At("nets", "resnet56", "C6-lr-height"): (
+        "measured (3 seeds): late height at lr 0.3 minus at lr 0.15 mean +0.010, 95% CI [-0.021, +0.042] (per seed "
+        "+0.002, +0.004, +0.025): higher in 3 of 3 seeds, undecided; ~14 seeds for 80% power at this spread"
+    ),
+    At("nets", "resnet56", "C7-early-barriers"): (
+        "measured (3 seeds): barriers crossed in updates 0-4: 0, 0, 1: one seed crosses a barrier at the "
+        "start, 0.0002 of the loss high (C7-barrier-size), on a segment nearly flat at initialisation"
+    ),
     At("real", "mlp", "X1-edge-hovers"): (
         "measured: the higher rate's late mean sharpness / (2/lr) 1.41, 95% CI [1.31, 1.51] (per seed 1.36, "
         "1.43, 1.43): the sharpness reaches 2/lr at both rates (edge-reached: 1.20 at the lower) and the cosine "
