@@ -50,20 +50,24 @@ def run_compare(args: argparse.Namespace) -> int:
     return EXIT_FAILED if comparison.regressions else EXIT_OK
 
 
+def _print_or_write(text: str, output: str | None) -> int:
+    """A rendered table to stdout, or to ``output`` (its folder made) with one line saying so."""
+    if output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    output_path = Path(output)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(text, encoding="utf-8")
+    print(f"wrote {output_path}")
+    return EXIT_OK
+
+
 def run_table(args: argparse.Namespace) -> int:
     try:
         report = load_report(args.report)
     except ReportError as error:
         return usage_error("claims", error)
-    table = render_markdown_table(report)
-    if args.output is None:
-        sys.stdout.write(table)
-        return EXIT_OK
-    output_path = Path(args.output)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    output_path.write_text(table, encoding="utf-8")
-    print(f"wrote {output_path}")
-    return EXIT_OK
+    return _print_or_write(render_markdown_table(report), args.output)
 
 
 def run_replication(args: argparse.Namespace) -> int:
@@ -71,15 +75,7 @@ def run_replication(args: argparse.Namespace) -> int:
         first, second = load_report(args.first), load_report(args.second)
     except ReportError as error:
         return usage_error("claims", error)
-    table = render_replication_table(first, second)
-    if args.output is None:
-        sys.stdout.write(table)
-        return EXIT_OK
-    output_path = Path(args.output)
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    output_path.write_text(table, encoding="utf-8")
-    print(f"wrote {output_path}")
-    return EXIT_OK
+    return _print_or_write(render_replication_table(first, second), args.output)
 
 
 def run_merge(args: argparse.Namespace) -> int:
