@@ -16,13 +16,12 @@ optimizer's parameter groups at the pre-hook.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.hooks import RemovableHandle
-
-from sgdwalk.instrument.record import StepRecord
 
 if TYPE_CHECKING:
     from sgdwalk.instrument.tracker import WalkTracker
@@ -36,19 +35,8 @@ def learning_rate_of(optimizer: torch.optim.Optimizer) -> float | None:
 
 
 def begin_step(tracker: WalkTracker, optimizer: torch.optim.Optimizer, loss: float | torch.Tensor | None) -> None:
-    """``before_step`` as a hook calls it: nothing once the tracker is closed (training goes on
-    unmeasured), and a step begun but never ended (its ``optimizer.step()`` raised, or a
-    gradient scaler skipped it) forgotten first."""
-    if tracker._closed:
-        return
-    if tracker._in_step:
-        tracker._forget_step()
-    tracker.before_step(minibatch_loss=loss, lr=learning_rate_of(optimizer))
-
-
-def end_step(tracker: WalkTracker) -> list[StepRecord]:
-    """``after_step`` as a hook calls it: the records it completed, none when no step was begun."""
-    return tracker.after_step() if tracker._in_step else []
+    """The tracker's ``begin_optimizer_step`` with the learning rate read from ``optimizer``."""
+    tracker.begin_optimizer_step(minibatch_loss=loss, lr=learning_rate_of(optimizer))
 
 
 def _has_closure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -59,9 +47,16 @@ def _has_closure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 class OptimizerAttachment:
     """The two hooks of ``WalkTracker.attach``; ``remove()`` (or leaving a ``with`` block) detaches."""
 
-    def __init__(self, tracker: WalkTracker, optimizer: torch.optim.Optimizer) -> None:
+    def __init__(
+        self,
+        tracker: WalkTracker,
+        optimizer: torch.optim.Optimizer,
+        *,
+        on_remove: Callable[[OptimizerAttachment], None] | None = None,
+    ) -> None:
         self.tracker = tracker
         self.optimizer = optimizer
+        self._on_remove = on_remove
         self._handles: list[RemovableHandle] = [
             optimizer.register_step_pre_hook(self._before),
             optimizer.register_step_post_hook(self._after),
@@ -73,8 +68,8 @@ class OptimizerAttachment:
 
     def _before(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         tracker = self.tracker
-        loss, tracker._noted_loss = tracker._noted_loss, None
-        if _has_closure(args, kwargs) and not tracker._closed:
+        loss = tracker.take_noted_loss()
+        if _has_closure(args, kwargs) and not tracker.closed:
             raise RuntimeError(
                 "an attached tracker cannot measure optimizer.step(closure): the gradient is made inside "
                 "the step, after the hook; use `with tracker.step(...)` around the step instead"
@@ -82,15 +77,15 @@ class OptimizerAttachment:
         begin_step(tracker, optimizer, loss)
 
     def _after(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        end_step(self.tracker)
+        self.tracker.end_optimizer_step()
 
     def remove(self) -> None:
         """Detach: the optimizer's steps are no longer measured. Safe to call twice."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        if self.tracker._attachment is self:
-            self.tracker._attachment = None
+        if self._on_remove is not None:
+            self._on_remove(self)
 
     def __enter__(self) -> OptimizerAttachment:
         return self

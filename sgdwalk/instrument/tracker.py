@@ -247,6 +247,36 @@ class WalkTracker:
         self._in_step = False
         self._start = self._gradient = None
 
+    # --------------------------------------------------------------- the hook interface
+    # What an integration that sees the optimizer's steps from its hooks calls (the
+    # attachment, the Lightning callback, any new one): no private state of the tracker
+    # outside this module.
+    @property
+    def closed(self) -> bool:
+        """``close()`` was called: the tracker takes no more steps."""
+        return self._closed
+
+    def begin_optimizer_step(
+        self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None
+    ) -> None:
+        """``before_step`` as a hook calls it: nothing once the tracker is closed (training goes
+        on unmeasured), and a step begun but never ended (its ``optimizer.step()`` raised, or a
+        gradient scaler skipped it) forgotten first."""
+        if self._closed:
+            return
+        if self._in_step:
+            self._forget_step()
+        self.before_step(minibatch_loss=minibatch_loss, lr=lr)
+
+    def end_optimizer_step(self) -> list[StepRecord]:
+        """``after_step`` as a hook calls it: the records it completed, none when no step was begun."""
+        return self.after_step() if self._in_step else []
+
+    def take_noted_loss(self) -> float | torch.Tensor | None:
+        """The loss ``note_loss`` left for the next step, handed over once."""
+        loss, self._noted_loss = self._noted_loss, None
+        return loss
+
     # ------------------------------------------------------------------ optimizer hooks
     # Set by attach / note_loss only (class defaults: __init__ stays as it is).
     _attachment: OptimizerAttachment | None = None
@@ -278,8 +308,12 @@ class WalkTracker:
                 f"stepped since: give the number of its next step, attach(optimizer, step=N) (N = {self.step_index} "
                 "if it has not)"
             )
-        self._attachment = OptimizerAttachment(self, optimizer)
+        self._attachment = OptimizerAttachment(self, optimizer, on_remove=self._attachment_removed)
         return self._attachment
+
+    def _attachment_removed(self, attachment: OptimizerAttachment) -> None:
+        if self._attachment is attachment:
+            self._attachment = None
 
     def note_loss(self, minibatch_loss: float | torch.Tensor) -> None:
         """The minibatch loss of the attached optimizer's next step (optional; kept in the record)."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from sgdwalk.instrument.attach import begin_step, end_step
+from sgdwalk.instrument.attach import begin_step
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.tracker import WalkTracker
@@ -121,7 +121,7 @@ class LightningWalkCallback(Callback):
     def _after_step_of(self, trainer: pl.Trainer) -> Callable[[torch.optim.Optimizer, Any, Any], None]:
         def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
             tracker = self._started()
-            for record in end_step(tracker):
+            for record in tracker.end_optimizer_step():
                 self._log(trainer, record)
             if tracker.diverged and self.stop_when_diverged:
                 trainer.should_stop = True
