@@ -671,7 +671,7 @@ PROFILES: Final[Mapping[str, Profile]] = {
     ),
     "smoke": Profile(
         "smoke",
-        "the whole tier on one H100 in about ten minutes (5k images, 200 updates, 3 seeds)",
+        "the whole tier on one H100 in about five minutes by the cost model (2.5k images, 200 updates, 3 seeds)",
         PAPER_SEEDS,
         GPU_PARTS,
         SMOKE_SIZES,
