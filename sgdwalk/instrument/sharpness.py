@@ -40,6 +40,7 @@ from sgdwalk.instrument.measurement import (
     model_call,
     recomputed_batchnorm_statistics,
 )
+from sgdwalk.instrument.second_order import twice_differentiable_attention
 from sgdwalk.instrument.tolerances import SHARPNESS_ERROR_BATCHES, SHARPNESS_RELATIVE_ERROR
 
 EigenvalueChoice = Literal["LA", "LM"]
@@ -105,9 +106,11 @@ def _operator_and_gradient(
     forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
 
     def chunk_gradient(batch: Batch) -> torch.Tensor:
-        call = model_call(model, {**layout.unflatten(leaf), **buffers})
-        loss = measurement.losses(call, batch).sum() / measurement.size
-        (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
+        # The forward whose graph is differentiated again needs second derivatives.
+        with twice_differentiable_attention():
+            call = model_call(model, {**layout.unflatten(leaf), **buffers})
+            loss = measurement.losses(call, batch).sum() / measurement.size
+            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
         return gradient
 
     def own_chunks() -> list[Batch]:
@@ -390,10 +393,11 @@ def batch_rayleigh_quotients(
         for number, batch in enumerate(parts):
             if not shard.owns(number):
                 continue
-            call = model_call(model, {**layout.unflatten(leaf), **buffers})
-            loss = measurement.losses(call, batch).mean()
-            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
-            (curvature,) = torch.autograd.grad(gradient, leaf, grad_outputs=direction)
+            with twice_differentiable_attention():
+                call = model_call(model, {**layout.unflatten(leaf), **buffers})
+                loss = measurement.losses(call, batch).mean()
+                (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
+                (curvature,) = torch.autograd.grad(gradient, leaf, grad_outputs=direction)
             quotients[number] = (direction.double() @ curvature.detach().double()).cpu()
     return shard.summed(quotients).numpy(), sizes.numpy()
 
