@@ -25,8 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sgdwalk import MeasurementSet, PrecisionTarget, WalkTracker
-from sgdwalk.instrument.distributed import Shard, unwrapped
+from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.geometry import flat_gradient, flat_parameters
+from sgdwalk.instrument.wrappers import unwrapped
 from tests.helpers import Tolerance
 
 WORLD_SIZE = 2

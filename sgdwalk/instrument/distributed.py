@@ -22,9 +22,9 @@ Batch norm's "recompute" mode re-estimates its statistics over the whole set on 
 process (not shared out): each process then holds exactly the single process's statistics,
 at the price of that pass running everywhere.
 
-The tracker measures the module inside ``DistributedDataParallel`` (``unwrapped``): a forward
-through the wrapper would take part in DDP's gradient reduction and broadcast its buffers,
-collectives that the ranks' measurements would call in a different number than training.
+The tracker measures the module inside ``DistributedDataParallel`` (``wrappers.unwrapped``): a
+forward through the wrapper would take part in DDP's gradient reduction and broadcast its
+buffers, collectives that the ranks' measurements would call in a different number than training.
 """
 
 from __future__ import annotations
@@ -33,18 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from sgdwalk.instrument.paired import PairedLossMoments
-
-
-def unwrapped(model: nn.Module) -> nn.Module:
-    """The module a ``DistributedDataParallel`` (or ``DataParallel``) wrapper holds; else ``model``."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
-    while isinstance(model, (DistributedDataParallel, DataParallel)):
-        model = model.module
-    return model
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from torch import nn
 
 from sgdwalk.instrument.attach import OptimizerAttachment
 from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
-from sgdwalk.instrument.distributed import Shard, unwrapped
+from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import loss_divergence
 from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
@@ -40,6 +40,7 @@ from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
 from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid
 from sgdwalk.instrument.sharpness import EigenvalueChoice, sharpness_with_standard_error, top_hessian_eigenvalue
 from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
+from sgdwalk.instrument.wrappers import unwrapped
 
 RecordSink = Callable[[StepRecord], None]
 
