@@ -6,9 +6,10 @@ Two kinds of wrapper hold the model the user wrote and train it unchanged:
   part in DDP's gradient reduction and broadcasts its buffers, collectives the ranks'
   measurements would call in a different number than training does (``distributed.py``);
 - ``torch.compile``'s ``OptimizedModule``: its parameters are the original module's, named
-  with an ``_orig_mod.`` prefix, and a forward through it compiles a graph for every new
-  shape and every ``functional_call`` binding. Measured through the original module, a
-  compiled model has the uncompiled model's parameter names, layout and records.
+  with an ``_orig_mod.`` prefix, and a forward through it goes through Dynamo (its guards,
+  recompiles for new shapes, kernels that round differently from the module's). Measured
+  through the original module, a compiled model has the uncompiled model's parameter names,
+  layout and records.
 
 Whether compiling the measurement forward itself would pay is measured in
 ``benchmarks/test_compiled_measurement.py``.
