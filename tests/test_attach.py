@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.instrument.attach import learning_rate_of
+from sgdwalk.instrument.attach import begin_once_the_gradient_is_made, learning_rate_of
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.schedule import windows
@@ -246,3 +246,27 @@ def test_the_learning_rate_is_the_groups_common_one() -> None:
     groups = [{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.1}]
     differing = torch.optim.SGD(groups, lr=0.3)
     assert learning_rate_of(differing) is None, "two learning rates: the record cannot hold one"
+
+
+def test_a_closures_gradient_is_read_when_the_closure_returns() -> None:
+    """The helper the Lightning callback's pre-hook uses: ``begin`` after the closure's first
+    call (the gradient made), never before it, once; without a closure, at once."""
+    events: list[str] = []
+
+    def closure() -> float:
+        events.append("closure")
+        return 1.0
+
+    def begin() -> None:
+        events.append("begin")
+
+    optimizer = object()
+    assert begin_once_the_gradient_is_made((optimizer,), {}, begin) is None and events == ["begin"]
+    for args, kwargs in [((optimizer, closure), {}), ((optimizer,), {"closure": closure})]:
+        events.clear()
+        changed = begin_once_the_gradient_is_made(args, kwargs, begin)
+        assert changed is not None and events == [], "begun before the closure made the gradient"
+        new_args, new_kwargs = changed
+        wrapped = new_args[1] if len(new_args) > 1 else new_kwargs["closure"]
+        assert new_args[0] is optimizer and wrapped() == 1.0 and wrapped() == 1.0
+        assert events == ["closure", "begin", "closure"]

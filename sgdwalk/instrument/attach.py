@@ -44,6 +44,42 @@ def _has_closure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return any(callable(value) for value in (*args[1:], *kwargs.values()))
 
 
+StepArguments = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def begin_once_the_gradient_is_made(
+    args: tuple[Any, ...], kwargs: dict[str, Any], begin: Callable[[], None]
+) -> StepArguments | None:
+    """For an optimizer's step pre-hook: run ``begin`` when the gradient the update uses exists.
+
+    A step without a closure already has it: ``begin`` runs now and the arguments stay (None).
+    A step with a closure (Lightning's: forward, backward, then its gradient clipping) makes it
+    inside ``step``, after this hook: the closure is wrapped so that ``begin`` runs right after
+    its first call returns (later calls, as LBFGS makes, are the optimizer's own line search),
+    and the hook returns the arguments with the wrapped closure, as torch lets a pre-hook do.
+    """
+    closure_at = [index for index, value in enumerate(args) if index > 0 and callable(value)]
+    closure_key = [key for key, value in kwargs.items() if callable(value)]
+    if not closure_at and not closure_key:
+        begin()
+        return None
+    closure: Callable[[], Any] = args[closure_at[0]] if closure_at else kwargs[closure_key[0]]
+    begun = False
+
+    def closure_then_begin() -> Any:
+        nonlocal begun
+        result = closure()
+        if not begun:
+            begun = True
+            begin()
+        return result
+
+    if closure_at:
+        index = closure_at[0]
+        return (*args[:index], closure_then_begin, *args[index + 1 :]), kwargs
+    return args, {**kwargs, closure_key[0]: closure_then_begin}
+
+
 class OptimizerAttachment:
     """The two hooks of ``WalkTracker.attach``; ``remove()`` (or leaving a ``with`` block) detaches."""
 
