@@ -10,8 +10,8 @@
 
 torch calls the pre-hook inside ``optimizer.step()`` before the update and the post-hook
 right after it: the same two moments as ``before_step`` / ``after_step``, so the records are
-those of the ``with`` block (tested bitwise). The learning rate is read from the
-optimizer's parameter groups at the pre-hook.
+those of the ``with`` block (tested bitwise). The learning rates and the weight decay are
+read from the optimizer's parameter groups at the pre-hook (``optimizer_groups``).
 """
 
 from __future__ import annotations
@@ -23,20 +23,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
+from sgdwalk.instrument.optimizer_groups import common_rate, learning_rates
+
 if TYPE_CHECKING:
     from sgdwalk.instrument.tracker import WalkTracker
 
 
 def learning_rate_of(optimizer: torch.optim.Optimizer) -> float | None:
     """The learning rate the optimizer's next step uses: its groups' common ``lr``; None when
-    the groups differ (a record holds one learning rate) or have none."""
-    rates = {float(group["lr"]) for group in optimizer.param_groups if "lr" in group}
-    return rates.pop() if len(rates) == 1 else None
+    the groups differ (the record then holds each in ``group_lrs``) or have none."""
+    return common_rate(learning_rates(optimizer))
 
 
 def begin_step(tracker: WalkTracker, optimizer: torch.optim.Optimizer, loss: float | torch.Tensor | None) -> None:
-    """The tracker's ``begin_optimizer_step`` with the learning rate read from ``optimizer``."""
-    tracker.begin_optimizer_step(minibatch_loss=loss, lr=learning_rate_of(optimizer))
+    """The tracker's ``begin_optimizer_step`` with the rates and the decay read from ``optimizer``."""
+    tracker.begin_optimizer_step(minibatch_loss=loss, optimizer=optimizer)
 
 
 def _has_closure(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

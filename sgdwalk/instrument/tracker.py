@@ -32,8 +32,16 @@ from sgdwalk.instrument.attach import OptimizerAttachment
 from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.instrument.distributed import Shard, unwrapped
 from sgdwalk.instrument.divergence import loss_divergence
-from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
+from sgdwalk.instrument.geometry import (
+    cosine,
+    distance,
+    flat_gradient,
+    flat_parameters,
+    norm,
+    trainable_parameters,
+)
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
+from sgdwalk.instrument.optimizer_groups import group_settings
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
@@ -61,7 +69,12 @@ class WalkTracker:
         schedule: which 0-based steps to measure (default: every step).
         num_alphas: K, the grid points per segment in [0, 1) (default 10: 0, 0.1, …, 0.9).
         bn_mode: batch norm during measurements: "train" (paper), "eval" or "recompute".
-        weight_decay: added to the gradient for the cosine, as SGD adds it to the update.
+        weight_decay: coupled weight decay, added to the gradient as SGD adds it inside its step,
+            in a loop that does not hand the tracker its optimizer. Omitted (None): 0.0 there,
+            and wherever the tracker sees the optimizer (``attach``, the Lightning callback,
+            ``step(optimizer=...)``) each group's own coupled decay, read from its groups;
+            decoupled decay (AdamW's) never enters the gradient (``optimizer_groups``). Given
+            together with an optimizer, it must be what the optimizer's groups add.
         sharpness_every: also estimate the top Hessian eigenvalue at θ_{t+1} on measured
             steps t with t % sharpness_every == 0 (None: never).
         sharpness_which / sharpness_seed: passed to ``top_hessian_eigenvalue``.
@@ -91,7 +104,7 @@ class WalkTracker:
         schedule: MeasurementSchedule | None = None,
         num_alphas: int = DEFAULT_NUM_ALPHAS,
         bn_mode: BatchNormMode = "train",
-        weight_decay: float = 0.0,
+        weight_decay: float | None = None,
         sharpness_every: int | None = None,
         sharpness_which: EigenvalueChoice = "LA",
         sharpness_seed: int = 0,
@@ -147,6 +160,7 @@ class WalkTracker:
         self._start: torch.Tensor | None = None
         self._gradient: torch.Tensor | None = None
         self._lr: float | None = None
+        self._group_lrs: tuple[float, ...] | None = None
         self._minibatch_loss: float | None = None
         self._in_step = False
 
@@ -171,14 +185,23 @@ class WalkTracker:
         self._carried = None
 
     # ----------------------------------------------------------------------------- steps
-    def before_step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> None:
-        """Call after ``backward()`` and before ``optimizer.step()``."""
+    def before_step(
+        self,
+        *,
+        minibatch_loss: float | torch.Tensor | None = None,
+        lr: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        """Call after ``backward()`` (and any clipping) and before ``optimizer.step()``.
+
+        ``optimizer``: read the learning rates and the weight decay from its parameter groups
+        (then ``lr`` is not given); without it, ``lr`` and the tracker's ``weight_decay``."""
         if self._closed:
             raise RuntimeError("the tracker is closed: make a new one to measure another walk")
         if self._in_step:
             raise RuntimeError("before_step called twice without after_step")
+        self._lr, self._group_lrs, decay = self._settings(lr, optimizer)
         self._in_step = True
-        self._lr = lr
         self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
             return
@@ -193,9 +216,26 @@ class WalkTracker:
                 self.start_loss = self._minibatch_loss
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
-        self._gradient = flat_gradient(self.model, self.weight_decay) if (measured or next_measured) else None
+        self._gradient = flat_gradient(self.model, decay) if (measured or next_measured) else None
         self._start = flat_parameters(self.model) if measured else None
         self._drop_handoff_after_a_gap(self._start)
+
+    def _settings(
+        self, lr: float | None, optimizer: torch.optim.Optimizer | None
+    ) -> tuple[float | None, tuple[float, ...] | None, float | tuple[float, ...]]:
+        """(lr, group_lrs, the coupled decay: one for all parameters or one each) of the step about to be taken."""
+        if optimizer is None:
+            return lr, None, 0.0 if self.weight_decay is None else self.weight_decay
+        if lr is not None:
+            raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
+        settings = group_settings(optimizer, trainable_parameters(self.model))
+        if self.weight_decay is not None and any(decay != self.weight_decay for decay in settings.coupled_decay):
+            raise ValueError(
+                f"the tracker was given weight_decay={self.weight_decay}, but the optimizer's groups add "
+                f"{sorted(set(settings.coupled_decay))} to the gradient (decoupled decay, AdamW's, never enters "
+                "it): leave weight_decay out, the tracker reads it from the optimizer"
+            )
+        return settings.lr, settings.group_lrs, settings.coupled_decay
 
     def _drop_handoff_after_a_gap(self, start: torch.Tensor | None) -> None:
         """Forget what the last step handed on when the model moved since without the tracker
@@ -227,14 +267,20 @@ class WalkTracker:
         return self.records[completed_before:]
 
     @contextmanager
-    def step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> Iterator[None]:
-        """``with tracker.step(...): optimizer.step()``."""
+    def step(
+        self,
+        *,
+        minibatch_loss: float | torch.Tensor | None = None,
+        lr: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> Iterator[None]:
+        """``with tracker.step(...): optimizer.step()``; the arguments as ``before_step``'s."""
         if self._attachment is not None and self._attachment.attached:
             raise RuntimeError(
                 "the tracker is attached to an optimizer, whose hooks already measure optimizer.step(): "
                 "drop the `with tracker.step()` block, or remove() the attachment first"
             )
-        self.before_step(minibatch_loss=minibatch_loss, lr=lr)
+        self.before_step(minibatch_loss=minibatch_loss, lr=lr, optimizer=optimizer)
         try:
             yield
         except BaseException:
@@ -257,7 +303,11 @@ class WalkTracker:
         return self._closed
 
     def begin_optimizer_step(
-        self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None
+        self,
+        *,
+        minibatch_loss: float | torch.Tensor | None = None,
+        lr: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         """``before_step`` as a hook calls it: nothing once the tracker is closed (training goes
         on unmeasured), and a step begun but never ended (its ``optimizer.step()`` raised, or a
@@ -266,7 +316,7 @@ class WalkTracker:
             return
         if self._in_step:
             self._forget_step()
-        self.before_step(minibatch_loss=minibatch_loss, lr=lr)
+        self.before_step(minibatch_loss=minibatch_loss, lr=lr, optimizer=optimizer)
 
     def end_optimizer_step(self) -> list[StepRecord]:
         """``after_step`` as a hook calls it: the records it completed, none when no step was begun."""
@@ -409,7 +459,7 @@ class WalkTracker:
                     "segment_losses": tuple(saved["segment_losses"]),
                     **{
                         name: None if saved.get(name) is None else tuple(saved[name])
-                        for name in ("segment_loss_se", "segment_floor_se")
+                        for name in ("segment_loss_se", "segment_floor_se", "group_lrs")
                     },
                 }
             )
@@ -472,6 +522,7 @@ class WalkTracker:
             StepRecord(
                 step=step,
                 lr=self._lr,
+                group_lrs=self._group_lrs,
                 minibatch_loss=self._minibatch_loss,
                 **measured.summary.as_dict(),
                 cosine=None if previous_gradient is None else cosine(previous_gradient, gradient),
