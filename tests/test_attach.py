@@ -154,9 +154,11 @@ def test_after_a_gap_the_walk_is_measured_afresh_with_no_cosine_across_it() -> N
     by_step = {record.step: record for record in tracker.records}
     assert sorted(by_step) == [0, 1, 2, 6, 7]
     assert by_step[6].cosine is None, "no cosine pairs gradients four updates apart"
+    assert by_step[6].update_cosine is None, "nor updates"
     assert by_step[6].loss_start != by_step[2].loss_end
     assert by_step[6].loss_start == pytest.approx(loss_at_6, rel=LOSS_REFERENCE_RTOL)
-    assert by_step[7].cosine is not None and by_step[7].loss_start == by_step[6].loss_end
+    assert by_step[7].cosine is not None and by_step[7].update_cosine is not None
+    assert by_step[7].loss_start == by_step[6].loss_end
 
 
 def test_a_step_the_with_block_did_not_see_breaks_the_chain_too() -> None:

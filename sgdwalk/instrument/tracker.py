@@ -157,6 +157,8 @@ class WalkTracker:
         self._handoff: torch.Tensor | None = None
         self._closed = False
         self._previous_gradient: torch.Tensor | None = None
+        # θ_{t+1} − θ_t of the last step, for the next step's update cosine (kept as the gradient is).
+        self._previous_update: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
         self._gradient: torch.Tensor | None = None
         self._lr: float | None = None
@@ -217,7 +219,8 @@ class WalkTracker:
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
         self._gradient = flat_gradient(self.model, decay) if (measured or next_measured) else None
-        self._start = flat_parameters(self.model) if measured else None
+        # θ_t of a step before a measured one too: its update is the next one's previous update.
+        self._start = flat_parameters(self.model) if (measured or next_measured) else None
         self._drop_handoff_after_a_gap(self._start)
 
     def _settings(
@@ -248,7 +251,7 @@ class WalkTracker:
         current = flat_parameters(self.model) if start is None else start
         if not torch.equal(handoff, current):
             self._carried = None
-            self._previous_gradient = None
+            self._previous_gradient = self._previous_update = None
 
     def after_step(self) -> list[StepRecord]:
         """Call right after ``optimizer.step()``. Returns the records completed by this call."""
@@ -411,7 +414,7 @@ class WalkTracker:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue the walk exactly: the step index, θ_0, the
-        previous gradient, the carried losses at the current iterate, the divergence and the
+        previous gradient and update, the carried losses at the current iterate, the divergence and the
         records so far.
 
         Only tensors and plain Python values, so ``torch.load(..., weights_only=True)``
@@ -423,6 +426,7 @@ class WalkTracker:
             "step_index": self.step_index,
             "initial_parameters": self.initial_parameters.clone(),
             "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
+            "previous_update": None if self._previous_update is None else self._previous_update.clone(),
             # Carried losses are this process's share; across processes (whose checkpoint rank 0
             # writes) they are left out, and the next step evaluates α = 0 again, bitwise the same.
             "carried_step": None if self._carried is None or self.shard.distributed else self._carried[0],
@@ -446,6 +450,8 @@ class WalkTracker:
         self.initial_parameters = initial
         previous = state["previous_gradient"]
         self._previous_gradient = None if previous is None else previous.to(device)
+        previous_update = state.get("previous_update")  # absent from checkpoints older than the update cosine
+        self._previous_update = None if previous_update is None else previous_update.to(device)
         carried_step = state.get("carried_step")
         self._carried = None if carried_step is None else (int(carried_step), state["carried_losses"].cpu())
         self.divergence = state["divergence"]
@@ -483,14 +489,18 @@ class WalkTracker:
 
     def _measure_step(self, step: int) -> None:
         gradient, previous_gradient = self._gradient, self._previous_gradient
+        previous_update, self._previous_update = self._previous_update, None
         next_measured = self._measures(step + 1)
         self._previous_gradient = gradient if next_measured else None
         carried, self._carried = self._carried, None
         if self._start is None:
-            if next_measured:
-                self._handoff = flat_parameters(self.model)
-            return
+            return  # neither this step nor the next is measured
         start, end = self._start, flat_parameters(self.model)
+        # Exact in float32 wherever θ moved by less than itself (Sterbenz): the update the optimizer made.
+        update = end - start
+        if not self._measures(step):
+            self._handoff, self._previous_update = end, update
+            return
         if not bool(torch.isfinite(end).all()):
             self._diverge("non-finite parameters after the step")
             return
@@ -513,7 +523,7 @@ class WalkTracker:
             return
         if next_measured:
             self._carried = (step + 1, measured.end_losses)
-            self._handoff = end
+            self._handoff, self._previous_update = end, update
         sharpness, sharpness_se = None, None
         if self.sharpness_every is not None and step % self.sharpness_every == 0:
             sharpness, sharpness_se = self.sharpness_with_error(end)
@@ -526,6 +536,7 @@ class WalkTracker:
                 minibatch_loss=self._minibatch_loss,
                 **measured.summary.as_dict(),
                 cosine=None if previous_gradient is None else cosine(previous_gradient, gradient),
+                update_cosine=None if previous_update is None else cosine(previous_update, update),
                 grad_norm=norm(gradient),
                 step_length=distance(end, start),
                 distance_from_init=distance(end, self.initial_parameters),
