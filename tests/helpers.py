@@ -40,6 +40,10 @@ FLOAT64_DIVIDED_DIFFERENCES = Tolerance(1e-9, 1e-9, "divided differences cancel 
 # of the sums): ~1e-7 relative per operation, a few layers deep.
 FLOAT32_REORDERED = Tolerance(1e-5, 1e-6, "float32 network re-run with another batch shape: ~1e-7 per op, few ops")
 
+# A float32 vector (a gradient, with weight decay added in float32) against the same vector
+# made by hand in float64: one float32 rounding per element, ~6e-8 relative.
+FLOAT32_VECTOR_VS_FLOAT64 = Tolerance(1e-6, 1e-9, "one float32 rounding per element against float64: ~6e-8")
+
 # Lanczos stops once its residual is below SHARPNESS_RELATIVE_ERROR (1e-6) of the value, which
 # bounds the value's error by the same; docs/definitions.md#sharpness asks 1e-6 of a float64 estimate.
 LANCZOS_VS_DENSE = Tolerance(1e-6, 1e-9, "Lanczos residual <= 1e-6 of the value against eigvalsh; the suite asks 1e-6")

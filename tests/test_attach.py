@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgdwalk.instrument.attach import learning_rate_of
+from sgdwalk.instrument.attach import begin_once_the_gradient_is_made, learning_rate_of
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.schedule import windows
@@ -154,9 +154,11 @@ def test_after_a_gap_the_walk_is_measured_afresh_with_no_cosine_across_it() -> N
     by_step = {record.step: record for record in tracker.records}
     assert sorted(by_step) == [0, 1, 2, 6, 7]
     assert by_step[6].cosine is None, "no cosine pairs gradients four updates apart"
+    assert by_step[6].update_cosine is None, "nor updates"
     assert by_step[6].loss_start != by_step[2].loss_end
     assert by_step[6].loss_start == pytest.approx(loss_at_6, rel=LOSS_REFERENCE_RTOL)
-    assert by_step[7].cosine is not None and by_step[7].loss_start == by_step[6].loss_end
+    assert by_step[7].cosine is not None and by_step[7].update_cosine is not None
+    assert by_step[7].loss_start == by_step[6].loss_end
 
 
 def test_a_step_the_with_block_did_not_see_breaks_the_chain_too() -> None:
@@ -246,3 +248,27 @@ def test_the_learning_rate_is_the_groups_common_one() -> None:
     groups = [{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.1}]
     differing = torch.optim.SGD(groups, lr=0.3)
     assert learning_rate_of(differing) is None, "two learning rates: the record cannot hold one"
+
+
+def test_a_closures_gradient_is_read_when_the_closure_returns() -> None:
+    """The helper the Lightning callback's pre-hook uses: ``begin`` after the closure's first
+    call (the gradient made), never before it, once; without a closure, at once."""
+    events: list[str] = []
+
+    def closure() -> float:
+        events.append("closure")
+        return 1.0
+
+    def begin() -> None:
+        events.append("begin")
+
+    optimizer = object()
+    assert begin_once_the_gradient_is_made((optimizer,), {}, begin) is None and events == ["begin"]
+    for args, kwargs in [((optimizer, closure), {}), ((optimizer,), {"closure": closure})]:
+        events.clear()
+        changed = begin_once_the_gradient_is_made(args, kwargs, begin)
+        assert changed is not None and events == [], "begun before the closure made the gradient"
+        new_args, new_kwargs = changed
+        wrapped = new_args[1] if len(new_args) > 1 else new_kwargs["closure"]
+        assert new_args[0] is optimizer and wrapped() == 1.0 and wrapped() == 1.0
+        assert events == ["closure", "begin", "closure"]

@@ -25,7 +25,7 @@ from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.schedule import windows
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.integrations.metrics import flat_metrics
-from tests.helpers import classification_data
+from tests.helpers import FLOAT32_VECTOR_VS_FLOAT64, assert_close, classification_data
 from tests.integration_helpers import optional_library
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec
 TRAIN_SIZE, MEASURE_SIZE, BATCH, EPOCHS = 48, 32, 8, 2
 LR, MOMENTUM, WEIGHT_DECAY = 0.3, 0.9, 0.01
 STEPS = EPOCHS * TRAIN_SIZE // BATCH
+# Below every step's gradient norm (0.3 to 0.9 here) and inside its largest entries: both clips bite.
+CLIP = 0.1
 # Across the epoch boundary (step 6), with unmeasured steps between the windows.
 SCHEDULE = [(0, 3), (5, 8), (10, 12)]
 TRACKER_OPTIONS: dict[str, Any] = {"num_alphas": 4, "weight_decay": WEIGHT_DECAY, "sharpness_every": 5}
@@ -74,7 +76,18 @@ def data() -> tuple[DataLoader[tuple[torch.Tensor, ...]], MeasurementSet]:
     return loader, MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE], chunk_size=16)
 
 
-def plain_loop(seed: int) -> tuple[Classifier, list[StepRecord]]:
+def clipped_by_hand(gradient: torch.Tensor, algorithm: str | None) -> torch.Tensor:
+    """The gradient after Lightning's clipping, in float64: ``clip_grad_norm_``'s scale
+    min(1, CLIP / (‖g‖ + 1e-6)), or each entry clamped to ±CLIP."""
+    if algorithm == "norm":
+        return gradient * min(1.0, CLIP / (float(gradient.norm()) + 1e-6))
+    if algorithm == "value":
+        return gradient.clamp(-CLIP, CLIP)
+    return gradient
+
+
+def plain_loop(seed: int, clip: str | None = None) -> tuple[Classifier, list[StepRecord]]:
+    """The walk trained by hand; ``clip`` ("norm", "value"), as Lightning's ``gradient_clip_algorithm``."""
     module = Classifier(seed)
     loader, measurement = data()
     optimizer = module.configure_optimizers()
@@ -85,9 +98,37 @@ def plain_loop(seed: int) -> tuple[Classifier, list[StepRecord]]:
             optimizer.zero_grad()
             loss = module.loss(batch)
             loss.backward()
+            if clip == "norm":
+                torch.nn.utils.clip_grad_norm_(module.parameters(), CLIP)
+            elif clip == "value":
+                torch.nn.utils.clip_grad_value_(module.parameters(), CLIP)
             with tracker.step(minibatch_loss=loss, lr=optimizer.param_groups[0]["lr"]):
                 optimizer.step()
     return module, tracker.close()
+
+
+def hand_gradient_norms(seed: int, clip: str | None) -> dict[int, float]:
+    """‖clipped g_t + wd·θ_t‖ at every step, from float64 copies of the raw gradient and θ_t."""
+    module = Classifier(seed)
+    loader, _ = data()
+    optimizer = module.configure_optimizers()
+    norms: dict[int, float] = {}
+    for batch in [batch for _ in range(EPOCHS) for batch in loader]:
+        optimizer.zero_grad()
+        module.loss(batch).backward()
+        raw = torch.cat([p.grad.double().reshape(-1) for p in module.parameters() if p.grad is not None])
+        theta = torch.cat([p.detach().double().reshape(-1) for p in module.parameters()])
+        used = clipped_by_hand(raw, clip)
+        norms[len(norms)] = float((used + WEIGHT_DECAY * theta).norm())
+        assert clip is None or not torch.equal(used, raw), f"step {len(norms) - 1}: the {clip} clip did not bite"
+        # Step with the gradient Lightning's clip leaves, so the next θ is the clipped walk's.
+        offset = 0
+        for parameter in module.parameters():
+            size = parameter.numel()
+            parameter.grad = used[offset : offset + size].reshape(parameter.shape).to(parameter.dtype)
+            offset += size
+        optimizer.step()
+    return norms
 
 
 def trainer(**options: Any) -> lightning.Trainer:
@@ -128,6 +169,17 @@ def test_lightning_records_equal_the_plain_loops_bitwise(plain: tuple[Classifier
     assert actual == expected  # dataclass equality: every float compared with ==
     for name, value in plain_module.state_dict().items():
         assert torch.equal(module.state_dict()[name], value), f"{name}: Lightning trained another model"
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_records_hold_the_gradient_lightning_clipped(algorithm: str) -> None:
+    """``gradient_clip_val`` clips after ``on_before_optimizer_step``: the records hold the
+    clipped gradient the update used, as the plain loop that clips by hand does."""
+    _, expected = plain_loop(seed=0, clip=algorithm)
+    _, actual = lightning_fit(seed=0, gradient_clip_val=CLIP, gradient_clip_algorithm=algorithm)
+    assert actual == expected
+    hand = hand_gradient_norms(seed=0, clip=algorithm)
+    assert_close([r.grad_norm for r in actual], [hand[r.step] for r in actual], FLOAT32_VECTOR_VS_FLOAT64, "grad_norm")
 
 
 def test_records_reach_the_trainers_logger(plain: tuple[Classifier, list[StepRecord]], tmp_path: Path) -> None:

@@ -417,3 +417,14 @@ def test_holds_of_one_process_nest(tmp_path: Path) -> None:
             assert not lock_is_free(tmp_path / "run")
         assert not lock_is_free(tmp_path / "run")
     assert lock_is_free(tmp_path / "run")
+
+
+def test_a_run_written_before_the_newer_record_fields_still_loads(tmp_path: Path) -> None:
+    """Fields added to ``StepRecord`` later (defaults None) are absent from older steps.jsonl lines."""
+    records = [make_record(step) for step in range(3)]
+    write_run(tmp_path / "run", records, [], steps_per_epoch=4)
+    steps = tmp_path / "run" / "steps.jsonl"
+    newer = ("group_lrs", "update_cosine")
+    lines = [json.loads(line) for line in steps.read_text().splitlines()]
+    steps.write_text("".join(json.dumps({k: v for k, v in line.items() if k not in newer}) + "\n" for line in lines))
+    assert load_run(tmp_path / "run").step_records() == records

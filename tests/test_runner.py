@@ -362,6 +362,7 @@ def test_tracker_state_survives_a_weights_only_round_trip(tmp_path: Path) -> Non
     step(restored, 2)
     assert restored.close() == expected
     assert [r.step for r in expected] == [0, 1, 2] and expected[2].cosine is not None
+    assert expected[2].update_cosine is not None, "the previous update survived the checkpoint"
 
 
 # --------------------------------------------------------------------- pure parts

@@ -7,6 +7,7 @@ coordinates of the landscape, and never enter a distance or a norm.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -28,20 +29,25 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in trainable_parameters(model)]).clone()
 
 
-def flat_gradient(model: nn.Module, weight_decay: float = 0.0) -> torch.Tensor:
+def flat_gradient(model: nn.Module, weight_decay: float | Sequence[float] = 0.0) -> torch.Tensor:
     """The gradient the optimizer is about to use, as one vector.
 
-    ``weight_decay`` adds ``weight_decay · θ`` as torch.optim.SGD does inside its step, so the
-    vector is the direction of the update (the authors' g includes the decay term).
+    ``weight_decay`` adds ``weight_decay · θ`` as torch.optim.SGD does inside its step (coupled
+    decay: the authors' g includes the decay term); one number for every parameter, or one per
+    parameter of ``trainable_parameters`` (each optimizer group's own, ``optimizer_groups``).
     A parameter without ``.grad`` contributes zeros, as it does to an SGD step.
     """
+    parameters = trainable_parameters(model)
+    decays = [weight_decay] * len(parameters) if isinstance(weight_decay, (int, float)) else list(weight_decay)
+    if len(decays) != len(parameters):
+        raise ValueError(f"{len(decays)} weight decays for {len(parameters)} trainable parameters")
     pieces = []
     with torch.no_grad():
-        for parameter in trainable_parameters(model):
+        for parameter, decay in zip(parameters, decays, strict=True):
             grad = parameter.grad
             piece = torch.zeros_like(parameter) if grad is None else grad.detach().clone()
-            if weight_decay:
-                piece = piece + weight_decay * parameter.detach()
+            if decay:
+                piece = piece + decay * parameter.detach()
             pieces.append(piece.reshape(-1))
     return torch.cat(pieces)
 

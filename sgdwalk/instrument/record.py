@@ -47,6 +47,12 @@ class StepRecord:
     barrier_excess_se: float | None = None
     barrier_test: str | None = None
     sharpness_se: float | None = None
+    # Every parameter group's learning rate, in group order, when they differ (``lr`` is then
+    # None); None when they agree or the loop passed ``lr`` itself.
+    group_lrs: tuple[float, ...] | None = None
+    # cos(θ_t − θ_{t−1}, θ_{t+1} − θ_t): the consecutive updates, beside ``cosine`` of the gradients
+    # (they differ under momentum and Adam); None where ``cosine`` is.
+    update_cosine: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

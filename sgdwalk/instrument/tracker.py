@@ -32,8 +32,16 @@ from sgdwalk.instrument.attach import OptimizerAttachment
 from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import loss_divergence
-from sgdwalk.instrument.geometry import cosine, distance, flat_gradient, flat_parameters, norm
+from sgdwalk.instrument.geometry import (
+    cosine,
+    distance,
+    flat_gradient,
+    flat_parameters,
+    norm,
+    trainable_parameters,
+)
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
+from sgdwalk.instrument.optimizer_groups import group_settings
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
@@ -62,7 +70,12 @@ class WalkTracker:
         schedule: which 0-based steps to measure (default: every step).
         num_alphas: K, the grid points per segment in [0, 1) (default 10: 0, 0.1, …, 0.9).
         bn_mode: batch norm during measurements: "train" (paper), "eval" or "recompute".
-        weight_decay: added to the gradient for the cosine, as SGD adds it to the update.
+        weight_decay: coupled weight decay, added to the gradient as SGD adds it inside its step,
+            in a loop that does not hand the tracker its optimizer. Omitted (None): 0.0 there,
+            and wherever the tracker sees the optimizer (``attach``, the Lightning callback,
+            ``step(optimizer=...)``) each group's own coupled decay, read from its groups;
+            decoupled decay (AdamW's) never enters the gradient (``optimizer_groups``). Given
+            together with an optimizer, it must be what the optimizer's groups add.
         sharpness_every: also estimate the top Hessian eigenvalue at θ_{t+1} on measured
             steps t with t % sharpness_every == 0 (None: never).
         sharpness_which / sharpness_seed: passed to ``top_hessian_eigenvalue``.
@@ -92,7 +105,7 @@ class WalkTracker:
         schedule: MeasurementSchedule | None = None,
         num_alphas: int = DEFAULT_NUM_ALPHAS,
         bn_mode: BatchNormMode = "train",
-        weight_decay: float = 0.0,
+        weight_decay: float | None = None,
         sharpness_every: int | None = None,
         sharpness_which: EigenvalueChoice = "LA",
         sharpness_seed: int = 0,
@@ -145,9 +158,12 @@ class WalkTracker:
         self._handoff: torch.Tensor | None = None
         self._closed = False
         self._previous_gradient: torch.Tensor | None = None
+        # θ_{t+1} − θ_t of the last step, for the next step's update cosine (kept as the gradient is).
+        self._previous_update: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
         self._gradient: torch.Tensor | None = None
         self._lr: float | None = None
+        self._group_lrs: tuple[float, ...] | None = None
         self._minibatch_loss: float | None = None
         self._in_step = False
 
@@ -172,14 +188,23 @@ class WalkTracker:
         self._carried = None
 
     # ----------------------------------------------------------------------------- steps
-    def before_step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> None:
-        """Call after ``backward()`` and before ``optimizer.step()``."""
+    def before_step(
+        self,
+        *,
+        minibatch_loss: float | torch.Tensor | None = None,
+        lr: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        """Call after ``backward()`` (and any clipping) and before ``optimizer.step()``.
+
+        ``optimizer``: read the learning rates and the weight decay from its parameter groups
+        (then ``lr`` is not given); without it, ``lr`` and the tracker's ``weight_decay``."""
         if self._closed:
             raise RuntimeError("the tracker is closed: make a new one to measure another walk")
         if self._in_step:
             raise RuntimeError("before_step called twice without after_step")
+        self._lr, self._group_lrs, decay = self._settings(lr, optimizer)
         self._in_step = True
-        self._lr = lr
         self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
             return
@@ -194,9 +219,27 @@ class WalkTracker:
                 self.start_loss = self._minibatch_loss
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
-        self._gradient = flat_gradient(self.model, self.weight_decay) if (measured or next_measured) else None
-        self._start = flat_parameters(self.model) if measured else None
+        self._gradient = flat_gradient(self.model, decay) if (measured or next_measured) else None
+        # θ_t of a step before a measured one too: its update is the next one's previous update.
+        self._start = flat_parameters(self.model) if (measured or next_measured) else None
         self._drop_handoff_after_a_gap(self._start)
+
+    def _settings(
+        self, lr: float | None, optimizer: torch.optim.Optimizer | None
+    ) -> tuple[float | None, tuple[float, ...] | None, float | tuple[float, ...]]:
+        """(lr, group_lrs, the coupled decay: one for all parameters or one each) of the step about to be taken."""
+        if optimizer is None:
+            return lr, None, 0.0 if self.weight_decay is None else self.weight_decay
+        if lr is not None:
+            raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
+        settings = group_settings(optimizer, trainable_parameters(self.model))
+        if self.weight_decay is not None and any(decay != self.weight_decay for decay in settings.coupled_decay):
+            raise ValueError(
+                f"the tracker was given weight_decay={self.weight_decay}, but the optimizer's groups add "
+                f"{sorted(set(settings.coupled_decay))} to the gradient (decoupled decay, AdamW's, never enters "
+                "it): leave weight_decay out, the tracker reads it from the optimizer"
+            )
+        return settings.lr, settings.group_lrs, settings.coupled_decay
 
     def _drop_handoff_after_a_gap(self, start: torch.Tensor | None) -> None:
         """Forget what the last step handed on when the model moved since without the tracker
@@ -209,7 +252,7 @@ class WalkTracker:
         current = flat_parameters(self.model) if start is None else start
         if not torch.equal(handoff, current):
             self._carried = None
-            self._previous_gradient = None
+            self._previous_gradient = self._previous_update = None
 
     def after_step(self) -> list[StepRecord]:
         """Call right after ``optimizer.step()``. Returns the records completed by this call."""
@@ -228,14 +271,20 @@ class WalkTracker:
         return self.records[completed_before:]
 
     @contextmanager
-    def step(self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None) -> Iterator[None]:
-        """``with tracker.step(...): optimizer.step()``."""
+    def step(
+        self,
+        *,
+        minibatch_loss: float | torch.Tensor | None = None,
+        lr: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> Iterator[None]:
+        """``with tracker.step(...): optimizer.step()``; the arguments as ``before_step``'s."""
         if self._attachment is not None and self._attachment.attached:
             raise RuntimeError(
                 "the tracker is attached to an optimizer, whose hooks already measure optimizer.step(): "
                 "drop the `with tracker.step()` block, or remove() the attachment first"
             )
-        self.before_step(minibatch_loss=minibatch_loss, lr=lr)
+        self.before_step(minibatch_loss=minibatch_loss, lr=lr, optimizer=optimizer)
         try:
             yield
         except BaseException:
@@ -258,7 +307,11 @@ class WalkTracker:
         return self._closed
 
     def begin_optimizer_step(
-        self, *, minibatch_loss: float | torch.Tensor | None = None, lr: float | None = None
+        self,
+        *,
+        minibatch_loss: float | torch.Tensor | None = None,
+        lr: float | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
         """``before_step`` as a hook calls it: nothing once the tracker is closed (training goes
         on unmeasured), and a step begun but never ended (its ``optimizer.step()`` raised, or a
@@ -267,7 +320,7 @@ class WalkTracker:
             return
         if self._in_step:
             self._forget_step()
-        self.before_step(minibatch_loss=minibatch_loss, lr=lr)
+        self.before_step(minibatch_loss=minibatch_loss, lr=lr, optimizer=optimizer)
 
     def end_optimizer_step(self) -> list[StepRecord]:
         """``after_step`` as a hook calls it: the records it completed, none when no step was begun."""
@@ -362,7 +415,7 @@ class WalkTracker:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue the walk exactly: the step index, θ_0, the
-        previous gradient, the carried losses at the current iterate, the divergence and the
+        previous gradient and update, the carried losses at the current iterate, the divergence and the
         records so far.
 
         Only tensors and plain Python values, so ``torch.load(..., weights_only=True)``
@@ -374,6 +427,7 @@ class WalkTracker:
             "step_index": self.step_index,
             "initial_parameters": self.initial_parameters.clone(),
             "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
+            "previous_update": None if self._previous_update is None else self._previous_update.clone(),
             # Carried losses are this process's share; across processes (whose checkpoint rank 0
             # writes) they are left out, and the next step evaluates α = 0 again, bitwise the same.
             "carried_step": None if self._carried is None or self.shard.distributed else self._carried[0],
@@ -397,6 +451,8 @@ class WalkTracker:
         self.initial_parameters = initial
         previous = state["previous_gradient"]
         self._previous_gradient = None if previous is None else previous.to(device)
+        previous_update = state.get("previous_update")  # absent from checkpoints older than the update cosine
+        self._previous_update = None if previous_update is None else previous_update.to(device)
         carried_step = state.get("carried_step")
         self._carried = None if carried_step is None else (int(carried_step), state["carried_losses"].cpu())
         self.divergence = state["divergence"]
@@ -410,7 +466,7 @@ class WalkTracker:
                     "segment_losses": tuple(saved["segment_losses"]),
                     **{
                         name: None if saved.get(name) is None else tuple(saved[name])
-                        for name in ("segment_loss_se", "segment_floor_se")
+                        for name in ("segment_loss_se", "segment_floor_se", "group_lrs")
                     },
                 }
             )
@@ -434,14 +490,18 @@ class WalkTracker:
 
     def _measure_step(self, step: int) -> None:
         gradient, previous_gradient = self._gradient, self._previous_gradient
+        previous_update, self._previous_update = self._previous_update, None
         next_measured = self._measures(step + 1)
         self._previous_gradient = gradient if next_measured else None
         carried, self._carried = self._carried, None
         if self._start is None:
-            if next_measured:
-                self._handoff = flat_parameters(self.model)
-            return
+            return  # neither this step nor the next is measured
         start, end = self._start, flat_parameters(self.model)
+        # Exact in float32 wherever θ moved by less than itself (Sterbenz): the update the optimizer made.
+        update = end - start
+        if not self._measures(step):
+            self._handoff, self._previous_update = end, update
+            return
         if not bool(torch.isfinite(end).all()):
             self._diverge("non-finite parameters after the step")
             return
@@ -464,7 +524,7 @@ class WalkTracker:
             return
         if next_measured:
             self._carried = (step + 1, measured.end_losses)
-            self._handoff = end
+            self._handoff, self._previous_update = end, update
         sharpness, sharpness_se = None, None
         if self.sharpness_every is not None and step % self.sharpness_every == 0:
             sharpness, sharpness_se = self.sharpness_with_error(end)
@@ -473,9 +533,11 @@ class WalkTracker:
             StepRecord(
                 step=step,
                 lr=self._lr,
+                group_lrs=self._group_lrs,
                 minibatch_loss=self._minibatch_loss,
                 **measured.summary.as_dict(),
                 cosine=None if previous_gradient is None else cosine(previous_gradient, gradient),
+                update_cosine=None if previous_update is None else cosine(previous_update, update),
                 grad_norm=norm(gradient),
                 step_length=distance(end, start),
                 distance_from_init=distance(end, self.initial_parameters),

@@ -5,11 +5,14 @@
     trainer.fit(module, train_loader)
     records = callback.tracker.close()
 
-Lightning runs the forward and backward inside ``optimizer.step(closure)``, so the
-optimizer's step pre-hook (``WalkTracker.attach``) comes before the gradient exists. The
-callback uses the moments Lightning gives instead: ``on_before_backward`` for the minibatch
-loss, ``on_before_optimizer_step`` (gradient made, parameters not yet updated) for
-``before_step``, and the optimizer's step post-hook (parameters updated) for ``after_step``.
+Lightning runs the forward, the backward, ``on_before_optimizer_step`` and then its gradient
+clipping (``gradient_clip_val``) inside ``optimizer.step(closure)``, so neither the
+optimizer's step pre-hook nor ``on_before_optimizer_step`` sees the gradient the update uses.
+The callback's pre-hook wraps that closure (``attach.begin_once_the_gradient_is_made``): the
+step begins when the closure returns, clipped gradient made and parameters not yet updated;
+under a gradient scaler, which runs the closure itself and then ``optimizer.step()`` without
+one, it begins in the pre-hook, gradients unscaled and clipped. ``on_before_backward`` gives
+the minibatch loss, and the optimizer's step post-hook (parameters updated) ends the step.
 The tracker is built at ``on_train_start``, once Lightning has put the module on its device:
 the measurement set must be on that device too.
 """
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.hooks import RemovableHandle
 
-from sgdwalk.instrument.attach import begin_step
+from sgdwalk.instrument.attach import StepArguments, begin_once_the_gradient_is_made, begin_step
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.tracker import WalkTracker
@@ -85,7 +88,7 @@ class LightningWalkCallback(Callback):
         self.tracker_options = tracker_options
         self.tracker: WalkTracker | None = None
         self._loss: torch.Tensor | None = None
-        self._handle: RemovableHandle | None = None
+        self._handles: list[RemovableHandle] = []
 
     # ------------------------------------------------------------------ Lightning's hooks
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -95,16 +98,14 @@ class LightningWalkCallback(Callback):
             )
         if self.tracker is None:
             self.tracker = WalkTracker(pl_module, self.measurement, **self.tracker_options)
-        self._handle = trainer.optimizers[0].register_step_post_hook(self._after_step_of(trainer))
+        optimizer = trainer.optimizers[0]
+        self._handles = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step_of(trainer)),
+        ]
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         self._loss = loss.detach() if self._loss is None else self._loss + loss.detach()
-
-    def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
-    ) -> None:
-        loss, self._loss = self._loss, None
-        begin_step(self._started(), optimizer, loss)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._detach()
@@ -117,6 +118,17 @@ class LightningWalkCallback(Callback):
         if self.tracker is None:
             raise RuntimeError("LightningWalkCallback: an optimizer step before on_train_start")
         return self.tracker
+
+    def _before_step(
+        self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> StepArguments | None:
+        tracker = self._started()
+
+        def begin() -> None:
+            loss, self._loss = self._loss, None
+            begin_step(tracker, optimizer, loss)
+
+        return begin_once_the_gradient_is_made(args, kwargs, begin)
 
     def _after_step_of(self, trainer: pl.Trainer) -> Callable[[torch.optim.Optimizer, Any, Any], None]:
         def after_step(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -136,6 +148,6 @@ class LightningWalkCallback(Callback):
             logger.log_metrics(metrics, step=record.step)
 
     def _detach(self) -> None:
-        if self._handle is not None:
-            self._handle.remove()
-            self._handle = None
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

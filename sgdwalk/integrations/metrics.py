@@ -10,6 +10,8 @@ TensorBoard, W&B and MLflow loggers all take, and what each sink here writes. A
 - the per-point tuples ``segment_losses``, ``segment_loss_se`` and ``segment_floor_se``
   become one number per point, named with the point's index: ``segment_losses/0`` is the
   loss at α = 0, ``segment_losses/K`` at α = 1;
+- ``group_lrs`` (every parameter group's rate, when they differ) becomes one number per
+  group, ``group_lrs/0`` for the first group;
 - ``barrier_test`` (a word) becomes one indicator per outcome, ``barrier_test/crossed``,
   ``barrier_test/not_crossed`` and ``barrier_test/undecided``, so a mean over steps is the
   share of each outcome;
@@ -33,6 +35,7 @@ NOT_LOGGED: Final[dict[str, str]] = {
     "segment_alphas": "the α grid, the same at every step: a setting, named by the index of segment_losses/i",
 }
 PER_POINT_FIELDS: Final = ("segment_losses", "segment_loss_se", "segment_floor_se")
+PER_GROUP_FIELDS: Final = ("group_lrs",)
 OUTCOME_FIELDS: Final = ("barrier_test",)
 
 
@@ -47,7 +50,7 @@ def flat_metrics(record: StepRecord, prefix: str = "") -> dict[str, float]:
         value = getattr(record, name)
         if name in NOT_LOGGED or value is None:
             continue
-        if name in PER_POINT_FIELDS:
+        if name in PER_POINT_FIELDS or name in PER_GROUP_FIELDS:
             for index, point_value in enumerate(value):
                 metrics[f"{prefix}{name}/{index}"] = float(point_value)
         elif name in OUTCOME_FIELDS:

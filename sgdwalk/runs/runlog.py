@@ -397,6 +397,8 @@ def record_from_dict(values: Mapping[str, Any]) -> StepRecord:
     """The inverse of ``StepRecord.as_dict`` after a JSON round trip (lists → tuples, NaN → None)."""
     cleaned: dict[str, Any] = {}
     for name in RECORD_FIELDS:
+        if name not in values:
+            continue  # a field added since the record was written: its default (None)
         value = values[name]
         if isinstance(value, (list, tuple, np.ndarray)):
             value = tuple(float(v) for v in value)
@@ -414,10 +416,13 @@ def _steps_frame(entries: list[dict[str, Any]], steps_per_epoch: int | None) -> 
     frame = pd.DataFrame(entries, columns=list(RECORD_FIELDS))
     for column in ("segment_alphas", "segment_losses"):
         frame[column] = [tuple(curve) for curve in frame[column]]
-    # Absent in runs written before the measurement carried its standard errors.
-    for column in ("segment_loss_se", "segment_floor_se"):
+    # Absent in runs written before the measurement carried its standard errors (or group rates).
+    for column in ("segment_loss_se", "segment_floor_se", "group_lrs"):
         frame[column] = pd.Series(
-            [None if curve is None else tuple(curve) for curve in frame[column]], index=frame.index, dtype=object
+            # A column absent from the file comes as NaN, which is not a sequence.
+            [tuple(curve) if isinstance(curve, (list, tuple)) else None for curve in frame[column]],
+            index=frame.index,
+            dtype=object,
         )
     if steps_per_epoch:
         frame["epoch"] = frame["step"] // steps_per_epoch + 1

@@ -1,0 +1,169 @@
+"""The rates and the weight decay come from the optimizer's parameter groups, per group.
+
+An attached tracker (and ``with tracker.step(optimizer=...)``) records the gradient the
+update uses: coupled decay (SGD's ``weight_decay``) added to it, wd·θ per group, decoupled
+decay (AdamW's) not. The reference is made by hand from float64 copies of the raw gradient
+and of θ_t taken around each step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from sgdwalk.instrument.measurement import MeasurementSet
+from sgdwalk.instrument.optimizer_groups import coupled_decay, group_settings
+from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.integrations.metrics import flat_metrics
+from sgdwalk.runs.runlog import record_from_dict
+from tests.helpers import FLOAT32_VECTOR_VS_FLOAT64, assert_close, classification_data, mlp
+
+STEPS, BATCH, TRAIN_SIZE = 5, 8, 32
+LR, WEIGHT_DECAY = 0.1, 0.05
+# The second group's settings: another rate and another decay than the first's.
+OTHER_LR, OTHER_WEIGHT_DECAY = 0.03, 0.2
+
+OptimizerFactory = Callable[[nn.Sequential], torch.optim.Optimizer]
+
+
+def sgd(model: nn.Sequential) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def adamw(model: nn.Sequential) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def two_groups(model: nn.Sequential) -> torch.optim.Optimizer:
+    first, *rest = model
+    return torch.optim.SGD(
+        [
+            {"params": first.parameters()},
+            {
+                "params": [p for layer in rest for p in layer.parameters()],
+                "lr": OTHER_LR,
+                "weight_decay": OTHER_WEIGHT_DECAY,
+            },
+        ],
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+    )
+
+
+@dataclass
+class HandWalk:
+    records: list[StepRecord]
+    used_gradients: list[torch.Tensor]  # float64, g_t plus the coupled decay the step adds
+
+
+def _flat64(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().double().reshape(-1) for t in tensors])
+
+
+def hand_walk(make: OptimizerFactory, decays: list[float], *, attach: bool) -> HandWalk:
+    """``decays``: per parameter tensor, the coupled decay the reference adds (by hand, not read back)."""
+    model = mlp(0)
+    inputs, targets = classification_data(0, TRAIN_SIZE)
+    optimizer = make(model)
+    tracker = WalkTracker(model, MeasurementSet(inputs[:16], targets[:16]), num_alphas=2)
+    attachment = tracker.attach(optimizer) if attach else None
+    used: list[torch.Tensor] = []
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(STEPS):
+        batch = torch.randint(0, TRAIN_SIZE, (BATCH,), generator=generator)
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+        parameters = list(model.parameters())
+        grads = [p.grad for p in parameters if p.grad is not None]
+        used.append(_flat64(grads) + _flat64([decay * p for decay, p in zip(decays, parameters, strict=True)]))
+        if attach:
+            optimizer.step()
+        else:
+            with tracker.step(optimizer=optimizer):
+                optimizer.step()
+    if attachment is not None:
+        attachment.remove()
+    return HandWalk(tracker.close(), used)
+
+
+def _cosine64(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+CASES = {
+    # SGD's decay enters the gradient, on every parameter.
+    "sgd": (sgd, [WEIGHT_DECAY] * 4),
+    # AdamW's decay shrinks θ apart from the gradient: the gradient used is g alone.
+    "adamw": (adamw, [0.0] * 4),
+    # Each group its own decay: the first layer's weight and bias, then the second layer's.
+    "two groups": (two_groups, [WEIGHT_DECAY] * 2 + [OTHER_WEIGHT_DECAY] * 2),
+}
+
+
+@pytest.mark.parametrize("attach", [True, False], ids=["attached", "with step(optimizer=)"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_recorded_gradient_is_the_one_the_step_used(case: str, attach: bool) -> None:
+    make, decays = CASES[case]
+    walk = hand_walk(make, decays, attach=attach)
+    records, used = walk.records, walk.used_gradients
+    assert [r.step for r in records] == list(range(STEPS))
+    assert_close([r.grad_norm for r in records], [float(g.norm()) for g in used], FLOAT32_VECTOR_VS_FLOAT64, case)
+    assert records[0].cosine is None
+    expected_cosines = [_cosine64(used[t - 1], used[t]) for t in range(1, STEPS)]
+    assert_close([r.cosine for r in records[1:]], expected_cosines, FLOAT32_VECTOR_VS_FLOAT64, f"{case} cosine")
+
+
+def test_two_rates_are_each_recorded() -> None:
+    records = hand_walk(two_groups, [WEIGHT_DECAY] * 2 + [OTHER_WEIGHT_DECAY] * 2, attach=True).records
+    assert all(r.lr is None and r.group_lrs == (LR, OTHER_LR) for r in records)
+    records = hand_walk(sgd, [WEIGHT_DECAY] * 4, attach=True).records
+    assert all(r.lr == LR and r.group_lrs is None for r in records), "one rate: lr, and no group_lrs"
+
+
+def test_group_rates_survive_json_the_metrics_and_a_checkpoint() -> None:
+    record = hand_walk(two_groups, [WEIGHT_DECAY] * 2 + [OTHER_WEIGHT_DECAY] * 2, attach=True).records[0]
+    assert record_from_dict(json.loads(json.dumps(record.as_dict()))) == record
+    metrics = flat_metrics(record)
+    assert (metrics["group_lrs/0"], metrics["group_lrs/1"]) == (LR, OTHER_LR) and "lr" not in metrics
+    model = mlp(0)
+    inputs, targets = classification_data(0, 8)
+    tracker = WalkTracker(model, MeasurementSet(inputs, targets), num_alphas=2)
+    state = tracker.state_dict()
+    tracker.load_state_dict({**state, "records": [{**record.as_dict(), "group_lrs": [LR, OTHER_LR]}]})
+    assert tracker.close() == [record]
+
+
+def test_old_records_without_group_rates_still_load() -> None:
+    record = hand_walk(sgd, [WEIGHT_DECAY] * 4, attach=True).records[0]
+    saved = {name: value for name, value in record.as_dict().items() if name != "group_lrs"}
+    assert record_from_dict({**saved, "group_lrs": float("nan")}) == record  # pandas' fill for a missing column
+
+
+def test_a_tracker_decay_the_optimizer_does_not_add_is_refused_before_the_update() -> None:
+    model = mlp(0)
+    inputs, targets = classification_data(0, 8)
+    optimizer = adamw(model)
+    tracker = WalkTracker(model, MeasurementSet(inputs, targets), num_alphas=2, weight_decay=WEIGHT_DECAY)
+    tracker.attach(optimizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    with pytest.raises(ValueError, match=r"leave weight_decay out.*reads it from the optimizer"):
+        optimizer.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True)), "the update ran"
+
+
+def test_decoupled_decay_is_read_per_group() -> None:
+    model = mlp(0)
+    parameters = list(model.parameters())
+    adam = torch.optim.Adam(
+        [{"params": parameters[:2], "decoupled_weight_decay": True}, {"params": parameters[2:]}], weight_decay=0.1
+    )
+    assert coupled_decay(adam, parameters) == (0.0, 0.0, 0.1, 0.1)
+    assert coupled_decay(adamw(model), parameters) == (0.0,) * 4
+    assert group_settings(torch.optim.SGD(parameters[:2], lr=0.1), parameters).coupled_decay == (0.0,) * 4
