@@ -47,6 +47,8 @@ class StepRecord:
     barrier_excess_se: float | None = None
     barrier_test: str | None = None
     sharpness_se: float | None = None
+    # Hessian-vector products the sharpness estimate took (warm-started after the first).
+    sharpness_products: int | None = None
     # Every parameter group's learning rate, in group order, when they differ (``lr`` is then
     # None); None when they agree or the loop passed ``lr`` itself.
     group_lrs: tuple[float, ...] | None = None

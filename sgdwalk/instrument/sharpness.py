@@ -273,6 +273,16 @@ def _start_vector(dimension: int, seed: int, gradient: NDArray[np.float64] | Non
     return start
 
 
+def _usable_warm_start(vector: NDArray[np.float64] | None, dimension: int) -> bool:
+    """A vector Lanczos can start from: this model's size, finite and not zero."""
+    return (
+        vector is not None
+        and vector.shape == (dimension,)
+        and bool(np.all(np.isfinite(vector)))
+        and bool(np.linalg.norm(vector) > 0.0)
+    )
+
+
 def top_hessian_eigenpair(
     model: nn.Module,
     point: torch.Tensor,
@@ -286,12 +296,18 @@ def top_hessian_eigenpair(
     reuse_graph: bool | None = None,
     gap_estimate: bool = False,
     shard: Shard = SINGLE_PROCESS,
+    warm_start: NDArray[np.float64] | None = None,
 ) -> LanczosResult:
     """The largest (``LA``) or largest-magnitude (``LM``) Hessian eigenvalue at ``point``,
     with its unit eigenvector (float64, flat like ``point``) and the products it took.
 
     Lanczos starts from a vector drawn with ``seed`` (plus the gradient where the graph is
-    reused, see ``_start_vector``): the same seed gives the same value.
+    reused, see ``_start_vector``): the same seed gives the same value. ``warm_start``, an
+    eigenvector found at a nearby point (the previous measured step's), replaces that vector:
+    the Krylov space it spans still holds every eigendirection (it has a component along
+    each, generically), so the answer is the same to within ``relative_tolerance``, in fewer
+    products the closer the point (``_usable_warm_start`` falls back to the cold start for a
+    vector that cannot start Lanczos).
 
     ``relative_tolerance`` bounds the relative error of the value, and ``gap_estimate``
     trades that bound for an estimate (see ``lanczos_top_eigenpair``); ``max_iterations``
@@ -306,7 +322,11 @@ def top_hessian_eigenpair(
     dimension = point.numel()
     if dimension < _DENSE_FALLBACK_DIMENSION:
         return _dense_top_eigenpair(matvec, dimension, which)
-    start = _start_vector(dimension, seed, None if gradient is None else gradient.double().cpu().numpy())
+    start = (
+        warm_start
+        if _usable_warm_start(warm_start, dimension)
+        else _start_vector(dimension, seed, None if gradient is None else gradient.double().cpu().numpy())
+    )
     return lanczos_top_eigenpair(
         matvec,
         start,
@@ -451,6 +471,8 @@ class SharpnessEstimate:
     standard_error: float | None
     products: int
     batches: int
+    # The unit eigenvector (float64, flat like the parameters): the next step's warm start.
+    vector: NDArray[np.float64]
 
 
 def sharpness_with_standard_error(
@@ -463,12 +485,24 @@ def sharpness_with_standard_error(
     seed: int = 0,
     num_batches: int = SHARPNESS_ERROR_BATCHES,
     shard: Shard = SINGLE_PROCESS,
+    relative_tolerance: float = SHARPNESS_RELATIVE_ERROR,
+    warm_start: NDArray[np.float64] | None = None,
 ) -> SharpnessEstimate:
     """``top_hessian_eigenpair`` followed by ``top_eigenvalue_standard_error`` along its vector
     (with a ``shard``: shared out over the processes, the same result on every one)."""
-    pair = top_hessian_eigenpair(model, point, measurement, bn_mode=bn_mode, which=which, seed=seed, shard=shard)
+    pair = top_hessian_eigenpair(
+        model,
+        point,
+        measurement,
+        bn_mode=bn_mode,
+        which=which,
+        seed=seed,
+        relative_tolerance=relative_tolerance,
+        shard=shard,
+        warm_start=warm_start,
+    )
     quotients, sizes = batch_rayleigh_quotients(
         model, point, pair.vector, measurement, bn_mode=bn_mode, num_batches=num_batches, shard=shard
     )
     standard_error = _batch_means_standard_error(quotients, sizes) if quotients.size >= 2 else None
-    return SharpnessEstimate(pair.value, standard_error, pair.products, int(quotients.size))
+    return SharpnessEstimate(pair.value, standard_error, pair.products, int(quotients.size), pair.vector)

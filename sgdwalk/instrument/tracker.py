@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from sgdwalk.instrument.attach import OptimizerAttachment
@@ -46,8 +48,17 @@ from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
 from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid
-from sgdwalk.instrument.sharpness import EigenvalueChoice, sharpness_with_standard_error, top_hessian_eigenvalue
-from sgdwalk.instrument.tolerances import BARRIER_ABSOLUTE_TOLERANCE, BARRIER_RELATIVE_TOLERANCE
+from sgdwalk.instrument.sharpness import (
+    EigenvalueChoice,
+    SharpnessEstimate,
+    sharpness_with_standard_error,
+    top_hessian_eigenvalue,
+)
+from sgdwalk.instrument.tolerances import (
+    BARRIER_ABSOLUTE_TOLERANCE,
+    BARRIER_RELATIVE_TOLERANCE,
+    SHARPNESS_RELATIVE_ERROR,
+)
 from sgdwalk.instrument.wrappers import unwrapped
 
 RecordSink = Callable[[StepRecord], None]
@@ -79,6 +90,12 @@ class WalkTracker:
         sharpness_every: also estimate the top Hessian eigenvalue at θ_{t+1} on measured
             steps t with t % sharpness_every == 0 (None: never).
         sharpness_which / sharpness_seed: passed to ``top_hessian_eigenvalue``.
+        sharpness_tolerance: the relative error the eigen-solver stops at
+            (``SHARPNESS_RELATIVE_ERROR`` by default).
+        sharpness_warm_start: start each estimate after the first from the previous one's
+            eigenvector (default), which needs fewer Hessian-vector products the closer the
+            steps; False starts each from the seeded vector. Either way the record holds the
+            products it took (``sharpness_products``).
         sinks: called with each record as soon as it is complete (e.g. a file writer).
         precision: measure each step only until its questions are settled (see
             ``sampling.PrecisionTarget``); None (the default) measures on the whole set.
@@ -109,6 +126,8 @@ class WalkTracker:
         sharpness_every: int | None = None,
         sharpness_which: EigenvalueChoice = "LA",
         sharpness_seed: int = 0,
+        sharpness_tolerance: float = SHARPNESS_RELATIVE_ERROR,
+        sharpness_warm_start: bool = True,
         barrier_relative_tolerance: float = BARRIER_RELATIVE_TOLERANCE,
         barrier_absolute_tolerance: float = BARRIER_ABSOLUTE_TOLERANCE,
         sinks: Sequence[RecordSink] = (),
@@ -123,6 +142,8 @@ class WalkTracker:
             )
         if sharpness_every is not None and sharpness_every < 1:
             raise ValueError(f"sharpness_every must be positive or None, got {sharpness_every}")
+        if not 0.0 < sharpness_tolerance < 1.0:
+            raise ValueError(f"sharpness_tolerance is a relative error in (0, 1), got {sharpness_tolerance}")
         self.model = unwrapped(model)
         self.shard = Shard.current() if shard is None else shard
         self.measurement = measurement
@@ -133,6 +154,12 @@ class WalkTracker:
         self.sharpness_every = sharpness_every
         self.sharpness_which: EigenvalueChoice = sharpness_which
         self.sharpness_seed = sharpness_seed
+        self.sharpness_tolerance = sharpness_tolerance
+        self.sharpness_warm_start = sharpness_warm_start
+        # The last estimate's eigenvector: the next estimate's warm start. Any start finds the
+        # same value within the tolerance, so it is kept across gaps; a checkpoint saves it so
+        # that a resumed run starts the next estimate where an uninterrupted one would.
+        self._sharpness_vector: NDArray[np.float64] | None = None
         self.barrier_relative_tolerance = barrier_relative_tolerance
         self.barrier_absolute_tolerance = barrier_absolute_tolerance
         self.sinks = list(sinks)
@@ -397,9 +424,10 @@ class WalkTracker:
                 shard=self.shard,
             )
 
-    def sharpness_with_error(self, point: torch.Tensor) -> tuple[float, float | None]:
-        """The top Hessian eigenvalue at ``point`` (as ``sharpness``) and its standard error
-        over the measurement set (see ``sharpness_with_standard_error``)."""
+    def sharpness_with_error(self, point: torch.Tensor) -> SharpnessEstimate:
+        """The top Hessian eigenvalue at ``point`` (as ``sharpness``), its standard error over
+        the measurement set (see ``sharpness_with_standard_error``) and what it cost, warm
+        started from the previous estimate's eigenvector."""
         with torch.random.fork_rng(devices=self._cuda_devices()):
             estimate = sharpness_with_standard_error(
                 self.model,
@@ -409,8 +437,12 @@ class WalkTracker:
                 which=self.sharpness_which,
                 seed=self.sharpness_seed,
                 shard=self.shard,
+                relative_tolerance=self.sharpness_tolerance,
+                warm_start=self._sharpness_vector,
             )
-        return estimate.value, estimate.standard_error
+        if self.sharpness_warm_start:
+            self._sharpness_vector = estimate.vector
+        return estimate
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -428,6 +460,7 @@ class WalkTracker:
             "initial_parameters": self.initial_parameters.clone(),
             "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
             "previous_update": None if self._previous_update is None else self._previous_update.clone(),
+            "sharpness_vector": None if self._sharpness_vector is None else torch.from_numpy(self._sharpness_vector.copy()),
             # Carried losses are this process's share; across processes (whose checkpoint rank 0
             # writes) they are left out, and the next step evaluates α = 0 again, bitwise the same.
             "carried_step": None if self._carried is None or self.shard.distributed else self._carried[0],
@@ -453,6 +486,8 @@ class WalkTracker:
         self._previous_gradient = None if previous is None else previous.to(device)
         previous_update = state.get("previous_update")  # absent from checkpoints older than the update cosine
         self._previous_update = None if previous_update is None else previous_update.to(device)
+        sharpness_vector = state.get("sharpness_vector")  # absent from checkpoints older than the warm start
+        self._sharpness_vector = None if sharpness_vector is None else sharpness_vector.double().numpy()
         carried_step = state.get("carried_step")
         self._carried = None if carried_step is None else (int(carried_step), state["carried_losses"].cpu())
         self.divergence = state["divergence"]
@@ -525,9 +560,11 @@ class WalkTracker:
         if next_measured:
             self._carried = (step + 1, measured.end_losses)
             self._handoff, self._previous_update = end, update
-        sharpness, sharpness_se = None, None
-        if self.sharpness_every is not None and step % self.sharpness_every == 0:
-            sharpness, sharpness_se = self.sharpness_with_error(end)
+        estimate = (
+            self.sharpness_with_error(end)
+            if self.sharpness_every is not None and step % self.sharpness_every == 0
+            else None
+        )
         assert gradient is not None  # measured steps always take their gradient
         self._emit(
             StepRecord(
@@ -542,8 +579,9 @@ class WalkTracker:
                 step_length=distance(end, start),
                 distance_from_init=distance(end, self.initial_parameters),
                 param_norm=norm(end),
-                sharpness=sharpness,
-                sharpness_se=sharpness_se,
+                sharpness=None if estimate is None else estimate.value,
+                sharpness_se=None if estimate is None else estimate.standard_error,
+                sharpness_products=None if estimate is None else estimate.products,
                 segment_alphas=(*(float(a) for a in self.alphas), 1.0),
                 segment_losses=measured.losses,
                 **_uncertainty_fields(measured),
