@@ -174,7 +174,12 @@ def reference_record_fields(
         losses=tuple(float(value) for value in means),
         summary=summarize_segment(alphas[:-1], means[:-1], float(means[-1])),
         uncertainty=segment_uncertainty(
-            means, moments.covariance, moments.count, confidence=confidence, looks=num_looks
+            means,
+            moments.covariance,
+            moments.count,
+            confidence=confidence,
+            looks=num_looks,
+            floor_selection=tracker.precision is not None,
         ),
         end_losses=torch.cat(end_losses),
         looks=0,

@@ -36,6 +36,14 @@ COSINE_NORM_PRODUCT_FLOOR: float = 1e-30
 # needed about 1.4 times the samples ((3.09 / 2.58)² at four looks) to be decided.
 BARRIER_TEST_CONFIDENCE: float = 0.95
 
+# Precision-targeted records count a grid point as a possible floor when its loss lies within
+# this one-sided confidence of the measured floor (z = 1.96): the true floor is left out with
+# probability at most 2.5 %, and the heights' standard errors then cover every candidate
+# (uncertainty.selected_floor_standard_errors). Measured over 45 disjoint 1,000-image sets at
+# 20 steps of a Fashion-MNIST run, 1.0 (z) left heights of 0 with error 0 where the
+# population's was not, and coverage of height_end at 0.76 on one step.
+FLOOR_CANDIDATE_CONFIDENCE: float = 0.975
+
 # The sharpness solver (sharpness.lanczos_top_eigenpair) stops, checking after every
 # Hessian-vector product, when the residual r of its top Ritz pair is below this fraction of
 # the value: an eigenvalue then lies within r of the value, and for a top eigenvalue not yet

@@ -16,6 +16,19 @@ What the errors mean, and how they treat the data-chosen points:
   floor, the minimum of noisy means is biased low (the height biased high, by at most about
   half the difference's standard error) and the interval is optimistic; the coverage test
   (``tests/test_uncertainty_coverage.py``) states the regime where the nominal rate holds.
+- Precision-targeted records (``floor_selection``) widen those three errors to cover the
+  choice of the floor: on real data near-ties are common, and a stopping rule that reads
+  the errors would otherwise stop where they are optimistic. Candidates C are the grid
+  points whose loss lies within z·se of the measured floor (z one-sided at
+  ``FLOOR_CANDIDATE_CONFIDENCE``): the true floor a* is among them except with probability
+  1 − that confidence. Write the height as max_a D_a with D_a = L_end − L_a; the data's
+  floor â maximises the estimates D̂. Then D̂_â − D_a* lies between D̂_a* − D_a* (as
+  D̂_â ≥ D̂_a*) and D̂_â − D_â (as D_a* ≥ D_â): the reported height errs by at most the
+  larger error of two candidates, so its error is reported as max over a in C of
+  se(end, a). The floor depth does the same over the ends that could be the lower one. A
+  height of 0 (the floor at that end) then gets an error of 0 only when no other point
+  could be the floor. The errors are conservative where candidates tie (± 1 se then holds
+  more than 68 %); ``tests/test_targeted_coverage_real.py`` measures the 95 % coverage reached.
 - The barrier test does not depend on any choice: a barrier means that some interior point
   lies above *both* ends, so the test looks at every difference "interior point minus end"
   with the corrections its logic needs (``barrier_test``), and its error rate holds whatever
@@ -26,18 +39,20 @@ What the errors mean, and how they treat the data-chosen points:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
-from numpy.typing import ArrayLike
+from numpy.typing import ArrayLike, NDArray
 
 from sgdwalk.instrument.paired import difference_standard_error
 from sgdwalk.instrument.tolerances import (
     BARRIER_ABSOLUTE_TOLERANCE,
     BARRIER_RELATIVE_TOLERANCE,
     BARRIER_TEST_CONFIDENCE,
+    FLOOR_CANDIDATE_CONFIDENCE,
 )
 
 BarrierTest = Literal["crossed", "not crossed", "undecided"]
@@ -146,6 +161,30 @@ def barrier_test(
     return "not crossed" if every_point_below_an_end else "undecided"
 
 
+def near_minimum(profile: NDArray[np.float64], indices: Sequence[int], se: Callable[[int, int], float]) -> list[int]:
+    """Those of ``indices`` whose loss the data cannot tell from the lowest of them: within
+    z·se of it, z one-sided at ``FLOOR_CANDIDATE_CONFIDENCE`` (the lowest itself always)."""
+    lowest = min(indices, key=lambda index: (float(profile[index]), index))
+    z = one_sided_z(1.0 - FLOOR_CANDIDATE_CONFIDENCE)
+    # An error that is not finite (under two samples) cannot tell points apart: all stay.
+    return [i for i in indices if not float(profile[i] - profile[lowest]) > z * se(i, lowest)]
+
+
+def selected_floor_standard_errors(
+    profile: NDArray[np.float64], se: Callable[[int, int], float]
+) -> tuple[float, float, float]:
+    """Errors of height_start, height_end and floor_depth that cover the choice of the floor
+    (and of the lower end): the largest difference error over the candidates (module docstring)."""
+    last = profile.size - 1
+    floors = near_minimum(profile, range(profile.size), se)
+    lower_ends = near_minimum(profile, (0, last), se)
+    return (
+        max(se(0, floor) for floor in floors),
+        max(se(last, floor) for floor in floors),
+        max(se(end, floor) for end in lower_ends for floor in floors),
+    )
+
+
 def segment_uncertainty(
     means: ArrayLike,
     covariance: ArrayLike,
@@ -155,11 +194,14 @@ def segment_uncertainty(
     looks: int = 1,
     relative_tolerance: float = BARRIER_RELATIVE_TOLERANCE,
     absolute_tolerance: float = BARRIER_ABSOLUTE_TOLERANCE,
+    floor_selection: bool = False,
 ) -> SegmentUncertainty:
     """Standard errors of a segment's heights, floor depth and barrier excess, and its test.
 
     The floor and the peak are chosen as ``segment.summarize_segment`` chooses them: the
-    lowest point of the whole profile, and the highest interior point.
+    lowest point of the whole profile, and the highest interior point. With
+    ``floor_selection`` the errors of the heights and the floor depth also cover which point
+    is the floor (``selected_floor_standard_errors``; precision-targeted records).
     """
     profile = np.asarray(means, dtype=np.float64)
     sigma = np.asarray(covariance, dtype=np.float64)
@@ -174,6 +216,11 @@ def segment_uncertainty(
     def se(first: int, second: int) -> float:
         return difference_standard_error(sigma, count, first, second) if count >= 2 else math.nan
 
+    height_start_se, height_end_se, floor_depth_se = (
+        selected_floor_standard_errors(profile, se)
+        if floor_selection
+        else (se(0, floor_index), se(last, floor_index), se(lower_end, floor_index))
+    )
     point_se = tuple(
         math.sqrt(max(float(sigma[p, p]), 0.0) / count) if count >= 2 else math.nan for p in range(profile.size)
     )
@@ -181,10 +228,10 @@ def segment_uncertainty(
         samples=int(count),
         segment_loss_se=point_se,
         segment_floor_se=tuple(se(p, floor_index) for p in range(profile.size)),
-        height_start_se=se(0, floor_index),
-        height_end_se=se(last, floor_index),
+        height_start_se=height_start_se,
+        height_end_se=height_end_se,
         floor_depth=float(profile[lower_end] - profile[floor_index]),
-        floor_depth_se=se(lower_end, floor_index),
+        floor_depth_se=floor_depth_se,
         barrier_excess=float(profile[peak_index] - profile[higher_end]),
         barrier_excess_se=se(peak_index, higher_end),
         barrier_test=barrier_test(
