@@ -25,7 +25,9 @@ from sgdwalk.training.config import WalkConfig
 
 # ------------------------------------------------------------------------- the kinds
 # What kind of value each annotation of WalkConfig asks for (the config checks the same).
-CHOICE_KINDS = frozenset({"OptimizerName", "LRScheduleName", "DeviceName", "MeasurementMode", "BatchNormMode"})
+CHOICE_KINDS = frozenset(
+    {"OptimizerName", "LRScheduleName", "DeviceName", "MeasurementMode", "BatchNormMode", "MeasurementPrecision"}
+)
 # Fields whose values are names chosen from a list, though annotated as plain strings.
 NAMED_CHOICES = frozenset({"arch", "data"})
 

@@ -9,7 +9,14 @@ import pytest
 
 from sgdwalk.training.config import ConfigError, WalkConfig
 
-ADDED_LATER = ("batch_norm", "activation", "evaluate_every_updates", "checkpoint_every_updates", "cuda_tf32")
+ADDED_LATER = (
+    "batch_norm",
+    "activation",
+    "evaluate_every_updates",
+    "checkpoint_every_updates",
+    "cuda_tf32",
+    "measurement_precision",
+)
 WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
 
 
@@ -27,7 +34,14 @@ def test_a_run_that_leaves_the_new_fields_alone_keeps_its_hash(changes: dict[str
 
 
 @pytest.mark.parametrize(
-    "changes", [{"batch_norm": False}, {"activation": "tanh"}, {"evaluate_every_updates": 10}, {"cuda_tf32": True}]
+    "changes",
+    [
+        {"batch_norm": False},
+        {"activation": "tanh"},
+        {"evaluate_every_updates": 10},
+        {"cuda_tf32": True},
+        {"measurement_precision": "bfloat16"},
+    ],
 )
 def test_changing_a_new_field_that_changes_the_records_changes_the_hash(changes: dict[str, object]) -> None:
     assert WalkConfig(**changes).result_hash != WalkConfig().result_hash  # type: ignore[arg-type]
@@ -45,6 +59,7 @@ def test_the_checkpoint_cadence_does_not_change_the_hash() -> None:
         ({"activation": "gelu"}, "activation must be one of relu, tanh"),
         ({"batch_norm": "no"}, "batch_norm must be true or false"),
         ({"cuda_tf32": "yes"}, "cuda_tf32 must be true or false"),
+        ({"measurement_precision": "float16"}, "measurement_precision must be one of float32, bfloat16"),
         ({"evaluate_every_updates": 0}, "evaluate_every_updates must be positive"),
         ({"checkpoint_every_updates": 2.5}, "checkpoint_every_updates must be an integer"),
     ],

@@ -188,14 +188,18 @@ def reference_record_fields(
     return fields, measured.end_losses
 
 
-def walk(num_alphas: int, bn_mode: BatchNormMode, precision: PrecisionTarget | None) -> list[tuple[StepRecord, dict]]:
+def walk(
+    num_alphas: int, bn_mode: BatchNormMode, precision: PrecisionTarget | None, **tracker_options: Any
+) -> list[tuple[StepRecord, dict]]:
     """A short SGD walk of a batch-norm MLP (no affine input layer, no convolution: the plain
-    path), each record beside its reference fields."""
+    path), each record beside its reference fields; ``tracker_options`` go to the tracker."""
     torch.manual_seed(0)
     model = mlp(0, hidden=16, batchnorm=True)
     inputs, targets = classification_data(0, TRAIN_SIZE + MEASURE_SIZE)
     measurement = MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE], chunk_size=CHUNK)
-    tracker = WalkTracker(model, measurement, num_alphas=num_alphas, bn_mode=bn_mode, precision=precision)
+    tracker = WalkTracker(
+        model, measurement, num_alphas=num_alphas, bn_mode=bn_mode, precision=precision, **tracker_options
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     model.train()
     compared = []

@@ -22,6 +22,12 @@ from torch import nn
 from torch.func import functional_call
 
 from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, check_batchnorm_mode, measuring
+from sgdwalk.instrument.measurement_precision import (
+    MeasurementPrecision,
+    check_measurement_precision,
+    measurement_arithmetic,
+    per_sample_losses_in_float32,
+)
 
 #: (outputs, targets) -> one loss per sample, shape [n]. Per-sample losses make the mean over
 #: the whole set exact however it is chunked.
@@ -600,6 +606,9 @@ class SegmentPoints:
     evaluated with activations and conv weights in channels-last order, again equal to plain
     evaluation up to float rounding; every point of every segment takes the same path, so
     α = 1 of one segment and α = 0 of the next are still bitwise equal.
+
+    ``precision`` is the arithmetic of the forward passes (``measurement_precision``):
+    float32, or bfloat16 autocast, the losses returned in float32 either way.
     """
 
     def __init__(
@@ -612,8 +621,11 @@ class SegmentPoints:
         bn_mode: BatchNormMode = "train",
         *,
         exploit_affine_input: bool = True,
+        precision: MeasurementPrecision = "float32",
     ) -> None:
         check_batchnorm_mode(bn_mode)
+        self.precision = check_measurement_precision(precision)
+        self._device = start.device
         if start.shape != end.shape:
             raise ValueError(f"segment ends differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
         if (start.dtype, start.device) != (end.dtype, end.device):
@@ -635,7 +647,7 @@ class SegmentPoints:
         self._points = _OnePoint(layout, start, end, interpolated, channels_last=self._channels_last, interior=interior)
         self._buffers: list[dict[str, torch.Tensor]] = [{} for _ in self.alphas]
         if bn_mode == "recompute" and batchnorm_layers(model):
-            with measuring(model, "eval"):
+            with measuring(model, "eval"), measurement_arithmetic(start.device, self.precision):
                 self._buffers = _recompute_statistics(model, len(self.alphas), self.parameters, measurement)
         if prefix is not None:
             # Only what reaches the input layer is read at θ_t, and that is parameter-free:
@@ -667,6 +679,12 @@ class SegmentPoints:
         first = 1 if skip_first else 0
         if self._channels_last:
             batch = map_tensors(_channels_last_images, batch)
+        if self.precision != "float32":
+            with measurement_arithmetic(self._device, self.precision):
+                return per_sample_losses_in_float32(self._evaluated(batch, first))
+        return self._evaluated(batch, first)
+
+    def _evaluated(self, batch: Batch, first: int) -> torch.Tensor:
         if self._layer is not None:
             rows = self._losses_affine_input(batch, first)
         else:
@@ -713,18 +731,26 @@ def segment_losses(
     *,
     include_end: bool = False,
     exploit_affine_input: bool = True,
+    precision: MeasurementPrecision = "float32",
 ) -> NDArray[np.float64]:
     """L(θ_t + α (θ_{t+1} − θ_t)) on the whole measurement set for each α, in one pass.
 
     ``include_end`` appends α = 1, evaluated at ``end`` itself (not at start + 1·(end − start)).
-    See ``SegmentPoints`` for ``exploit_affine_input`` and the batch-norm modes.
+    See ``SegmentPoints`` for ``exploit_affine_input``, ``precision`` and the batch-norm modes.
     """
     grid = [float(alpha) for alpha in alphas]
     if not grid or grid[0] != 0.0:
         raise ValueError("a segment's α grid must start at 0 (the iterate θ_t)")
     everything = [*grid, 1.0] if include_end else grid
     points = SegmentPoints(
-        model, start, end, everything, measurement, bn_mode, exploit_affine_input=exploit_affine_input
+        model,
+        start,
+        end,
+        everything,
+        measurement,
+        bn_mode,
+        exploit_affine_input=exploit_affine_input,
+        precision=precision,
     )
     sums = _ChunkSums(len(everything))
     with measuring(model, "eval" if bn_mode == "recompute" else bn_mode):

@@ -43,6 +43,7 @@ from sgdwalk.instrument.geometry import (
     trainable_parameters,
 )
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
+from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
 from sgdwalk.instrument.optimizer_groups import group_settings
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
@@ -112,6 +113,10 @@ class WalkTracker:
         divergence_loss_factor: the walk has also diverged when a minibatch loss exceeds this
             multiple of the first (``divergence.DIVERGENCE_LOSS_FACTOR`` for training runs);
             None (the default): only a non-finite loss or iterate is a divergence.
+        measurement_precision: the arithmetic of the segment losses' forward passes:
+            "float32" (the default) or "bfloat16" (autocast; see ``measurement_precision``).
+            Sharpness, the gradient and training always run in float32. A checkpoint keeps
+            it, and ``load_state_dict`` refuses one saved under the other precision.
     """
 
     def __init__(
@@ -135,6 +140,7 @@ class WalkTracker:
         precision: PrecisionTarget | None = None,
         shard: Shard | None = None,
         divergence_loss_factor: float | None = None,
+        measurement_precision: MeasurementPrecision = "float32",
     ) -> None:
         if not isinstance(measurement, MeasurementSet):
             raise TypeError(
@@ -150,6 +156,7 @@ class WalkTracker:
         self.schedule = schedule if schedule is not None else every_step()
         self.alphas = alpha_grid(num_alphas)
         self.bn_mode = check_batchnorm_mode(bn_mode)
+        self.measurement_precision = check_measurement_precision(measurement_precision)
         self.weight_decay = weight_decay
         self.sharpness_every = sharpness_every
         self.sharpness_which: EigenvalueChoice = sharpness_which
@@ -467,6 +474,8 @@ class WalkTracker:
             "carried_losses": None if self._carried is None or self.shard.distributed else self._carried[1].clone(),
             "divergence": self.divergence,
             "start_loss": self.start_loss,
+            # The carried losses were measured in it: a run resumes in the precision it began in.
+            "measurement_precision": self.measurement_precision,
             "records": [record.as_dict() for record in self.records],
         }
 
@@ -479,6 +488,12 @@ class WalkTracker:
         if initial.shape != self.initial_parameters.shape:
             raise ValueError(
                 f"the saved θ_0 has {initial.numel()} parameters, this model {self.initial_parameters.numel()}"
+            )
+        saved_precision = state.get("measurement_precision", "float32")  # absent from older checkpoints
+        if saved_precision != self.measurement_precision:
+            raise ValueError(
+                f"the checkpoint was measured in {saved_precision}, this tracker measures in "
+                f"{self.measurement_precision}: resume with measurement_precision={saved_precision!r}"
             )
         self.step_index = int(state["step_index"])
         self.initial_parameters = initial
@@ -544,7 +559,15 @@ class WalkTracker:
             measured = measure_segment(
                 # Made in the call, so that its buffers (a copy of the parameters) are freed
                 # when it returns, before the geometry below makes its float64 copies.
-                SegmentPoints(self.model, start, end, (*self.alphas, 1.0), self.measurement, self.bn_mode),
+                SegmentPoints(
+                    self.model,
+                    start,
+                    end,
+                    (*self.alphas, 1.0),
+                    self.measurement,
+                    self.bn_mode,
+                    precision=self.measurement_precision,
+                ),
                 self.measurement,
                 self.plan,
                 self.bn_mode,

@@ -528,6 +528,7 @@ class _WalkRun:
             sinks=sinks,
             precision=precision_target(config),
             divergence_loss_factor=DIVERGENCE_LOSS_FACTOR,
+            measurement_precision=config.measurement_precision,
         )
 
     # ----------------------------------------------------------------- bookkeeping

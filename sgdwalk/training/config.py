@@ -30,6 +30,11 @@ from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps
 from sgdwalk.base.mapping_files import read_mapping_file
 from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
+from sgdwalk.instrument.measurement_precision import (
+    DEFAULT_MEASUREMENT_PRECISION,
+    MEASUREMENT_PRECISIONS,
+    MeasurementPrecision,
+)
 from sgdwalk.instrument.sampling_defaults import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
 from sgdwalk.training import lr_schedules
 from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, CONFIGURABLE_LAYERS, DATASETS
@@ -105,7 +110,7 @@ MAX_SEED: Final = 2**63 - 1
 
 # The annotations of WalkConfig's string fields: plain strings and the Literal name aliases.
 STRING_KINDS: Final[frozenset[str]] = frozenset(
-    {"str", "OptimizerName", "LRScheduleName", "DeviceName", "MeasurementMode", "BatchNormMode"}
+    {"str", "OptimizerName", "LRScheduleName", "DeviceName", "MeasurementMode", "BatchNormMode", "MeasurementPrecision"}
 )
 
 
@@ -207,6 +212,10 @@ class WalkConfig:
     gd_chunk_size: int = DEFAULT_GD_CHUNK_SIZE
     sharpness_every: int | None = None
     sharpness_per_tracked_epoch: bool = False
+    # The arithmetic of the segment losses' forward passes (sgdwalk.instrument.measurement_precision):
+    # float32, or bfloat16 autocast; float32 by default, as bfloat16's error is not below a tenth of
+    # the standard error on the paper's networks (docs/guide.md, "Measurement precision").
+    measurement_precision: MeasurementPrecision = DEFAULT_MEASUREMENT_PRECISION
     # --- run
     seed: int = DEFAULT_SEED
     device: DeviceName = "auto"
@@ -278,6 +287,7 @@ class WalkConfig:
         choice("device", DEVICES)
         choice("bn_mode", BATCHNORM_MODES)
         choice("measurement_mode", MEASUREMENT_MODES)
+        choice("measurement_precision", MEASUREMENT_PRECISIONS)
         choice("activation", ACTIVATIONS)
         if self.arch not in CONFIGURABLE_LAYERS and (not self.batch_norm or self.activation != "relu"):
             raise ConfigError(
@@ -415,7 +425,9 @@ _FIELDS_WITHOUT_EFFECT: Final = frozenset(
     {"data_root", "download", "out_dir", "checkpoint_every_epochs", "checkpoint_every_updates", "progress"}
 )
 # Fields added after the first hashed runs (sweep cells, baselines), hashed only off their default.
-_FIELDS_ADDED_LATER: Final = frozenset({"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32"})
+_FIELDS_ADDED_LATER: Final = frozenset(
+    {"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32", "measurement_precision"}
+)
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
 CONFIG_HASH_LENGTH: Final = 12
 

@@ -118,6 +118,7 @@ FlagSpec = tuple[str, Callable[[str], Any] | None, str | tuple[str, ...] | None,
 
 def _flag_specs() -> dict[str, list[FlagSpec]]:
     from sgdwalk.instrument.batchnorm import BATCHNORM_MODES
+    from sgdwalk.instrument.measurement_precision import MEASUREMENT_PRECISIONS
     from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, DATASETS
 
     return {
@@ -204,6 +205,14 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
             ),
             ("first_look", int, "N", "targeted: samples read before the first look (then doubled at each look)"),
             ("bn_mode", str, BATCHNORM_MODES, "batch norm during measurements (train: the paper's)"),
+            (
+                "measurement_precision",
+                str,
+                MEASUREMENT_PRECISIONS,
+                "arithmetic of the segment losses' forward passes: bfloat16 autocast is faster where the device "
+                "has bf16 units, its error a sizeable fraction of the standard error (docs/guide.md); sharpness "
+                "and training stay float32",
+            ),
             ("num_alphas", int, "K", "points per segment: alpha = 0, 1/K, ..., (K-1)/K"),
             ("chunk_size", int, "N", "samples per forward pass of a measurement or evaluation"),
             ("gd_chunk_size", int, "N", "samples per forward pass of a full-batch gradient"),
