@@ -93,25 +93,29 @@ class RunDirectorySink:
         windows = (
             [] if self.steps_per_epoch is None else summarize_windows(self._records, self._epochs, self.steps_per_epoch)
         )
-        writer.update_metadata(status=status, finished=now_iso(), divergence=divergence)
-        writer.write_summary(
-            {
-                "status": status,
-                "divergence": divergence,
-                "steps_per_epoch": self.steps_per_epoch,
-                "measured_steps": len(self._records),
-                "windows": [window.as_dict() for window in windows],
-                "final_epoch": self._epochs[-1] if self._epochs else None,
-            }
-        )
-        self._close(writer)
+        try:
+            writer.update_metadata(status=status, finished=now_iso(), divergence=divergence)
+            writer.write_summary(
+                {
+                    "status": status,
+                    "divergence": divergence,
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "measured_steps": len(self._records),
+                    "windows": [window.as_dict() for window in windows],
+                    "final_epoch": self._epochs[-1] if self._epochs else None,
+                }
+            )
+        finally:
+            self._close(writer)  # the directory is given up even when the disk refused the last write
 
     def fail(self, error: BaseException | str, *, status: RunStatus = "failed") -> None:
         """End the run as failed (or ``status``, e.g. "interrupted"), the error recorded; no summary."""
         writer = self._open_writer()
         text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        writer.update_metadata(status=status, finished=now_iso(), error=text)
-        self._close(writer)
+        try:
+            writer.update_metadata(status=status, finished=now_iso(), error=text)
+        finally:
+            self._close(writer)
 
     def _close(self, writer: RunWriter) -> None:
         self._writer = None
