@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "ParameterLayout": "sgdwalk.instrument.measurement",
     "PrecisionTarget": "sgdwalk.instrument.sampling",
     "RECORD_FIELDS": "sgdwalk.instrument.record",
+    "RunDirectorySink": "sgdwalk.runs.run_directory_sink",
     "SegmentSummary": "sgdwalk.instrument.segment",
     "Shard": "sgdwalk.instrument.distributed",
     "SgdwalkError": "sgdwalk.base.errors",
@@ -95,6 +96,7 @@ if _TYPE_CHECKING:
     from sgdwalk.integrations.metrics import flat_metrics as flat_metrics
     from sgdwalk.integrations.mlflow_sink import MlflowSink as MlflowSink
     from sgdwalk.integrations.tensorboard_sink import TensorBoardSink as TensorBoardSink
+    from sgdwalk.runs.run_directory_sink import RunDirectorySink as RunDirectorySink
     from sgdwalk.runs.runlog import load_run as load_run
     from sgdwalk.runs.runner import run_walk as run_walk
     from sgdwalk.training.config import WalkConfig as WalkConfig

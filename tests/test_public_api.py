@@ -41,6 +41,8 @@ def test_mypy_sees_the_same_names_as_run_time() -> None:
 def test_the_entry_points_of_the_guide_are_public() -> None:
     # The guide's walk from Python: configure, run, load back.
     assert {"WalkConfig", "run_walk", "load_run"} <= set(sgdwalk.__all__)
+    # A loop of one's own: track it, write its run directory, load it back.
+    assert {"WalkTracker", "RunDirectorySink", "load_run"} <= set(sgdwalk.__all__)
 
 
 @pytest.mark.parametrize("name", sgdwalk.__all__)

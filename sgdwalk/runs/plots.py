@@ -745,7 +745,7 @@ def plot_run(
     if windows:
         written += save_figure(heights_figure(windows), out / "heights", formats)
         written += save_figure(barriers_figure(windows), out / "barriers", formats)
-    if is_full_batch(run.config) and draws_edge_of_stability(steps):
+    if run.walk_config is not None and is_full_batch(run.walk_config) and draws_edge_of_stability(steps):
         written += save_figure(edge_of_stability_figure(steps), out / "edge_of_stability", formats)
     if not run.epochs.empty and training_panels(run.epochs):
         written += save_figure(training_figure(run.epochs), out / "training", formats)

@@ -1,6 +1,7 @@
 """A run on disk: the one place that knows the files of a run directory and their format.
 
-    RUN_DIR/config.json      the WalkConfig (``WalkConfig.to_dict``)
+    RUN_DIR/config.json      the WalkConfig (``WalkConfig.to_dict``); absent from a run written
+                             by a loop of one's own (``RunDirectorySink``): no WalkConfig describes it
     RUN_DIR/metadata.json    provenance and status (see ``base_metadata``), rewritten on change
     RUN_DIR/steps.jsonl      one ``StepRecord.as_dict()`` per line, flushed as each is made
     RUN_DIR/epochs.jsonl     one history entry per finished epoch (losses, accuracy, lr, …)
@@ -65,6 +66,11 @@ FORMAT_VERSION: Final = 2
 CHECKPOINT_FORMAT_VERSION: Final = 1
 
 RunStatus = Literal["running", "finished", "diverged", "interrupted", "failed"]
+
+# metadata.json's ``written_by`` of a run that a loop of one's own wrote through
+# ``RunDirectorySink``: it has no config.json, and only that loop can continue it.
+WRITTEN_BY_KEY: Final = "written_by"
+WRITTEN_BY_LOOP: Final = "RunDirectorySink"
 
 # `git rev-parse HEAD` is a local read; if it takes longer the checkout is unusual and the
 # commit is simply not recorded.
@@ -142,20 +148,35 @@ def device_name(device: torch.device) -> str:
 
 def base_metadata(config: WalkConfig, device: torch.device) -> dict[str, Any]:
     """Provenance of a new run; the runner adds data and model facts to it."""
+    return {
+        **_new_run_metadata(),
+        "config_hash": config.result_hash,
+        "seed": config.seed,
+        "device": str(device),
+        "device_name": device_name(device),
+    }
+
+
+def loop_metadata(steps_per_epoch: int | None, description: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Provenance of a run a loop of one's own writes (``RunDirectorySink``): what any run's
+    metadata holds, ``written_by``, and what the loop says of itself (``description``)."""
+    metadata = {**_new_run_metadata(), WRITTEN_BY_KEY: WRITTEN_BY_LOOP, "description": dict(description or {})}
+    if steps_per_epoch is not None:
+        metadata["steps_per_epoch"] = steps_per_epoch
+    return metadata
+
+
+def _new_run_metadata() -> dict[str, Any]:
     from sgdwalk import __version__
 
     return {
         "format_version": FORMAT_VERSION,
-        "config_hash": config.result_hash,
-        "seed": config.seed,
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
             "numpy": np.__version__,
             "sgdwalk": __version__,
         },
-        "device": str(device),
-        "device_name": device_name(device),
         "git_commit": git_commit(),
         "started": now_iso(),
         "finished": None,
@@ -164,6 +185,11 @@ def base_metadata(config: WalkConfig, device: torch.device) -> dict[str, Any]:
         "error": None,
         "resumed": [],
     }
+
+
+def written_by_loop(metadata: Mapping[str, Any]) -> bool:
+    """The run was written by a loop of one's own (``RunDirectorySink``), not by ``sgdwalk walk``."""
+    return metadata.get(WRITTEN_BY_KEY) == WRITTEN_BY_LOOP
 
 
 # --------------------------------------------------------------------------- writer
@@ -187,7 +213,8 @@ class RunWriter:
         self.epochs_written = _count_lines(run_dir / EPOCHS_FILE)
 
     @classmethod
-    def create(cls, run_dir: str | Path, config: WalkConfig, metadata: dict[str, Any]) -> RunWriter:
+    def create(cls, run_dir: str | Path, config: WalkConfig | None, metadata: dict[str, Any]) -> RunWriter:
+        """A new run in ``run_dir``; ``config`` None for a loop of one's own (no config.json)."""
         run_dir = Path(run_dir)
         acquire_run_directory(run_dir)  # before the check: two new runs into one folder race
         try:
@@ -195,7 +222,8 @@ class RunWriter:
                 raise RunDirectoryError(
                     f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
                 )
-            atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
+            if config is not None:
+                atomic_write_text(run_dir / CONFIG_FILE, config.to_json())
             _write_json(run_dir / METADATA_FILE, metadata)
             for name in (STEPS_FILE, EPOCHS_FILE):
                 (run_dir / name).write_text("", encoding="utf-8")
@@ -336,21 +364,38 @@ STEP_COLUMNS: Final[tuple[str, ...]] = (*RECORD_FIELDS, "epoch")
 class Run:
     """One run as read from its directory.
 
-    ``steps`` has one row per measured step, columns ``RECORD_FIELDS`` plus ``epoch``
-    (1-based); ``segment_alphas`` / ``segment_losses`` hold tuples. ``epochs`` has one row
+    ``walk_config`` is the run's ``WalkConfig``, None for a run a loop of one's own wrote
+    (``RunDirectorySink``: ``written_by_loop``); ``config`` is the same, and raises for such a
+    run, where no ``WalkConfig`` describes the walk. ``steps`` has one row per measured step,
+    columns ``RECORD_FIELDS`` plus ``epoch`` (1-based); ``segment_alphas`` / ``segment_losses`` hold tuples. ``epochs`` has one row
     per finished epoch. ``summary`` is empty while a run has not finished. The frames are
     for analysis (pandas turns a missing value into NaN); ``step_records`` and
     ``epoch_entries`` give the records exactly as written (None stays None, NaN stays NaN).
     """
 
     path: Path
-    config: WalkConfig
+    walk_config: WalkConfig | None
     metadata: dict[str, Any]
     steps: pd.DataFrame
     epochs: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
     step_dicts: tuple[dict[str, Any], ...] = field(default=(), repr=False)
     epoch_dicts: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    @property
+    def config(self) -> WalkConfig:
+        """The ``WalkConfig`` the run was made with; ``RunDirectoryError`` for a loop's run."""
+        if self.walk_config is None:
+            raise RunDirectoryError(
+                f"{self.path} was written by a loop of its own (RunDirectorySink), not by `sgdwalk walk`: "
+                "no WalkConfig describes its walk, and only that loop can continue it"
+            )
+        return self.walk_config
+
+    @property
+    def written_by_loop(self) -> bool:
+        """Written by a loop of one's own (``RunDirectorySink``): no config.json, ``walk_config`` None."""
+        return self.walk_config is None
 
     @property
     def status(self) -> str:
@@ -375,7 +420,10 @@ class Run:
         The last α is 1: the loss at θ_{t+1}.
         """
         if self.steps.empty:
-            alphas = np.append(np.arange(self.config.num_alphas) / self.config.num_alphas, 1.0)
+            if self.walk_config is None:  # a loop's run: its grid is known only from its records
+                return np.zeros(0), np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
+            num_alphas = self.walk_config.num_alphas
+            alphas = np.append(np.arange(num_alphas) / num_alphas, 1.0)
             return alphas, np.zeros((0, alphas.size)), np.zeros(0, dtype=np.int64)
         alphas = np.asarray(self.steps["segment_alphas"].iloc[0], dtype=np.float64)
         losses = np.array([np.asarray(curve, dtype=np.float64) for curve in self.steps["segment_losses"]])
@@ -451,8 +499,13 @@ def load_run(path: str | Path) -> Run:
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirectoryError(f"{run_dir} is not a directory")
-    config = WalkConfig.from_dict(_read_json(run_dir / CONFIG_FILE))
-    metadata = _read_json(run_dir / METADATA_FILE)
+    metadata_path = run_dir / METADATA_FILE
+    # A loop's run has no config.json; any other run without one is broken (read, to say so).
+    loop_run = (
+        not (run_dir / CONFIG_FILE).exists() and metadata_path.is_file() and written_by_loop(_read_json(metadata_path))
+    )
+    config = None if loop_run else WalkConfig.from_dict(_read_json(run_dir / CONFIG_FILE))
+    metadata = _read_json(metadata_path)
     steps_per_epoch = metadata.get("steps_per_epoch")
     step_entries = _read_jsonl(run_dir / STEPS_FILE)
     epoch_entries = _read_jsonl(run_dir / EPOCHS_FILE)
@@ -513,6 +566,8 @@ __all__ = [
     "RunWriter",
     "STEPS_FILE",
     "SUMMARY_FILE",
+    "WRITTEN_BY_KEY",
+    "WRITTEN_BY_LOOP",
     "acquire_run_directory",
     "base_metadata",
     "clear_run_files",
@@ -524,9 +579,11 @@ __all__ = [
     "last_step",
     "load_run",
     "load_run_metadata",
+    "loop_metadata",
     "read_checkpoint",
     "record_from_dict",
     "release_run_directory",
     "run_status",
     "update_run_metadata",
+    "written_by_loop",
 ]

@@ -70,8 +70,10 @@ from sgdwalk.runs.runlog import (
     hold_run_directory,
     is_run_directory,
     load_run,
+    load_run_metadata,
     now_iso,
     read_checkpoint,
+    written_by_loop,
 )
 from sgdwalk.runs.summary import WindowSummary, summarize_windows
 from sgdwalk.training.config import ConfigError, WalkConfig, cadence, is_full_batch, learning_rate_schedule
@@ -766,6 +768,10 @@ def run_walk(
         return _WalkRun(config, data, progress, on_record, resume_dir=None, on_start=on_start).execute()
 
 
+def _written_by_a_loop(run_dir: Path) -> bool:
+    return (run_dir / METADATA_FILE).is_file() and written_by_loop(load_run_metadata(run_dir))
+
+
 def resume_walk(
     run_dir: str | Path,
     *,
@@ -781,11 +787,12 @@ def resume_walk(
     finished run is returned as it is, without training.
     """
     run_dir = Path(run_dir)
-    if not is_run_directory(run_dir):
+    if not is_run_directory(run_dir) and not _written_by_a_loop(run_dir):
         raise RunDirectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE} / {METADATA_FILE})")
     # Owned before anything is read: a second writer is refused here (RunDirectoryBusyError).
     with hold_run_directory(run_dir):
         run = load_run(run_dir)
+        # A loop's run (RunDirectorySink) has no WalkConfig to continue it with: run.config raises.
         if run.status == "finished":
             return WalkResult.from_run(run)
         config = run.config.replace(out_dir=str(run_dir))
