@@ -12,7 +12,12 @@ from torch import nn
 from sgdwalk.instrument.batchnorm import BatchNormMode
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import MeasurementSet, outputs_are_losses
-from sgdwalk.instrument.sharpness import EigenvalueChoice, hessian_vector_product_operator, top_hessian_eigenvalue
+from sgdwalk.instrument.sharpness import (
+    EigenvalueChoice,
+    hessian_vector_product_operator,
+    top_hessian_eigenpair,
+    top_hessian_eigenvalue,
+)
 from tests.helpers import (
     FLOAT64_REORDERED,
     LANCZOS_SEED_TO_SEED,
@@ -199,3 +204,33 @@ def test_invalid_choices_are_refused() -> None:
         top_hessian_eigenvalue(model, point, measurement, bn_mode="batch")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="expected a vector of 3 parameters"):
         top_hessian_eigenvalue(model, torch.zeros(4, dtype=torch.float64), measurement)
+
+
+# ------------------------------------------------------------------------- warm start
+def test_a_warm_start_near_the_answer_takes_fewer_products_for_the_same_value() -> None:
+    """A quadratic with a known spectrum, started from the top eigenvector of a nearby
+    Hessian (a step's worth of change): the exact top eigenvalue, in fewer products."""
+    eigenvalues = [10.0, 7.0, 5.0, 3.0, 2.0, 1.5, 1.0, 0.5, 0.2, 0.1, 0.05, 0.01]
+    model, measurement = quadratic_setting(eigenvalues, seed=3)
+    point = flat_parameters(model)
+    nearby = model.hessian + 0.05 * rotated(eigenvalues, seed=4)
+    previous = np.linalg.eigh(nearby.numpy())[1][:, -1]
+    cold = top_hessian_eigenpair(model, point, measurement)
+    warm = top_hessian_eigenpair(model, point, measurement, warm_start=previous)
+    for pair in (cold, warm):
+        assert_close(pair.value, max(eigenvalues), LANCZOS_VS_DENSE, f"{pair.products} products")
+    assert warm.products < cold.products
+
+
+@pytest.mark.parametrize(
+    "unusable",
+    [np.zeros(12), np.full(12, np.nan), np.ones(5)],
+    ids=["zero", "not-finite", "wrong-size"],
+)
+def test_a_vector_that_cannot_start_lanczos_falls_back_to_the_cold_start(unusable: np.ndarray) -> None:
+    model, measurement = quadratic_setting([4.0, 3.0, 2.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01], seed=5)
+    point = flat_parameters(model)
+    cold = top_hessian_eigenpair(model, point, measurement, seed=2)
+    fallback = top_hessian_eigenpair(model, point, measurement, seed=2, warm_start=unusable)
+    assert (fallback.value, fallback.products) == (cold.value, cold.products)
+    assert np.array_equal(fallback.vector, cold.vector)

@@ -7,6 +7,7 @@ tracker drew, or any buffer it moved, would change the trajectory.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -447,3 +448,33 @@ def test_misuse_is_refused() -> None:
         WalkTracker(model, measurement, num_alphas=1)
     with pytest.raises(ValueError, match="no trainable parameters"):
         WalkTracker(nn.ReLU(), measurement)
+
+
+def test_a_resumed_tracker_warm_starts_its_sharpness_as_an_uninterrupted_one() -> None:
+    """The eigenvector the next estimate starts from is in the checkpoint, so every-step
+    sharpness after a resume is the uninterrupted run's, bit for bit."""
+
+    def walk(resume_after: int | None) -> list[StepRecord]:
+        torch.manual_seed(0)
+        model = mlp(0)
+        inputs, targets = classification_data(0, TRAIN_SIZE)
+        measurement = MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE], chunk_size=16)
+        optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+        tracker = WalkTracker(model, measurement, sharpness_every=1)
+        for step in range(4):
+            if step == resume_after:
+                saved = io.BytesIO()
+                torch.save(tracker.state_dict(), saved)
+                saved.seek(0)
+                tracker = WalkTracker(model, measurement, sharpness_every=1, start_step=step)
+                tracker.load_state_dict(torch.load(saved, weights_only=True))
+            batch = torch.randint(0, TRAIN_SIZE, (BATCH,))
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+            with tracker.step(optimizer=optimizer):
+                optimizer.step()
+        return tracker.close()
+
+    whole, resumed = walk(None), walk(2)
+    assert all(record.sharpness_products for record in whole)
+    assert resumed == whole
