@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -49,7 +50,7 @@ STEPS = 30
 LOOSE_TOLERANCE = 1e-3
 ISSUE_TARGET_PRODUCTS = 3.0
 
-WAYS = {
+WAYS: dict[str, dict[str, Any]] = {
     "cold": {"sharpness_warm_start": False},
     "warm": {},
     "warm-loose": {"sharpness_tolerance": LOOSE_TOLERANCE},
@@ -65,7 +66,9 @@ def _walk() -> tuple[dict[str, list[StepRecord]], dict[str, float]]:
     torch.manual_seed(config.seed)
     model = build_model(config.arch, data.in_channels, data.image_size, data.num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    measurement = MeasurementSet(data.train_inputs[: config.measurement_size], data.train_targets[: config.measurement_size])
+    measurement = MeasurementSet(
+        data.train_inputs[: config.measurement_size], data.train_targets[: config.measurement_size]
+    )
     generator = torch.Generator().manual_seed(config.seed)
     trackers = {way: WalkTracker(model, measurement, sharpness_every=1, **options) for way, options in WAYS.items()}
     seconds = dict.fromkeys(WAYS, 0.0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
@@ -42,18 +43,15 @@ def adamw(model: nn.Sequential) -> torch.optim.Optimizer:
 
 def two_groups(model: nn.Sequential) -> torch.optim.Optimizer:
     first, *rest = model
-    return torch.optim.SGD(
-        [
-            {"params": first.parameters()},
-            {
-                "params": [p for layer in rest for p in layer.parameters()],
-                "lr": OTHER_LR,
-                "weight_decay": OTHER_WEIGHT_DECAY,
-            },
-        ],
-        lr=LR,
-        weight_decay=WEIGHT_DECAY,
-    )
+    groups: list[dict[str, Any]] = [
+        {"params": first.parameters()},
+        {
+            "params": [p for layer in rest for p in layer.parameters()],
+            "lr": OTHER_LR,
+            "weight_decay": OTHER_WEIGHT_DECAY,
+        },
+    ]
+    return torch.optim.SGD(groups, lr=LR, weight_decay=WEIGHT_DECAY)
 
 
 @dataclass
@@ -161,9 +159,11 @@ def test_a_tracker_decay_the_optimizer_does_not_add_is_refused_before_the_update
 def test_decoupled_decay_is_read_per_group() -> None:
     model = mlp(0)
     parameters = list(model.parameters())
-    adam = torch.optim.Adam(
-        [{"params": parameters[:2], "decoupled_weight_decay": True}, {"params": parameters[2:]}], weight_decay=0.1
-    )
+    groups: list[dict[str, Any]] = [
+        {"params": parameters[:2], "decoupled_weight_decay": True},
+        {"params": parameters[2:]},
+    ]
+    adam = torch.optim.Adam(groups, weight_decay=0.1)
     assert coupled_decay(adam, parameters) == (0.0, 0.0, 0.1, 0.1)
     assert coupled_decay(adamw(model), parameters) == (0.0,) * 4
     assert group_settings(torch.optim.SGD(parameters[:2], lr=0.1), parameters).coupled_decay == (0.0,) * 4

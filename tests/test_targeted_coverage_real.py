@@ -103,7 +103,7 @@ def test_targeted_intervals_cover_the_population_values(data: WalkData) -> None:
     trials, zero_errors, samples = 0, 0, []
     for step in STEPS:
         start, end = ends[step]
-        measured = {mode: [] for mode in ("targeted", "exact")}
+        measured: dict[str, list[MeasuredSegment]] = {mode: [] for mode in ("targeted", "exact")}
         for subset in sets:
             points = SegmentPoints(model, start, end, grid, subset, "train")
             measured["exact"].append(measure_segment(points, subset, SamplePlan.of(subset, None), "train"))

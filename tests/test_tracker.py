@@ -25,8 +25,8 @@ from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_kth, every_step, windows
 from sgdwalk.instrument.segment import alpha_grid
 from sgdwalk.instrument.sharpness import sharpness_with_standard_error, top_hessian_eigenvalue
-from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.instrument.tolerances import SHARPNESS_RELATIVE_ERROR
+from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.instrument.uncertainty import BARRIER_TEST_OUTCOMES
 from tests.helpers import FLOAT64_REORDERED, assert_close, classification_data, linear_layer, measured_steps, mlp
 

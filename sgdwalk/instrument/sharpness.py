@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 import torch
@@ -273,7 +273,7 @@ def _start_vector(dimension: int, seed: int, gradient: NDArray[np.float64] | Non
     return start
 
 
-def _usable_warm_start(vector: NDArray[np.float64] | None, dimension: int) -> bool:
+def _usable_warm_start(vector: NDArray[np.float64] | None, dimension: int) -> TypeGuard[NDArray[np.float64]]:
     """A vector Lanczos can start from: this model's size, finite and not zero."""
     return (
         vector is not None

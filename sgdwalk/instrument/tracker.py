@@ -467,7 +467,9 @@ class WalkTracker:
             "initial_parameters": self.initial_parameters.clone(),
             "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
             "previous_update": None if self._previous_update is None else self._previous_update.clone(),
-            "sharpness_vector": None if self._sharpness_vector is None else torch.from_numpy(self._sharpness_vector.copy()),
+            "sharpness_vector": None
+            if self._sharpness_vector is None
+            else torch.from_numpy(self._sharpness_vector.copy()),
             # Carried losses are this process's share; across processes (whose checkpoint rank 0
             # writes) they are left out, and the next step evaluates α = 0 again, bitwise the same.
             "carried_step": None if self._carried is None or self.shard.distributed else self._carried[0],
