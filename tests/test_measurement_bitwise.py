@@ -31,7 +31,7 @@ from sgdwalk.instrument.paired import PairedLossMoments
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.sampling import MeasuredSegment, PrecisionTarget
 from sgdwalk.instrument.segment import alpha_grid, summarize_segment
-from sgdwalk.instrument.tracker import WalkTracker, _uncertainty_fields
+from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.instrument.uncertainty import segment_uncertainty
 from sgdwalk.training.models import build_model
 from tests.helpers import classification_data, mlp, recomputed_statistics_model, warm_batchnorm
@@ -184,7 +184,7 @@ def reference_record_fields(
         end_losses=torch.cat(end_losses),
         looks=0,
     )
-    fields = {"segment_losses": measured.losses, **measured.summary.as_dict(), **_uncertainty_fields(measured)}
+    fields = {"segment_losses": measured.losses, **measured.summary.as_dict(), **measured.uncertainty.record_fields()}
     return fields, measured.end_losses
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import types
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Final, get_args, get_origin, get_type_hints
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -61,3 +66,34 @@ class StepRecord:
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))
+
+
+def _admits(hint: Any, kind: type) -> bool:
+    """Whether a field annotated ``hint`` may hold a ``kind`` (a union admits each of its members)."""
+    members = get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return any(member is kind or get_origin(member) is kind for member in members)
+
+
+_RECORD_HINTS: Final = get_type_hints(StepRecord)
+# Read from the annotations, so a tuple field added to the record is converted without being listed again.
+TUPLE_FIELDS: Final[tuple[str, ...]] = tuple(name for name in RECORD_FIELDS if _admits(_RECORD_HINTS[name], tuple))
+OPTIONAL_FIELDS: Final[tuple[str, ...]] = tuple(
+    name for name in RECORD_FIELDS if _admits(_RECORD_HINTS[name], type(None))
+)
+
+
+def record_value(name: str, value: Any) -> Any:
+    """A field's value as the tracker makes it, from what a serializer or pandas hands back:
+    a sequence as a tuple of floats, NaN (pandas' fill for a missing value) as None where the
+    field admits None, a numpy scalar as a Python one."""
+    if name in TUPLE_FIELDS and isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(float(v) for v in value)
+    if name in OPTIONAL_FIELDS and (value is None or (isinstance(value, float) and math.isnan(value))):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def record_from_dict(values: Mapping[str, Any]) -> StepRecord:
+    """The inverse of ``StepRecord.as_dict`` after a round trip through JSON, pandas or a
+    checkpoint; a field the record gained since ``values`` were written takes its default."""
+    return StepRecord(**{name: record_value(name, values[name]) for name in RECORD_FIELDS if name in values})

@@ -20,7 +20,6 @@ bitwise the run without it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -45,8 +44,8 @@ from sgdwalk.instrument.geometry import (
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
 from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
 from sgdwalk.instrument.optimizer_groups import group_settings
-from sgdwalk.instrument.record import StepRecord
-from sgdwalk.instrument.sampling import MeasuredSegment, NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
+from sgdwalk.instrument.record import StepRecord, record_from_dict
+from sgdwalk.instrument.sampling import NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
 from sgdwalk.instrument.segment import DEFAULT_NUM_ALPHAS, alpha_grid
 from sgdwalk.instrument.sharpness import (
@@ -510,20 +509,7 @@ class WalkTracker:
         self.divergence = state["divergence"]
         self.start_loss = state.get("start_loss")  # absent from checkpoints older than the rule
         # Tuples, as the tracker makes them (a serializer may hand back lists).
-        self.records = [
-            StepRecord(
-                **{
-                    **saved,
-                    "segment_alphas": tuple(saved["segment_alphas"]),
-                    "segment_losses": tuple(saved["segment_losses"]),
-                    **{
-                        name: None if saved.get(name) is None else tuple(saved[name])
-                        for name in ("segment_loss_se", "segment_floor_se", "group_lrs")
-                    },
-                }
-            )
-            for saved in state["records"]
-        ]
+        self.records = [record_from_dict(saved) for saved in state["records"]]
         # The checkpoint's carried state was saved at the parameters the run resumes from.
         self._start = self._gradient = self._handoff = None
 
@@ -609,32 +595,6 @@ class WalkTracker:
                 sharpness_products=None if estimate is None else estimate.products,
                 segment_alphas=(*(float(a) for a in self.alphas), 1.0),
                 segment_losses=measured.losses,
-                **_uncertainty_fields(measured),
+                **measured.uncertainty.record_fields(),
             )
         )
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _finite_tuple_or_none(values: tuple[float, ...]) -> tuple[float, ...] | None:
-    return values if all(math.isfinite(value) for value in values) else None
-
-
-def _uncertainty_fields(measured: MeasuredSegment) -> dict[str, Any]:
-    """The record's uncertainty fields; a standard error that is undefined (fewer than two
-    samples) is None, so a record never holds NaN."""
-    uncertainty = measured.uncertainty
-    return {
-        "samples": uncertainty.samples,
-        "segment_loss_se": _finite_tuple_or_none(uncertainty.segment_loss_se),
-        "segment_floor_se": _finite_tuple_or_none(uncertainty.segment_floor_se),
-        "height_start_se": _finite_or_none(uncertainty.height_start_se),
-        "height_end_se": _finite_or_none(uncertainty.height_end_se),
-        "floor_depth": uncertainty.floor_depth,
-        "floor_depth_se": _finite_or_none(uncertainty.floor_depth_se),
-        "barrier_excess": uncertainty.barrier_excess,
-        "barrier_excess_se": _finite_or_none(uncertainty.barrier_excess_se),
-        "barrier_test": uncertainty.barrier_test,
-    }

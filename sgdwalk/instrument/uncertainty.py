@@ -94,6 +94,19 @@ class SegmentUncertainty:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def record_fields(self) -> dict[str, Any]:
+        """The fields as ``StepRecord`` holds them: an error that is undefined (fewer than two
+        samples) is None, and so is a profile of errors holding one, so a record never holds NaN."""
+        return {name: _defined_or_none(value) for name, value in self.as_dict().items()}
+
+
+def _defined_or_none(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, tuple):
+        return value if all(math.isfinite(item) for item in value) else None
+    return value
+
 
 def one_sided_z(error_rate: float) -> float:
     """The normal quantile whose upper tail holds ``error_rate``."""

@@ -38,7 +38,7 @@ import torch
 
 from sgdwalk.base.atomic import atomic_write, atomic_write_text
 from sgdwalk.base.json_data import dumps, loads
-from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
+from sgdwalk.instrument.record import RECORD_FIELDS, TUPLE_FIELDS, StepRecord, record_from_dict
 from sgdwalk.runs.owner import (  # RunDirectoryError lives with the owner, the lowest of these modules
     LOCK_FILE,
     RunDirectoryBusyError,
@@ -441,31 +441,12 @@ def frame_rows(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(key): plain(value) for key, value in row.items()} for row in frame.to_dict("records")]
 
 
-def record_from_dict(values: Mapping[str, Any]) -> StepRecord:
-    """The inverse of ``StepRecord.as_dict`` after a JSON round trip (lists → tuples, NaN → None)."""
-    cleaned: dict[str, Any] = {}
-    for name in RECORD_FIELDS:
-        if name not in values:
-            continue  # a field added since the record was written: its default (None)
-        value = values[name]
-        if isinstance(value, (list, tuple, np.ndarray)):
-            value = tuple(float(v) for v in value)
-        elif isinstance(value, float) and math.isnan(value):
-            value = None  # pandas stores a missing cosine / sharpness as NaN
-        elif isinstance(value, np.generic):
-            value = value.item()
-        cleaned[name] = value
-    return StepRecord(**cleaned)
-
-
 def _steps_frame(entries: list[dict[str, Any]], steps_per_epoch: int | None) -> pd.DataFrame:
     if not entries:
         return pd.DataFrame(columns=list(STEP_COLUMNS))
     frame = pd.DataFrame(entries, columns=list(RECORD_FIELDS))
-    for column in ("segment_alphas", "segment_losses"):
-        frame[column] = [tuple(curve) for curve in frame[column]]
-    # Absent in runs written before the measurement carried its standard errors (or group rates).
-    for column in ("segment_loss_se", "segment_floor_se", "group_lrs"):
+    # Some are absent in runs written before the record had them (standard errors, group rates).
+    for column in TUPLE_FIELDS:
         frame[column] = pd.Series(
             # A column absent from the file comes as NaN, which is not a sequence.
             [tuple(curve) if isinstance(curve, (list, tuple)) else None for curve in frame[column]],
