@@ -251,7 +251,7 @@ def test_ctrl_c_then_resume_gives_the_uninterrupted_records(
     with monkeypatch.context() as patch:
         patch.setattr(runner._WalkRun, "_epoch_entry", ctrl_c_at_the_end_of_epoch_2)
         assert main(["walk", *flags, "--out", str(out)]) == EXIT_INTERRUPTED
-    assert f"continue with --resume {out}\n" in capsys.readouterr().err  # the directory, not a placeholder
+    assert f"continue with `sgdwalk walk --resume {out}`\n" in capsys.readouterr().err  # the directory itself
     assert json.loads((out / METADATA_FILE).read_text())["status"] == "interrupted"
 
     assert main(["walk", "--resume", str(out), "--no-progress", "--no-figures"]) == EXIT_OK

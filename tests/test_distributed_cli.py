@@ -9,6 +9,9 @@ would normalise over the global batch, is GPU-only), so a batch-norm network tra
 differently from one process on the same batch. Where the configuration can switch batch
 norm off, the networks are compared without it, step by step; otherwise only what precedes
 the first update (θ_0 and the epoch-0 evaluation) is compared.
+
+A two-process run that crashed resumes under ``torchrun --nproc-per-node 2`` with the records
+of the uninterrupted run, bit for bit, and is refused by one process.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from sgdwalk.training.config import WalkConfig
 from sgdwalk.training.data import find_dataset
@@ -149,3 +153,59 @@ def test_the_ddp_loop_example_runs_under_torchrun(tmp_path: Path) -> None:
     assert [record["step"] for record in records] == list(range(12))
     assert finished.stdout.count("records in") == 1
     assert [record["sharpness"] is not None for record in records] == [step % 10 == 0 for step in range(12)]
+
+
+# 3 epochs of 6 steps on the 60 fixture images, every step measured on 16 images in 2 chunks
+# (one per process); the checkpoint after epoch 2 is what a crash in epoch 3 resumes from.
+RESUMABLE = [
+    "walk", "--epochs", "3", "--checkpoint-every-epochs", "2", "--track-epochs", "1,2,3", "--steps-per-window", "0",
+    "--measurement-size", "16", "--chunk-size", "8", "--batch-size", "10", "--train-subset", "0",
+    "--width-multiplier", "0.05", "--device", "cpu", "--no-figures", "--no-progress",
+]  # fmt: skip
+
+
+def run_in(command: list[str], data_root: Path) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    environment["SGDWALK_DATA_ROOT"] = str(data_root)
+    return subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300, check=False)
+
+
+def checkpoint_epoch(path: Path) -> int:
+    return int(torch.load(path, weights_only=True)["epoch"])
+
+
+def without_seconds(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{key: value for key, value in entry.items() if key != "seconds"} for entry in entries]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
+def test_a_crashed_two_process_run_resumes_under_torchrun_on_its_trajectory_and_is_refused_on_one(
+    fashion_root: Path, tmp_path: Path
+) -> None:
+    torchrun = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "sgdwalk"]
+    out = tmp_path / "run"
+    finished = run_in([*torchrun, *RESUMABLE, "--out", str(out)], fashion_root)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    steps = (out / "steps.jsonl").read_bytes()
+    epochs = without_seconds(lines(out / "epochs.jsonl"))
+    # What a crash in epoch 3 leaves: the metadata not finished, the checkpoint of epoch 2.
+    metadata = json.loads((out / "metadata.json").read_text())
+    (out / "metadata.json").write_text(json.dumps({**metadata, "status": "interrupted", "finished": None}))
+    assert checkpoint_epoch(out / "checkpoint.pt") == 2
+
+    single = run_in([sys.executable, "-m", "sgdwalk", "walk", "--resume", str(out), "--no-figures"], fashion_root)
+    assert single.returncode == 2, single.stderr[-3000:]
+    (line,) = single.stderr.splitlines()
+    assert "ran under 2 processes and is resumed under 1 process" in line, line
+    assert f"`torchrun --nproc-per-node 2 -m sgdwalk walk --resume {out}`" in line, line
+    assert (out / "steps.jsonl").read_bytes() == steps
+
+    resumed = run_in([*torchrun, "walk", "--resume", str(out), "--no-figures", "--no-progress"], fashion_root)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("records:") == 1
+    # Epoch 3 made again by two processes from the checkpoint: the records of the uninterrupted run.
+    assert (out / "steps.jsonl").read_bytes() == steps
+    assert without_seconds(lines(out / "epochs.jsonl")) == epochs
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert (metadata["status"], metadata["world_size"], metadata["world_sizes"]) == ("finished", 2, [2, 2])

@@ -23,6 +23,7 @@ import torch
 
 from sgdwalk.claims.engine import run_divergence
 from sgdwalk.cli import main
+from sgdwalk.cli.commands.walk import _interrupted_message
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_USAGE
 from sgdwalk.instrument.divergence import DIVERGENCE_LOSS_FACTOR, loss_divergence, losses_divergence
 from sgdwalk.instrument.measurement import MeasurementSet
@@ -30,7 +31,8 @@ from sgdwalk.instrument.schedule import windows
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.runs.owner import LOCK_FILE, RunDirectoryBusyError, acquire_run_directory, release_run_directory
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, EPOCHS_FILE, METADATA_FILE, STEPS_FILE, RunDirectoryError, load_run
-from sgdwalk.runs.runner import WalkResult
+from sgdwalk.runs.runner import WalkResult, resume_walk
+from sgdwalk.runs.world import world_sizes_after
 from sgdwalk.training.config import WalkConfig
 
 # A fresh interpreter that imports only the owner module starts in well under a second; a
@@ -200,6 +202,62 @@ def test_a_cut_checkpoint_then_resume_is_one_line_and_exit_2(
     assert main(["walk", "--resume", str(finished_run), "--no-figures"]) == EXIT_USAGE
     line = one_error_line(capsys)
     assert "checkpoint.pt cannot be read" in line and "remove it" in line
+
+
+# ------------------------------------------------------------ distributed resumes
+def as_two_process_run(run_dir: Path) -> None:
+    """The metadata a crashed `torchrun --nproc-per-node 2` run leaves (its files are
+    otherwise a single-process run's: the refusal must come before any of them is read)."""
+    metadata = json.loads((run_dir / METADATA_FILE).read_text(encoding="utf-8"))
+    metadata.update(world_size=2, world_sizes=[2])
+    (run_dir / METADATA_FILE).write_text(json.dumps(metadata), encoding="utf-8")
+    mark_interrupted(run_dir)
+
+
+def test_a_two_process_run_resumed_by_one_process_is_refused_naming_both_sizes_and_torchrun(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    as_two_process_run(finished_run)
+    files_before = {path.name: path.read_bytes() for path in finished_run.iterdir() if path.is_file()}
+
+    assert main(["walk", "--resume", str(finished_run), "--no-figures"]) == EXIT_USAGE
+    line = one_error_line(capsys)
+    assert "ran under 2 processes" in line and "resumed under 1 process" in line, line
+    assert f"`torchrun --nproc-per-node 2 -m sgdwalk walk --resume {finished_run}`" in line, line
+    # Refused before anything was written: the metadata still says interrupted, under 2.
+    assert {path.name: path.read_bytes() for path in finished_run.iterdir() if path.is_file()} == files_before
+
+    # The library entry refuses it too (the command line checks before making a process group).
+    with pytest.raises(RunDirectoryError, match="ran under 2 processes and is resumed under 1 process"):
+        resume_walk(finished_run)
+
+
+def test_the_metadata_lists_every_world_size_across_a_resume(
+    finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert json.loads((finished_run / METADATA_FILE).read_text(encoding="utf-8"))["world_sizes"] == [1]
+    steps_before = (finished_run / STEPS_FILE).read_bytes()
+    mark_interrupted(finished_run)
+    (finished_run / CHECKPOINT_FILE).unlink()  # crashed before its first checkpoint: retrained from the start
+
+    assert main(["walk", "--resume", str(finished_run), "--no-figures"]) == 0
+    capsys.readouterr()
+    metadata = json.loads((finished_run / METADATA_FILE).read_text(encoding="utf-8"))
+    assert (metadata["world_size"], metadata["world_sizes"], metadata["status"]) == (1, [1, 1], "finished")
+    assert (finished_run / STEPS_FILE).read_bytes() == steps_before  # the same trajectory, remade
+
+
+def test_world_sizes_of_a_run_recorded_before_the_list_start_from_its_world_size() -> None:
+    assert world_sizes_after({"world_size": 2}, 2) == [2, 2]
+    assert world_sizes_after({}, 1) == [1, 1]  # before world_size too: one process
+    assert world_sizes_after({"world_size": 2, "world_sizes": [2, 2]}, 2) == [2, 2, 2]
+
+
+def test_the_interrupt_message_names_the_run_s_own_number_of_processes(finished_run: Path) -> None:
+    assert _interrupted_message(finished_run).endswith(f"`sgdwalk walk --resume {finished_run}`")
+    as_two_process_run(finished_run)
+    message = _interrupted_message(finished_run)
+    assert message.endswith(f"`torchrun --nproc-per-node 2 -m sgdwalk walk --resume {finished_run}`")
 
 
 # ------------------------------------------------------------------------ divergence

@@ -11,4 +11,9 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
-__all__ = ["launched_by_torchrun"]
+def launched_world_size() -> int:
+    """How many processes this launch trains with: torchrun's ``WORLD_SIZE``, else 1."""
+    return int(os.environ["WORLD_SIZE"]) if launched_by_torchrun() else 1
+
+
+__all__ = ["launched_by_torchrun", "launched_world_size"]

@@ -299,6 +299,11 @@ def load_run_metadata(run_dir: str | Path) -> dict[str, Any]:
     return _read_json(Path(run_dir) / METADATA_FILE)
 
 
+def load_run_config(run_dir: str | Path) -> WalkConfig:
+    """The run's ``WalkConfig`` (config.json) alone, without its records."""
+    return WalkConfig.from_dict(_read_json(Path(run_dir) / CONFIG_FILE))
+
+
 def update_run_metadata(run_dir: str | Path, **changes: Any) -> dict[str, Any]:
     """Set ``changes`` in the run's metadata.json (atomically); returns the whole metadata."""
     path = Path(run_dir) / METADATA_FILE
@@ -485,7 +490,7 @@ def load_run(path: str | Path) -> Run:
     loop_run = (
         not (run_dir / CONFIG_FILE).exists() and metadata_path.is_file() and written_by_loop(_read_json(metadata_path))
     )
-    config = None if loop_run else WalkConfig.from_dict(_read_json(run_dir / CONFIG_FILE))
+    config = None if loop_run else load_run_config(run_dir)
     metadata = _read_json(metadata_path)
     steps_per_epoch = metadata.get("steps_per_epoch")
     step_entries = _read_jsonl(run_dir / STEPS_FILE)
@@ -559,6 +564,7 @@ __all__ = [
     "last_epoch_entry",
     "last_step",
     "load_run",
+    "load_run_config",
     "load_run_metadata",
     "loop_metadata",
     "read_checkpoint",

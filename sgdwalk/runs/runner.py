@@ -29,8 +29,10 @@ over the ranks (``sgdwalk.instrument.distributed``); rank 0 alone writes the run
 Batch norm normalises each rank's slice during training (DDP's behaviour on the CPU, where
 SyncBatchNorm is not available), so a batch-norm network's updates differ from a single
 process's; the measurements themselves (bn_mode "train" included) do not depend on the split.
-Only SGD is distributed (the full-batch optimizers compute their gradient in one process),
-and a run is resumed with a single process.
+Only SGD is distributed (the full-batch optimizers compute their gradient in one process).
+A run resumes under the world size it ran under (``sgdwalk.runs.world``: the split of each
+minibatch decides the trajectory) and is refused under another; every rank reads the
+checkpoint rank 0 wrote, and rank 0 alone owns and rewrites the run directory.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -70,12 +72,14 @@ from sgdwalk.runs.runlog import (
     hold_run_directory,
     is_run_directory,
     load_run,
+    load_run_config,
     load_run_metadata,
     now_iso,
     read_checkpoint,
     written_by_loop,
 )
 from sgdwalk.runs.summary import WindowSummary, summarize_windows
+from sgdwalk.runs.world import check_resume_world_size, world_sizes_after
 from sgdwalk.training.config import ConfigError, WalkConfig, cadence, is_full_batch, learning_rate_schedule
 from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
 
@@ -445,8 +449,6 @@ class _WalkRun:
         self.progress = progress
         self.shard = Shard.current()
         _check_distributable(config, self.shard)
-        if self.shard.distributed and resume_dir is not None:
-            raise ConfigError("resuming under torchrun is not supported: resume the run with a single process")
         self.device = _rank_device(resolve_device(config.device), self.shard)
         self.data = walk_data_for(config, data)
         self.train_x = self.data.train_inputs.to(self.device)
@@ -502,9 +504,12 @@ class _WalkRun:
         if resume_dir is None:
             return RunWriter.create(self.config.out_dir, self.config, self._metadata())
         saw = checkpoint or {"steps_written": 0, "epochs_written": 0}  # no checkpoint: from the start
-        return RunWriter.reopen(
+        writer = RunWriter.reopen(
             self.config.out_dir, steps_kept=int(saw["steps_written"]), epochs_kept=int(saw["epochs_written"])
         )
+        world_size = self.shard.world_size
+        writer.update_metadata(world_size=world_size, world_sizes=world_sizes_after(writer.metadata, world_size))
+        return writer
 
     def _build_tracker(self, on_record: RecordCallback | None) -> WalkTracker:
         """The tracker, its records going to the run directory, then ``on_record``, then ``latest``."""
@@ -550,6 +555,8 @@ class _WalkRun:
             noise_variance=self.noise_variance,
             noise_batches=self.config.noise_batches if self.config.optimizer == "noisy-gd" else None,
             world_size=self.shard.world_size,
+            # One entry per start and resume (sgdwalk.runs.world).
+            world_sizes=[self.shard.world_size],
         )
         return metadata
 
@@ -784,18 +791,26 @@ def resume_walk(
 
     The configuration is the run's own ``config.json``. Records written after the
     checkpoint are dropped and made again; the result equals an uninterrupted run's. A
-    finished run is returned as it is, without training.
+    finished run is returned as it is, without training. Under ``torchrun`` every process
+    calls it; a run that last ran under another number of processes is refused
+    (``RunDirectoryError`` naming the command that continues it).
     """
     run_dir = Path(run_dir)
     if not is_run_directory(run_dir) and not _written_by_a_loop(run_dir):
         raise RunDirectoryError(f"{run_dir} is not a run directory (no {CONFIG_FILE} / {METADATA_FILE})")
+    shard = Shard.current()
     # Owned before anything is read: a second writer is refused here (RunDirectoryBusyError).
-    with hold_run_directory(run_dir):
-        run = load_run(run_dir)
+    # Under torchrun rank 0 owns it; the other ranks only read its config, metadata and checkpoint.
+    ownership: AbstractContextManager[None] = hold_run_directory(run_dir) if shard.is_writer else nullcontext()
+    with ownership:
+        run = load_run(run_dir) if shard.is_writer else None
+        metadata = run.metadata if run is not None else load_run_metadata(run_dir)
         # A loop's run (RunDirectorySink) has no WalkConfig to continue it with: run.config raises.
-        if run.status == "finished":
-            return WalkResult.from_run(run)
-        config = run.config.replace(out_dir=str(run_dir))
+        if metadata.get("status") == "finished":
+            return WalkResult.from_run(run if run is not None else load_run(run_dir))
+        check_resume_world_size(run_dir, metadata, shard.world_size)
+        walk_config = run.config if run is not None else load_run_config(run_dir)
+        config = walk_config.replace(out_dir=str(run_dir))
         with run_numerics(config):
             return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
 

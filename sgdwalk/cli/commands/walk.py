@@ -61,7 +61,9 @@ DistributedDataParallel, each process on an equal share of every global minibatc
 --batch-size, and measures its share of the measurement set's chunks (choose --chunk-size
 so that the set has at least N chunks); process 0 alone writes the run directory and prints.
 Batch norm then normalises each process's share of the batch: with it, the updates differ
-from a single process's on the same batch.
+from a single process's on the same batch. Such a run resumes under the same N
+(torchrun --nproc-per-node N -m sgdwalk walk --resume DIR), which continues its trajectory;
+--resume under another number of processes is refused (exit 2).
 """
 
 
@@ -402,16 +404,47 @@ def check_data_root(config: WalkConfig) -> None:
 
 
 def _interrupted_message(run_dir: Path) -> str:
-    from sgdwalk.runs.runlog import is_run_directory
+    from sgdwalk.base.errors import SgdwalkError
+    from sgdwalk.runs.launch import launched_world_size
+    from sgdwalk.runs.runlog import is_run_directory, load_run_metadata
+    from sgdwalk.runs.world import recorded_world_size, resume_command
 
     if is_run_directory(run_dir):
-        return f"sgdwalk walk: interrupted; continue with --resume {run_dir}"
+        # The same number of processes: another would split the minibatches differently.
+        try:
+            world_size = recorded_world_size(load_run_metadata(run_dir))
+        except SgdwalkError:  # metadata.json being rewritten as the interrupt came: the command names it
+            world_size = launched_world_size()
+        return f"sgdwalk walk: interrupted; continue with `{resume_command(run_dir, world_size)}`"
     return f"sgdwalk walk: interrupted before {run_dir} was written; nothing to resume"
+
+
+def _check_resume_world_size(run_dir: Path) -> None:
+    """Refuse, before any process group is made, a resume under another number of processes
+    than the run last ran under (``sgdwalk.runs.world``); ``resume_walk`` says why a
+    directory that is not a run cannot be resumed."""
+    from sgdwalk.runs.launch import launched_world_size
+    from sgdwalk.runs.runlog import is_run_directory, load_run_metadata
+    from sgdwalk.runs.world import check_resume_world_size
+
+    if is_run_directory(run_dir):
+        check_resume_world_size(run_dir, load_run_metadata(run_dir), launched_world_size())
+
+
+def _resumed_device(run_dir: Path) -> str:
+    """The device the run's own config names (torchrun's backend follows it); "auto" where
+    the config cannot be read (``resume_walk`` then says why)."""
+    from sgdwalk.base.errors import SgdwalkError
+    from sgdwalk.runs.runlog import load_run_config
+
+    try:
+        return load_run_config(run_dir).device
+    except SgdwalkError:
+        return "auto"
 
 
 def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.base.errors import SgdwalkError
-    from sgdwalk.runs.launch import launched_by_torchrun
 
     parser: argparse.ArgumentParser = args._parser
     resume = args.__dict__.get("resume")
@@ -420,9 +453,11 @@ def run_walk_command(args: argparse.Namespace) -> int:
         extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
         if extra:
             parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
-        if launched_by_torchrun():
-            parser.error("--resume under torchrun is not supported: resume the run with a single process")
         run_dir = Path(resume)
+        try:
+            _check_resume_world_size(run_dir)
+        except SgdwalkError as error:
+            return usage_error("walk", error)
     else:
         # Checked before torch and the data are loaded: a bad setting fails at once, writing nothing.
         try:
@@ -444,7 +479,9 @@ def run_walk_command(args: argparse.Namespace) -> int:
         if config is None:
             progress = args.__dict__.get("progress")
             on_start = _start(_announce("resuming"), sinks, resumed=True)
-            result = resume_walk(run_dir, progress=progress, on_start=on_start, on_record=on_record)
+            with torchrun_process_group(_resumed_device(run_dir)) as shard:
+                writer = shard.is_writer
+                result = resume_walk(run_dir, progress=progress, on_start=on_start, on_record=on_record)
         else:
             with torchrun_process_group(config.device) as shard:
                 writer = shard.is_writer
