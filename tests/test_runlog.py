@@ -29,6 +29,7 @@ from sgdwalk.runs.runlog import (
     base_metadata,
     clear_run_files,
     count_step_records,
+    cut_record_files,
     dumps_line,
     last_epoch_entry,
     load_run,
@@ -209,7 +210,17 @@ def test_a_line_cut_by_a_crash_is_dropped_but_a_broken_middle_line_is_an_error(t
     write_run(run_dir, [make_record(0), make_record(1)], [], steps_per_epoch=4)
     steps_file = run_dir / STEPS_FILE
     steps_file.write_text(steps_file.read_text() + '{"step": 2, "lr": 0.')
-    assert load_run(run_dir).steps["step"].tolist() == [0, 1]
+    metadata_file = run_dir / METADATA_FILE
+    finished = metadata_file.read_text()
+    # A run that crashed: the line in flight is left out, and named.
+    metadata_file.write_text(json.dumps({**json.loads(finished), "status": "failed"}))
+    crashed = load_run(run_dir)
+    assert crashed.steps["step"].tolist() == [0, 1] and crashed.cut_files == (STEPS_FILE,)
+    assert cut_record_files(run_dir) == (STEPS_FILE,)
+    # A run that finished wrote every line whole: a cut one is damage, not a crash tail.
+    metadata_file.write_text(finished)
+    with pytest.raises(RunDirectoryError, match="cut short"):
+        load_run(run_dir)
 
     lines = steps_file.read_text().splitlines()
     steps_file.write_text("\n".join([lines[0], "garbage", lines[1]]) + "\n")
@@ -428,3 +439,15 @@ def test_a_run_written_before_the_newer_record_fields_still_loads(tmp_path: Path
     lines = [json.loads(line) for line in steps.read_text().splitlines()]
     steps.write_text("".join(json.dumps({k: v for k, v in line.items() if k not in newer}) + "\n" for line in lines))
     assert load_run(tmp_path / "run").step_records() == records
+
+
+def test_plot_says_which_line_a_crash_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sgdwalk.cli import main
+
+    run_dir = tmp_path / "run"
+    write_run(run_dir, [make_record(0), make_record(1)], [], steps_per_epoch=4)
+    (run_dir / STEPS_FILE).write_text((run_dir / STEPS_FILE).read_text() + '{"step": 2, "lr": 0.')
+    metadata_file = run_dir / METADATA_FILE
+    metadata_file.write_text(json.dumps({**json.loads(metadata_file.read_text()), "status": "failed"}))
+    assert main(["plot", str(run_dir), "--out", str(tmp_path / "figures")]) == 0
+    assert f"the last line of {run_dir / STEPS_FILE} was cut short by a crash" in capsys.readouterr().err

@@ -102,8 +102,13 @@ def _read_json(path: Path) -> dict[str, Any]:
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The lines of a JSON-lines file. A last line cut short by a crash is dropped, any
     other broken line is an error."""
+    return _read_jsonl_and_cut(path)[0]
+
+
+def _read_jsonl_and_cut(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The lines of a JSON-lines file, and whether its last line was cut short (dropped)."""
     if not path.exists():
-        return []
+        return [], False
     lines = path.read_text(encoding="utf-8").splitlines()
     entries = []
     for number, line in enumerate(lines, start=1):
@@ -113,9 +118,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
             entries.append(loads(line))
         except json.JSONDecodeError as error:
             if number == len(lines):
-                break  # the record in flight when the process died
+                return entries, True  # the record in flight when the process died
             raise RunDirectoryError(f"{path}:{number} is not valid JSON: {error}") from None
-    return entries
+    return entries, False
+
+
+def cut_record_files(run_dir: str | Path) -> tuple[str, ...]:
+    """The record files (steps, epochs) of a run whose last line a crash cut short: readers
+    leave that line out, and ``--resume`` trims it."""
+    return tuple(name for name in (STEPS_FILE, EPOCHS_FILE) if _read_jsonl_and_cut(Path(run_dir) / name)[1])
 
 
 def now_iso() -> str:
@@ -386,6 +397,8 @@ class Run:
     summary: dict[str, Any] = field(default_factory=dict)
     step_dicts: tuple[dict[str, Any], ...] = field(default=(), repr=False)
     epoch_dicts: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # Record files whose last line a crash cut short; that line is left out of the frames.
+    cut_files: tuple[str, ...] = ()
 
     @property
     def config(self) -> WalkConfig:
@@ -480,8 +493,10 @@ def _check_order(entries: list[dict[str, Any]], key: str, path: Path) -> None:
 def load_run(path: str | Path) -> Run:
     """Read a run directory (finished, diverged, or still being written).
 
-    Raises ``RunDirectoryError`` for a missing or unreadable file and for step or epoch
-    records out of order or repeated."""
+    A record file's last line cut short by a crash is left out and named in ``cut_files``
+    (``--resume`` trims it); in a run that finished it is an error. Raises
+    ``RunDirectoryError`` for a missing or unreadable file and for step or epoch records out
+    of order or repeated."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         raise RunDirectoryError(f"{run_dir} is not a directory")
@@ -493,14 +508,21 @@ def load_run(path: str | Path) -> Run:
     config = None if loop_run else load_run_config(run_dir)
     metadata = _read_json(metadata_path)
     steps_per_epoch = metadata.get("steps_per_epoch")
-    step_entries = _read_jsonl(run_dir / STEPS_FILE)
-    epoch_entries = _read_jsonl(run_dir / EPOCHS_FILE)
+    step_entries, steps_cut = _read_jsonl_and_cut(run_dir / STEPS_FILE)
+    epoch_entries, epochs_cut = _read_jsonl_and_cut(run_dir / EPOCHS_FILE)
+    cut_files = tuple(name for name, cut in ((STEPS_FILE, steps_cut), (EPOCHS_FILE, epochs_cut)) if cut)
+    if cut_files and metadata.get("status") == "finished":
+        # A finished run wrote every line whole: a cut one was damaged afterwards.
+        raise RunDirectoryError(
+            f"{run_dir} finished, but the last line of {' and '.join(cut_files)} is cut short: "
+            "the file was damaged after the run ended"
+        )
     _check_order(step_entries, "step", run_dir / STEPS_FILE)
     _check_order(epoch_entries, "epoch", run_dir / EPOCHS_FILE)
     steps = _steps_frame(step_entries, steps_per_epoch)
     epochs = pd.DataFrame(epoch_entries)
     summary = _read_json(run_dir / SUMMARY_FILE) if (run_dir / SUMMARY_FILE).exists() else {}
-    return Run(run_dir, config, metadata, steps, epochs, summary, tuple(step_entries), tuple(epoch_entries))
+    return Run(run_dir, config, metadata, steps, epochs, summary, tuple(step_entries), tuple(epoch_entries), cut_files)
 
 
 def is_run_directory(path: str | Path) -> bool:

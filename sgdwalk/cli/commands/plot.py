@@ -57,11 +57,17 @@ def run_plot(args: argparse.Namespace) -> int:
 
     from sgdwalk.base.errors import SgdwalkError
     from sgdwalk.runs.plots import plot_run
+    from sgdwalk.runs.runlog import cut_record_files
 
     try:
         paths = plot_run(run_dir, args.out, args.formats, max_steps=args.max_steps)
+        cut = cut_record_files(run_dir)
     except (SgdwalkError, ValueError) as error:  # an unreadable run, an unknown figure format
         return usage_error("plot", error)
+    for name in cut:
+        print(
+            f"sgdwalk plot: the last line of {run_dir / name} was cut short by a crash and is left out", file=sys.stderr
+        )
     if not paths:
         print(f"sgdwalk plot: {run_dir} has no measured step and no finished epoch: nothing to plot", file=sys.stderr)
         return EXIT_FAILED
