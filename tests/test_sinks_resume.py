@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 
 from sgdwalk.cli import main
-from sgdwalk.cli.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from sgdwalk.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.integrations.csv_sink import CsvSink, read_csv_metrics
 from sgdwalk.integrations.metrics import flat_metrics
 from sgdwalk.runs import runner
-from sgdwalk.runs.runlog import METADATA_FILE, load_run
+from sgdwalk.runs.runlog import METADATA_FILE, RunWriter, load_run
 from sgdwalk.runs.sinks import DROPPED_SINKS_KEY, MLFLOW_RUN_IDS_KEY
 from tests.integration_helpers import optional_library
 
@@ -240,3 +240,39 @@ def test_a_sink_failing_mid_run_is_dropped_and_the_run_goes_on(
     assert [r.getMessage() for r in caplog.records] == [
         f"--log-to csv:{full} failed at step {FAILING_STEP} and is dropped ({error}); the records are in the run directory"
     ]
+
+
+# ------------------------------------------------------------ a full disk under the run
+def test_a_full_disk_under_the_run_ends_it_with_one_line_and_resume_continues_once_there_is_room(
+    fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = [*TWO_EPOCHS, "--data-root", str(fashion_root)]
+    assert main(["walk", *flags, "--out", str(tmp_path / "whole")]) == EXIT_OK
+    capsys.readouterr()
+
+    full = {"disk": False}
+    write_step, update_metadata = RunWriter.write_step, RunWriter.update_metadata
+
+    def no_space(*_: Any, **__: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def filling_at_step_8(self: RunWriter, record: StepRecord) -> None:
+        full["disk"] = full["disk"] or record.step == 8  # in epoch 2, after epoch 1's checkpoint
+        (no_space if full["disk"] else write_step)(self, record)
+
+    def while_full(self: RunWriter, **changes: Any) -> None:
+        (no_space if full["disk"] else update_metadata)(self, **changes)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(RunWriter, "write_step", filling_at_step_8)
+        patch.setattr(RunWriter, "update_metadata", while_full)
+        assert main(["walk", *flags, "--out", str(out)]) == EXIT_FAILED
+    error = capsys.readouterr().err
+    lines = [line for line in error.splitlines() if not line.startswith("run directory:")]
+    assert len(lines) == 1 and "Traceback" not in error, error
+    assert os.strerror(errno.ENOSPC) in error and f"continue with `sgdwalk walk --resume {out}`" in error
+
+    assert main(["walk", "--resume", str(out), "--no-progress", "--no-figures"]) == EXIT_OK
+    assert (out / "steps.jsonl").read_bytes() == (tmp_path / "whole" / "steps.jsonl").read_bytes()
+    assert load_run(out).status == "finished"

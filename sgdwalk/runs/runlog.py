@@ -300,9 +300,15 @@ class RunWriter:
         if self._closed:
             return
         self._closed = True
-        self._steps.close()
-        self._epochs.close()
-        release_run_directory(self.run_dir)
+        # Each step is tried whatever the one before did (a full disk fails the flush of a
+        # close): the directory is given up in any case.
+        try:
+            self._steps.close()
+        finally:
+            try:
+                self._epochs.close()
+            finally:
+                release_run_directory(self.run_dir)
 
 
 def load_run_metadata(run_dir: str | Path) -> dict[str, Any]:

@@ -37,6 +37,7 @@ checkpoint rank 0 wrote, and rank 0 alone owns and rewrites the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -659,8 +660,15 @@ class _WalkRun:
         except BaseException as error:
             if self.writer is not None:
                 status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-                self.writer.update_metadata(status=status, finished=now_iso(), error=f"{type(error).__name__}: {error}")
-                self.writer.close()
+                try:
+                    self.writer.update_metadata(
+                        status=status, finished=now_iso(), error=f"{type(error).__name__}: {error}"
+                    )
+                except OSError:
+                    pass  # the disk that failed the run fails this too: the error that ended it is what matters
+                finally:
+                    with contextlib.suppress(OSError):  # flushing onto that disk, likewise
+                        self.writer.close()
             raise
         return self._finish(divergence)
 

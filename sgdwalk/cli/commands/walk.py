@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, usage_error
+from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from sgdwalk.training.config import (
     DEVICES,
     LR_SCHEDULES,
@@ -53,8 +53,9 @@ For optional numbers, 0 or "none" means none (no limit, never).
 
 Exit codes: 0 finished, 2 bad flags / configuration / data set not found / unusable run
 directory / a run directory another process is writing, 3 the run diverged (a non-finite
-loss, or one past 1000 times its start; records kept), 130 interrupted (resume with
---resume DIR).
+loss, or one past 1000 times its start; records kept), 1 the run directory could not be
+written (a full disk: one line; resume with --resume DIR once there is room), 130
+interrupted (resume with --resume DIR).
 
 Under torchrun (torchrun --nproc-per-node N -m sgdwalk walk ...) the run trains with
 DistributedDataParallel, each process on an equal share of every global minibatch of
@@ -403,6 +404,12 @@ def check_data_root(config: WalkConfig) -> None:
         )
 
 
+def _resume_hint(run_dir: Path) -> str:
+    """What to do once the cause is fixed: resume from the last checkpoint, when there is a run."""
+    message = _interrupted_message(run_dir)
+    return message[message.index("continue") :] if "continue with" in message else "nothing to resume"
+
+
 def _interrupted_message(run_dir: Path) -> str:
     from sgdwalk.base.errors import SgdwalkError
     from sgdwalk.runs.launch import launched_world_size
@@ -495,6 +502,9 @@ def run_walk_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\n" + _interrupted_message(run_dir), file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:  # the run directory's disk full or gone: its records up to here are whole
+        print(f"sgdwalk walk: error: {error}; {_resume_hint(run_dir)}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         if sinks is not None:
             sinks.close(failed=failed)
