@@ -71,3 +71,47 @@ def test_log_to_tensorboard_opens_this_sink(tmp_path: Path) -> None:
     sink = open_sink(f"tensorboard:{tmp_path / 'tb'}")
     assert isinstance(sink, TensorBoardSink)
     sink.close()
+
+
+def read_layout(log_dir: Path) -> dict[str, dict[str, list[str]]]:
+    """The Custom Scalars layout in the event file, read back through TensorBoard's own proto."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    (event,) = accumulator.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    return {
+        category.title: {chart.title: list(chart.multiline.tag) for chart in category.chart}
+        for category in layout.category
+    }
+
+
+def test_the_segment_is_one_chart_of_its_grid_points(records: list[StepRecord], tmp_path: Path) -> None:
+    import re
+
+    with TensorBoardSink(tmp_path / "tb") as sink:
+        for record in records:
+            sink(record)
+    (charts,) = read_layout(tmp_path / "tb").values()
+    scalars = read_scalars(tmp_path / "tb")
+    drawn = {
+        title: sorted(t for t in scalars if any(re.search(p, t) for p in patterns))
+        for title, patterns in charts.items()
+    }
+    points = len(records[0].segment_losses)
+    assert drawn["segment: loss at each grid point α"] == sorted(f"sgdwalk/segment_losses/{i}" for i in range(points))
+    assert drawn["heights above the floor"] == ["sgdwalk/height_end", "sgdwalk/height_start"]
+    assert drawn["consecutive gradients and updates: cosine"] == ["sgdwalk/cosine", "sgdwalk/update_cosine"]
+
+
+def test_a_writer_of_the_users_keeps_its_own_layout(records: list[StepRecord], tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    with TensorBoardSink(writer) as sink:
+        sink(records[0])
+    writer.close()
+    with pytest.raises(KeyError):
+        read_layout(tmp_path / "tb")
