@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up sgdwalk on a fresh machine: Fashion-MNIST from Debian, a virtual environment in
 # .venv, and the package (editable) with its test and cluster extras and the integrations'
-# extras (tensorboard, mlflow, lightning: CI runs their round-trip tests), pinned by constraints.txt.
+# extras (tensorboard, mlflow, lightning, transformers: CI runs their round-trip tests), pinned by constraints.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,5 +18,5 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 # PIP_CONSTRAINT pins torch/torchvision to a pair that imports together (see constraints.txt).
 PIP_CONSTRAINT="$PWD/constraints.txt" .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-  -e '.[test,cluster,tensorboard,mlflow,lightning]'
+  -e '.[test,cluster,tensorboard,mlflow,lightning,transformers]'
 .venv/bin/python -c "import sgdwalk, torch, torchvision; print(f'sgdwalk {sgdwalk.__version__}, torch {torch.__version__}, torchvision {torchvision.__version__}')"

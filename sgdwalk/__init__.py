@@ -14,6 +14,7 @@ _EXPORTS: dict[str, str] = {
     "BatchNormMode": "sgdwalk.instrument.batchnorm",
     "CsvSink": "sgdwalk.integrations.csv_sink",
     "DEFAULT_NUM_ALPHAS": "sgdwalk.instrument.segment",
+    "HuggingFaceWalkCallback": "sgdwalk.integrations.huggingface_callback",
     "LightningWalkCallback": "sgdwalk.integrations.lightning_callback",
     "MeasurementSchedule": "sgdwalk.instrument.schedule",
     "MeasurementSet": "sgdwalk.instrument.measurement",
@@ -91,6 +92,7 @@ if _TYPE_CHECKING:
     from sgdwalk.instrument.sharpness import top_hessian_eigenvalue as top_hessian_eigenvalue
     from sgdwalk.instrument.tracker import WalkTracker as WalkTracker
     from sgdwalk.integrations.csv_sink import CsvSink as CsvSink
+    from sgdwalk.integrations.huggingface_callback import HuggingFaceWalkCallback as HuggingFaceWalkCallback
     from sgdwalk.integrations.lightning_callback import LightningWalkCallback as LightningWalkCallback
     from sgdwalk.integrations.metrics import MetricsSink as MetricsSink
     from sgdwalk.integrations.metrics import flat_metrics as flat_metrics

@@ -122,17 +122,19 @@ def test_a_missing_extra_names_the_extra_to_install() -> None:
 
 
 def test_without_the_optional_libraries_sgdwalk_imports_and_each_integration_names_its_extra() -> None:
-    """In a fresh interpreter where tensorboard, mlflow and lightning cannot be imported."""
+    """In a fresh interpreter where tensorboard, mlflow, lightning and transformers cannot be imported."""
     code = """
 import sys
-for name in ("tensorboard", "mlflow", "lightning"):
+for name in ("tensorboard", "mlflow", "lightning", "transformers"):
     sys.modules[name] = None  # `import name` now raises ModuleNotFoundError
 import sgdwalk, sgdwalk.integrations.lightning_callback as lightning_callback
+import sgdwalk.integrations.huggingface_callback as huggingface_callback
 from sgdwalk.integrations.optional import MissingExtraError
 from sgdwalk.integrations.tensorboard_sink import TensorBoardSink
 from sgdwalk.integrations.mlflow_sink import MlflowSink
 for make in (lambda: TensorBoardSink("tb"), lambda: MlflowSink("sqlite:///m.db"),
-             lambda: lightning_callback.LightningWalkCallback(None)):
+             lambda: lightning_callback.LightningWalkCallback(None),
+             lambda: huggingface_callback.HuggingFaceWalkCallback(None)):
     try:
         make()
     except MissingExtraError as error:
@@ -145,4 +147,5 @@ for make in (lambda: TensorBoardSink("tb"), lambda: MlflowSink("sqlite:///m.db")
         "TensorBoardSink needs the 'tensorboard' package: pip install 'sgdwalk[tensorboard]'",
         "MlflowSink needs the 'mlflow' package: pip install 'sgdwalk[mlflow]'",
         "LightningWalkCallback needs the 'lightning' package: pip install 'sgdwalk[lightning]'",
+        "HuggingFaceWalkCallback needs the 'transformers' package: pip install 'sgdwalk[transformers]'",
     ]
