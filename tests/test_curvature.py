@@ -186,4 +186,4 @@ def test_trace_refuses_too_few_probes_and_unknown_methods() -> None:
         hutch_plus_plus_trace(lambda v: matrix @ v, 3, 3, np.random.default_rng(0))
     model, measurement = quadratic_setting([1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="method must be 'hutchinson' or 'hutch\\+\\+', got 'xtrace'"):
-        hessian_trace(model, flat_parameters(model), measurement, method="xtrace")
+        hessian_trace(model, flat_parameters(model), measurement, method="xtrace")  # type: ignore[arg-type]

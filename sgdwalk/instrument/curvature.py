@@ -107,6 +107,7 @@ def hutch_plus_plus_trace(matvec: Matvec, dimension: int, probes: int, generator
     return TraceEstimate(top_trace + value, standard_error, sketch_size + basis.shape[1] + rest)
 
 
+# The estimators work in float64 numpy; the products run in the point's dtype and device.
 def _numpy_matvec(point: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor]) -> Matvec:
     def matvec(vector: NDArray[np.float64]) -> NDArray[np.float64]:
         as_tensor = torch.as_tensor(np.ravel(vector), dtype=point.dtype, device=point.device)
