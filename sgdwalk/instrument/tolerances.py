@@ -67,3 +67,9 @@ SHARPNESS_RELATIVE_ERROR: float = 1e-6
 # to about ±16 % (1/sqrt(2·(20 − 1))), enough to say how many samples a stable estimate
 # needs, at the cost of a single extra pass of Hessian-vector products.
 SHARPNESS_ERROR_BATCHES: int = 20
+
+# Disjoint parts of the measurement set for the gradient noise scale's standard error
+# (gradient_noise.gradient_noise_scale, a delete-a-part jackknife): as for the sharpness, 20
+# parts give a standard error good to about ±16 % (1/sqrt(2·(20 − 1))), and each part costs
+# one float64 parameter vector of memory, not a pass of its own.
+GRADIENT_NOISE_ERROR_PARTS: int = 20
