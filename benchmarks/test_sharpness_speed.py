@@ -29,7 +29,7 @@ from torch import nn
 
 from benchmarks.conftest import EXTRAS, MEDIANS, record_goal, remember
 from sgdwalk.instrument.measurement import MeasurementSet
-from sgdwalk.instrument.sharpness import _matvec_of, hessian_vector_product_operator, top_hessian_eigenpair
+from sgdwalk.instrument.sharpness import hessian_vector_product_operator, numpy_matvec, top_hessian_eigenpair
 from sgdwalk.training.data import DatasetNotFoundError, load_tensors
 
 POWER_RELATIVE_CHANGE = 1e-3  # PyHessian's default stopping rule
@@ -77,7 +77,7 @@ def power_iteration(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
 
 
 def _converged(model: nn.Module, point: torch.Tensor, measurement: MeasurementSet) -> float:
-    matvec = _matvec_of(point, hessian_vector_product_operator(model, point, measurement))
+    matvec = numpy_matvec(point, hessian_vector_product_operator(model, point, measurement))
     operator = LinearOperator((point.numel(), point.numel()), matvec=matvec, dtype=np.float64)
     start = np.random.default_rng(0).standard_normal(point.numel())
     return float(eigsh(operator, k=1, which="LA", v0=start, tol=1e-10, return_eigenvectors=False)[0])

@@ -30,13 +30,12 @@ from typing import Literal
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from scipy.linalg import eigh_tridiagonal
 from torch import nn
 
 from sgdwalk.instrument.batchnorm import BatchNormMode
 from sgdwalk.instrument.distributed import SINGLE_PROCESS, Shard
 from sgdwalk.instrument.measurement import MeasurementSet
-from sgdwalk.instrument.sharpness import hessian_vector_product_operator
+from sgdwalk.instrument.sharpness import hessian_vector_product_operator, lanczos_extension, numpy_matvec
 from sgdwalk.instrument.tolerances import SHARPNESS_RELATIVE_ERROR
 
 TraceMethod = Literal["hutchinson", "hutch++"]
@@ -49,13 +48,6 @@ DEFAULT_TRACE_PROBES = 30
 # Lanczos for the top-k stops after this many products unless told otherwise (as the
 # sharpness's does): the kept basis grows by one parameter vector per product.
 _DEFAULT_MAX_PRODUCTS = 300
-
-# As in sharpness.lanczos_top_eigenpair: a new direction this small relative to the projected
-# matrix means the Krylov space is invariant and its Ritz values are exact.
-_BREAKDOWN_RELATIVE = 1e-12
-
-# Kahan and Parlett's "twice is enough" (see sharpness._REORTHOGONALISE_AGAIN).
-_REORTHOGONALISE_AGAIN = 2**-0.5
 
 
 # ------------------------------------------------------------------------------- trace
@@ -108,14 +100,6 @@ def hutch_plus_plus_trace(matvec: Matvec, dimension: int, probes: int, generator
 
 
 # The estimators work in float64 numpy; the products run in the point's dtype and device.
-def _numpy_matvec(point: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor]) -> Matvec:
-    def matvec(vector: NDArray[np.float64]) -> NDArray[np.float64]:
-        as_tensor = torch.as_tensor(np.ravel(vector), dtype=point.dtype, device=point.device)
-        return product(as_tensor).double().cpu().numpy()
-
-    return matvec
-
-
 def hessian_trace(
     model: nn.Module,
     point: torch.Tensor,
@@ -134,7 +118,7 @@ def hessian_trace(
     if method not in ("hutchinson", "hutch++"):
         raise ValueError(f"method must be 'hutchinson' or 'hutch++', got {method!r}")
     product = hessian_vector_product_operator(model, point, measurement, bn_mode, reuse_graph, shard)
-    matvec = _numpy_matvec(point, product)
+    matvec = numpy_matvec(point, product)
     estimator = hutchinson_trace if method == "hutchinson" else hutch_plus_plus_trace
     return estimator(matvec, point.numel(), probes, np.random.default_rng(seed))
 
@@ -178,18 +162,8 @@ def lanczos_top_eigenvalues(
     diagonal: list[float] = []
     off_diagonal: list[float] = []
     for step in range(limit):
-        direction = np.asarray(matvec(basis[step]), dtype=np.float64)
-        diagonal.append(float(basis[step] @ direction))
-        kept = basis[: step + 1]
-        before = float(np.linalg.norm(direction))
-        direction -= kept.T @ (kept @ direction)
-        norm = float(np.linalg.norm(direction))
-        if norm < _REORTHOGONALISE_AGAIN * before:
-            direction -= kept.T @ (kept @ direction)
-            norm = float(np.linalg.norm(direction))
-        values, vectors = eigh_tridiagonal(np.array(diagonal), np.array(off_diagonal))
-        scale = float(np.max(np.abs(values)))
-        breakdown = norm <= _BREAKDOWN_RELATIVE * scale or scale == 0.0
+        extended = lanczos_extension(matvec, basis[: step + 1], diagonal, off_diagonal)
+        values, vectors, norm, breakdown = extended.values, extended.vectors, extended.norm, extended.breakdown
         top = np.arange(values.size)[::-1][:k]
         bounds = np.zeros(top.size) if breakdown else norm * np.abs(vectors[-1, top])
         converged = top.size == k and bool(np.all(bounds <= relative_error * np.abs(values[top])))
@@ -201,7 +175,7 @@ def lanczos_top_eigenvalues(
                 )
             return TopEigenvalues(values[top], bounds, step + 1)
         off_diagonal.append(norm)
-        basis[step + 1] = direction / norm
+        basis[step + 1] = extended.direction / norm
     raise AssertionError("unreachable: the loop returns at its last step")
 
 
@@ -223,5 +197,5 @@ def top_hessian_eigenvalues(
     product = hessian_vector_product_operator(model, point, measurement, bn_mode, reuse_graph, shard)
     start = np.random.default_rng(seed).standard_normal(point.numel())
     return lanczos_top_eigenvalues(
-        _numpy_matvec(point, product), start, k, relative_error=relative_tolerance, max_products=max_iterations
+        numpy_matvec(point, product), start, k, relative_error=relative_tolerance, max_products=max_iterations
     )

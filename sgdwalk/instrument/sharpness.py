@@ -171,6 +171,44 @@ def _value_error_bound(values: NDArray[np.float64], chosen: int, residual: float
     return residual if gap == 0.0 else min(residual, residual * residual / gap)
 
 
+@dataclass(frozen=True)
+class LanczosExtension:
+    """One Lanczos step: the Ritz values and vectors (of the tridiagonal matrix so far), the
+    next direction (orthogonal to the basis, not normalised), its norm, and whether the
+    Krylov space is invariant (then the Ritz values are eigenvalues, up to rounding)."""
+
+    values: NDArray[np.float64]
+    vectors: NDArray[np.float64]
+    direction: NDArray[np.float64]
+    norm: float
+    breakdown: bool
+
+
+def lanczos_extension(
+    matvec: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+    kept: NDArray[np.float64],
+    diagonal: list[float],
+    off_diagonal: list[float],
+) -> LanczosExtension:
+    """Multiply the basis' last vector by the operator, append the diagonal entry to
+    ``diagonal``, and make the product orthogonal to the whole basis ``kept`` (full
+    reorthogonalisation, a second pass when the first cancelled much). The caller appends
+    the norm to ``off_diagonal`` before the next step."""
+    direction = np.asarray(matvec(kept[-1]), dtype=np.float64)
+    diagonal.append(float(kept[-1] @ direction))
+    before = float(np.linalg.norm(direction))
+    direction -= kept.T @ (kept @ direction)
+    norm = float(np.linalg.norm(direction))
+    if norm < _REORTHOGONALISE_AGAIN * before:
+        # Much was cancelled, so rounding left a visible component along the basis.
+        direction -= kept.T @ (kept @ direction)
+        norm = float(np.linalg.norm(direction))
+    values, vectors = eigh_tridiagonal(np.array(diagonal), np.array(off_diagonal))
+    scale = float(np.max(np.abs(values)))
+    breakdown = norm <= _BREAKDOWN_RELATIVE * scale or scale == 0.0
+    return LanczosExtension(values, vectors, direction, norm, breakdown)
+
+
 def lanczos_top_eigenpair(
     matvec: Callable[[NDArray[np.float64]], NDArray[np.float64]],
     start: NDArray[np.float64],
@@ -203,21 +241,11 @@ def lanczos_top_eigenpair(
     off_diagonal: list[float] = []
     previous_value: float | None = None
     for step in range(limit):
-        direction = np.asarray(matvec(basis[step]), dtype=np.float64)
-        diagonal.append(float(basis[step] @ direction))
         kept = basis[: step + 1]
-        before = float(np.linalg.norm(direction))
-        direction -= kept.T @ (kept @ direction)
-        norm = float(np.linalg.norm(direction))
-        if norm < _REORTHOGONALISE_AGAIN * before:
-            # Much was cancelled, so rounding left a visible component along the basis.
-            direction -= kept.T @ (kept @ direction)
-            norm = float(np.linalg.norm(direction))
-        values, vectors = eigh_tridiagonal(np.array(diagonal), np.array(off_diagonal))
+        extended = lanczos_extension(matvec, kept, diagonal, off_diagonal)
+        values, vectors, norm, breakdown = extended.values, extended.vectors, extended.norm, extended.breakdown
         chosen = _chosen(values, which)
         value = float(values[chosen])
-        scale = float(np.max(np.abs(values)))
-        breakdown = norm <= _BREAKDOWN_RELATIVE * scale or scale == 0.0
         # "LM" compares the two ends of the spectrum, so both must have converged: an end
         # still moving outwards could overtake the one that has settled.
         ends = {chosen} if which == "LA" else {int(np.argmin(values)), int(np.argmax(values))}
@@ -233,13 +261,15 @@ def lanczos_top_eigenpair(
         off_diagonal.append(norm)
         if step + 1 == basis.shape[0]:
             basis = np.concatenate([basis, np.empty((min(basis.shape[0], limit - basis.shape[0]), dimension))])
-        basis[step + 1] = direction / norm
+        basis[step + 1] = extended.direction / norm
     raise AssertionError("unreachable: the loop returns at its last step")
 
 
-def _matvec_of(
+def numpy_matvec(
     point: torch.Tensor, product: Callable[[torch.Tensor], torch.Tensor]
 ) -> Callable[[NDArray[np.float64]], NDArray[np.float64]]:
+    """``product`` (on tensors like ``point``) as a float64 numpy operator, for Lanczos."""
+
     def matvec(vector: NDArray[np.float64]) -> NDArray[np.float64]:
         as_tensor = torch.as_tensor(np.ravel(vector), dtype=point.dtype, device=point.device)
         return product(as_tensor).double().cpu().numpy()
@@ -318,7 +348,7 @@ def top_hessian_eigenpair(
     if which not in ("LA", "LM"):
         raise ValueError(f"which must be 'LA' (largest algebraic) or 'LM' (largest magnitude), got {which!r}")
     product, gradient = _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph, shard)
-    matvec = _matvec_of(point, product)
+    matvec = numpy_matvec(point, product)
     dimension = point.numel()
     if dimension < _DENSE_FALLBACK_DIMENSION:
         return _dense_top_eigenpair(matvec, dimension, which)
