@@ -276,3 +276,63 @@ def test_a_full_disk_under_the_run_ends_it_with_one_line_and_resume_continues_on
     assert main(["walk", "--resume", str(out), "--no-progress", "--no-figures"]) == EXIT_OK
     assert (out / "steps.jsonl").read_bytes() == (tmp_path / "whole" / "steps.jsonl").read_bytes()
     assert load_run(out).status == "finished"
+
+
+# ------------------------------------------------------------------ a real kill -9
+# The walk, in a process of its own, kills itself with SIGKILL right after the run directory
+# took the record of step KILL_AT (before any --log-to sink saw it): no handler, no flush,
+# no close runs. Two points drawn once with a seeded generator, in different epochs.
+KILL_SCRIPT = """
+import os, signal, sys
+from sgdwalk.cli import main
+from sgdwalk.runs.runlog import RunWriter
+kill_at, write_step = int(sys.argv[1]), RunWriter.write_step
+def write_then_die(self, record):
+    write_step(self, record)
+    if record.step == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+RunWriter.write_step = write_then_die
+sys.exit(main(sys.argv[2:]))
+"""
+SIX_EPOCHS = ["--epochs", "6", "--track-epochs", "1,2,3,4,5,6", *TWO_EPOCHS[4:]]
+# Steps past an epoch's second (6 steps per epoch, a checkpoint after each): the sinks have
+# then logged steps that the checkpoint has not seen and the resume makes again.
+MID_EPOCH_STEPS = [step for step in range(7, 36) if step % 6 >= 2]
+KILL_POINTS = sorted(np.random.default_rng(9).choice(MID_EPOCH_STEPS, size=2, replace=False).tolist())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_at", KILL_POINTS)
+def test_after_a_kill_9_and_a_resume_every_sink_holds_each_step_once(
+    fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kill_at: int
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    mlflow = optional_library("mlflow", "mlflow")
+    optional_library("tensorboard", "tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.chdir(tmp_path)
+    out, table, log_dir = tmp_path / "run", tmp_path / "walk.csv", tmp_path / "tb"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sinks = ["--log-to", f"csv:{table}", "--log-to", f"tensorboard:{log_dir}", "--log-to", f"mlflow:{uri}"]
+    walk = ["walk", *SIX_EPOCHS, "--data-root", str(fashion_root), "--out", str(out), *sinks]
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(kill_at), *walk], capture_output=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()
+    assert main(["walk", "--resume", str(out), *RESUME, *sinks]) == EXIT_OK
+
+    records = load_run(out).step_records()
+    assert [record.step for record in records] == list(range(36))
+    assert read_csv_metrics(table) == [(record.step, flat_metrics(record)) for record in records]
+    accumulator = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    accumulator.Reload()
+    scalars = {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    assert scalars == tensorboard_scalars(records)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("sgdwalk").experiment_id])
+    assert run.info.status == "FINISHED"
+    for name in ("sgdwalk/loss_start", "sgdwalk/height_start"):
+        history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, name))
+        assert history == [(record.step, flat_metrics(record, "sgdwalk/")[name]) for record in records], name
