@@ -1,0 +1,199 @@
+"""What a tracked step costs, by model: time and extra peak memory, exact and targeted.
+
+For each model, three fresh interpreters of the same shape (the same imports, model, data,
+measurement set, optimizer and steps) train by SGD on batches of ``TRAIN_BATCH``:
+
+- untracked: the plain loop;
+- exact: the same loop with a ``WalkTracker`` measuring every step on the whole set;
+- targeted: the same, precision-targeted with the defaults (``PrecisionTarget()``).
+
+Each first takes ``WARMUP_STEPS`` untracked steps (kernels load, the allocator fills), then
+``TIMED_STEPS`` steps of its variant; a step's time is the mean of those after the first
+(the first tracked step also measures its own α = 0, later ones carry it over), one step. The extra
+peak memory is the process's peak resident size (``ru_maxrss``) tracked minus untracked,
+as in ``test_tracked_step_memory.py``.
+
+Setting: K = 10, a measurement set of ``MEASUREMENT_SIZE`` samples in chunks of
+``CHUNK_SIZE``, batch norm in "train" mode, no sharpness, random inputs and labels, one
+intra-op thread. The set holds 1,024 samples, not 256: the targeted mode's first look is
+``DEFAULT_FIRST_LOOK`` = 512 samples, so on a smaller set it reads everything and costs what
+exact does. The measurement's time grows with the samples read; its memory does not (one
+chunk at a time).
+
+Models: the paper's MLP with batch norm (28×28), the conv net at half width (28×28, as the
+real tier runs it), VGG-11 at a quarter width and torchvision's ResNet-18 (10 classes,
+random weights; both 32×32×3), and the small transformer of the memory benchmark.
+Run: ``pytest benchmarks/test_tracked_step_table.py --benchmark-only`` (about five minutes
+on one thread); each model's row prints beside its ratios at the end of the session, and the
+whole table with ``-s``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from pytest_benchmark.fixture import BenchmarkFixture
+from torch import nn
+
+from benchmarks.conftest import EXTRAS, MEDIANS
+from benchmarks.test_tracked_step_memory import SmallTransformer
+from sgdwalk.instrument.measurement import MeasurementSet
+from sgdwalk.instrument.sampling import PrecisionTarget
+from sgdwalk.instrument.tracker import WalkTracker
+
+MODELS = ("mlp", "convnet", "vgg11", "resnet18", "transformer")
+VARIANTS = ("untracked", "exact", "targeted")
+NUM_ALPHAS = 10
+# Large enough that the targeted mode can stop before the end (its first look is 512).
+MEASUREMENT_SIZE = 1024
+CHUNK_SIZE = 256
+# The default walk's batch is 100; a power of two near it.
+TRAIN_BATCH = 128
+LEARNING_RATE = 0.01
+# One untracked step before the timed ones, so that no variant pays for loading kernels.
+WARMUP_STEPS = 1
+# The first timed step is left out (a tracked one measures its own α = 0; later ones carry
+# it over): the second is the steady step timed. Two keep the whole table near five minutes.
+TIMED_STEPS = 2
+
+MIB = 1024.0 * 1024.0
+GROUP = "tracked-step-table"
+
+
+def build(name: str, samples: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The model ``name`` (seeded) with ``samples`` random inputs and labels of its shape."""
+    from sgdwalk.training.models import build_model
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (samples,))
+    if name == "mlp":
+        return build_model("mlp", 1, 28, 10), torch.randn(samples, 1, 28, 28), labels
+    if name == "convnet":
+        return build_model("convnet", 1, 28, 10, 0.5), torch.randn(samples, 1, 28, 28), labels
+    if name == "vgg11":
+        return build_model("vgg11", 3, 32, 10, 0.25), torch.randn(samples, 3, 32, 32), labels
+    if name == "resnet18":
+        from torchvision.models import resnet18
+
+        return resnet18(num_classes=10), torch.randn(samples, 3, 32, 32), labels
+    if name == "transformer":
+        model = SmallTransformer(vocabulary=1000, length=16, width=256, layers=4, classes=10)
+        return model, torch.randint(0, 1000, (samples, 16)), labels
+    raise ValueError(f"unknown model {name!r}")
+
+
+def child(name: str, variant: str) -> None:
+    """One fresh process's run of ``variant`` on model ``name``; prints a JSON line."""
+    torch.set_num_threads(1)
+    steps = WARMUP_STEPS + TIMED_STEPS
+    model, inputs, targets = build(name, MEASUREMENT_SIZE + steps * TRAIN_BATCH)
+    measurement = MeasurementSet(inputs[:MEASUREMENT_SIZE], targets[:MEASUREMENT_SIZE], chunk_size=CHUNK_SIZE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    model.train()
+    tracker: WalkTracker | None = None
+    seconds: list[float] = []
+    for step in range(steps):
+        if step == WARMUP_STEPS and variant != "untracked":
+            precision = PrecisionTarget() if variant == "targeted" else None
+            tracker = WalkTracker(
+                model, measurement, num_alphas=NUM_ALPHAS, precision=precision, start_step=WARMUP_STEPS
+            )
+        batch = slice(MEASUREMENT_SIZE + step * TRAIN_BATCH, MEASUREMENT_SIZE + (step + 1) * TRAIN_BATCH)
+        began = time.perf_counter()
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(inputs[batch]), targets[batch])
+        loss.backward()
+        if tracker is None:
+            optimizer.step()
+        else:
+            with tracker.step(minibatch_loss=loss):
+                optimizer.step()
+        seconds.append(time.perf_counter() - began)
+    records = [] if tracker is None else tracker.close()
+    result = {
+        "parameters": float(sum(parameter.numel() for parameter in model.parameters())),
+        "seconds_per_step": statistics.mean(seconds[WARMUP_STEPS + 1 :]),
+        "peak_bytes": 1024.0 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "samples_read": statistics.mean(float(record.samples or 0) for record in records) if records else 0.0,
+    }
+    print(json.dumps(result))
+
+
+def _fresh_process(name: str, variant: str) -> dict[str, float]:
+    root = str(Path(__file__).resolve().parent.parent)
+    script = (
+        f"import sys; sys.path.insert(0, {root!r}); "
+        f"from benchmarks.test_tracked_step_table import child; child({name!r}, {variant!r})"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    figures: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def table_row(name: str, runs: dict[str, dict[str, float]]) -> str:
+    """One Markdown row: model | parameters | train step | exact (×) | targeted (×, samples) | extra peak."""
+    untracked = runs["untracked"]
+    train = untracked["seconds_per_step"]
+    cells = [name, f"{untracked['parameters'] / 1e6:.2f}M", f"{train * 1e3:.0f}"]
+    for variant in ("exact", "targeted"):
+        tracked = runs[variant]["seconds_per_step"]
+        cells.append(f"{tracked * 1e3:.0f} ({tracked / train:.1f}x)")
+    cells.append(f"{runs['targeted']['samples_read']:.0f}")
+    extras = [(runs[variant]["peak_bytes"] - untracked["peak_bytes"]) / MIB for variant in ("exact", "targeted")]
+    cells.append(" / ".join(f"{extra:.0f}" for extra in extras))
+    return "| " + " | ".join(cells) + " |"
+
+
+TABLE_HEADER = (
+    "| model | params | train step ms | tracked exact ms (x) | tracked targeted ms (x) | targeted samples read "
+    "| extra peak MiB exact / targeted |"
+)
+TABLE_RULE = "|---|---|---|---|---|---|---|"
+
+
+@pytest.fixture(scope="module")
+def table_rows() -> Iterator[dict[str, str]]:
+    """The rows the tests fill (model -> row); the whole table prints once they have run."""
+    rows: dict[str, str] = {}
+    yield rows
+    print("\n" + "\n".join([TABLE_HEADER, TABLE_RULE, *(rows[name] for name in MODELS if name in rows)]))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tracked_step_cost_by_model(benchmark: BenchmarkFixture, table_rows: dict[str, str], name: str) -> None:
+    runs: dict[str, dict[str, float]] = {}
+
+    def one_round() -> None:
+        for variant in VARIANTS:
+            runs[variant] = _fresh_process(name, variant)
+
+    benchmark.pedantic(one_round, rounds=1, warmup_rounds=0)
+    group = f"{GROUP}-{name}"
+    MEDIANS[group]["reference"] = runs["untracked"]["seconds_per_step"]
+    for variant in ("exact", "targeted"):
+        MEDIANS[group][variant] = runs[variant]["seconds_per_step"]
+        extra = (runs[variant]["peak_bytes"] - runs["untracked"]["peak_bytes"]) / MIB
+        benchmark.extra_info[f"{variant}_seconds_per_step"] = runs[variant]["seconds_per_step"]
+        benchmark.extra_info[f"{variant}_extra_peak_mib"] = extra
+    benchmark.extra_info.update(
+        parameters=runs["untracked"]["parameters"],
+        train_seconds_per_step=runs["untracked"]["seconds_per_step"],
+        targeted_samples_read=runs["targeted"]["samples_read"],
+    )
+    row = table_row(name, runs)
+    EXTRAS[group]["table row"] = row
+    table_rows[name] = row
+    # Independent of the figures: a tracked step measures K points on the set, so it cannot
+    # be cheaper than the training step it wraps, and the targeted mode reads at most the set.
+    assert runs["exact"]["seconds_per_step"] > runs["untracked"]["seconds_per_step"], row
+    assert 0 < runs["targeted"]["samples_read"] <= MEASUREMENT_SIZE, row
