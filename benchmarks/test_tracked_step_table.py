@@ -16,15 +16,17 @@ peak memory is the process's peak resident size (``ru_maxrss``) tracked minus un
 as in ``test_tracked_step_memory.py``.
 
 Setting: K = 10, a measurement set of ``MEASUREMENT_SIZE`` samples in chunks of
-``CHUNK_SIZE``, batch norm in "train" mode, no sharpness, random inputs and labels, one
-intra-op thread. The set holds 1,024 samples, not 256: the targeted mode's first look is
+``CHUNK_SIZE``, batch norm in "train" mode, no sharpness, one intra-op thread; the image
+models on Fashion-MNIST (skipped without it), the transformer on random tokens whose label
+is a rule of the first token. The set holds 1,024 samples, not 256: the targeted mode's first look is
 ``DEFAULT_FIRST_LOOK`` = 512 samples, so on a smaller set it reads everything and costs what
 exact does. The measurement's time grows with the samples read; its memory does not (one
 chunk at a time).
 
 Models: the paper's MLP with batch norm (28×28), the conv net at half width (28×28, as the
-real tier runs it), VGG-11 at a quarter width and torchvision's ResNet-18 (10 classes,
-random weights; both 32×32×3), and the small transformer of the memory benchmark.
+real tier runs it), VGG-11 at a quarter width (32×32, as the nets tier runs it),
+torchvision's ResNet-18 (10 classes, random weights, 32×32×3) and the small transformer of
+the memory benchmark (16 tokens).
 Run: ``pytest benchmarks/test_tracked_step_table.py --benchmark-only`` (about five minutes
 on one thread); each model's row prints beside its ratios at the end of the session, and the
 whole table with ``-s``.
@@ -51,6 +53,7 @@ from benchmarks.test_tracked_step_memory import SmallTransformer
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.sampling import PrecisionTarget
 from sgdwalk.instrument.tracker import WalkTracker
+from sgdwalk.training.data import find_dataset
 
 MODELS = ("mlp", "convnet", "vgg11", "resnet18", "transformer")
 VARIANTS = ("untracked", "exact", "targeted")
@@ -72,24 +75,30 @@ GROUP = "tracked-step-table"
 
 
 def build(name: str, samples: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """The model ``name`` (seeded) with ``samples`` random inputs and labels of its shape."""
+    """The model ``name`` (seeded) with ``samples`` inputs and labels of its shape: the first
+    Fashion-MNIST training images (zero-padded to 32 for VGG-11 and ResNet-18, the grey channel
+    repeated for ResNet-18's three), or for the transformer random tokens labelled by a rule."""
+    from sgdwalk.training.data import load_tensors
     from sgdwalk.training.models import build_model
 
     torch.manual_seed(0)
-    labels = torch.randint(0, 10, (samples,))
+    if name == "transformer":
+        model = SmallTransformer(vocabulary=1000, length=16, width=256, layers=4, classes=10)
+        tokens = torch.randint(0, 1000, (samples, 16))
+        # A rule the model can learn, so that a step's change in loss is signal, not the noise
+        # of random labels (on which the targeted mode cannot decide and reads the whole set).
+        return model, tokens, tokens[:, 0] % 10
+    images = load_tensors("fashion-mnist", subset=samples, pad_to=32 if name in ("vgg11", "resnet18") else None)
     if name == "mlp":
-        return build_model("mlp", 1, 28, 10), torch.randn(samples, 1, 28, 28), labels
+        return build_model("mlp", 1, 28, 10), images.inputs, images.targets
     if name == "convnet":
-        return build_model("convnet", 1, 28, 10, 0.5), torch.randn(samples, 1, 28, 28), labels
+        return build_model("convnet", 1, 28, 10, 0.5), images.inputs, images.targets
     if name == "vgg11":
-        return build_model("vgg11", 3, 32, 10, 0.25), torch.randn(samples, 3, 32, 32), labels
+        return build_model("vgg11", 1, 32, 10, 0.25), images.inputs, images.targets
     if name == "resnet18":
         from torchvision.models import resnet18
 
-        return resnet18(num_classes=10), torch.randn(samples, 3, 32, 32), labels
-    if name == "transformer":
-        model = SmallTransformer(vocabulary=1000, length=16, width=256, layers=4, classes=10)
-        return model, torch.randint(0, 1000, (samples, 16)), labels
+        return resnet18(num_classes=10), images.inputs.expand(-1, 3, -1, -1).contiguous(), images.targets
     raise ValueError(f"unknown model {name!r}")
 
 
@@ -177,6 +186,8 @@ def table_rows() -> Iterator[dict[str, str]]:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_tracked_step_cost_by_model(benchmark: BenchmarkFixture, table_rows: dict[str, str], name: str) -> None:
+    if name != "transformer" and find_dataset("fashion-mnist") is None:
+        pytest.skip("needs Fashion-MNIST (Debian's dataset-fashion-mnist, or sgdwalk walk --download)")
     runs: dict[str, dict[str, float]] = {}
 
     def one_round() -> None:
