@@ -10,8 +10,10 @@ measurement set, optimizer and steps) train by SGD on batches of ``TRAIN_BATCH``
 Each first takes ``WARMUP_STEPS`` untracked steps (kernels load, the allocator fills), then
 one timed untracked step (the training step), then ``TIMED_STEPS`` steps of its variant, of
 which the last is timed (the first tracked step also measures its own α = 0; later ones
-carry it over). A tracked step's cost is its time over the training step of the same
-process, so that both saw the same load on a shared machine. The extra
+carry it over). Times are the process's CPU time: with one thread that is the wall time on an
+idle machine, and on a shared one it leaves out the waits for other work (not the contention
+for caches and memory, so the figures stay upper bounds). A tracked step's cost is its time
+over the training step of the same process. The extra
 peak memory is the process's peak resident size (``ru_maxrss``) tracked minus untracked,
 as in ``test_tracked_step_memory.py``.
 
@@ -118,7 +120,7 @@ def child(name: str, variant: str) -> None:
             precision = PrecisionTarget() if variant == "targeted" else None
             tracker = WalkTracker(model, measurement, num_alphas=NUM_ALPHAS, precision=precision, start_step=step)
         batch = slice(MEASUREMENT_SIZE + step * TRAIN_BATCH, MEASUREMENT_SIZE + (step + 1) * TRAIN_BATCH)
-        began = time.perf_counter()
+        began = time.process_time()
         optimizer.zero_grad()
         loss = F.cross_entropy(model(inputs[batch]), targets[batch])
         loss.backward()
@@ -127,7 +129,7 @@ def child(name: str, variant: str) -> None:
         else:
             with tracker.step(minibatch_loss=loss):
                 optimizer.step()
-        seconds.append(time.perf_counter() - began)
+        seconds.append(time.process_time() - began)
     records = [] if tracker is None else tracker.close()
     timed = [record.samples or 0 for record in records if record.step == steps - 1]
     result = {
