@@ -8,7 +8,7 @@ measurement set, optimizer and steps) train by SGD on batches of ``TRAIN_BATCH``
 - targeted: the same, precision-targeted with the defaults (``PrecisionTarget()``).
 
 Each first takes ``WARMUP_STEPS`` untracked steps (kernels load, the allocator fills), then
-one timed untracked step (the training step), then ``TIMED_STEPS`` steps of its variant, of
+``TRAIN_STEPS`` timed untracked steps (their median is the training step), then ``TIMED_STEPS`` steps of its variant, of
 which the last is timed (the first tracked step also measures its own α = 0; later ones
 carry it over). Times are the process's CPU time: with one thread that is the wall time on an
 idle machine, and on a shared one it leaves out the waits for other work (not the contention
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -68,8 +69,11 @@ TRAIN_BATCH = 128
 LEARNING_RATE = 0.01
 # One untracked step before the timed ones, so that no variant pays for loading kernels.
 WARMUP_STEPS = 1
+# Timed untracked steps before the variant's; their median is the training step (one alone
+# moved by a quarter between processes on a shared machine).
+TRAIN_STEPS = 3
 # The variant's steps; the last is timed (the first tracked one measures its own α = 0, later
-# ones carry it over). Two keep the whole table near four minutes on one thread.
+# ones carry it over). Two keep the whole table near four minutes.
 TIMED_STEPS = 2
 
 MIB = 1024.0 * 1024.0
@@ -107,8 +111,8 @@ def build(name: str, samples: int) -> tuple[nn.Module, torch.Tensor, torch.Tenso
 def child(name: str, variant: str) -> None:
     """One fresh process's run of ``variant`` on model ``name``; prints a JSON line."""
     torch.set_num_threads(1)
-    steps = WARMUP_STEPS + 1 + TIMED_STEPS
-    tracked_from = WARMUP_STEPS + 1  # after the warm-up and the timed training step
+    tracked_from = WARMUP_STEPS + TRAIN_STEPS  # after the warm-up and the timed training steps
+    steps = tracked_from + TIMED_STEPS
     model, inputs, targets = build(name, MEASUREMENT_SIZE + steps * TRAIN_BATCH)
     measurement = MeasurementSet(inputs[:MEASUREMENT_SIZE], targets[:MEASUREMENT_SIZE], chunk_size=CHUNK_SIZE)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
@@ -134,7 +138,7 @@ def child(name: str, variant: str) -> None:
     timed = [record.samples or 0 for record in records if record.step == steps - 1]
     result = {
         "parameters": float(sum(parameter.numel() for parameter in model.parameters())),
-        "train_seconds": seconds[WARMUP_STEPS],
+        "train_seconds": statistics.median(seconds[WARMUP_STEPS:tracked_from]),
         "step_seconds": seconds[-1],
         "peak_bytes": 1024.0 * resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "samples_read": float(timed[0]) if timed else 0.0,
