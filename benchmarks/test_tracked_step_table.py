@@ -8,29 +8,29 @@ measurement set, optimizer and steps) train by SGD on batches of ``TRAIN_BATCH``
 - targeted: the same, precision-targeted with the defaults (``PrecisionTarget()``).
 
 Each first takes ``WARMUP_STEPS`` untracked steps (kernels load, the allocator fills), then
-``TRAIN_STEPS`` timed untracked steps (their median is the training step), then ``TIMED_STEPS`` steps of its variant, of
-which the last is timed (the first tracked step also measures its own α = 0; later ones
-carry it over). Times are the process's CPU time: with one thread that is the wall time on an
-idle machine, and on a shared one it leaves out the waits for other work (not the contention
-for caches and memory, so the figures stay upper bounds). A tracked step's cost is its time
-over the training step of the same process. The extra
-peak memory is the process's peak resident size (``ru_maxrss``) tracked minus untracked,
-as in ``test_tracked_step_memory.py``.
+``TRAIN_STEPS`` timed untracked steps (their median is the training step), then
+``TIMED_STEPS`` steps of its variant, of which the last is timed (the first tracked step also
+measures its own α = 0; later ones carry it over). Times are the process's CPU time: with one
+thread that is the wall time on an idle machine, and on a shared one it leaves out the waits
+for other work (not the contention for caches and memory, so the figures stay upper bounds).
+A tracked step's cost is its time over the training step of the same process. The extra peak
+memory is the process's peak resident size (``ru_maxrss``) tracked minus untracked, as in
+``test_tracked_step_memory.py``.
 
 Setting: K = 10, a measurement set of ``MEASUREMENT_SIZE`` samples in chunks of
 ``CHUNK_SIZE``, batch norm in "train" mode, no sharpness, one intra-op thread; the image
 models on Fashion-MNIST (skipped without it), the transformer on random tokens whose label
-is a rule of the first token. The set holds 1,024 samples, not 256: the targeted mode's first look is
-``DEFAULT_FIRST_LOOK`` = 512 samples, so on a smaller set it reads everything and costs what
-exact does. The measurement's time grows with the samples read; its memory does not (one
-chunk at a time).
+is a rule of the first token. The set holds 1,024 samples, not 256: the targeted mode's
+first look is ``DEFAULT_FIRST_LOOK`` = 512 samples, so on a smaller set it reads everything
+and costs what exact does. The measurement's time grows with the samples read; its memory
+does not (one chunk at a time).
 
 Models: the paper's MLP with batch norm (28×28), the conv net at half width (28×28, as the
 real tier runs it), VGG-11 at a quarter width (32×32, as the nets tier runs it),
 torchvision's ResNet-18 (10 classes, random weights, 32×32×3) and the small transformer of
 the memory benchmark (16 tokens).
-Run: ``pytest benchmarks/test_tracked_step_table.py --benchmark-only`` (about five minutes
-on one thread); each model's row prints beside its ratios at the end of the session, and the
+Run: ``pytest benchmarks/test_tracked_step_table.py --benchmark-only`` (three to five
+minutes); each model's row prints beside its ratios at the end of the session, and the
 whole table with ``-s``.
 """
 
