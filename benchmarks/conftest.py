@@ -9,7 +9,11 @@ printed. The goals are asserted by the benchmarks themselves (``record_goal``).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -69,3 +73,13 @@ def remember(benchmark: BenchmarkFixture, group: str, method: str, median: float
 def record_goal(group: str, method: str, goal: str, met: bool) -> None:
     """Write the goal and whether it was met into the benchmark's extra_info, before asserting it."""
     EXTRA_INFOS[group][method].update(goal=goal, goal_met=met)
+
+
+def in_fresh_process(module: str, name: str, variant: str) -> dict[str, float]:
+    """``module.child(name, variant)`` run in a new interpreter (peak memory is the process's
+    own, untouched by what ran before); its last line of output, JSON, read back."""
+    root = str(Path(__file__).resolve().parent.parent)
+    script = f"import sys; sys.path.insert(0, {root!r}); from {module} import child; child({name!r}, {variant!r})"
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    figures: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return figures

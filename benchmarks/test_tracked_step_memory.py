@@ -37,8 +37,6 @@ from __future__ import annotations
 import json
 import re
 import resource
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +47,7 @@ import torch.nn.functional as F
 from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
 
-from benchmarks.conftest import EXTRAS, MEDIANS
+from benchmarks.conftest import EXTRAS, MEDIANS, in_fresh_process
 from sgdwalk.instrument.batchnorm import measuring
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import MeasurementSet, ParameterLayout, SegmentPoints
@@ -181,17 +179,6 @@ def child(name: str, variant: str) -> None:
     print(json.dumps(result))
 
 
-def _fresh_process(name: str, variant: str) -> dict[str, float]:
-    root = str(Path(__file__).resolve().parent.parent)
-    script = (
-        f"import sys; sys.path.insert(0, {root!r}); "
-        f"from benchmarks.test_tracked_step_memory import child; child({name!r}, {variant!r})"
-    )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    figures: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return figures
-
-
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_extra_peak_memory_of_a_tracked_step_does_not_grow_with_k(benchmark: BenchmarkFixture, name: str) -> None:
     runs: dict[str, dict[str, float]] = {}
@@ -199,7 +186,7 @@ def test_extra_peak_memory_of_a_tracked_step_does_not_grow_with_k(benchmark: Ben
 
     def one_round() -> None:
         for variant in variants:
-            runs[variant] = _fresh_process(name, variant)
+            runs[variant] = in_fresh_process("benchmarks.test_tracked_step_memory", name, variant)
 
     benchmark.pedantic(one_round, rounds=1, warmup_rounds=0)
     group = f"tracked-step-memory-{name}"

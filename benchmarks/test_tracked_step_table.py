@@ -39,11 +39,8 @@ from __future__ import annotations
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import torch
@@ -51,7 +48,7 @@ import torch.nn.functional as F
 from pytest_benchmark.fixture import BenchmarkFixture
 from torch import nn
 
-from benchmarks.conftest import EXTRAS, MEDIANS
+from benchmarks.conftest import EXTRAS, MEDIANS, in_fresh_process
 from benchmarks.test_tracked_step_memory import SmallTransformer
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.sampling import PrecisionTarget
@@ -146,17 +143,6 @@ def child(name: str, variant: str) -> None:
     print(json.dumps(result))
 
 
-def _fresh_process(name: str, variant: str) -> dict[str, float]:
-    root = str(Path(__file__).resolve().parent.parent)
-    script = (
-        f"import sys; sys.path.insert(0, {root!r}); "
-        f"from benchmarks.test_tracked_step_table import child; child({name!r}, {variant!r})"
-    )
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    figures: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
-    return figures
-
-
 def cost_in_training_steps(run: dict[str, float]) -> float:
     """A tracked step's time over the training step timed in the same process."""
     return run["step_seconds"] / run["train_seconds"]
@@ -198,7 +184,7 @@ def test_tracked_step_cost_by_model(benchmark: BenchmarkFixture, table_rows: dic
 
     def one_round() -> None:
         for variant in VARIANTS:
-            runs[variant] = _fresh_process(name, variant)
+            runs[variant] = in_fresh_process("benchmarks.test_tracked_step_table", name, variant)
 
     benchmark.pedantic(one_round, rounds=1, warmup_rounds=0)
     group = f"{GROUP}-{name}"

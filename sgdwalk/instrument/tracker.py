@@ -236,7 +236,14 @@ class WalkTracker:
             raise RuntimeError("the tracker is closed: make a new one to measure another walk")
         if self._in_step:
             raise RuntimeError("before_step called twice without after_step")
-        self._lr, self._group_lrs, decay = self._settings(lr, optimizer)
+        if optimizer is not None and lr is not None:
+            raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
+        step = self.step_index
+        measured, next_measured = self._measures(step), self._measures(step + 1)
+        # Reading the groups is a pass over the parameters: done only where a record uses it.
+        self._lr, self._group_lrs, decay = (
+            self._settings(lr, optimizer) if (measured or next_measured) else (lr, None, 0.0)
+        )
         self._in_step = True
         self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
@@ -250,8 +257,6 @@ class WalkTracker:
                 return
             if self.start_loss is None:
                 self.start_loss = self._minibatch_loss
-        step = self.step_index
-        measured, next_measured = self._measures(step), self._measures(step + 1)
         self._gradient = flat_gradient(self.model, decay) if (measured or next_measured) else None
         # θ_t of a step before a measured one too: its update is the next one's previous update.
         self._start = flat_parameters(self.model) if (measured or next_measured) else None
@@ -263,8 +268,6 @@ class WalkTracker:
         """(lr, group_lrs, the coupled decay: one for all parameters or one each) of the step about to be taken."""
         if optimizer is None:
             return lr, None, 0.0 if self.weight_decay is None else self.weight_decay
-        if lr is not None:
-            raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
         settings = group_settings(optimizer, trainable_parameters(self.model))
         if self.weight_decay is not None and any(decay != self.weight_decay for decay in settings.coupled_decay):
             raise ValueError(
