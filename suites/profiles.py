@@ -28,7 +28,8 @@ seeds and setting names, never what a claim compares or its bound.
 - ``nets``: the paper's networks under verdict on a CPU (CI runs it with ``--sgdwalk-device
   cpu --sgdwalk-profile nets``): VGG-11 and ResNet-56 at a quarter width on 1,000
   Fashion-MNIST images padded to 32x32, 80 SGD updates, C1-C7, three seeds, about half an
-  hour on 2 cores (30 min 46 s in a clean-clone CI run). Its sizes and their reasons are beside ``NETS_SIZES``; it is not the
+  hour on 2 cores (29 min 27 s in a clean-clone CI run, beside the other tiers). Its sizes and
+  their reasons are beside ``NETS_SIZES``; it is not the
   paper's protocol, and its report says so (profile, width, data).
 - ``paper``: the authors' protocol (docs/protocol.md): the whole 45k training split, 100 epochs (MLP 40),
   every step of epochs 1, 10, 25 and 100 (MLP 40) measured on all 45k images, three seeds.
