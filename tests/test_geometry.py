@@ -143,7 +143,7 @@ def test_vectors_of_different_shape_are_refused(function: Callable[[torch.Tensor
         function(torch.zeros(2, 3), torch.zeros(3, 2))
 
 
-# ------------------------------------------------- fewer float64 copies, the same bits
+# ------------------------------------------------- fewer float64 copies, the same bits (one block)
 def copying_scaled(vector: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The scaling as written before it divided in place: |v| formed, a second copy divided."""
     as_double = vector.detach().double().reshape(-1)
@@ -188,7 +188,43 @@ def test_cosine_distance_norm_are_bitwise_the_copying_formulas(dtype: torch.dtyp
         (distance(a, b), copying_norm(a.double() - b.double())),
         (cosine(a, b), copying_cosine(a, b)),
     ):
-        assert actual == expected or (math.isnan(actual) and math.isnan(expected)), (actual, expected)
+        if case == "long":
+            # Longer than one widening block: summed block by block, without a float64 copy
+            # of the whole vector; the same sums in another order.
+            assert_close(actual, expected, FLOAT64_REORDERED)
+        else:
+            assert actual == expected or (math.isnan(actual) and math.isnan(expected)), (actual, expected)
     # In-place work happens on copies only: the caller's vectors are left as they were.
     torch.testing.assert_close(a, a_before, rtol=0.0, atol=0.0, equal_nan=True)
     torch.testing.assert_close(b, b_before, rtol=0.0, atol=0.0)
+
+
+@pytest.mark.parametrize("case", ["huge", "zero", "nan", "inf", "opposite-inf"])
+def test_vectors_of_several_blocks_keep_the_one_block_rules_for_extreme_entries(case: str) -> None:
+    """Past one widening block the sums run block by block: overflow, zeros, NaN and inf must
+    still come out as they do for a vector of one block (the same vector, shortened)."""
+    generator = torch.Generator().manual_seed(11)
+    a = torch.randn(2_500_000, generator=generator)
+    b = torch.randn(2_500_000, generator=generator)
+    if case == "huge":
+        a, b = a.double() * 1e300, b.double() * 1e300  # squares overflow float64's range unless scaled
+    elif case == "zero":
+        a = torch.zeros_like(a)
+    elif case == "nan":
+        a[2_000_000] = math.nan
+    elif case == "inf":
+        a[2_000_000] = math.inf
+    elif case == "opposite-inf":
+        a[5], b[5], a[2_000_000], b[2_000_000] = math.inf, 1.0, math.inf, -1.0
+    short_a, short_b = a[[5, 2_000_000, 7, 8]], b[[5, 2_000_000, 7, 8]]
+    for long_value, short_value in (
+        (norm(a), norm(short_a)),
+        (distance(a, b), distance(short_a, short_b)),
+        (cosine(a, b), cosine(short_a, short_b)),
+    ):
+        assert math.isnan(long_value) == math.isnan(short_value), (long_value, short_value)
+        assert math.isinf(long_value) == math.isinf(short_value), (long_value, short_value)
+        assert (long_value == 0.0) == (short_value == 0.0), (long_value, short_value)
+    if case == "huge":
+        reference = np.linalg.norm(a.numpy() / 1e300) * 1e300
+        assert_close(norm(a), float(reference), FLOAT64_REORDERED)

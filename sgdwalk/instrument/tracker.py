@@ -259,8 +259,11 @@ class WalkTracker:
                 self.start_loss = self._minibatch_loss
         self._gradient = flat_gradient(self.model, decay) if (measured or next_measured) else None
         # θ_t of a step before a measured one too: its update is the next one's previous update.
-        self._start = flat_parameters(self.model) if (measured or next_measured) else None
-        self._drop_handoff_after_a_gap(self._start)
+        # Where the last step handed θ_{t+1} on and the model has not moved since, that vector is θ_t.
+        unmoved = self._handoff_if_unmoved()
+        self._start = (
+            (unmoved if unmoved is not None else flat_parameters(self.model)) if (measured or next_measured) else None
+        )
 
     def _settings(
         self, lr: float | None, optimizer: torch.optim.Optimizer | None
@@ -277,18 +280,24 @@ class WalkTracker:
             )
         return settings.lr, settings.group_lrs, settings.coupled_decay
 
-    def _drop_handoff_after_a_gap(self, start: torch.Tensor | None) -> None:
-        """Forget what the last step handed on when the model moved since without the tracker
-        (a stretch with the attachment removed, loop iterations outside ``tracker.step``):
-        this step then measures θ_t afresh and has no cosine across the gap, instead of
-        pairing a stale loss and a gradient from before it."""
+    def _handoff_if_unmoved(self) -> torch.Tensor | None:
+        """The θ_{t+1} the last step handed on, if the model still holds it; otherwise forget
+        what that step handed on (a stretch with the attachment removed, loop iterations outside
+        ``tracker.step`` moved the model without the tracker): this step then measures θ_t afresh
+        and has no cosine across the gap, instead of pairing a stale loss and a gradient from
+        before it. Compared tensor by tensor, so no second flat copy of the parameters is made."""
         handoff, self._handoff = self._handoff, None
         if handoff is None:
-            return
-        current = flat_parameters(self.model) if start is None else start
-        if not torch.equal(handoff, current):
-            self._carried = None
-            self._previous_gradient = self._previous_update = None
+            return None
+        first = 0
+        for parameter in trainable_parameters(self.model):
+            piece = handoff[first : first + parameter.numel()]
+            first += parameter.numel()
+            if not torch.equal(parameter.detach().reshape(-1), piece):
+                self._carried = None
+                self._previous_gradient = self._previous_update = None
+                return None
+        return handoff
 
     def after_step(self) -> list[StepRecord]:
         """Call right after ``optimizer.step()``. Returns the records completed by this call."""
@@ -303,7 +312,7 @@ class WalkTracker:
                     self._measure_step(step)
         finally:
             self.step_index += 1
-            self._start = None
+            self._start = self._gradient = None
         return self.records[completed_before:]
 
     @contextmanager
@@ -538,10 +547,8 @@ class WalkTracker:
         if self._start is None:
             return  # neither this step nor the next is measured
         start, end = self._start, flat_parameters(self.model)
-        # Exact in float32 wherever θ moved by less than itself (Sterbenz): the update the optimizer made.
-        update = end - start
         if not self._measures(step):
-            self._handoff, self._previous_update = end, update
+            self._handoff, self._previous_update = end, _update(start, end)
             return
         if not bool(torch.isfinite(end).all()):
             self._diverge("non-finite parameters after the step")
@@ -571,6 +578,8 @@ class WalkTracker:
         except NonFiniteSegment:
             self._diverge("non-finite loss on the measurement set")
             return
+        # Formed after the measurement has freed its point's parameters: one copy fewer at the peak.
+        update = _update(start, end)
         if next_measured:
             self._carried = (step + 1, measured.end_losses)
             self._handoff, self._previous_update = end, update
@@ -601,3 +610,9 @@ class WalkTracker:
                 **measured.uncertainty.record_fields(),
             )
         )
+
+
+def _update(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """θ_{t+1} − θ_t: exact in float32 wherever θ moved by less than itself (Sterbenz), the
+    update the optimizer made."""
+    return end - start
