@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sgdwalk.base.settings import declared_fields, sections
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from sgdwalk.cli.setting_flags import add_setting_flags, fields_in_section
+from sgdwalk.integrations.sink_spec import log_to_help
 from sgdwalk.training.config import FILES, ConfigError, WalkConfig, read_config_file
 
 if TYPE_CHECKING:
@@ -99,8 +100,7 @@ def add_parser(subparsers: Any) -> None:
         "--log-to",
         metavar="KIND:WHERE",
         action="append",
-        help="also log each record's numbers to csv:FILE, tensorboard:DIR or mlflow:URI (repeatable; "
-        "the last two need the extras sgdwalk[tensorboard] / sgdwalk[mlflow]) (default: none)",
+        help=log_to_help(),
     )
     parser.set_defaults(func=run_walk_command, _parser=parser)
 
