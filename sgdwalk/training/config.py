@@ -562,6 +562,16 @@ def field_default(name: str) -> Any:
     raise KeyError(name)
 
 
+# The fields that decide the tensors a run trains and validates on (what runner.load_walk_data
+# reads): runs equal in these share their data.
+DATA_FIELDS: Final[tuple[str, ...]] = ("data", "data_root", "download", "train_subset", "validation_subset", "pad_to")
+
+
+def data_key(config: WalkConfig) -> tuple[Any, ...]:
+    """The values of ``DATA_FIELDS``: the key of a cache of loaded data."""
+    return tuple(getattr(config, name) for name in DATA_FIELDS)
+
+
 def is_full_batch(config: WalkConfig) -> bool:
     """GD and noisy GD take one full-batch update per epoch."""
     return config.optimizer in ("gd", "noisy-gd")
@@ -654,12 +664,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 __all__ = [
     "Cadence",
     "ConfigError",
+    "DATA_FIELDS",
     "DEVICES",
     "FIELD_NAMES",
     "LR_SCHEDULES",
     "OPTIMIZERS",
     "WalkConfig",
     "cadence",
+    "data_key",
     "field_default",
     "is_full_batch",
     "learning_rate_schedule",
