@@ -21,7 +21,7 @@ class SlurmOptionsError(SgdwalkError, ValueError):
 class SlurmOptions:
     """Resources of each array job (one cell per job)."""
 
-    partition: str | None = setting(None, "Slurm partition", shown_default="the cluster's")
+    partition: str | None = setting(None, "Slurm partition", metavar="PARTITION", shown_default="the cluster's")
     # Four hours: smoke-sized cells take minutes; a paper-sized cell needs more (and resumes
     # from its last epoch checkpoint when a rerun resubmits it after a time-out).
     time_min: int = setting(240, "time limit of each job in minutes", metavar="MIN", positive=True)
