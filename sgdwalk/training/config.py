@@ -4,6 +4,10 @@ A run directory stores its ``WalkConfig`` as ``config.json``; ``--config FILE`` 
 same format (JSON, or TOML with the same keys). Unknown keys are rejected so that a typo
 never silently falls back to a default.
 
+Each field is declared once, with its help, its section of ``--help`` and its bounds
+(``sgdwalk.base.settings``): the flags of ``sgdwalk walk`` and the checks of a value are made
+from these declarations, which make this module longer than most (one idea: what defines a run).
+
 The defaults are the laptop run: the paper's MLP on a 10,000-sample subset of
 Fashion-MNIST for 5 epochs, the first 50 steps of epochs 1 and 5 measured on 1,000 training
 samples. Measuring a step costs about 30 training steps (10 forward passes over the
