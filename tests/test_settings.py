@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,8 @@ from sgdwalk.integrations.sink_spec import SINK_EXTRAS, SINK_KINDS, log_to_help
 from sgdwalk.runs.slurm_options import SlurmOptions, SlurmOptionsError
 from sgdwalk.training.config import WalkConfig, data_key
 
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+REPOSITORY = Path(__file__).resolve().parents[1]
+PYPROJECT = REPOSITORY / "pyproject.toml"
 
 Colour = Literal["red", "green"]
 
@@ -180,3 +183,13 @@ def test_runs_share_data_unless_a_data_field_differs() -> None:
     assert data_key(base.replace(lr=0.5, seed=3, arch="vgg11")) == data_key(base)
     for changes in ({"train_subset": 5_000}, {"pad_to": 32}, {"data": "mnist"}, {"validation_subset": 10}):
         assert data_key(base.replace(**changes)) != data_key(base), changes
+
+
+def test_the_flags_are_made_without_importing_torch() -> None:
+    """``sgdwalk walk --help`` and ``sgdwalk sweep --help`` read the declarations, not the sinks or the runner."""
+    code = (
+        "import sys; from sgdwalk.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'numpy', 'pandas') if m in sys.modules))"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPOSITORY)
+    assert completed.stdout.strip() == "[]"

@@ -12,11 +12,13 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from sgdwalk.base.errors import SgdwalkError
-from sgdwalk.integrations.metrics import MetricsSink
+
+if TYPE_CHECKING:  # the sinks import torch; `sgdwalk walk --help` reads SINK_KINDS without it
+    from sgdwalk.integrations.metrics import MetricsSink
 
 # kind -> what follows the colon (for the help text and the error).
 SINK_KINDS: Final[dict[str, str]] = {"csv": "FILE", "tensorboard": "DIR", "mlflow": "URI"}
