@@ -7,60 +7,12 @@ import importlib as _importlib
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-# Public name -> module: the one list of the public surface. Imported on first use (PEP 562),
-# so that loading the pytest plugin or `sgdwalk --help` does not pay for importing torch.
-_EXPORTS: dict[str, str] = {
-    "BATCHNORM_MODES": "sgdwalk.instrument.batchnorm",
-    "BatchNormMode": "sgdwalk.instrument.batchnorm",
-    "CsvSink": "sgdwalk.integrations.csv_sink",
-    "DEFAULT_NUM_ALPHAS": "sgdwalk.instrument.segment",
-    "HuggingFaceWalkCallback": "sgdwalk.integrations.huggingface_callback",
-    "LightningWalkCallback": "sgdwalk.integrations.lightning_callback",
-    "MeasurementSchedule": "sgdwalk.instrument.schedule",
-    "MeasurementSet": "sgdwalk.instrument.measurement",
-    "MetricsSink": "sgdwalk.integrations.metrics",
-    "MlflowSink": "sgdwalk.integrations.mlflow_sink",
-    "NoisyGD": "sgdwalk.training.optim",
-    "ParameterLayout": "sgdwalk.instrument.measurement",
-    "PrecisionTarget": "sgdwalk.instrument.sampling",
-    "RECORD_FIELDS": "sgdwalk.instrument.record",
-    "RunDirectorySink": "sgdwalk.runs.run_directory_sink",
-    "SegmentSummary": "sgdwalk.instrument.segment",
-    "Shard": "sgdwalk.instrument.distributed",
-    "SgdwalkError": "sgdwalk.base.errors",
-    "StepRecord": "sgdwalk.instrument.record",
-    "TensorBoardSink": "sgdwalk.integrations.tensorboard_sink",
-    "WalkConfig": "sgdwalk.training.config",
-    "WalkTracker": "sgdwalk.instrument.tracker",
-    "alpha_grid": "sgdwalk.instrument.segment",
-    "cosine": "sgdwalk.instrument.geometry",
-    "distance": "sgdwalk.instrument.geometry",
-    "epoch_windows": "sgdwalk.instrument.schedule",
-    "every_kth": "sgdwalk.instrument.schedule",
-    "every_step": "sgdwalk.instrument.schedule",
-    "flat_gradient": "sgdwalk.instrument.geometry",
-    "flat_metrics": "sgdwalk.integrations.metrics",
-    "flat_parameters": "sgdwalk.instrument.geometry",
-    "full_batch_gradient_": "sgdwalk.training.optim",
-    "gradient_coordinate_variance": "sgdwalk.training.optim",
-    "hessian_vector_product_operator": "sgdwalk.instrument.sharpness",
-    "isotropic_noise_variance": "sgdwalk.training.optim",
-    "load_run": "sgdwalk.runs.runlog",
-    "losses_at_points": "sgdwalk.instrument.measurement",
-    "norm": "sgdwalk.instrument.geometry",
-    "outputs_are_losses": "sgdwalk.instrument.measurement",
-    "per_sample_cross_entropy": "sgdwalk.instrument.measurement",
-    "run_walk": "sgdwalk.runs.runner",
-    "segment_losses": "sgdwalk.instrument.measurement",
-    "summarize_segment": "sgdwalk.instrument.segment",
-    "top_hessian_eigenvalue": "sgdwalk.instrument.sharpness",
-    "windows": "sgdwalk.instrument.schedule",
-}
-
-
 if _TYPE_CHECKING:
-    # For type checkers (their users' too: py.typed), which do not run __getattr__. `X as X`
-    # marks an explicit re-export (PEP 484), which mypy's --no-implicit-reexport asks for.
+    # The one list of the public surface. Type checkers (their users' too: py.typed) read it
+    # as it is; at run time _EXPORTS is read from it and each name is imported on first use
+    # (PEP 562), so that loading the pytest plugin or `sgdwalk --help` does not pay for
+    # importing torch. `X as X` marks an explicit re-export (PEP 484), which mypy's
+    # --no-implicit-reexport asks for.
     from sgdwalk.base.errors import SgdwalkError as SgdwalkError
     from sgdwalk.instrument.batchnorm import BATCHNORM_MODES as BATCHNORM_MODES
     from sgdwalk.instrument.batchnorm import BatchNormMode as BatchNormMode
@@ -108,6 +60,23 @@ if _TYPE_CHECKING:
     from sgdwalk.training.optim import isotropic_noise_variance as isotropic_noise_variance
 
 
+def _public_imports() -> dict[str, str]:
+    """Public name -> module, as the ``if _TYPE_CHECKING:`` block above imports them."""
+    import ast
+
+    with open(__file__, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    (block,) = (node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "_TYPE_CHECKING")
+    return {
+        alias.asname or alias.name: str(statement.module)
+        for statement in block.body
+        if isinstance(statement, ast.ImportFrom)
+        for alias in statement.names
+    }
+
+
+_EXPORTS: dict[str, str] = _public_imports()
+
 # Annotated, not assigned: the value comes from __getattr__ below on first use.
 __version__: str
 
@@ -131,5 +100,4 @@ def __dir__() -> list[str]:
     return list(__all__)
 
 
-# mypy reads the TYPE_CHECKING imports, not _EXPORTS: tests/test_public_api.py checks that they agree.
 __all__ = sorted([*_EXPORTS, "__version__"])

@@ -18,12 +18,12 @@ import numpy as np
 from sgdwalk.claims.engine import (
     RunsBySetting,
     StatisticFunction,
+    consecutive_step_windows,
     floor_turning_fraction,
     fraction,
     last_history,
     mean_field,
     mean_field_standard_error,
-    tracked_windows,
 )
 from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
 from sgdwalk.instrument.record import StepRecord
@@ -44,12 +44,12 @@ def in_window(result: WalkResult, window: tuple[int, int]) -> list[StepRecord]:
 
 def late(result: WalkResult) -> list[StepRecord]:
     """The last window of consecutive measured steps."""
-    return tracked_windows(result.records)[-1]
+    return consecutive_step_windows(result.records)[-1]
 
 
 def early(result: WalkResult) -> list[StepRecord]:
     """The first window of consecutive measured steps."""
-    return tracked_windows(result.records)[0]
+    return consecutive_step_windows(result.records)[0]
 
 
 def second_half(result: WalkResult) -> list[StepRecord]:

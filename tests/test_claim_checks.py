@@ -21,13 +21,13 @@ from sgdwalk.claims.engine import (
     RunCache,
     SettingOverrides,
     TunedSetting,
+    consecutive_step_windows,
     decisive_value,
     floor_turning_fraction,
     fraction,
     last_history,
     mean_field,
     run_check,
-    tracked_windows,
 )
 from sgdwalk.claims.report import Relation
 from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, seeds_for_replication
@@ -109,7 +109,7 @@ def assert_estimate(estimate: Estimate, per_seed: Sequence[float]) -> None:
 # ------------------------------------------------------------------------ windows of a run
 def test_windows_split_at_gaps_in_step_order() -> None:
     shuffled = run([record(s) for s in (11, 0, 12, 1, 10, 2, 13)])
-    assert [[r.step for r in w] for w in tracked_windows(shuffled.records)] == [[0, 1, 2], [10, 11, 12, 13]]
+    assert [[r.step for r in w] for w in consecutive_step_windows(shuffled.records)] == [[0, 1, 2], [10, 11, 12, 13]]
     assert [r.step for r in cs.early(shuffled)] == [0, 1, 2]
     assert [r.step for r in cs.late(shuffled)] == [10, 11, 12, 13]
     # 7 measured steps: the second half is the last 4 (the middle one belongs to it).

@@ -1,7 +1,8 @@
-"""The public surface: ``sgdwalk.__all__`` is ``_EXPORTS`` plus ``__version__``, the imports
-mypy reads (the ``TYPE_CHECKING`` block) name the same objects, and each public name imports.
+"""The public surface: the imports mypy reads (the ``TYPE_CHECKING`` block) are the one list;
+``sgdwalk._EXPORTS`` (what is imported at run time) is read from them, ``sgdwalk.__all__`` is
+those names plus ``__version__``, and each public name imports.
 
-Changing the public API means changing ``_EXPORTS`` and its ``TYPE_CHECKING`` import together.
+Changing the public API means changing its ``TYPE_CHECKING`` import, nothing else.
 """
 
 from __future__ import annotations
@@ -36,6 +37,16 @@ def test_all_is_the_exports_and_the_version() -> None:
 
 def test_mypy_sees_the_same_names_as_run_time() -> None:
     assert _type_checking_imports() == sgdwalk._EXPORTS
+
+
+def test_each_public_import_is_an_explicit_re_export() -> None:
+    # `from m import X as X`: without the alias mypy's --no-implicit-reexport hides X from users.
+    tree = ast.parse(inspect.getsource(sgdwalk))
+    (block,) = [node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "_TYPE_CHECKING"]
+    imports = [statement for statement in block.body if not isinstance(statement, ast.Expr)]
+    assert all(isinstance(statement, ast.ImportFrom) for statement in imports)
+    aliases = [alias for statement in imports if isinstance(statement, ast.ImportFrom) for alias in statement.names]
+    assert [alias.name for alias in aliases if alias.asname != alias.name] == []
 
 
 def test_the_entry_points_of_the_guide_are_public() -> None:

@@ -15,8 +15,6 @@ below it. The reported value is that end; the mean and interval are reported bes
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,7 +36,7 @@ from sgdwalk.claims.statistics import (
 from sgdwalk.instrument.divergence import losses_divergence
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkData, WalkResult, load_walk_data, run_walk
-from sgdwalk.training.config import WalkConfig
+from sgdwalk.training.config import WalkConfig, data_key
 
 RunsBySetting = Mapping[str, Sequence[WalkResult]]
 StatisticFunction = Callable[[RunsBySetting], Estimate]
@@ -94,17 +92,6 @@ class ClaimRecorderLike(Protocol):
     ) -> None: ...
 
 
-def config_key(config: WalkConfig) -> str:
-    """A stable hash of everything that defines a run."""
-    payload = json.dumps(config.to_dict(), sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def data_key(config: WalkConfig) -> tuple[Any, ...]:
-    """What decides the tensors a run trains on (runs that share it share the data)."""
-    return (config.data, config.data_root, config.train_subset, config.validation_subset, config.pad_to)
-
-
 @dataclass
 class RunCache:
     """Runs computed once per session, shared by every claim that needs them.
@@ -118,7 +105,8 @@ class RunCache:
     data: dict[tuple[Any, ...], WalkData] = field(default_factory=dict)
 
     def run(self, config: WalkConfig) -> WalkResult:
-        key = config_key(config)
+        # Configs that differ only where the records do not (out_dir, progress, …) share a run.
+        key = config.result_hash
         if key not in self.results:
             started = time.perf_counter()
             self.results[key] = self.compute(config)
@@ -328,8 +316,10 @@ def record_finite(check: ClaimCheck, estimate: Estimate, recorder: ClaimRecorder
 
 
 # ------------------------------------------------------------------ window statistics
-def tracked_windows(records: Sequence[StepRecord]) -> list[list[StepRecord]]:
-    """Records split into windows of consecutive measured steps, in step order."""
+def consecutive_step_windows(records: Sequence[StepRecord]) -> list[list[StepRecord]]:
+    """Records split into windows of consecutive measured steps, in step order: the walks
+    the claims are about (a gap of one unmeasured step starts a new window). The figures
+    cut windows by epoch instead (``sgdwalk.runs.plots.tracked_windows``)."""
     windows: list[list[StepRecord]] = []
     for record in sorted(records, key=lambda r: r.step):
         if windows and record.step == windows[-1][-1].step + 1:
@@ -384,4 +374,4 @@ def last_history(result: WalkResult, key: str) -> float:
         value = entry.get(key)
         if value is not None:
             return float(value)
-    raise ValueError(f"run {config_key(result.config)} recorded no {key}")
+    raise ValueError(f"run {result.config.result_hash} recorded no {key}")

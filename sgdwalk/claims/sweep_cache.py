@@ -1,8 +1,8 @@
 """A claim-engine ``RunCache`` that reuses finished sweep cells and can keep its runs as cells.
 
-``engine.RunCache`` keys runs by ``config_key`` (every field, out_dir and progress
-included) and keeps them in memory for one session. ``SweepRunCache`` looks a config up by
-``WalkConfig.result_hash`` in a sweep's ``cells`` folder first (``sgdwalk sweep`` writes
+``engine.RunCache`` keys runs by ``WalkConfig.result_hash`` (the fields that change the
+records) and keeps them in memory for one session. ``SweepRunCache`` looks a config up by
+the same hash in a sweep's ``cells`` folder first (``sgdwalk sweep`` writes
 ``OUT/cells/<hash>``), so a claims session on a login node can read what a Slurm job array
 computed; a config with no done cell is run, into the cells folder when ``write`` is set (a
 killed session then resumes there), else in memory as ``RunCache`` does.
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgdwalk.claims.engine import RunCache, config_key
+from sgdwalk.claims.engine import RunCache
 from sgdwalk.runs.runner import WalkResult, run_walk
 from sgdwalk.runs.sweep import DONE_STATUSES, cell_dir, cell_status, load_cell_data, load_cell_result, run_cell
 from sgdwalk.training.config import WalkConfig
@@ -29,7 +29,7 @@ class SweepRunCache(RunCache):
     Attributes:
         out_root: the sweep's OUT folder; None keeps every run in memory.
         write: run missing cells into ``out_root`` (else in memory, leaving the folder as it is).
-        reused: config keys answered from done cells, for the report.
+        reused: result hashes answered from done cells, for the report.
     """
 
     out_root: Path | None = None
@@ -40,7 +40,7 @@ class SweepRunCache(RunCache):
 
     def compute(self, config: WalkConfig) -> WalkResult:
         if self.out_root is not None and cell_status(cell_dir(self.out_root, config)) in DONE_STATUSES:
-            self.reused.add(config_key(config))
+            self.reused.add(config.result_hash)
             return load_cell_result(cell_dir(self.out_root, config))
         if self.out_root is not None and self.write:
             return load_cell_result(run_cell(config.to_dict(), str(self.out_root)))

@@ -12,14 +12,18 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from sgdwalk.base.errors import SgdwalkError
-from sgdwalk.integrations.metrics import MetricsSink
+
+if TYPE_CHECKING:  # the sinks import torch; `sgdwalk walk --help` reads SINK_KINDS without it
+    from sgdwalk.integrations.metrics import MetricsSink
 
 # kind -> what follows the colon (for the help text and the error).
 SINK_KINDS: Final[dict[str, str]] = {"csv": "FILE", "tensorboard": "DIR", "mlflow": "URI"}
+# kind -> the extra of sgdwalk it needs installed (pyproject.toml's optional-dependencies), where it needs one.
+SINK_EXTRAS: Final[dict[str, str]] = {"tensorboard": "tensorboard", "mlflow": "mlflow"}
 
 # An MLflow tracking server that does not accept a connection in this time is refused before
 # training: MLflow's own client retries for minutes before it fails, and a local or lab server
@@ -45,6 +49,22 @@ class SinkSpec:
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.where}"
+
+
+def _in_words(items: list[str]) -> str:
+    """a, b or c."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} or {items[-1]}"
+
+
+def log_to_help() -> str:
+    """The help of ``--log-to``, from the sink kinds and the extras they need."""
+    forms = _in_words([f"{kind}:{where}" for kind, where in SINK_KINDS.items()])
+    needing = [kind for kind in SINK_KINDS if kind in SINK_EXTRAS]
+    extras = " / ".join(f"sgdwalk[{SINK_EXTRAS[kind]}]" for kind in needing)
+    return (
+        f"also log each record's numbers to {forms} (repeatable; "
+        f"{' and '.join(needing)} need the extras {extras}) (default: none)"
+    )
 
 
 def parse_sink_spec(spec: str) -> SinkSpec:

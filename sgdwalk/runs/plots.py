@@ -149,7 +149,8 @@ def tracked_windows(steps: pd.DataFrame) -> list[Window]:
     With an ``epoch`` column (``load_run`` adds it when the run knows its steps per epoch)
     a window is an epoch holding measured steps, as in ``summary.json``. Otherwise a new
     window starts wherever the gap between measured steps exceeds the usual (median) gap:
-    runs of consecutive steps for tracked windows, one window for every k-th step.
+    runs of consecutive steps for tracked windows, one window for every k-th step. (The
+    claims cut at every unmeasured step instead: ``claims.engine.consecutive_step_windows``.)
     """
     if steps.empty:
         return []

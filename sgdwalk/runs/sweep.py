@@ -63,7 +63,7 @@ from sgdwalk.runs.runlog import clear_run_files, count_step_records, last_epoch_
 from sgdwalk.runs.runlog import run_status as cell_status  # a cell's status is its run directory's
 from sgdwalk.runs.slurm_options import SlurmOptions
 from sgdwalk.runs.throughput import DEFAULT_THROUGHPUT_FLOPS, TERA, format_flops
-from sgdwalk.training.config import ConfigError, WalkConfig
+from sgdwalk.training.config import DATA_FIELDS, ConfigError, WalkConfig, data_key
 
 if TYPE_CHECKING:
     from sgdwalk.runs.runner import WalkData, WalkResult
@@ -191,14 +191,8 @@ def _cell_lock(directory: Path) -> Iterator[None]:
 def _load_data(key: tuple[Any, ...]) -> WalkData:
     from sgdwalk.runs.runner import load_walk_data
 
-    data, data_root, download, train_subset, validation_subset, pad_to = key
     config = WalkConfig(
-        data=data,
-        data_root=data_root,
-        download=download,
-        train_subset=train_subset,
-        validation_subset=validation_subset,
-        pad_to=pad_to,
+        **dict(zip(DATA_FIELDS, key, strict=True)),
         track_epochs=(),
         epochs=1,
         # The data does not depend on the measurement set (drawn from it later, per run).
@@ -209,9 +203,7 @@ def _load_data(key: tuple[Any, ...]) -> WalkData:
 
 def load_cell_data(config: WalkConfig) -> WalkData:
     """The config's data (as ``load_walk_data``), read once per process."""
-    return _load_data(
-        (config.data, config.data_root, config.download, config.train_subset, config.validation_subset, config.pad_to)
-    )
+    return _load_data(data_key(config))
 
 
 def run_cell(config_dict: Mapping[str, Any], out_root: str) -> str:

@@ -4,6 +4,10 @@ A run directory stores its ``WalkConfig`` as ``config.json``; ``--config FILE`` 
 same format (JSON, or TOML with the same keys). Unknown keys are rejected so that a typo
 never silently falls back to a default.
 
+Each field is declared once, with its help, its section of ``--help`` and its bounds
+(``sgdwalk.base.settings``): the flags of ``sgdwalk walk`` and the checks of a value are made
+from these declarations, which make this module longer than most (one idea: what defines a run).
+
 The defaults are the laptop run: the paper's MLP on a 10,000-sample subset of
 Fashion-MNIST for 5 epochs, the first 50 steps of epochs 1 and 5 measured on 1,000 training
 samples. Measuring a step costs about 30 training steps (10 forward passes over the
@@ -20,7 +24,6 @@ import dataclasses
 import functools
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,10 +32,10 @@ from typing import Any, Final, Literal, get_args
 from sgdwalk.base.errors import SgdwalkError
 from sgdwalk.base.json_data import dumps
 from sgdwalk.base.mapping_files import read_mapping_file
-from sgdwalk.instrument.batchnorm import BATCHNORM_MODES, BatchNormMode
+from sgdwalk.base.settings import declared_fields, first_problem, setting
+from sgdwalk.instrument.batchnorm import BatchNormMode
 from sgdwalk.instrument.measurement_precision import (
     DEFAULT_MEASUREMENT_PRECISION,
-    MEASUREMENT_PRECISIONS,
     MeasurementPrecision,
 )
 from sgdwalk.instrument.sampling_defaults import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
@@ -108,12 +111,6 @@ DEFAULT_FULL_BATCH_CHECKPOINT_EVERY_UPDATES: Final = 100
 MAX_SEED: Final = 2**63 - 1
 
 
-# The annotations of WalkConfig's string fields: plain strings and the Literal name aliases.
-STRING_KINDS: Final[frozenset[str]] = frozenset(
-    {"str", "OptimizerName", "LRScheduleName", "DeviceName", "MeasurementMode", "BatchNormMode", "MeasurementPrecision"}
-)
-
-
 class ConfigError(SgdwalkError, ValueError):
     """A configuration that cannot describe a run (the message says which field and why)."""
 
@@ -158,137 +155,314 @@ def _step_windows(value: Any) -> tuple[tuple[int, int], ...]:
     return windows
 
 
+# Sections of `sgdwalk walk --help`, in the order the fields below fill them.
+MODEL_AND_DATA: Final = "model and data"
+OPTIMIZER: Final = "optimizer and learning rate"
+MEASURED: Final = "what is measured"
+RUN: Final = "run"
+FILES: Final = "files"
+# Why a count must be at least 2.
+A_VARIANCE_NEEDS_TWO: Final = "a variance needs two samples"
+
+
 @dataclass(frozen=True)
 class WalkConfig:
-    """One training run and what is measured along it. See ``--help`` of `sgdwalk walk`."""
+    """One training run and what is measured along it. See ``--help`` of `sgdwalk walk`.
+
+    Each field is declared once, with ``setting``: its flag, its ``--help`` line and the
+    checks of its value follow from it (``sgdwalk.base.settings``); ``validate`` adds the
+    rules that relate several fields.
+    """
 
     # --- model and data
-    arch: str = "mlp"
-    data: str = "fashion-mnist"
-    data_root: str | None = None
-    download: bool = False
-    train_subset: int | None = DEFAULT_TRAIN_SUBSET
-    validation_subset: int | None = None
-    pad_to: int | None = None
-    augment: bool = False
-    width_multiplier: float = 1.0
+    arch: str = setting("mlp", "network (sgdwalk.training.models)", section=MODEL_AND_DATA, choices=ARCHITECTURES)
+    data: str = setting("fashion-mnist", "data set (sgdwalk.training.data)", section=MODEL_AND_DATA, choices=DATASETS)
+    data_root: str | None = setting(
+        None,
+        "folder holding the data set; else $SGDWALK_DATA_ROOT, system folders, cache",
+        section=MODEL_AND_DATA,
+        metavar="DIR",
+    )
+    download: bool = setting(False, "fetch the data set with torchvision when it is not found", section=MODEL_AND_DATA)
+    train_subset: int | None = setting(
+        DEFAULT_TRAIN_SUBSET,
+        "train on N images of the paper's training split, a fixed seeded choice whatever --seed (0: all)",
+        section=MODEL_AND_DATA,
+        metavar="N",
+        positive=True,
+    )
+    validation_subset: int | None = setting(
+        None, "validate on the first N validation images (0: all)", section=MODEL_AND_DATA, metavar="N", positive=True
+    )
+    pad_to: int | None = setting(
+        None,
+        "zero-pad images to this size, e.g. 32 for the 28x28 MNISTs",
+        section=MODEL_AND_DATA,
+        metavar="PIXELS",
+        positive=True,
+    )
+    augment: bool = setting(
+        False, "random crop + flip of training batches (CIFAR-10, Tiny-ImageNet)", section=MODEL_AND_DATA
+    )
+    width_multiplier: float = setting(
+        1.0, "scale every hidden width (1: the paper's networks)", section=MODEL_AND_DATA, metavar="X", positive=True
+    )
     # The MLP's layers (the protocol's network by default; X1 runs it without batch norm, tanh).
-    batch_norm: bool = True
-    activation: str = "relu"
+    batch_norm: bool = setting(
+        True, "mlp: batch norm after each hidden linear layer (--no-batch-norm drops it)", section=MODEL_AND_DATA
+    )
+    activation: str = setting("relu", "mlp: the hidden nonlinearity", section=MODEL_AND_DATA, choices=ACTIVATIONS)
     # --- optimizer
-    optimizer: OptimizerName = "sgd"
-    lr: float = DEFAULT_LR
-    batch_size: int = DEFAULT_BATCH_SIZE
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    noise_scale: float = DEFAULT_NOISE_SCALE
-    noise_batches: int = DEFAULT_NOISE_BATCHES
+    optimizer: OptimizerName = setting(
+        "sgd",
+        "sgd: minibatch SGD; gd: exact full-batch GD; noisy-gd: GD plus isotropic Gaussian noise",
+        section=OPTIMIZER,
+    )
+    lr: float = setting(
+        DEFAULT_LR, "learning rate (the base of the schedule)", section=OPTIMIZER, metavar="LR", positive=True
+    )
+    batch_size: int = setting(
+        DEFAULT_BATCH_SIZE,
+        "minibatch size (SGD; also the variance estimate of noisy-gd)",
+        section=OPTIMIZER,
+        metavar="B",
+        positive=True,
+    )
+    weight_decay: float = setting(
+        DEFAULT_WEIGHT_DECAY,
+        "L2 weight decay, added to the gradient as torch.optim.SGD does",
+        section=OPTIMIZER,
+        metavar="WD",
+        at_least=0,
+    )
+    noise_scale: float = setting(
+        DEFAULT_NOISE_SCALE,
+        "noisy-gd: noise variance = C x max per-coordinate gradient variance at init",
+        section=OPTIMIZER,
+        metavar="C",
+        at_least=0,
+        why="a variance multiplier",
+    )
+    noise_batches: int = setting(
+        DEFAULT_NOISE_BATCHES,
+        "noisy-gd: minibatches used for that variance",
+        section=OPTIMIZER,
+        metavar="N",
+        at_least=2,
+        why=A_VARIANCE_NEEDS_TWO,
+    )
     # --- learning-rate schedule (lr_schedules.py)
-    lr_schedule: LRScheduleName = "constant"
-    lr_milestones: tuple[int, ...] = ()
-    lr_gamma: float = DEFAULT_LR_GAMMA
-    lr_max: float | None = None
-    lr_step_epochs: float = DEFAULT_LR_STEP_EPOCHS
-    lr_anneal_epochs: float | None = None
-    lr_final: float = 0.0
-    epochs: int = DEFAULT_EPOCHS
+    lr_schedule: LRScheduleName = setting("constant", "learning-rate schedule (lr_schedules.py)", section=OPTIMIZER)
+    lr_milestones: tuple[int, ...] = setting(
+        (),
+        "step schedule: multiply by --lr-gamma after these epochs",
+        section=OPTIMIZER,
+        metavar="E1,E2",
+        at_least=1,
+        why="epochs completed",
+    )
+    lr_gamma: float = setting(
+        DEFAULT_LR_GAMMA, "step schedule: the factor", section=OPTIMIZER, metavar="G", positive=True
+    )
+    lr_max: float | None = setting(
+        None,
+        "cyclical / trapezoid: the top of the ramp (required for them)",
+        section=OPTIMIZER,
+        metavar="LR",
+        positive=True,
+    )
+    lr_step_epochs: float = setting(
+        DEFAULT_LR_STEP_EPOCHS,
+        "cyclical: half-cycle length; trapezoid: ramp-up length",
+        section=OPTIMIZER,
+        metavar="EPOCHS",
+        positive=True,
+    )
+    lr_anneal_epochs: float | None = setting(
+        None,
+        "trapezoid: length of the final linear anneal (none: --lr-step-epochs)",
+        section=OPTIMIZER,
+        metavar="EPOCHS",
+        positive=True,
+    )
+    lr_final: float = setting(
+        0.0, "trapezoid: the learning rate the anneal ends at", section=OPTIMIZER, metavar="LR", at_least=0
+    )
+    epochs: int = setting(
+        DEFAULT_EPOCHS, "training epochs (full-batch GD: one step each)", section=OPTIMIZER, metavar="N", positive=True
+    )
     # --- what is measured
-    track_epochs: tuple[int, ...] = DEFAULT_TRACK_EPOCHS
-    track_every: int | None = None
+    track_epochs: tuple[int, ...] = setting(
+        DEFAULT_TRACK_EPOCHS, "measure every step of these epochs (1-based)", section=MEASURED, metavar="E1,E2,..."
+    )
+    track_every: int | None = setting(
+        None, "also measure every K-th step", section=MEASURED, metavar="K", positive=True
+    )
     # Windows of 0-based steps [start, stop), measured in addition to the tracked epochs:
     # settings with different batch sizes then compare at equal numbers of updates.
-    track_steps: tuple[tuple[int, int], ...] = ()
-    steps_per_window: int | None = DEFAULT_STEPS_PER_WINDOW
-    measurement_size: int | None = DEFAULT_MEASUREMENT_SIZE
+    track_steps: tuple[tuple[int, int], ...] = setting(
+        (),
+        "also measure the 0-based steps A..B-1, C..D-1 (equal updates across batch sizes)",
+        section=MEASURED,
+        metavar="A:B,C:D",
+    )
+    steps_per_window: int | None = setting(
+        DEFAULT_STEPS_PER_WINDOW,
+        "measure only the first N steps of each tracked epoch (0: all)",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
+    measurement_size: int | None = setting(
+        DEFAULT_MEASUREMENT_SIZE,
+        "losses are measured on a fixed, seeded subset of N training images (0: the whole training subset)",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
     # exact: every tracked step reads the whole measurement set; targeted: each reads it in a
     # seeded order only until its barrier test is decided and its heights are as precise
     # as height_se / height_relative_se ask (sgdwalk.instrument.sampling).
-    measurement_mode: MeasurementMode = "exact"
-    height_se: float | None = DEFAULT_HEIGHT_SE
-    height_relative_se: float | None = DEFAULT_HEIGHT_RELATIVE_SE
-    first_look: int = DEFAULT_FIRST_LOOK
-    bn_mode: BatchNormMode = "train"
-    num_alphas: int = DEFAULT_NUM_ALPHAS
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-    gd_chunk_size: int = DEFAULT_GD_CHUNK_SIZE
-    sharpness_every: int | None = None
-    sharpness_per_tracked_epoch: bool = False
+    measurement_mode: MeasurementMode = setting(
+        "exact",
+        "exact: every tracked step reads the whole measurement "
+        "set; targeted: reads it in a seeded order only until the step's barrier test is decided and its "
+        "heights meet --height-se / --height-relative-se",
+        section=MEASURED,
+    )
+    height_se: float | None = setting(
+        DEFAULT_HEIGHT_SE,
+        "targeted: standard error the heights need, in loss units "
+        "(the looser of this and the relative target; none: no absolute target)",
+        section=MEASURED,
+        metavar="SE",
+        positive=True,
+    )
+    height_relative_se: float | None = setting(
+        DEFAULT_HEIGHT_RELATIVE_SE,
+        "targeted: standard error the heights need, as a fraction of each height (none: no relative target)",
+        section=MEASURED,
+        metavar="FRACTION",
+        positive=True,
+    )
+    first_look: int = setting(
+        DEFAULT_FIRST_LOOK,
+        "targeted: samples read before the first look (then doubled at each look)",
+        section=MEASURED,
+        metavar="N",
+        at_least=2,
+        why=A_VARIANCE_NEEDS_TWO,
+    )
+    bn_mode: BatchNormMode = setting("train", "batch norm during measurements (train: the paper's)", section=MEASURED)
     # The arithmetic of the segment losses' forward passes (sgdwalk.instrument.measurement_precision):
     # float32, or bfloat16 autocast; float32 by default, as bfloat16's error is not below a tenth of
     # the standard error on the paper's networks (docs/guide.md, "Measurement precision").
-    measurement_precision: MeasurementPrecision = DEFAULT_MEASUREMENT_PRECISION
+    measurement_precision: MeasurementPrecision = setting(
+        DEFAULT_MEASUREMENT_PRECISION,
+        "arithmetic of the segment losses' forward passes: bfloat16 autocast is faster where the device "
+        "has bf16 units, its error a sizeable fraction of the standard error (docs/guide.md); sharpness "
+        "and training stay float32",
+        section=MEASURED,
+    )
+    num_alphas: int = setting(
+        DEFAULT_NUM_ALPHAS,
+        "points per segment: alpha = 0, 1/K, ..., (K-1)/K",
+        section=MEASURED,
+        metavar="K",
+        at_least=2,
+    )
+    chunk_size: int = setting(
+        DEFAULT_CHUNK_SIZE,
+        "samples per forward pass of a measurement or evaluation",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
+    gd_chunk_size: int = setting(
+        DEFAULT_GD_CHUNK_SIZE,
+        "samples per forward pass of a full-batch gradient",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
+    sharpness_every: int | None = setting(
+        None,
+        "top Hessian eigenvalue on measured steps that are multiples of N",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
+    sharpness_per_tracked_epoch: bool = setting(
+        False, "top Hessian eigenvalue at the end of each tracked epoch", section=MEASURED
+    )
     # --- run
-    seed: int = DEFAULT_SEED
-    device: DeviceName = "auto"
+    seed: int = setting(
+        DEFAULT_SEED,
+        "seed of initialisation, batches, measurement set and noise",
+        section=RUN,
+        metavar="SEED",
+        at_least=0,
+        at_most=MAX_SEED,
+        why="2**63 - 1",
+    )
+    device: DeviceName = setting("auto", "auto: cuda when available", section=RUN)
     # TF32 tensor cores for float32 matmuls and convolutions on CUDA (sgdwalk.instrument.numerics):
     # off, a run measures in full float32, the precision the instrument's tolerances assume.
-    cuda_tf32: bool = False
-    cpu_threads: int | None = DEFAULT_CPU_THREADS
-    out_dir: str | None = None
-    checkpoint_every_epochs: int | None = 1
+    cuda_tf32: bool = setting(
+        False,
+        "TF32 tensor cores for float32 matmuls and convolutions on CUDA: faster, but each product's inputs "
+        "keep 10 mantissa bits (off: full float32, the precision the measurement tolerances assume)",
+        section=RUN,
+    )
+    cpu_threads: int | None = setting(
+        DEFAULT_CPU_THREADS,
+        "intra-op CPU threads; CPU records depend on it (0: torch's default, one per core)",
+        section=RUN,
+        metavar="N",
+        positive=True,
+    )
+    # None: no run directory (an API run keeps its records in memory); the CLI picks one.
+    out_dir: str | None = setting(None, "run directory for the records", section=FILES, metavar="DIR", flag="--out")
+    checkpoint_every_epochs: int | None = setting(
+        1, "checkpoint for --resume every N epochs (0: never)", section=RUN, metavar="N", positive=True
+    )
     # Cadences in updates (see ``cadence``): evaluation and checkpoints at the end of each
     # epoch in which the update count passes a multiple of these (None: the defaults).
-    evaluate_every_updates: int | None = None
-    checkpoint_every_updates: int | None = None
-    progress: bool = True
+    checkpoint_every_updates: int | None = setting(
+        None,
+        "checkpoint instead when the update count passes a multiple of N "
+        "(none: full-batch runs every max(N epochs, 100) updates)",
+        section=RUN,
+        metavar="N",
+        positive=True,
+    )
+    evaluate_every_updates: int | None = setting(
+        None,
+        "evaluate the training and validation split when the update count passes a multiple of N, and at "
+        "the first and last epoch (none: every epoch; full-batch runs every 10 updates)",
+        section=RUN,
+        metavar="N",
+        positive=True,
+    )
+    progress: bool = setting(True, "progress bar on a terminal", section=RUN)
 
     def __post_init__(self) -> None:
-        # Lists from JSON/TOML become tuples so the config stays hashable and comparable.
-        object.__setattr__(self, "track_epochs", _tuple_of_ints(self.track_epochs, "track_epochs"))
-        object.__setattr__(self, "lr_milestones", _tuple_of_ints(self.lr_milestones, "lr_milestones"))
-        object.__setattr__(self, "track_steps", _step_windows(self.track_steps))
+        # Lists from JSON/TOML (or the CLI's "1,10,25") become tuples so the config stays hashable and comparable.
+        for field in declared_fields(WalkConfig):
+            value = getattr(self, field.name)
+            if field.kind == "int-list":
+                object.__setattr__(self, field.name, _tuple_of_ints(value, field.name))
+            elif field.kind == "windows":
+                object.__setattr__(self, field.name, _step_windows(value))
         self.validate()
 
     # ----------------------------------------------------------------------- checks
-    def _validate_types(self) -> None:
-        """Each field holds the kind of value its annotation names, before any value is used:
-        an integer field takes no float (100.0 would pass a range check, then break the run)
-        and a number must be finite (an infinite learning rate is no setting)."""
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            kinds = {kind.strip() for kind in str(spec.type).split("|")}
-            if value is None and "None" in kinds:
-                continue
-            if "bool" in kinds:
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{spec.name} must be true or false, got {value!r}")
-            elif "int" in kinds:
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise ConfigError(f"{spec.name} must be an integer, got {value!r}")
-            elif "float" in kinds:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"{spec.name} must be a number, got {value!r}")
-                if not math.isfinite(value):
-                    raise ConfigError(f"{spec.name} must be a finite number, got {value!r}")
-            elif kinds & STRING_KINDS:
-                if not isinstance(value, str):
-                    raise ConfigError(f"{spec.name} must be a string, got {value!r}")
-                if not value.strip():  # an empty folder name would silently mean the working directory
-                    raise ConfigError(f"{spec.name} must not be empty")
-
     def validate(self) -> None:
-        """Raise ``ConfigError`` naming the first field that cannot describe a run."""
-        self._validate_types()
-
-        def positive(name: str, allow_none: bool = False) -> None:
-            value = getattr(self, name)
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ConfigError(f"{name} must be positive, got {value!r}")
-
-        def choice(name: str, options: tuple[str, ...]) -> None:
-            if getattr(self, name) not in options:
-                raise ConfigError(f"{name} must be one of {', '.join(options)}; got {getattr(self, name)!r}")
-
-        choice("arch", ARCHITECTURES)
-        choice("data", DATASETS)
-        choice("optimizer", OPTIMIZERS)
-        choice("lr_schedule", LR_SCHEDULES)
-        choice("device", DEVICES)
-        choice("bn_mode", BATCHNORM_MODES)
-        choice("measurement_mode", MEASUREMENT_MODES)
-        choice("measurement_precision", MEASUREMENT_PRECISIONS)
-        choice("activation", ACTIVATIONS)
+        """Raise ``ConfigError`` naming the first field that cannot describe a run: first each
+        field by its declaration, then the rules that relate several fields."""
+        problem = first_problem(WalkConfig, self)
+        if problem is not None:
+            raise ConfigError(problem)
         if self.arch not in CONFIGURABLE_LAYERS and (not self.batch_norm or self.activation != "relu"):
             raise ConfigError(
                 f"batch_norm and activation can be changed for {', '.join(CONFIGURABLE_LAYERS)} only, "
@@ -296,53 +470,6 @@ class WalkConfig:
             )
         if self.measurement_mode == "targeted" and self.bn_mode == "recompute":
             raise ConfigError("measurement_mode 'targeted' needs bn_mode train or eval (recompute reads the whole set)")
-        for name in (
-            "lr",
-            "batch_size",
-            "epochs",
-            "width_multiplier",
-            "num_alphas",
-            "chunk_size",
-            "gd_chunk_size",
-            "lr_gamma",
-            "lr_step_epochs",
-            "first_look",
-        ):
-            positive(name)
-        for name in (
-            "train_subset",
-            "validation_subset",
-            "pad_to",
-            "track_every",
-            "steps_per_window",
-            "measurement_size",
-            "sharpness_every",
-            "checkpoint_every_epochs",
-            "evaluate_every_updates",
-            "checkpoint_every_updates",
-            "lr_max",
-            "lr_anneal_epochs",
-            "cpu_threads",
-            "height_se",
-            "height_relative_se",
-        ):
-            positive(name, allow_none=True)
-        if self.first_look < 2:
-            raise ConfigError(f"first_look must be at least 2 samples (a variance needs two), got {self.first_look}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED} (2**63 - 1), got {self.seed!r}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}")
-        if self.noise_scale < 0:
-            raise ConfigError(f"noise_scale is a variance multiplier and must be non-negative, got {self.noise_scale}")
-        if self.noise_batches < 2:
-            raise ConfigError(
-                f"noise_batches must be at least 2 (a variance needs two samples), got {self.noise_batches}"
-            )
-        if self.num_alphas < 2:
-            raise ConfigError(f"num_alphas must be at least 2, got {self.num_alphas}")
-        if self.lr_final < 0:
-            raise ConfigError(f"lr_final must be non-negative, got {self.lr_final}")
         if (
             self.measurement_size is not None
             and self.train_subset is not None
@@ -361,9 +488,6 @@ class WalkConfig:
                 )
         if len(set(self.track_epochs)) != len(self.track_epochs):
             raise ConfigError(f"track_epochs has repeated epochs: {self.track_epochs}")
-        for milestone in self.lr_milestones:
-            if milestone < 1:
-                raise ConfigError(f"lr_milestones are epochs completed (>= 1), got {milestone}")
         if self.lr_schedule in ("cyclical", "trapezoid"):
             if self.lr_max is None:
                 raise ConfigError(f"the {self.lr_schedule} schedule needs lr_max (the top of the ramp)")
@@ -435,11 +559,21 @@ FIELD_NAMES: Final[tuple[str, ...]] = tuple(f.name for f in fields(WalkConfig))
 
 
 def field_default(name: str) -> Any:
-    """The default of one field (for help texts)."""
+    """The default of one field."""
     for f in fields(WalkConfig):
         if f.name == name:
             return f.default
     raise KeyError(name)
+
+
+# The fields that decide the tensors a run trains and validates on (what runner.load_walk_data
+# reads): runs equal in these share their data.
+DATA_FIELDS: Final[tuple[str, ...]] = ("data", "data_root", "download", "train_subset", "validation_subset", "pad_to")
+
+
+def data_key(config: WalkConfig) -> tuple[Any, ...]:
+    """The values of ``DATA_FIELDS``: the key of a cache of loaded data."""
+    return tuple(getattr(config, name) for name in DATA_FIELDS)
 
 
 def is_full_batch(config: WalkConfig) -> bool:
@@ -534,12 +668,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 __all__ = [
     "Cadence",
     "ConfigError",
+    "DATA_FIELDS",
     "DEVICES",
     "FIELD_NAMES",
     "LR_SCHEDULES",
     "OPTIMIZERS",
     "WalkConfig",
     "cadence",
+    "data_key",
     "field_default",
     "is_full_batch",
     "learning_rate_schedule",

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from sgdwalk.base.settings import declared_fields
 from sgdwalk.cli.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
+from sgdwalk.cli.setting_flags import add_setting_flags
 
 # Only the Slurm and throughput defaults at import: the sweep module imports torch, which --help must not.
-from sgdwalk.runs.slurm_options import SlurmOptions
+from sgdwalk.runs.slurm_options import SlurmOptions, SlurmOptionsError
 from sgdwalk.runs.throughput import ASSUMED_ACHIEVED_FRACTION, DEFAULT_THROUGHPUT_FLOPS, H100_FLOAT32_PEAK_FLOPS, TERA
 
 # Where cells go when --out is not given (relative to the working directory).
@@ -88,43 +90,7 @@ def add_parser(subparsers: Any) -> None:
         help=f"cells run at once, each with its config's cpu_threads intra-op threads (default: {DEFAULT_WORKERS})",
     )
     slurm = parser.add_argument_group("slurm executor (submitit)")
-    defaults = SlurmOptions()
-    slurm.add_argument("--partition", default=defaults.partition, help="Slurm partition (default: the cluster's)")
-    slurm.add_argument(
-        "--time-min",
-        type=int,
-        default=defaults.time_min,
-        metavar="MIN",
-        help=f"time limit of each job in minutes (default: {defaults.time_min})",
-    )
-    slurm.add_argument(
-        "--gpus-per-node",
-        type=int,
-        default=defaults.gpus_per_node,
-        metavar="N",
-        help=f"GPUs per job (default: {defaults.gpus_per_node})",
-    )
-    slurm.add_argument(
-        "--cpus-per-task",
-        type=int,
-        default=defaults.cpus_per_task,
-        metavar="N",
-        help=f"CPUs per job (default: {defaults.cpus_per_task})",
-    )
-    slurm.add_argument(
-        "--mem-gb",
-        type=float,
-        default=defaults.mem_gb,
-        metavar="GB",
-        help=f"memory per job (default: {defaults.mem_gb:g})",
-    )
-    slurm.add_argument(
-        "--array-parallelism",
-        type=int,
-        default=defaults.array_parallelism,
-        metavar="N",
-        help=f"jobs of the array running at once (default: {defaults.array_parallelism})",
-    )
+    add_setting_flags(slurm, declared_fields(SlurmOptions), defaults=SlurmOptions())
     slurm.add_argument(
         "--wait",
         action="store_true",
@@ -159,6 +125,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return usage_error("sweep", f"--workers must be at least 1, got {args.workers}")
     if not args.tflops > 0:
         return usage_error("sweep", f"--tflops must be positive, got {args.tflops}")
+    try:
+        options = SlurmOptions(**{field.name: getattr(args, field.name) for field in declared_fields(SlurmOptions)})
+    except SlurmOptionsError as error:
+        return usage_error("sweep", error)
     out_root = _out_root(args)
     todo = pending_configs(configs, out_root)
     print(f"{len(configs)} cells in {out_root}: {len(configs) - len(todo)} done, {len(todo)} to run")
@@ -183,14 +153,6 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
             errors = run_local(configs, out_root, workers=args.workers, on_cell=report, on_busy=report_busy)
         else:
-            options = SlurmOptions(
-                partition=args.partition,
-                time_min=args.time_min,
-                gpus_per_node=args.gpus_per_node,
-                cpus_per_task=args.cpus_per_task,
-                mem_gb=args.mem_gb,
-                array_parallelism=args.array_parallelism,
-            )
             try:
                 jobs = submit_cells(configs, out_root, cluster=args.executor, options=options)
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:  # no Slurm here, sbatch refused

@@ -1,7 +1,7 @@
 """``sgdwalk walk``: train a network, measure its walk, write the records, print the summary.
 
-Every ``WalkConfig`` field is a flag. Flags override ``--config FILE``, which overrides
-the defaults. Flag defaults are ``argparse.SUPPRESS`` so that only flags actually given
+Every ``WalkConfig`` field is a flag, made from its declaration (``sgdwalk.cli.setting_flags``).
+Flags override ``--config FILE``, which overrides the defaults. Flag defaults are ``argparse.SUPPRESS`` so that only flags actually given
 reach the config (the help text shows the ``WalkConfig`` default instead).
 """
 
@@ -14,17 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from sgdwalk.base.settings import declared_fields, sections
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
-from sgdwalk.training.config import (
-    DEVICES,
-    LR_SCHEDULES,
-    MEASUREMENT_MODES,
-    OPTIMIZERS,
-    ConfigError,
-    WalkConfig,
-    field_default,
-    read_config_file,
-)
+from sgdwalk.cli.setting_flags import add_setting_flags, fields_in_section
+from sgdwalk.integrations.sink_spec import log_to_help
+from sgdwalk.training.config import FILES, ConfigError, WalkConfig, read_config_file
 
 if TYPE_CHECKING:
     from sgdwalk.runs.sinks import RunSinks
@@ -68,198 +62,9 @@ from a single process's on the same batch. Such a run resumes under the same N
 """
 
 
-# ----------------------------------------------------------------- value parsers
-def _none_word(text: str) -> bool:
-    return text.strip().lower() in ("none", "0", "")
-
-
-def _optional_int(text: str) -> int | None:
-    if _none_word(text):
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, 0 or 'none', got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, 0 or 'none', got {value}")
-    return value
-
-
-def _optional_float(text: str) -> float | None:
-    if text.strip().lower() == "none":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    try:
-        return tuple(int(piece) for piece in text.split(",") if piece.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 1,10,25, got {text!r}") from None
-
-
-def _show(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, tuple):
-        return ",".join(f"{v[0]}:{v[1]}" if isinstance(v, tuple) else str(v) for v in value) or "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-# ------------------------------------------------------------------- the flags
-# (field, type or None for a boolean switch, metavar or a tuple of choices, help).
-# The help gets "(default: …)".
-FlagSpec = tuple[str, Callable[[str], Any] | None, str | tuple[str, ...] | None, str]
-
-
-def _flag_specs() -> dict[str, list[FlagSpec]]:
-    from sgdwalk.instrument.batchnorm import BATCHNORM_MODES
-    from sgdwalk.instrument.measurement_precision import MEASUREMENT_PRECISIONS
-    from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, DATASETS
-
-    return {
-        "model and data": [
-            ("arch", str, ARCHITECTURES, "network (sgdwalk.training.models)"),
-            ("data", str, DATASETS, "data set (sgdwalk.training.data)"),
-            ("data_root", str, "DIR", "folder holding the data set; else $SGDWALK_DATA_ROOT, system folders, cache"),
-            ("download", None, None, "fetch the data set with torchvision when it is not found"),
-            (
-                "train_subset",
-                _optional_int,
-                "N",
-                "train on N images of the paper's training split, a fixed seeded choice whatever --seed (0: all)",
-            ),
-            ("validation_subset", _optional_int, "N", "validate on the first N validation images (0: all)"),
-            ("pad_to", _optional_int, "PIXELS", "zero-pad images to this size, e.g. 32 for the 28x28 MNISTs"),
-            ("augment", None, None, "random crop + flip of training batches (CIFAR-10, Tiny-ImageNet)"),
-            ("width_multiplier", float, "X", "scale every hidden width (1: the paper's networks)"),
-            ("batch_norm", None, None, "mlp: batch norm after each hidden linear layer (--no-batch-norm drops it)"),
-            ("activation", str, ACTIVATIONS, "mlp: the hidden nonlinearity"),
-        ],
-        "optimizer and learning rate": [
-            (
-                "optimizer",
-                str,
-                OPTIMIZERS,
-                "sgd: minibatch SGD; gd: exact full-batch GD; noisy-gd: GD plus isotropic Gaussian noise",
-            ),
-            ("lr", float, "LR", "learning rate (the base of the schedule)"),
-            ("batch_size", int, "B", "minibatch size (SGD; also the variance estimate of noisy-gd)"),
-            ("weight_decay", float, "WD", "L2 weight decay, added to the gradient as torch.optim.SGD does"),
-            ("noise_scale", float, "C", "noisy-gd: noise variance = C x max per-coordinate gradient variance at init"),
-            ("noise_batches", int, "N", "noisy-gd: minibatches used for that variance"),
-            ("lr_schedule", str, LR_SCHEDULES, "learning-rate schedule (lr_schedules.py)"),
-            ("lr_milestones", _int_list, "E1,E2", "step schedule: multiply by --lr-gamma after these epochs"),
-            ("lr_gamma", float, "G", "step schedule: the factor"),
-            ("lr_max", _optional_float, "LR", "cyclical / trapezoid: the top of the ramp (required for them)"),
-            ("lr_step_epochs", float, "EPOCHS", "cyclical: half-cycle length; trapezoid: ramp-up length"),
-            (
-                "lr_anneal_epochs",
-                _optional_float,
-                "EPOCHS",
-                "trapezoid: length of the final linear anneal (none: --lr-step-epochs)",
-            ),
-            ("lr_final", float, "LR", "trapezoid: the learning rate the anneal ends at"),
-            ("epochs", int, "N", "training epochs (full-batch GD: one step each)"),
-        ],
-        "what is measured": [
-            ("track_epochs", _int_list, "E1,E2,...", "measure every step of these epochs (1-based)"),
-            ("track_every", _optional_int, "K", "also measure every K-th step"),
-            (
-                "track_steps",
-                str,
-                "A:B,C:D",
-                "also measure the 0-based steps A..B-1, C..D-1 (equal updates across batch sizes)",
-            ),
-            ("steps_per_window", _optional_int, "N", "measure only the first N steps of each tracked epoch (0: all)"),
-            (
-                "measurement_size",
-                _optional_int,
-                "N",
-                "losses are measured on a fixed, seeded subset of N training images (0: the whole training subset)",
-            ),
-            (
-                "measurement_mode",
-                str,
-                MEASUREMENT_MODES,
-                "exact: every tracked step reads the whole measurement "
-                "set; targeted: reads it in a seeded order only until the step's barrier test is decided and its "
-                "heights meet --height-se / --height-relative-se",
-            ),
-            (
-                "height_se",
-                _optional_float,
-                "SE",
-                "targeted: standard error the heights need, in loss units "
-                "(the looser of this and the relative target; none: no absolute target)",
-            ),
-            (
-                "height_relative_se",
-                _optional_float,
-                "FRACTION",
-                "targeted: standard error the heights need, as a fraction of each height (none: no relative target)",
-            ),
-            ("first_look", int, "N", "targeted: samples read before the first look (then doubled at each look)"),
-            ("bn_mode", str, BATCHNORM_MODES, "batch norm during measurements (train: the paper's)"),
-            (
-                "measurement_precision",
-                str,
-                MEASUREMENT_PRECISIONS,
-                "arithmetic of the segment losses' forward passes: bfloat16 autocast is faster where the device "
-                "has bf16 units, its error a sizeable fraction of the standard error (docs/guide.md); sharpness "
-                "and training stay float32",
-            ),
-            ("num_alphas", int, "K", "points per segment: alpha = 0, 1/K, ..., (K-1)/K"),
-            ("chunk_size", int, "N", "samples per forward pass of a measurement or evaluation"),
-            ("gd_chunk_size", int, "N", "samples per forward pass of a full-batch gradient"),
-            ("sharpness_every", _optional_int, "N", "top Hessian eigenvalue on measured steps that are multiples of N"),
-            ("sharpness_per_tracked_epoch", None, None, "top Hessian eigenvalue at the end of each tracked epoch"),
-        ],
-        "run": [
-            ("seed", int, "SEED", "seed of initialisation, batches, measurement set and noise"),
-            ("device", str, DEVICES, "auto: cuda when available"),
-            (
-                "cuda_tf32",
-                None,
-                None,
-                "TF32 tensor cores for float32 matmuls and convolutions on CUDA: faster, but each product's inputs "
-                "keep 10 mantissa bits (off: full float32, the precision the measurement tolerances assume)",
-            ),
-            (
-                "cpu_threads",
-                _optional_int,
-                "N",
-                "intra-op CPU threads; CPU records depend on it (0: torch's default, one per core)",
-            ),
-            ("checkpoint_every_epochs", _optional_int, "N", "checkpoint for --resume every N epochs (0: never)"),
-            (
-                "checkpoint_every_updates",
-                _optional_int,
-                "N",
-                "checkpoint instead when the update count passes a multiple of N "
-                "(none: full-batch runs every max(N epochs, 100) updates)",
-            ),
-            (
-                "evaluate_every_updates",
-                _optional_int,
-                "N",
-                "evaluate the training and validation split when the update count passes a multiple of N, and at "
-                "the first and last epoch (none: every epoch; full-batch runs every 10 updates)",
-            ),
-            ("progress", None, None, "progress bar on a terminal"),
-        ],
-    }
-
-
 def _flag(field_name: str) -> str:
-    return "--out" if field_name == "out_dir" else "--" + field_name.replace("_", "-")
+    (field,) = (field for field in declared_fields(WalkConfig) if field.name == field_name)
+    return field.flag
 
 
 def add_parser(subparsers: Any) -> None:
@@ -272,30 +77,19 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    for group_name, specs in _flag_specs().items():
-        group = parser.add_argument_group(group_name)
-        for field_name, parse, metavar, help_text in specs:
-            help_with_default = f"{help_text} (default: {_show(field_default(field_name))})"
-            if parse is None:
-                group.add_argument(
-                    _flag(field_name), dest=field_name, action=argparse.BooleanOptionalAction, help=help_with_default
-                )
-            elif isinstance(metavar, tuple):
-                group.add_argument(
-                    _flag(field_name), dest=field_name, type=parse, choices=metavar, help=help_with_default
-                )
-            else:
-                group.add_argument(
-                    _flag(field_name), dest=field_name, type=parse, metavar=metavar, help=help_with_default
-                )
-    files = parser.add_argument_group("files")
-    files.add_argument("--config", metavar="FILE", help="read settings from a JSON or TOML file; flags override it")
-    files.add_argument(
-        "--out",
-        metavar="DIR",
-        dest="out_dir",
-        help=f"run directory for the records (default: {DEFAULT_RUNS_ROOT}/<arch>-<data>-<timestamp>)",
-    )
+    groups = {}
+    for section in sections(WalkConfig):
+        groups[section] = group = parser.add_argument_group(section)
+        if section == FILES:  # the file that the flags override, listed first among the files
+            group.add_argument(
+                "--config", metavar="FILE", help="read settings from a JSON or TOML file; flags override it"
+            )
+        add_setting_flags(
+            group,
+            fields_in_section(WalkConfig, section),
+            shown_defaults={"out_dir": f"{DEFAULT_RUNS_ROOT}/<arch>-<data>-<timestamp>"},
+        )
+    files = groups[FILES]
     files.add_argument(
         "--resume",
         metavar="DIR",
@@ -306,8 +100,7 @@ def add_parser(subparsers: Any) -> None:
         "--log-to",
         metavar="KIND:WHERE",
         action="append",
-        help="also log each record's numbers to csv:FILE, tensorboard:DIR or mlflow:URI (repeatable; "
-        "the last two need the extras sgdwalk[tensorboard] / sgdwalk[mlflow]) (default: none)",
+        help=log_to_help(),
     )
     parser.set_defaults(func=run_walk_command, _parser=parser)
 
