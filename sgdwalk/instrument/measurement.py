@@ -241,6 +241,14 @@ class MeasurementSet:
         """The samples at ``indices``, in that order."""
         return map_tensors(lambda tensor: tensor[indices.to(tensor.device)], self.samples)
 
+    def chunked(self, chunk_size: int) -> MeasurementSet:
+        """The same samples and loss, read ``chunk_size`` at a time (no copy)."""
+        if chunk_size == self.chunk_size:
+            return self
+        rechunked = MeasurementSet.__new__(MeasurementSet)
+        rechunked._set(self.samples, self.batch_loss, chunk_size, self._loss_fn)
+        return rechunked
+
     def chunks(self) -> Iterator[Batch]:
         """The set in order, ``chunk_size`` samples at a time (``(inputs, targets)`` for the tensor form)."""
         for start in range(0, self.size, self.chunk_size):

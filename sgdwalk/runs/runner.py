@@ -570,6 +570,7 @@ class _WalkRun:
             precision=precision_target(config),
             divergence_loss_factor=DIVERGENCE_LOSS_FACTOR,
             measurement_precision=config.measurement_precision,
+            hvp_chunk_size=config.hvp_chunk_size,
         )
 
     # ----------------------------------------------------------------- bookkeeping

@@ -210,6 +210,10 @@ class WalkConfig:
     num_alphas: int = DEFAULT_NUM_ALPHAS
     chunk_size: int = DEFAULT_CHUNK_SIZE
     gd_chunk_size: int = DEFAULT_GD_CHUNK_SIZE
+    # Samples per chunk of the sharpness's Hessian-vector products (None: chunk_size). Double
+    # backward saves about twice a forward's activations (sgdwalk.runs.cost.hessian_graph_bytes);
+    # in bn_mode "train" a chunk is also the batch the sharpness's batch norm normalises over.
+    hvp_chunk_size: int | None = None
     sharpness_every: int | None = None
     sharpness_per_tracked_epoch: bool = False
     # The arithmetic of the segment losses' forward passes (sgdwalk.instrument.measurement_precision):
@@ -317,6 +321,7 @@ class WalkConfig:
             "steps_per_window",
             "measurement_size",
             "sharpness_every",
+            "hvp_chunk_size",
             "checkpoint_every_epochs",
             "evaluate_every_updates",
             "checkpoint_every_updates",
@@ -426,7 +431,7 @@ _FIELDS_WITHOUT_EFFECT: Final = frozenset(
 )
 # Fields added after the first hashed runs (sweep cells, baselines), hashed only off their default.
 _FIELDS_ADDED_LATER: Final = frozenset(
-    {"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32", "measurement_precision"}
+    {"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32", "measurement_precision", "hvp_chunk_size"}
 )
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
 CONFIG_HASH_LENGTH: Final = 12

@@ -219,6 +219,14 @@ def _flag_specs() -> dict[str, list[FlagSpec]]:
             ("num_alphas", int, "K", "points per segment: alpha = 0, 1/K, ..., (K-1)/K"),
             ("chunk_size", int, "N", "samples per forward pass of a measurement or evaluation"),
             ("gd_chunk_size", int, "N", "samples per forward pass of a full-batch gradient"),
+            (
+                "hvp_chunk_size",
+                _optional_int,
+                "N",
+                "samples per chunk of the sharpness's Hessian-vector products, whose double backward saves about "
+                "twice a forward's activations (none: --chunk-size; in --bn-mode train also the sharpness's "
+                "batch-norm batch)",
+            ),
             ("sharpness_every", _optional_int, "N", "top Hessian eigenvalue on measured steps that are multiples of N"),
             ("sharpness_per_tracked_epoch", None, None, "top Hessian eigenvalue at the end of each tracked epoch"),
         ],
