@@ -23,8 +23,7 @@ A run's FLOPs, following what the runner and the tracker do (``runner.py``, ``tr
   reads fewer samples: for it the count is an upper bound;
 - sharpness: each estimate builds the gradient's graph and runs ``ASSUMED_LANCZOS_PRODUCTS``
   Hessian-vector products (once per chunk each when the set is more than one chunk of
-  ``hvp_chunk_size``), then
-  one more pass of products for its standard error;
+  ``hvp_chunk_size``), then one more pass of products for its standard error;
 - evaluation: a forward pass over the training subset and the validation split at every
   epoch the run's cadence evaluates (``config.cadence``), epoch 0 included.
 
