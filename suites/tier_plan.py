@@ -76,6 +76,7 @@ def base_config(part: Part, size: PartSize, data: DataChoice, device: str, data_
         steps_per_window=None,
         measurement_size=size.measurement_size,
         chunk_size=size.chunk_size,
+        hvp_chunk_size=size.hvp_chunk_size,
         num_alphas=size.num_alphas,
         # The authors' choice (docs/definitions.md#batch-norm-modes): batch statistics of the evaluation chunks.
         bn_mode="train",

@@ -16,6 +16,7 @@ ADDED_LATER = (
     "checkpoint_every_updates",
     "cuda_tf32",
     "measurement_precision",
+    "hvp_chunk_size",
 )
 WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
 
@@ -41,6 +42,7 @@ def test_a_run_that_leaves_the_new_fields_alone_keeps_its_hash(changes: dict[str
         {"evaluate_every_updates": 10},
         {"cuda_tf32": True},
         {"measurement_precision": "bfloat16"},
+        {"hvp_chunk_size": 250},
     ],
 )
 def test_changing_a_new_field_that_changes_the_records_changes_the_hash(changes: dict[str, object]) -> None:
@@ -61,6 +63,7 @@ def test_the_checkpoint_cadence_does_not_change_the_hash() -> None:
         ({"cuda_tf32": "yes"}, "cuda_tf32 must be true or false"),
         ({"measurement_precision": "float16"}, "measurement_precision must be one of float32, bfloat16"),
         ({"evaluate_every_updates": 0}, "evaluate_every_updates must be positive"),
+        ({"hvp_chunk_size": 0}, "hvp_chunk_size must be positive"),
         ({"checkpoint_every_updates": 2.5}, "checkpoint_every_updates must be an integer"),
     ],
 )

@@ -181,3 +181,35 @@ def test_a_sharpness_estimate_costs_its_products() -> None:
 
 def test_flops_read_with_their_prefix() -> None:
     assert [format_flops(value) for value in (915.0, 91.6e9, 11.84e15)] == ["915 FLOP", "91.6 GFLOP", "11.8 PFLOP"]
+
+
+def test_the_paper_profiles_products_fit_an_h100_where_resnet56s_5000_image_chunks_do_not() -> None:
+    """The paper profile's ``hvp_chunk_size``: every part's Hessian-vector products fit an
+    H100 by the cost model, and ResNet-56's needs its smaller chunk to (5,000 images would not)."""
+    from suites.profiles import GPU_PARTS, PAPER_SIZES
+    from suites.tier_plan import base_config, paper_data
+
+    for name, size in PAPER_SIZES.items():
+        config = base_config(GPU_PARTS[name], size, paper_data(GPU_PARTS[name]), "cuda")
+        assert cost.hvp_peak_bytes(config) <= cost.H100_MEMORY_BYTES, name
+    resnet = base_config(GPU_PARTS["resnet56"], PAPER_SIZES["resnet56"], paper_data(GPU_PARTS["resnet56"]), "cuda")
+    assert resnet.hvp_chunk_size is not None and resnet.hvp_chunk_size < resnet.chunk_size
+    assert cost.hvp_peak_bytes(resnet.replace(hvp_chunk_size=None)) > cost.H100_MEMORY_BYTES
+
+
+def test_the_graph_of_a_product_grows_by_the_saved_activations_of_an_image() -> None:
+    """The MLP without batch norm, 784-500-350-10 in float32: the forward saves per image each
+    linear layer's input (a ReLU's output is the next layer's input, one storage) and the
+    log-softmax of the logits; the differentiable backward adds gradients at some of those
+    outputs, fewer values than the forward's. Counted by hand from the shapes."""
+    per_image = cost.hessian_graph_bytes("mlp", 1, 28, 10, batch_norm=False)
+    forward = 4 * (784 + 500 + 350 + 10)
+    assert forward < per_image <= 2 * forward
+
+
+def test_a_smaller_hvp_chunk_costs_the_products_of_several_chunks() -> None:
+    config = WalkConfig(**SMALL_RUN)
+    network = config_network_flops(config)
+    one = sharpness_flops(config.replace(chunk_size=50), network, 50, True, LANCZOS_PRODUCTS)
+    split = sharpness_flops(config.replace(chunk_size=50, hvp_chunk_size=25), network, 50, True, LANCZOS_PRODUCTS)
+    assert split == sharpness_flops(config.replace(chunk_size=25), network, 50, True, LANCZOS_PRODUCTS) > one

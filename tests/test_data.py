@@ -513,6 +513,21 @@ def test_random_crop_flip_is_deterministic_given_the_generator() -> None:
     assert not torch.equal(first, other)
 
 
+def test_random_crop_flip_draws_offsets_then_flips_from_the_generator() -> None:
+    """The crops and flips are the generator's draws in this order (offsets, then flips), so
+    a run's batches are those of every earlier version of the augmentation, bit for bit."""
+    fill = (-1.0, 0.5, 2.0)
+    batch = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    generator = torch.Generator().manual_seed(7)
+    augmented = RandomCropFlip(padding=4, fill=fill)(batch, generator)
+    replay = torch.Generator().manual_seed(7)
+    offsets = torch.randint(0, 9, (16, 2), generator=replay)
+    flips = torch.rand(16, generator=replay) < 0.5
+    assert torch.equal(augmented, _reference_crop_and_flip(batch, 4, fill, offsets, flips))
+    # The generator is left where the draws leave it: the next batch's order follows.
+    assert torch.equal(generator.get_state(), replay.get_state())
+
+
 def test_augmentations_of_the_protocol() -> None:
     cifar = augmentation_for("cifar10")
     tiny = augmentation_for("tiny-imagenet")

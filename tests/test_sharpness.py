@@ -19,6 +19,7 @@ from sgdwalk.instrument.sharpness import (
     top_hessian_eigenvalue,
 )
 from tests.helpers import (
+    FLOAT32_REORDERED,
     FLOAT64_REORDERED,
     LANCZOS_SEED_TO_SEED,
     LANCZOS_VS_DENSE,
@@ -234,3 +235,42 @@ def test_a_vector_that_cannot_start_lanczos_falls_back_to_the_cold_start(unusabl
     fallback = top_hessian_eigenpair(model, point, measurement, seed=2, warm_start=unusable)
     assert (fallback.value, fallback.products) == (cold.value, cold.products)
     assert np.array_equal(fallback.vector, cold.vector)
+
+
+# ------------------------------------------------------------- chunks of the products
+def test_products_in_smaller_chunks_are_the_one_chunk_products_reordered() -> None:
+    """``hvp_chunk_size``: the set's Hessian-vector products read it in other chunks; without
+    batch norm in train mode each sample's loss is its own, so only the order of the sums moves."""
+    model = mlp(13, dtype=torch.float64)
+    inputs, targets = classification_data(13, 24, dtype=torch.float64)
+    whole = MeasurementSet(inputs, targets, chunk_size=24)
+    point = flat_parameters(model)
+    vector = torch.randn(point.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    one_chunk = hessian_vector_product_operator(model, point, whole, bn_mode="eval")(vector)
+    for chunk in (5, 8):
+        chunked = hessian_vector_product_operator(model, point, whole.chunked(chunk), bn_mode="eval")(vector)
+        assert_close(chunked, one_chunk, FLOAT64_REORDERED, f"H v in chunks of {chunk}")
+
+
+def test_sharpness_in_smaller_chunks_is_the_one_chunk_value() -> None:
+    model = mlp(13)
+    inputs, targets = classification_data(13, 24)
+    whole = MeasurementSet(inputs, targets, chunk_size=24)
+    point = flat_parameters(model)
+    # The same start (no gradient in it: reuse_graph False on both), so the same Lanczos up to rounding.
+    one_chunk = top_hessian_eigenvalue(model, point, whole, bn_mode="eval", reuse_graph=False)
+    chunked = top_hessian_eigenvalue(model, point, whole.chunked(6), bn_mode="eval", reuse_graph=False)
+    assert_close(chunked, one_chunk, FLOAT32_REORDERED, "sharpness in chunks of 6")
+    # The default: one chunk reuses its graph and starts from the gradient; both converge.
+    default = top_hessian_eigenvalue(model, point, whole, bn_mode="eval")
+    assert_close(default, chunked, LANCZOS_SEED_TO_SEED, "one graph against chunks of 6")
+
+
+def test_a_rechunked_set_is_the_same_samples() -> None:
+    inputs, targets = classification_data(13, 10)
+    whole = MeasurementSet(inputs, targets, chunk_size=10)
+    assert whole.chunked(10) is whole
+    chunked = whole.chunked(4)
+    assert (chunked.size, chunked.chunk_size) == (10, 4)
+    assert [len(batch[1]) for batch in chunked.chunks()] == [4, 4, 2]
+    assert torch.equal(torch.cat([batch[0] for batch in chunked.chunks()]), inputs)

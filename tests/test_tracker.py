@@ -28,7 +28,15 @@ from sgdwalk.instrument.sharpness import sharpness_with_standard_error, top_hess
 from sgdwalk.instrument.tolerances import SHARPNESS_RELATIVE_ERROR
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.instrument.uncertainty import BARRIER_TEST_OUTCOMES
-from tests.helpers import FLOAT64_REORDERED, assert_close, classification_data, linear_layer, measured_steps, mlp
+from tests.helpers import (
+    FLOAT64_REORDERED,
+    LANCZOS_SEED_TO_SEED,
+    assert_close,
+    classification_data,
+    linear_layer,
+    measured_steps,
+    mlp,
+)
 
 STEPS = 7
 NUM_ALPHAS = 4
@@ -478,3 +486,16 @@ def test_a_resumed_tracker_warm_starts_its_sharpness_as_an_uninterrupted_one() -
     whole, resumed = walk(None), walk(2)
     assert all(record.sharpness_products for record in whole)
     assert resumed == whole
+
+
+def test_the_tracker_reads_the_set_in_its_own_chunks_for_the_sharpness() -> None:
+    """``hvp_chunk_size``: the sharpness's products in chunks of their own, the same value
+    as in the set's chunks (both converged Lanczos runs, no batch norm in train mode)."""
+    model = mlp(13)
+    inputs, targets = classification_data(13, 24)
+    measurement = MeasurementSet(inputs, targets, chunk_size=24)
+    default = WalkTracker(model, measurement, bn_mode="eval")
+    chunked = WalkTracker(model, measurement, bn_mode="eval", hvp_chunk_size=5)
+    assert default.hvp_measurement is measurement
+    assert (chunked.hvp_measurement.size, chunked.hvp_measurement.chunk_size) == (24, 5)
+    assert_close(chunked.sharpness(), default.sharpness(), LANCZOS_SEED_TO_SEED, "sharpness in chunks of 5")

@@ -241,6 +241,14 @@ class MeasurementSet:
         """The samples at ``indices``, in that order."""
         return map_tensors(lambda tensor: tensor[indices.to(tensor.device)], self.samples)
 
+    def chunked(self, chunk_size: int) -> MeasurementSet:
+        """The same samples and loss, read ``chunk_size`` at a time (no copy)."""
+        if chunk_size == self.chunk_size:
+            return self
+        rechunked = MeasurementSet.__new__(MeasurementSet)
+        rechunked._set(self.samples, self.batch_loss, chunk_size, self._loss_fn)
+        return rechunked
+
     def chunks(self) -> Iterator[Batch]:
         """The set in order, ``chunk_size`` samples at a time (``(inputs, targets)`` for the tensor form)."""
         for start in range(0, self.size, self.chunk_size):
@@ -577,11 +585,20 @@ class _OnePoint:
             return point
         if not self._interior:
             raise ValueError(f"α = {alpha} lies between the ends, and only the ends were asked for")
-        for start, end, buffer in self._pieces:
-            # start + α (end − start), one operation at a time as ``interpolate`` does it.
+        # start + α (end − start), one operation at a time as ``interpolate`` does it.
+        if len(self._pieces) == 1:
+            ((start, end, buffer),) = self._pieces
             torch.sub(end, start, out=buffer)
             torch.mul(buffer, alpha, out=buffer)
             torch.add(start, buffer, out=buffer)
+        elif self._pieces:
+            # Many pieces (conv weights reordered one by one): four calls over them all, not
+            # three per piece. Each is the same elementwise operation (x + s = s + x exactly).
+            lows, highs, buffers = (list(part) for part in zip(*self._pieces, strict=True))
+            torch._foreach_copy_(buffers, highs)
+            torch._foreach_sub_(buffers, lows)
+            torch._foreach_mul_(buffers, alpha)
+            torch._foreach_add_(buffers, lows)
         return {name: self._between[name] for name in self._names}
 
 

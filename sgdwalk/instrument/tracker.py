@@ -116,6 +116,11 @@ class WalkTracker:
             "float32" (the default) or "bfloat16" (autocast; see ``measurement_precision``).
             Sharpness, the gradient and training always run in float32. A checkpoint keeps
             it, and ``load_state_dict`` refuses one saved under the other precision.
+        hvp_chunk_size: samples per chunk of the sharpness's Hessian-vector products (None,
+            the default: the measurement set's own ``chunk_size``). Double backward saves
+            about twice the activations of a forward pass, so it may need smaller chunks.
+            The value is the same up to summation order, except in batch-norm mode "train",
+            where a chunk is also the batch the sharpness's batch norm normalises over.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class WalkTracker:
         shard: Shard | None = None,
         divergence_loss_factor: float | None = None,
         measurement_precision: MeasurementPrecision = "float32",
+        hvp_chunk_size: int | None = None,
     ) -> None:
         if not isinstance(measurement, MeasurementSet):
             raise TypeError(
@@ -152,6 +158,8 @@ class WalkTracker:
         self.model = unwrapped(model)
         self.shard = Shard.current() if shard is None else shard
         self.measurement = measurement
+        # The set as the Hessian-vector products read it (the same samples, their own chunks).
+        self.hvp_measurement = measurement if hvp_chunk_size is None else measurement.chunked(hvp_chunk_size)
         self.schedule = schedule if schedule is not None else every_step()
         self.alphas = alpha_grid(num_alphas)
         self.bn_mode = check_batchnorm_mode(bn_mode)
@@ -435,7 +443,7 @@ class WalkTracker:
             return top_hessian_eigenvalue(
                 self.model,
                 flat_parameters(self.model) if point is None else point,
-                self.measurement,
+                self.hvp_measurement,
                 bn_mode=self.bn_mode,
                 which=self.sharpness_which,
                 seed=self.sharpness_seed,
@@ -450,7 +458,7 @@ class WalkTracker:
             estimate = sharpness_with_standard_error(
                 self.model,
                 point,
-                self.measurement,
+                self.hvp_measurement,
                 bn_mode=self.bn_mode,
                 which=self.sharpness_which,
                 seed=self.sharpness_seed,

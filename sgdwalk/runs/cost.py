@@ -22,10 +22,14 @@ A run's FLOPs, following what the runner and the tracker do (``runner.py``, ``tr
   left in ``.grad``: it costs nothing more. Targeted measurement (``measurement_mode``)
   reads fewer samples: for it the count is an upper bound;
 - sharpness: each estimate builds the gradient's graph and runs ``ASSUMED_LANCZOS_PRODUCTS``
-  Hessian-vector products (once per chunk each when the set is more than one chunk), then
-  one more pass of products for its standard error;
+  Hessian-vector products (once per chunk each when the set is more than one chunk of
+  ``hvp_chunk_size``), then one more pass of products for its standard error;
 - evaluation: a forward pass over the training subset and the validation split at every
   epoch the run's cadence evaluates (``config.cadence``), epoch 0 included.
+
+Memory is counted for the one pass that grows with its chunk beyond a forward's: the
+Hessian-vector products' double backward (``hessian_graph_bytes``, ``hvp_peak_bytes``), which
+decides a profile's ``hvp_chunk_size``.
 
 Time is FLOPs over a throughput, a model with two stated guesses (the Lanczos products and
 the fraction of the card's peak these runs reach, ``throughput.ASSUMED_ACHIEVED_FRACTION``)
@@ -62,6 +66,15 @@ COUNTED_IMAGES: Final = 2
 ASSUMED_LANCZOS_PRODUCTS: Final = 40
 # Tiny-ImageNet's val/ folder holds 50 images per class (its validation split).
 TINY_IMAGENET_VAL_PER_CLASS: Final = 50
+# The peak of a Hessian-vector product over the graph it runs back through: the product makes
+# the gradient of each saved tensor as it passes it, each at most that tensor's size, so the
+# peak is at most the graph twice over (an upper bound, until gpu_speed.py --memory measures it).
+HVP_PEAK_OVER_GRAPH: Final = 2.0
+# NVIDIA's H100 SXM5 datasheet: 80 GB of memory, the card a profile's chunks must fit.
+H100_MEMORY_BYTES: Final = 80e9
+# Two sizes of the counted batch: the slope between them is the per-image part of the graph,
+# without the parameters' own storage (saved by every layer, whatever the number of images).
+_GRAPH_COUNTED_IMAGES: Final = (2, 4)
 # Enough images for any split of the other data sets (MNIST's training file holds 60,000):
 # split_indices clips the validation range to the file, which the cost model never reads.
 _WHOLE_SOURCE_FILE: Final = 60_000
@@ -284,10 +297,87 @@ def sharpness_flops(
     graph, product = network.hessian_graph, network.hessian_product
     # One chunk: the graph is built once and each product runs back through it; more: each
     # product re-runs every chunk.
-    lanczos = graph + products * product if size <= config.chunk_size else products * (graph + product)
+    lanczos = graph + products * product if size <= hvp_chunk(config) else products * (graph + product)
     error = graph + product if with_error else 0.0
     statistics = (1 + int(with_error)) * network.forward if config.bn_mode == "recompute" else 0.0
     return size * (lanczos + error + statistics)
+
+
+def hvp_chunk(config: WalkConfig) -> int:
+    """Samples per chunk of the config's Hessian-vector products."""
+    return config.chunk_size if config.hvp_chunk_size is None else config.hvp_chunk_size
+
+
+def _graph_bytes(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> int:
+    """Bytes of every tensor saved for backward while the gradient is built with its own
+    graph (``create_graph``, as a Hessian-vector product needs), each storage counted once."""
+    from sgdwalk.instrument.measurement import ParameterLayout, model_call
+
+    layout = ParameterLayout.of(model)
+    leaf = flat_parameters(model).detach().clone().requires_grad_(True)
+    storages: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss = F.cross_entropy(model_call(model, layout.unflatten(leaf))(inputs), targets, reduction="sum")
+        torch.autograd.grad(loss, leaf, create_graph=True)
+    return sum(storages.values())
+
+
+@functools.lru_cache(maxsize=32)
+def hessian_graph_bytes(
+    arch: str,
+    in_channels: int,
+    image_size: int,
+    num_classes: int,
+    width_multiplier: float = 1.0,
+    *,
+    batch_norm: bool = True,
+    activation: str = "relu",
+) -> float:
+    """Bytes per image of the graph a Hessian-vector product runs back through: the forward's
+    saved activations and those of the gradient built differentiably (float32, batch norm in
+    train mode). Counted on the CPU on a few random images (a second at most): saved tensors
+    need real storages to be told apart, which the meta device does not give."""
+    generator = torch.Generator().manual_seed(0)
+    counted = []
+    for images in _GRAPH_COUNTED_IMAGES:
+        torch.manual_seed(0)
+        model = build_model(
+            arch,
+            in_channels,
+            image_size,
+            num_classes,
+            width_multiplier,
+            batch_norm=batch_norm,
+            activation=activation,
+        ).train()
+        inputs = torch.randn(images, in_channels, image_size, image_size, generator=generator)
+        targets = torch.randint(0, num_classes, (images,), generator=generator)
+        counted.append(_graph_bytes(model, inputs, targets))
+    few, many = _GRAPH_COUNTED_IMAGES
+    return (counted[1] - counted[0]) / (many - few)
+
+
+def hvp_peak_bytes(config: WalkConfig) -> float:
+    """The most memory a Hessian-vector product of ``config``'s sharpness may hold for its chunk
+    (``HVP_PEAK_OVER_GRAPH`` times its graph), beside the model, its data and the Lanczos basis."""
+    info = dataset_info(config.data, config.pad_to)
+    per_image = hessian_graph_bytes(
+        config.arch,
+        info.in_channels,
+        info.image_size,
+        info.num_classes,
+        config.width_multiplier,
+        batch_norm=config.batch_norm,
+        activation=config.activation,
+    )
+    measured = run_sizes(config).measurement_size
+    return HVP_PEAK_OVER_GRAPH * per_image * min(hvp_chunk(config), measured)
 
 
 def run_cost(config: WalkConfig, network: NetworkFlops | None = None) -> RunCost:
@@ -314,10 +404,15 @@ def run_cost(config: WalkConfig, network: NetworkFlops | None = None) -> RunCost
 __all__ = [
     "ASSUMED_LANCZOS_PRODUCTS",
     "COUNTED_IMAGES",
+    "H100_MEMORY_BYTES",
+    "HVP_PEAK_OVER_GRAPH",
     "NetworkFlops",
     "RunCost",
     "RunSizes",
     "config_network_flops",
+    "hessian_graph_bytes",
+    "hvp_chunk",
+    "hvp_peak_bytes",
     "network_flops",
     "paired_moments_flops",
     "run_cost",

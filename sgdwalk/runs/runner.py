@@ -92,6 +92,11 @@ SAMPLE_ORDER_STREAM: Final = 4
 # The training subset is the same whatever the run's seed, so runs that differ in seed
 # differ in initialisation and batch order only, not in the data they see.
 DATA_SUBSET_SEED: Final = 0
+# Unmeasured SGD steps whose minibatch losses wait on the device for one copy to the host:
+# reading each at its step would wait on the device every step. A divergence among them is
+# found at the look and named by its step, as if found at once; the steps taken past it
+# (at most this many, never measured: a measured step looks first) leave no record.
+LOSS_LOOK_EVERY: Final = 64
 
 RecordCallback = Callable[[StepRecord], None]
 # Called once the data is loaded and the run directory written (None: an in-memory run).
@@ -434,6 +439,32 @@ class _LatestRecord:
         self.record = record
 
 
+class _PendingLosses:
+    """Minibatch losses kept on the device (``LOSS_LOOK_EVERY``) until a look copies them
+    to the host together, in the step order they were taken."""
+
+    def __init__(self) -> None:
+        self._steps: list[int] = []
+        self._losses: list[Tensor] = []
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def add(self, step: int, loss: Tensor) -> None:
+        self._steps.append(step)
+        self._losses.append(loss.detach())
+
+    def read(self) -> list[tuple[int, float]]:
+        """Every pending (step, loss), in one copy to the host; none pending afterwards."""
+        if not self._losses:
+            return []
+        # tolist() gives each float32 value as float() would: the same Python floats.
+        values = torch.stack(self._losses).tolist()
+        looked = list(zip(self._steps, values, strict=True))
+        self._steps, self._losses = [], []
+        return looked
+
+
 class _WalkRun:
     """The state of one run while it trains; ``execute`` runs it to its end."""
 
@@ -524,10 +555,12 @@ class _WalkRun:
         # and tensors (GPU memory) alive until the cycle collector happens to run.
         sinks.append(self.latest.remember)
         config = self.config
+        # The runner reads it too: a measured step's record holds its minibatch loss.
+        self.schedule = tracking_schedule(config, self.steps_per_epoch)
         return WalkTracker(
             self.model,
             self.measurement,
-            schedule=tracking_schedule(config, self.steps_per_epoch),
+            schedule=self.schedule,
             num_alphas=config.num_alphas,
             bn_mode=config.bn_mode,
             weight_decay=config.weight_decay,
@@ -537,6 +570,7 @@ class _WalkRun:
             precision=precision_target(config),
             divergence_loss_factor=DIVERGENCE_LOSS_FACTOR,
             measurement_precision=config.measurement_precision,
+            hvp_chunk_size=config.hvp_chunk_size,
         )
 
     # ----------------------------------------------------------------- bookkeeping
@@ -604,11 +638,13 @@ class _WalkRun:
             self.train_x, self.train_y, self.config.batch_size, self.batch_generator, augment=augmentation
         )
 
-    def _gradient(self, inputs: Tensor, targets: Tensor) -> float:
-        """Set ``.grad`` for this step and return its loss (minibatch, or full-batch mean)."""
+    def _gradient(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        """Set ``.grad`` for this step and return its loss (minibatch, or full-batch mean), a
+        0-d tensor left on the device: reading it waits for the step (``_PendingLosses``)."""
         if is_full_batch(self.config):
             chunk_size = self.config.gd_chunk_size
-            return full_batch_gradient_(self.model, per_sample_cross_entropy, inputs, targets, chunk_size)
+            mean = full_batch_gradient_(self.model, per_sample_cross_entropy, inputs, targets, chunk_size)
+            return torch.tensor(mean, dtype=torch.float64)
         self.optimizer.zero_grad(set_to_none=True)
         if self.shard.distributed:
             # This rank's equal slice of the global minibatch; DDP averages the gradients.
@@ -619,8 +655,31 @@ class _WalkRun:
         loss.backward()
         if self.shard.distributed:
             # The global minibatch's loss (the mean of equal shares' means), the same on every rank.
-            return float(self.shard.summed(loss.detach().double().reshape(1))[0]) / self.shard.world_size
-        return float(loss.detach())
+            return self.shard.summed(loss.detach().double().reshape(1))[0] / self.shard.world_size
+        return loss.detach()
+
+    def _reads_loss_now(self, step: int, pending: _PendingLosses) -> bool:
+        """Whether this step's loss goes to the host at once: the tracker needs it (a record
+        holds it; the first sets the divergence rule's start; under torchrun it is averaged
+        over the ranks at every step), or enough losses wait (``LOSS_LOOK_EVERY``)."""
+        return (
+            self.shard.distributed
+            or self.tracker.start_loss is None
+            or bool(self.schedule(step))
+            or len(pending) >= LOSS_LOOK_EVERY
+        )
+
+    def _checked(self, looked: list[tuple[int, float]], losses: list[float]) -> str | None:
+        """Append read losses to ``losses``, each checked as the tracker checks a step's
+        (``loss_divergence`` against its start): the first divergence as "step N: reason"."""
+        for step, loss in looked:
+            reason = loss_divergence(
+                loss, self.tracker.start_loss, "minibatch loss", self.tracker.divergence_loss_factor
+            )
+            if reason is not None:
+                return f"step {step}: {reason}"
+            losses.append(loss)
+        return None
 
     def _epoch_entry(
         self, epoch: int, minibatch_losses: list[float], lrs: list[float], seconds: float
@@ -690,22 +749,35 @@ class _WalkRun:
                 started = time.perf_counter()
                 losses: list[float] = []
                 lrs: list[float] = []
+                pending = _PendingLosses()
                 for inputs, targets in self._epoch_batches():
                     step = self.tracker.step_index
                     lr = self.lr_at(step)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
-                    loss = self._gradient(inputs, targets)
+                    reads_now = self._reads_loss_now(step, pending)
+                    pending.add(step, self._gradient(inputs, targets))
+                    loss: float | None = None
+                    if reads_now:
+                        # One copy: the earlier steps' losses are checked here, this step's by the tracker.
+                        *earlier, (_, loss) = pending.read()
+                        divergence = self._checked(earlier, losses)
+                        if divergence is not None:
+                            return f"epoch {epoch}, {divergence}"
                     self.tracker.before_step(minibatch_loss=loss, lr=lr)
                     if not self.tracker.diverged:  # a non-finite loss: no step into NaN
                         self.optimizer.step()
                     self.tracker.after_step()
                     if self.tracker.diverged:
                         return f"epoch {epoch}, {self.tracker.divergence}"
-                    losses.append(loss)
+                    if loss is not None:
+                        losses.append(loss)
+                        bar.set_postfix(_format_postfix(loss, self.latest.record), refresh=False)
                     lrs.append(lr)
                     bar.update(1)
-                    bar.set_postfix(_format_postfix(loss, self.latest.record), refresh=False)
+                divergence = self._checked(pending.read(), losses)
+                if divergence is not None:
+                    return f"epoch {epoch}, {divergence}"
                 self._record_epoch(self._epoch_entry(epoch, losses, lrs, time.perf_counter() - started))
                 train_loss = self.history[-1]["train_loss"]
                 # The tracker's rule on the whole training set, against the loss at initialisation (epoch 0).

@@ -385,6 +385,17 @@ class WalkConfig:
         metavar="N",
         positive=True,
     )
+    # Double backward saves about twice a forward's activations (sgdwalk.runs.cost.hessian_graph_bytes);
+    # in bn_mode "train" a chunk is also the batch the sharpness's batch norm normalises over.
+    hvp_chunk_size: int | None = setting(
+        None,
+        "samples per chunk of the sharpness's Hessian-vector products, whose double backward saves about "
+        "twice a forward's activations (none: --chunk-size; in --bn-mode train also the sharpness's "
+        "batch-norm batch)",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
     sharpness_every: int | None = setting(
         None,
         "top Hessian eigenvalue on measured steps that are multiples of N",
@@ -550,7 +561,7 @@ _FIELDS_WITHOUT_EFFECT: Final = frozenset(
 )
 # Fields added after the first hashed runs (sweep cells, baselines), hashed only off their default.
 _FIELDS_ADDED_LATER: Final = frozenset(
-    {"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32", "measurement_precision"}
+    {"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32", "measurement_precision", "hvp_chunk_size"}
 )
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
 CONFIG_HASH_LENGTH: Final = 12

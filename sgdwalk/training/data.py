@@ -730,7 +730,9 @@ def crop_and_flip(batch: Tensor, padding: int, fill: Sequence[float], offsets: T
     if len(fill) != channels:
         raise ValueError(f"fill has {len(fill)} values for {channels} channels")
     padded = batch.new_empty(n, channels, height + 2 * padding, width + 2 * padding)
-    padded.copy_(torch.tensor(fill, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1).expand_as(padded))
+    # A fill per channel from the Python number: no small tensor copied to the device per batch.
+    for channel, value in enumerate(fill):
+        padded[:, channel].fill_(value)
     padded[:, :, padding : padding + height, padding : padding + width] = batch
     rows = offsets[:, 0:1] + torch.arange(height, device=batch.device)
     columns = offsets[:, 1:2] + torch.arange(width, device=batch.device)
@@ -750,7 +752,8 @@ class RandomCropFlip:
     border matches torchvision's ``RandomCrop(padding=...)`` applied before ``Normalize``.
 
     All draws come from the generator on the generator's own device and are then moved to
-    the batch's device: a CPU generator gives the same crops on CPU and GPU.
+    the batch's device together (``_to_device``): a CPU generator gives the same crops on CPU
+    and GPU.
     """
 
     padding: int
@@ -760,7 +763,19 @@ class RandomCropFlip:
         n = batch.shape[0]
         offsets = torch.randint(0, 2 * self.padding + 1, (n, 2), generator=generator, device=generator.device)
         flips = torch.rand(n, generator=generator, device=generator.device) < 0.5
-        return crop_and_flip(batch, self.padding, self.fill, offsets.to(batch.device), flips.to(batch.device))
+        # Offsets and flips side by side: one copy to the batch's device, not two.
+        drawn = _to_device(torch.cat([offsets, flips.to(offsets.dtype)[:, None]], dim=1), batch.device)
+        return crop_and_flip(batch, self.padding, self.fill, drawn[:, :2], drawn[:, 2].bool())
+
+
+def _to_device(values: Tensor, device: torch.device) -> Tensor:
+    """``values`` on ``device``; from the CPU to CUDA through pinned memory without waiting,
+    where a plain copy would wait for the device to finish its queue first."""
+    if values.device == device:
+        return values
+    if values.device.type == "cpu" and device.type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
 
 
 def augmentation_for(name: str) -> RandomCropFlip | None:
@@ -796,7 +811,7 @@ def iterate_minibatches(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if drop_last and batch_size > count:
         raise ValueError(f"batch_size {batch_size} exceeds the {count} examples, so no batch would be made")
-    order = torch.randperm(count, generator=generator, device=generator.device).to(inputs.device)
+    order = _to_device(torch.randperm(count, generator=generator, device=generator.device), inputs.device)
     stop = count - count % batch_size if drop_last else count
     for start in range(0, stop, batch_size):
         index = order[start : start + batch_size]
