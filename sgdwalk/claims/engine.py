@@ -37,7 +37,9 @@ from sgdwalk.claims.statistics import (
 )
 from sgdwalk.instrument.divergence import losses_divergence
 from sgdwalk.instrument.record import StepRecord
-from sgdwalk.runs.runner import WalkData, WalkResult, load_walk_data, run_walk
+from sgdwalk.runs.run_data import WalkData, load_walk_data
+from sgdwalk.runs.runner import run_walk
+from sgdwalk.runs.walk_result import WalkResult
 from sgdwalk.training.config import WalkConfig
 
 RunsBySetting = Mapping[str, Sequence[WalkResult]]

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sgdwalk.claims.engine import RunCache, config_key
-from sgdwalk.runs.runner import WalkResult, run_walk
+from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import DONE_STATUSES, cell_dir, cell_status, load_cell_data, load_cell_result, run_cell
+from sgdwalk.runs.walk_result import WalkResult
 from sgdwalk.training.config import WalkConfig
 
 

@@ -474,7 +474,8 @@ def run_walk_command(args: argparse.Namespace) -> int:
             return usage_error("walk", error)
         run_dir = Path(str(config.out_dir))
 
-    from sgdwalk.runs.runner import resume_walk, run_walk, torchrun_process_group
+    from sgdwalk.runs.distribution import torchrun_process_group
+    from sgdwalk.runs.runner import resume_walk, run_walk
     from sgdwalk.runs.summary import render_table
 
     writer = True
