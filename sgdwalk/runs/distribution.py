@@ -57,3 +57,14 @@ def rank_device(device: torch.device, shard: Shard) -> torch.device:
     if shard.distributed and device.type == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return device
+
+
+def same_out_dir(config: WalkConfig) -> WalkConfig:
+    """Process 0's run directory on every process (each picked its own from the clock)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return config
+    chosen = [config.out_dir]
+    dist.broadcast_object_list(chosen, src=0)
+    return config.replace(out_dir=chosen[0])
