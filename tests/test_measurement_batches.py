@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgdwalk import BatchNormMode, MeasurementSet, PrecisionTarget, StepRecord, WalkTracker
-from sgdwalk.claims.engine import fraction, mean_field
 from sgdwalk.claims.statistics import mean_with_t_interval
+from sgdwalk.claims.window_statistics import fraction, mean_field
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import ModelCall, segment_losses
 from sgdwalk.instrument.segment import alpha_grid

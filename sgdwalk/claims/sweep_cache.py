@@ -1,6 +1,6 @@
 """A claim-engine ``RunCache`` that reuses finished sweep cells and can keep its runs as cells.
 
-``engine.RunCache`` keys runs by ``config_key`` (every field, out_dir and progress
+``run_cache.RunCache`` keys runs by ``config_key`` (every field, out_dir and progress
 included) and keeps them in memory for one session. ``SweepRunCache`` looks a config up by
 ``WalkConfig.result_hash`` in a sweep's ``cells`` folder first (``sgdwalk sweep`` writes
 ``OUT/cells/<hash>``), so a claims session on a login node can read what a Slurm job array
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgdwalk.claims.engine import RunCache, config_key
+from sgdwalk.claims.run_cache import RunCache, config_key
 from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import DONE_STATUSES, cell_dir, cell_status, load_cell_data, load_cell_result, run_cell
 from sgdwalk.runs.walk_result import WalkResult
