@@ -592,6 +592,7 @@ def test_minibatches_with_augmentation(tmp_path: Path) -> None:
 # The real files of Debian's dataset-fashion-mnist
 
 
+@pytest.mark.slow  # reads the installed data set's 70,000 images
 @pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(),
     reason="Debian's Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
