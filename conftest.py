@@ -4,7 +4,9 @@ Suite policy (pytest's documented ``--runslow`` recipe, here where pytest's docs
 not in the sgdwalk plugin that every project installing sgdwalk loads):
 
 - ``--runslow``: tests marked ``slow`` are skipped unless it is given;
-- markers ``slow`` and ``gpu`` (the gpu tier decides its own skips at collection).
+- markers ``slow`` and ``gpu`` (the gpu tier decides its own skips at collection);
+- the modules of ``ROUND_TRIP_MODULES``, every test in them marked slow, are not even
+  imported without ``--runslow``: importing Lightning, transformers or MLflow costs seconds.
 
 Hypothesis: `dev` (the default here) keeps property tests fast while editing; under CI
 (the CI environment variable is set) hypothesis's built-in `ci` profile applies:
@@ -14,6 +16,7 @@ derandomized, no deadline, its default example count.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Final
 
 import pytest
@@ -39,6 +42,11 @@ else:
 
 # The reason a slow test is skipped with, as reports and tests quote it.
 SLOW_SKIP_REASON: Final = "slow: needs --runslow"
+# Round trips through third-party trainers and trackers, each module marked slow as a whole
+# (tests/test_slow_modules.py checks it); without --runslow they are not collected at all.
+ROUND_TRIP_MODULES: Final = frozenset(
+    {"tests/test_lightning.py", "tests/test_sinks_mlflow.py", "tests/test_huggingface_callback.py"}
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -50,6 +58,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: slow test; skipped unless --runslow is given")
     config.addinivalue_line("markers", "gpu: test that needs a CUDA device (the gpu tier)")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if config.getoption("runslow") or not collection_path.is_relative_to(config.rootpath):
+        return None
+    return True if collection_path.relative_to(config.rootpath).as_posix() in ROUND_TRIP_MODULES else None
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    if config.getoption("runslow"):
+        return None
+    return f"not collected without --runslow (slow round trips): {', '.join(sorted(ROUND_TRIP_MODULES))}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

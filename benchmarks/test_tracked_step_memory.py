@@ -194,10 +194,7 @@ def test_extra_peak_memory_of_a_tracked_step_does_not_grow_with_k(benchmark: Ben
     activations = runs["forward"]["activation_bytes"]
     measurement_bound = MEASUREMENT_COPIES * parameters + activations + MEASUREMENT_SLACK_MIB * MIB
     step_bound = (
-        TRACKER_STATE_COPIES * parameters
-        + MEASUREMENT_COPIES * parameters
-        + activations
-        + ALLOCATOR_SLACK_MIB * MIB
+        TRACKER_STATE_COPIES * parameters + MEASUREMENT_COPIES * parameters + activations + ALLOCATOR_SLACK_MIB * MIB
     )
     MEDIANS[group]["reference"] = untracked["seconds_per_step"]
     EXTRAS[group]["parameters"] = f"{parameters / MIB:.1f} MiB; one chunk's activations {activations / MIB:.1f} MiB"

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from sgdwalk.claims.engine import (
-    RunsBySetting,
-    StatisticFunction,
+from sgdwalk.claims.check import RunsBySetting, StatisticFunction
+from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
+from sgdwalk.claims.window_statistics import (
     consecutive_step_windows,
     floor_turning_fraction,
     fraction,
@@ -25,7 +25,6 @@ from sgdwalk.claims.engine import (
     mean_field,
     mean_field_standard_error,
 )
-from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, paired_difference
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkResult
 

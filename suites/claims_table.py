@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
-from sgdwalk.claims.engine import ClaimCheck
+from sgdwalk.claims.check import ClaimCheck
 from suites.claim_statistics import (
     all_measured,
     batch_minus_lr_effect,

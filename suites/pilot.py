@@ -19,7 +19,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from sgdwalk.claims.engine import RunCache, setting_configs, setting_points
+from sgdwalk.claims.run_cache import RunCache, setting_configs
+from sgdwalk.claims.tuned import setting_points
 from sgdwalk.runs.runner import WalkResult
 from suites.gpu.claims import choose_data
 from suites.profiles import PROFILES, Profile

@@ -47,7 +47,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sgdwalk.claims.engine import ClaimCheck
+from sgdwalk.claims.check import ClaimCheck
 from sgdwalk.training.config import DEFAULT_NOISE_BATCHES, DEFAULT_NUM_ALPHAS
 from suites.claims_table import CHECKS, CORE_CHECKS, EDGE_CHECKS, NOT_REPRODUCED, SCHEDULE_CHECKS
 
@@ -160,7 +160,7 @@ class PartSize:
         gd_window: GD steps measured at each end of a GD run (None: every step).
         schedule_epochs: epochs of the step / cyclical / trapezoid runs (C11; None: none run).
         schedule_grid: each schedule is tuned over its learning rates times these factors
-            (``engine.TunedSetting``); (1.0,): the tier's rates, untuned.
+            (``tuned.TunedSetting``); (1.0,): the tier's rates, untuned.
         edge: the edge-of-stability runs (X1; None: none run).
         measure_sharpness: the protocol run measures the top Hessian eigenvalue at step 0 and
             at the last window's start (C10).

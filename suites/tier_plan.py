@@ -14,8 +14,10 @@ from typing import Any, Final
 
 import pytest
 
-from sgdwalk.claims.engine import ClaimCheck, SettingOverrides, TunedSetting, setting_configs, setting_points
+from sgdwalk.claims.check import ClaimCheck
 from sgdwalk.claims.pytest_plugin import given_seeds
+from sgdwalk.claims.run_cache import setting_configs
+from sgdwalk.claims.tuned import SettingOverrides, TunedSetting, setting_points
 from sgdwalk.training.config import WalkConfig
 from suites.claims_table import NOT_REPRODUCED, At
 from suites.profiles import PROTOCOL_LR, EdgeSize, Part, PartSize, Profile

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sgdwalk.training import data as data_module
+from sgdwalk.training import dataset_search
 from tests.fixtures_data import write_cifar10, write_mnist_idx
 
 
@@ -27,7 +28,7 @@ def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No data set anywhere but where a test writes one: empty system folders and cache."""
     monkeypatch.delenv(data_module.ENV_DATA_ROOT, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data_module, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
+    monkeypatch.setattr(dataset_search, "SYSTEM_DATA_ROOTS", (tmp_path / "system",))
     root = tmp_path / "data"
     root.mkdir()
     return root

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -114,6 +115,7 @@ def test_sdpa_sharpness_equals_the_explicit_attention_hessian() -> None:
         assert_close(value, expected, LANCZOS_VS_DENSE, f"step {step}")
 
 
+@pytest.mark.slow  # a transformer layer's Lanczos sharpness: an end-to-end check
 def test_a_tracked_transformer_encoder_layer_has_its_sharpness() -> None:
     torch.manual_seed(0)
     model = EncoderClassifier().double()

@@ -16,21 +16,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sgdwalk.claims.engine import (
-    ClaimCheck,
-    RunCache,
-    SettingOverrides,
-    TunedSetting,
+from sgdwalk.claims.check import ClaimCheck
+from sgdwalk.claims.engine import decisive_value, run_check
+from sgdwalk.claims.report import Relation
+from sgdwalk.claims.run_cache import RunCache
+from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, seeds_for_replication
+from sgdwalk.claims.tuned import SettingOverrides, TunedSetting
+from sgdwalk.claims.window_statistics import (
     consecutive_step_windows,
-    decisive_value,
     floor_turning_fraction,
     fraction,
     last_history,
     mean_field,
-    run_check,
 )
-from sgdwalk.claims.report import Relation
-from sgdwalk.claims.statistics import Estimate, mean_with_t_interval, seeds_for_replication
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.runs.runner import WalkResult
 from sgdwalk.training.config import WalkConfig

@@ -20,7 +20,7 @@ import pytest
 
 from sgdwalk.cli import build_parser, main
 from sgdwalk.cli.exits import EXIT_USAGE
-from sgdwalk.runs import runner
+from sgdwalk.runs import launched_walk
 from sgdwalk.training.config import WalkConfig
 
 # ------------------------------------------------------------------------- the kinds
@@ -152,8 +152,8 @@ def no_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         raise AssertionError("a bad setting reached the runner")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "run_walk", reached)
-    monkeypatch.setattr(runner, "resume_walk", reached)
+    monkeypatch.setattr(launched_walk, "run_walk", reached)
+    monkeypatch.setattr(launched_walk, "resume_walk", reached)
     return tmp_path
 
 

@@ -14,6 +14,7 @@ from sgdwalk.runs.runlog import load_run
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow  # a whole CLI run with its figures
 def test_a_gd_run_of_the_tanh_mlp_without_batch_norm_draws_its_edge_of_stability(
     fashion_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

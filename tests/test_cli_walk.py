@@ -186,6 +186,7 @@ def test_fashion_mnist_run_writes_records_and_prints_the_summary(
     assert all((out / name).exists() for name in (STEPS_FILE, SUMMARY_FILE, CHECKPOINT_FILE))
 
 
+@pytest.mark.slow  # a whole CLI run with its figures: end-to-end
 def test_figures_are_drawn_at_the_end(fashion_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("sgdwalk.runs.plots")
     out = tmp_path / "run"
@@ -196,6 +197,7 @@ def test_figures_are_drawn_at_the_end(fashion_root: Path, tmp_path: Path, capsys
     assert any((out / "figures").iterdir())
 
 
+@pytest.mark.slow  # VGG-11 and ResNet-56 trained through the CLI: end-to-end
 @pytest.mark.parametrize(
     ("arch", "width"),
     [("vgg11", "0.125"), ("resnet56", "0.25")],

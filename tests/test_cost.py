@@ -142,15 +142,18 @@ SMALL_RUN: dict[str, Any] = {
         {"optimizer": "gd", "epochs": 12, "track_steps": ((0, 3), (9, 12)), "gd_chunk_size": 50},
         {"optimizer": "noisy-gd", "epochs": 4, "track_steps": ((0, 2),), "noise_batches": 3},
         {"bn_mode": "recompute"},
-        {
-            "arch": "vgg11",
-            "data": "cifar10",
-            "width_multiplier": 1 / 16,
-            "train_subset": 40,
-            "batch_size": 10,  # 4 steps an epoch
-            "measurement_size": 20,
-            "chunk_size": 10,
-        },
+        pytest.param(
+            {
+                "arch": "vgg11",
+                "data": "cifar10",
+                "width_multiplier": 1 / 16,
+                "train_subset": 40,
+                "batch_size": 10,  # 4 steps an epoch
+                "measurement_size": 20,
+                "chunk_size": 10,
+            },
+            marks=pytest.mark.slow,  # a VGG-11 trained and its FLOPs counted: seconds
+        ),
     ],
     ids=["sgd", "gd", "noisy-gd", "recompute", "vgg11"],
 )

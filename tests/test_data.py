@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgdwalk.training import data
+from sgdwalk.training import data, dataset_search
 from sgdwalk.training.data import (
     DATASETS,
     NORMALISATION,
@@ -55,7 +55,7 @@ ORIGINAL_SYSTEM_ROOTS = data.SYSTEM_DATA_ROOTS
 @pytest.fixture(autouse=True)
 def isolated_roots(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the machine's data: no system location, no env var, an empty cache."""
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", ())
+    monkeypatch.setattr(dataset_search, "SYSTEM_DATA_ROOTS", ())
     monkeypatch.delenv(data.ENV_DATA_ROOT, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
@@ -394,7 +394,7 @@ def _write_roots(tmp_path: Path) -> dict[str, Path]:
 def test_root_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     roots = _write_roots(tmp_path)
     monkeypatch.setenv(data.ENV_DATA_ROOT, str(roots["env"]))
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", (roots["system"],))
+    monkeypatch.setattr(dataset_search, "SYSTEM_DATA_ROOTS", (roots["system"],))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
     def found(data_root: Path | None) -> Path:
@@ -404,7 +404,7 @@ def test_root_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert found(None) == roots["env"] / "FashionMNIST" / "raw"
     monkeypatch.delenv(data.ENV_DATA_ROOT)
     assert found(None) == roots["system"] / "fashion-mnist"
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", ())
+    monkeypatch.setattr(dataset_search, "SYSTEM_DATA_ROOTS", ())
     assert found(None) == roots["cache"] / "FashionMNIST" / "raw"
     # An explicit root without the data set falls through to the next place that has it.
     assert found(tmp_path / "empty") == roots["cache"] / "FashionMNIST" / "raw"
@@ -421,7 +421,7 @@ def test_incomplete_folder_is_skipped_and_reported(tmp_path: Path) -> None:
 def test_not_found_message_names_all_three_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert Path("/usr/share/datasets") in ORIGINAL_SYSTEM_ROOTS
     # A system location where the package is not installed (this machine may have it).
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", (tmp_path / "usr-share-datasets",))
+    monkeypatch.setattr(dataset_search, "SYSTEM_DATA_ROOTS", (tmp_path / "usr-share-datasets",))
     with pytest.raises(DatasetNotFoundError) as error:
         load_tensors("fashion-mnist", "train", tmp_path / "missing")
     message = str(error.value)
@@ -446,7 +446,7 @@ def test_download_goes_to_the_first_configured_root(tmp_path: Path, monkeypatch:
         targets.append(root)
         write_mnist_idx(root, layout="torchvision")
 
-    monkeypatch.setitem(data._DOWNLOADERS, "fashion-mnist", fake_download)
+    monkeypatch.setitem(dataset_search._DOWNLOADERS, "fashion-mnist", fake_download)
     assert load_tensors("fashion-mnist", "test", tmp_path / "explicit", download=True).source.is_relative_to(
         tmp_path / "explicit"
     )
@@ -464,7 +464,7 @@ def test_failed_download_is_a_not_found_error(tmp_path: Path, monkeypatch: pytes
     def offline(root: Path) -> None:
         raise OSError("network unreachable")
 
-    monkeypatch.setitem(data._DOWNLOADERS, "cifar10", offline)
+    monkeypatch.setitem(dataset_search._DOWNLOADERS, "cifar10", offline)
     with pytest.raises(DatasetNotFoundError, match="network unreachable"):
         load_tensors("cifar10", "train", tmp_path, download=True)
 
@@ -607,12 +607,13 @@ def test_minibatches_with_augmentation(tmp_path: Path) -> None:
 # The real files of Debian's dataset-fashion-mnist
 
 
+@pytest.mark.slow  # reads the installed data set's 70,000 images
 @pytest.mark.skipif(
     not DEBIAN_FASHION_MNIST.is_dir(),
     reason="Debian's Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
 )
 def test_real_debian_fashion_mnist(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "SYSTEM_DATA_ROOTS", ORIGINAL_SYSTEM_ROOTS)
+    monkeypatch.setattr(dataset_search, "SYSTEM_DATA_ROOTS", ORIGINAL_SYSTEM_ROOTS)
     train = load_tensors("fashion-mnist", "train")  # found at the system location
     assert train.source == DEBIAN_FASHION_MNIST
     assert train.inputs.shape == (45_000, 1, 28, 28)

@@ -58,6 +58,7 @@ def test_attach_gives_the_plain_loops_records_and_its_csv(
     assert read_csv_metrics(tmp_path / "walk.csv") == [(r.step, flat_metrics(r)) for r in records]
 
 
+@pytest.mark.slow  # imports Lightning (seconds) and trains with its Trainer
 @pytest.mark.filterwarnings(LIGHTNING_LEAFSPEC)
 def test_the_lightning_callback_gives_the_plain_loops_records(
     plain_records: list[StepRecord], monkeypatch: pytest.MonkeyPatch

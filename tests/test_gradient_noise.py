@@ -157,6 +157,7 @@ def test_the_estimate_lies_within_a_few_standard_errors_of_the_exact_value() -> 
     assert abs(value - exact_b_simple()) <= EXACT_WITHIN_STANDARD_ERRORS * standard_error
 
 
+@pytest.mark.slow  # a coverage simulation over many repetitions, not a unit
 def test_the_standard_error_covers_at_its_nominal_rate() -> None:
     exact = exact_b_simple()
     misses = np.array(

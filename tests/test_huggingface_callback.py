@@ -19,6 +19,9 @@ from sgdwalk.integrations.huggingface_callback import HuggingFaceWalkCallback
 from tests.integration_helpers import optional_library
 
 transformers = optional_library("transformers", "transformers")
+# Slow: a transformers Trainer round trip (importing transformers alone takes seconds;
+# conftest.py leaves this module uncollected without --runslow).
+pytestmark = pytest.mark.slow
 TRAINER_CALLBACK: Any = transformers.TrainerCallback
 
 VOCABULARY, CONTEXT, SEQUENCES = 32, 8, 32

@@ -448,6 +448,7 @@ def test_exact_covariance_whitens_the_shifts() -> None:
         NoisyQuadratic([1.0, 2.0], num_samples=2, noise_scale=1.0, exact_covariance=True)
 
 
+@pytest.mark.slow  # a simulation of 1500 SGD runs per rate, not a unit
 @pytest.mark.parametrize("lr, batch_size", [(0.05, 2), (1.2, 4)])
 def test_gaussian_spread_of_averaged_sgd_loss_on_the_s6_landscape(lr: float, batch_size: int) -> None:
     """The standard deviation S6 divides by, against 2000 simulated SGD runs of its landscape.

@@ -35,7 +35,12 @@ else:
 
 # The one warning Lightning 2.6 raises here: its combined loader builds torch's pytree
 # LeafSpec, which torch 2.14 deprecates. Inside Lightning; nothing this test or sgdwalk calls.
-pytestmark = pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning")
+# Slow: Lightning round trips (importing Lightning alone takes seconds; conftest.py leaves this
+# module uncollected without --runslow).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings(r"ignore:`isinstance\(treespec, LeafSpec\)` is deprecated:FutureWarning"),
+]
 
 TRAIN_SIZE, MEASURE_SIZE, BATCH, EPOCHS = 48, 32, 8, 2
 LR, MOMENTUM, WEIGHT_DECAY = 0.3, 0.9, 0.01

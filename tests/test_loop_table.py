@@ -398,7 +398,10 @@ LOOP_RUNNERS: dict[Loop, Callable[[Case], list[StepRecord]]] = {
 
 # -------------------------------------------------------------------------------- the test
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-@pytest.mark.parametrize("loop", LOOPS)
+# The Lightning rows are slow: importing Lightning alone takes seconds.
+@pytest.mark.parametrize(
+    "loop", [pytest.param(loop, marks=pytest.mark.slow) if loop == "lightning" else loop for loop in LOOPS]
+)
 def test_every_record_equals_the_hand_reference(loop: Loop, case: Case) -> None:
     records = LOOP_RUNNERS[loop](case)
     expected = reference(case)

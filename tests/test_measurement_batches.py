@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgdwalk import BatchNormMode, MeasurementSet, PrecisionTarget, StepRecord, WalkTracker
-from sgdwalk.claims.engine import fraction, mean_field
 from sgdwalk.claims.statistics import mean_with_t_interval
+from sgdwalk.claims.window_statistics import fraction, mean_field
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import ModelCall, segment_losses
 from sgdwalk.instrument.segment import alpha_grid
@@ -207,6 +207,7 @@ def measured_set() -> MeasurementSet:
     return MeasurementSet.from_batches(as_batches(sequences(SEQUENCES, seed=6), 16), sequence_losses, chunk_size=24)
 
 
+@pytest.mark.slow  # a language model trained and measured twice: an end-to-end check
 def test_the_tracker_measures_a_language_model_without_changing_its_training(measured_set: MeasurementSet) -> None:
     untracked, _ = train(None)
     tracked, tracker = train(measured_set)
@@ -276,6 +277,7 @@ def independent_run_statistics(
     return tracker.close(), float(np.mean(interior)), float(np.mean(cosines))
 
 
+@pytest.mark.slow  # a language model trained and measured: an end-to-end check
 def test_the_claims_statistics_run_on_a_language_models_records(measured_set: MeasurementSet) -> None:
     # The claims machinery reads records, whatever model made them: the interior-floor
     # fraction and the mean cosine over two seeds of a tracked tiny GPT equal the same

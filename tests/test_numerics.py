@@ -15,7 +15,7 @@ import torch
 
 from sgdwalk.instrument.numerics import TF32Flags, float32_numerics, set_tf32_flags, tf32_flags, uses_tf32
 from sgdwalk.instrument.record import StepRecord
-from sgdwalk.runs import runner
+from sgdwalk.runs import builders, runner
 from tests.test_runner import tiny_config, tiny_data
 
 CUDA = torch.device("cuda")
@@ -66,7 +66,7 @@ def test_a_run_measures_under_the_policy_from_start_to_end(
         devices.append(device)
         return float32_numerics(CUDA, tf32=tf32)
 
-    monkeypatch.setattr(runner, "float32_numerics", policy_as_on_cuda)
+    monkeypatch.setattr(builders, "float32_numerics", policy_as_on_cuda)
     seen: list[TF32Flags] = []
 
     def look(record: StepRecord) -> None:
@@ -97,6 +97,6 @@ def test_a_resumed_run_takes_the_policy_of_its_config(monkeypatch: pytest.Monkey
         asked.append(tf32)
         return float32_numerics(device, tf32=tf32)
 
-    monkeypatch.setattr(runner, "float32_numerics", spy)
+    monkeypatch.setattr(builders, "float32_numerics", spy)
     assert runner.resume_walk(config.out_dir or "", data=tiny_data()).status == "finished"
     assert asked == [True]

@@ -433,6 +433,7 @@ def test_training_figure_draws_the_curves_present(wavy_run: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- files
+@pytest.mark.slow  # every figure of a run written to disk: an end-to-end check
 def test_plot_run_writes_every_figure_at_its_size(wavy_run: Path) -> None:
     paths = plots.plot_run(wavy_run)
     assert {p.parent for p in paths} == {wavy_run / "figures"}  # the default out_dir
@@ -479,6 +480,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow  # a run and every figure through the CLI: end-to-end
 def test_cli_prints_the_written_paths(
     single_step_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -599,6 +601,7 @@ def test_the_edge_of_stability_figure_draws_the_sharpness_against_two_over_the_l
     assert_artists_finite(figure)
 
 
+@pytest.mark.slow  # two runs and every figure drawn: an end-to-end check
 def test_plot_draws_it_for_a_full_batch_run_only(gd_run: Path, wavy_run: Path, tmp_path: Path) -> None:
     written = plots.plot_run(gd_run, tmp_path / "gd")
     assert tmp_path / "gd" / "edge_of_stability.png" in written

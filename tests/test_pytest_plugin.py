@@ -505,6 +505,7 @@ def test_slow_claim_skipped_before_setup_is_recorded(project: pytest.Pytester) -
     assert (entry.outcome, entry.device, entry.statistics[0].value) == ("passed", "cpu", 0.0)
 
 
+@pytest.mark.slow  # a pytester project run in a subprocess
 def test_a_foreign_project_declares_its_tiers_in_its_conftests(project: pytest.Pytester) -> None:
     # A layout of this project's own: the plugin knows no folder names.
     body = '\nimport pytest\n\n@pytest.mark.claim("S1")\ndef test_{name}(claim):\n    {extra}\n'

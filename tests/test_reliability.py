@@ -272,6 +272,7 @@ def test_a_finite_blow_up_is_a_divergence_not_finished(
     assert "diverged" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a whole run on Fashion-MNIST files to its divergence
 @pytest.mark.skipif(not DEBIAN_FASHION_MNIST.is_dir(), reason="needs Debian's dataset-fashion-mnist")
 def test_issue_11s_lr_50_run_diverges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`--lr 50 --epochs 2 --track-epochs 1,2 --train-subset 2000 --measurement-size 500` ended
@@ -353,6 +354,7 @@ print(",".join(name for name in {heavy!r} if name in sys.modules), file=sys.stde
 """
 
 
+@pytest.mark.slow  # a fresh interpreter per command
 @pytest.mark.parametrize("argv", HELP_COMMANDS, ids=[" ".join(argv) for argv in HELP_COMMANDS])
 def test_help_and_the_claims_listing_import_no_torch(argv: list[str]) -> None:
     script = _HELP_SCRIPT.format(heavy=HEAVY_MODULES)

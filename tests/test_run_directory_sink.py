@@ -54,6 +54,7 @@ def own_loop(
     return tracker.close()
 
 
+@pytest.mark.slow  # a loop's run read back and every figure drawn: an end-to-end check
 def test_load_run_reads_the_loops_records_and_plot_draws_them(tmp_path: Path) -> None:
     run_dir = tmp_path / "mine"
     with sgdwalk.RunDirectorySink(run_dir, steps_per_epoch=STEPS_PER_EPOCH, description=DESCRIPTION) as sink:

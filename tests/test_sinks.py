@@ -121,6 +121,7 @@ def test_a_missing_extra_names_the_extra_to_install() -> None:
     assert "'sgdwalk_no_such_library'" in str(caught.value)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch and every integration module: seconds
 def test_without_the_optional_libraries_sgdwalk_imports_and_each_integration_names_its_extra() -> None:
     """In a fresh interpreter where tensorboard, mlflow, lightning and transformers cannot be imported."""
     code = """

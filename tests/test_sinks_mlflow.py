@@ -21,11 +21,16 @@ from tests.integration_helpers import optional_library, walk_records
 
 mlflow = optional_library("mlflow", "mlflow")
 
-pytestmark = pytest.mark.filterwarnings(
-    # MLflow 3.17's own tracking store asks SQLAlchemy 2.1 for the `noload` strategy, which 2.1
-    # deprecates; it is inside MLflow, not in anything sgdwalk calls.
-    "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning",
-)
+# Slow: MLflow store round trips (importing MLflow alone takes seconds; conftest.py leaves this
+# module uncollected without --runslow).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings(
+        # MLflow 3.17's own tracking store asks SQLAlchemy 2.1 for the `noload` strategy, which 2.1
+        # deprecates; it is inside MLflow, not in anything sgdwalk calls.
+        "ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

@@ -123,6 +123,7 @@ def test_tensorboard_purges_the_steps_after_the_checkpoint(fashion_root: Path, t
     assert sorted(os.listdir(log_dir)) == files, "resuming a finished run changes no sink"
 
 
+@pytest.mark.slow  # an MLflow store round trip (importing mlflow alone takes seconds)
 def test_mlflow_continues_its_run_and_leaves_none_running(
     fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,6 +151,7 @@ def test_mlflow_continues_its_run_and_leaves_none_running(
         assert sorted((m.step, m.value) for m in client.get_metric_history(run_id, name)) == history, name
 
 
+@pytest.mark.slow  # an MLflow store round trip (importing mlflow alone takes seconds)
 def test_an_mlflow_run_ends_failed_when_the_walk_fails(
     fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -120,6 +120,7 @@ def test_seeds_for_replication_is_the_smallest_count_a_simulation_passes_at_its_
     assert seeds_for_replication([-v for v in per_seed], -0.2, "<").seeds == replication.seeds
 
 
+@pytest.mark.slow  # a simulation of many replications, not a unit
 def test_seeds_for_replication_keeps_its_promise_where_the_plug_in_count_does_not() -> None:
     """Over many first sets of seeds of one true check, the count falls short of the
     probability (at the true effect and spread) no more often than 1 − CONFIDENCE."""

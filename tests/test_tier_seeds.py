@@ -87,7 +87,7 @@ def test_the_gpu_tier_collects_its_cases_on_the_given_seeds(pytester: pytest.Pyt
 
 def test_the_replication_seeds_share_no_run_and_no_stream_with_any_profile() -> None:
     """``tox -e replicate`` runs the real tier on tox.ini's ``[replicate] seeds``."""
-    from sgdwalk.runs import runner
+    from sgdwalk.runs import streams as run_streams
 
     tox = configparser.ConfigParser(interpolation=None)
     tox.read(REPO_ROOT / "tox.ini", encoding="utf-8")
@@ -95,7 +95,12 @@ def test_the_replication_seeds_share_no_run_and_no_stream_with_any_profile() -> 
     assert "--sgdwalk-seeds {[replicate]seeds}" in tox["testenv:replicate"]["commands"]
     # Every generator a run seeds: its seed and the runner's streams above it.
     offsets = range(
-        max(runner.MEASUREMENT_STREAM, runner.NOISE_STREAM, runner.NOISE_ESTIMATE_STREAM, runner.SAMPLE_ORDER_STREAM)
+        max(
+            run_streams.MEASUREMENT_STREAM,
+            run_streams.NOISE_STREAM,
+            run_streams.NOISE_ESTIMATE_STREAM,
+            run_streams.SAMPLE_ORDER_STREAM,
+        )
         + 1
     )
 

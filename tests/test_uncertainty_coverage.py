@@ -59,6 +59,7 @@ def binomial_ceiling(trials: int, rate: float) -> int:
     return int(stats.binom.ppf(1.0 - FALSE_ALARM, trials, rate))
 
 
+@pytest.mark.slow  # a coverage simulation over many repetitions, not a unit
 def test_height_floor_and_excess_intervals_cover_the_population_values() -> None:
     # A clear floor at α = 0.6 (neighbours 0.04 above it, ~10 standard errors at 400 samples).
     means = 1.0 + 4.0 * (NODES - 0.6) ** 2
@@ -78,6 +79,7 @@ def test_height_floor_and_excess_intervals_cover_the_population_values() -> None
     assert all(covered[name] >= bound for name in names), covered
 
 
+@pytest.mark.slow  # a coverage simulation over many repetitions, not a unit
 @pytest.mark.parametrize(
     "precision",
     [None, PrecisionTarget(height_se=None, height_relative_se=None, first_look=32)],
@@ -99,6 +101,7 @@ def test_barrier_test_rarely_calls_a_crossing_that_is_not_there(precision: Preci
     assert wrong <= allowed
 
 
+@pytest.mark.slow  # a coverage simulation over many repetitions, not a unit
 @pytest.mark.parametrize(
     "precision",
     [None, PrecisionTarget(height_se=None, height_relative_se=None, first_look=32)],

@@ -14,16 +14,15 @@ below it. The reported value is that end; the mean and interval are reported bes
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from sgdwalk.claims.report import RELATIONS, Relation, relation_holds
+from sgdwalk.claims.check import ClaimCheck, ClaimRecorderLike
+from sgdwalk.claims.report import Relation, relation_holds
+from sgdwalk.claims.run_cache import RunCache
 from sgdwalk.claims.statistics import (
     CONFIDENCE,
     PLANNING_POWER,
@@ -33,159 +32,10 @@ from sgdwalk.claims.statistics import (
     seeds_for_power,
     seeds_for_replication,
 )
+from sgdwalk.claims.tuned import SettingOverrides, run_setting
 from sgdwalk.instrument.divergence import losses_divergence
-from sgdwalk.instrument.record import StepRecord
-from sgdwalk.runs.runner import WalkData, WalkResult, load_walk_data, run_walk
-from sgdwalk.training.config import WalkConfig, data_key
-
-RunsBySetting = Mapping[str, Sequence[WalkResult]]
-StatisticFunction = Callable[[RunsBySetting], Estimate]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClaimCheck:
-    """One pass/fail check of one claim, the same in every tier that runs it.
-
-    Attributes:
-        claim_id: the claim (C1-C11) this check tests.
-        name: short name, unique within the claim (e.g. "batch-cosine"); ``key`` adds the claim.
-        statistic_name: what is measured, in words, with its direction.
-        settings: names of the settings (keys of a tier's setting table) the statistic needs.
-        statistic: per-seed statistic with its interval, from the runs of those settings.
-        relation / bound: the statistic must satisfy ``statistic relation bound``.
-        bound_reason: why this bound, stated before the first run.
-    """
-
-    claim_id: str
-    name: str
-    statistic_name: str
-    settings: tuple[str, ...]
-    statistic: StatisticFunction
-    relation: Relation
-    bound: float
-    bound_reason: str
-
-    def __post_init__(self) -> None:
-        if self.relation not in RELATIONS:
-            raise ValueError(f"{self.key}: relation must be one of {RELATIONS}, got {self.relation!r}")
-
-    @property
-    def key(self) -> str:
-        """The check's name in the claims table, e.g. "C3-batch-cosine"."""
-        return f"{self.claim_id}-{self.name}"
-
-
-class ClaimRecorderLike(Protocol):
-    def setting(self, **values: object) -> None: ...
-
-    def note(self, text: str) -> None: ...
-
-    def check(
-        self,
-        name: str,
-        value: float,
-        bound: float,
-        relation: Relation,
-        *,
-        interval: tuple[float, float] | None = None,
-        detail: str = "",
-    ) -> None: ...
-
-
-@dataclass
-class RunCache:
-    """Runs computed once per session, shared by every claim that needs them.
-
-    The data of a setting is loaded once too: reading and normalising a data set costs
-    seconds, as much as a short run.
-    """
-
-    results: dict[str, WalkResult] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    data: dict[tuple[Any, ...], WalkData] = field(default_factory=dict)
-
-    def run(self, config: WalkConfig) -> WalkResult:
-        # Configs that differ only where the records do not (out_dir, progress, …) share a run.
-        key = config.result_hash
-        if key not in self.results:
-            started = time.perf_counter()
-            self.results[key] = self.compute(config)
-            self.seconds[key] = time.perf_counter() - started
-        return self.results[key]
-
-    def compute(self, config: WalkConfig) -> WalkResult:
-        """Produce a run not in the cache yet (subclasses may read it from disk instead)."""
-        if data_key(config) not in self.data:
-            self.data[data_key(config)] = load_walk_data(config)
-        return run_walk(config, data=self.data[data_key(config)], progress=False)
-
-
-def setting_configs(base: WalkConfig, overrides: Mapping[str, Any], seeds: Sequence[int]) -> list[WalkConfig]:
-    """The setting's config for each seed; runs keep no files (out_dir=None)."""
-    return [
-        dataclasses.replace(base, **{**overrides, "seed": seed, "out_dir": None, "progress": False}) for seed in seeds
-    ]
-
-
-@dataclass(frozen=True)
-class TunedSetting:
-    """A setting tuned by grid search, as the paper tuned its schedules (Appendix C).
-
-    Every point of the grid runs over the seeds; the setting's runs are those of the point
-    with the highest mean over seeds of ``score``, a history value of each run's last
-    recorded epoch (e.g. the final validation accuracy). Tuning on the value a check then
-    compares makes each tuned setting a little optimistic; checks that compare tuned
-    settings give each a grid of the same size, so the optimism is alike on both sides.
-    """
-
-    points: tuple[Mapping[str, Any], ...]
-    score: str = "val_accuracy"
-
-    def __post_init__(self) -> None:
-        if not self.points:
-            raise ValueError("a tuned setting needs at least one grid point")
-
-    def mean_scores(self, runs_per_point: Sequence[Sequence[WalkResult]]) -> list[float]:
-        """Each point's mean ``score`` over its runs; the best point is their argmax (the first on ties)."""
-        return [float(np.mean([last_history(run, self.score) for run in runs])) for runs in runs_per_point]
-
-
-SettingOverrides = Mapping[str, Any] | TunedSetting
-
-
-def setting_points(overrides: SettingOverrides) -> tuple[Mapping[str, Any], ...]:
-    """Every override set a setting runs: the grid of a tuned setting, else the one set."""
-    return overrides.points if isinstance(overrides, TunedSetting) else (overrides,)
-
-
-def _run_setting(
-    name: str,
-    overrides: SettingOverrides,
-    base: WalkConfig,
-    seeds: Sequence[int],
-    cache: RunCache,
-    recorder: ClaimRecorderLike,
-) -> tuple[list[WalkResult], dict[str, Any]]:
-    """The runs of one setting over the seeds (a tuned setting's best point) and what the
-    ledger records of it."""
-    if not isinstance(overrides, TunedSetting):
-        return [cache.run(config) for config in setting_configs(base, overrides, seeds)], dict(overrides)
-    per_point = [[cache.run(config) for config in setting_configs(base, point, seeds)] for point in overrides.points]
-    means = overrides.mean_scores(per_point)
-    best = int(np.argmax(means))
-    varying = sorted(
-        {key for point in overrides.points for key in point if point.get(key) != overrides.points[0].get(key)}
-    )
-
-    def label(point: Mapping[str, Any]) -> str:
-        return ", ".join(f"{key} {point.get(key)}" for key in varying) or "the one point"
-
-    recorder.note(
-        f"setting {name} tuned on the mean final {overrides.score} over seeds: "
-        + "; ".join(f"{label(point)} -> {mean:.4f}" for point, mean in zip(overrides.points, means, strict=True))
-        + f"; chosen: {label(overrides.points[best])}"
-    )
-    return per_point[best], {**dict(overrides.points[best]), "tuned_over": [dict(p) for p in overrides.points]}
+from sgdwalk.runs.walk_result import WalkResult
+from sgdwalk.training.config import WalkConfig
 
 
 def run_divergence(result: WalkResult) -> str | None:
@@ -222,7 +72,7 @@ def run_check(
     runs: dict[str, list[WalkResult]] = {}
     recorded: dict[str, dict[str, Any]] = {}
     for setting in check.settings:
-        runs[setting], recorded[setting] = _run_setting(setting, setting_table[setting], base, seeds, cache, recorder)
+        runs[setting], recorded[setting] = run_setting(setting, setting_table[setting], base, seeds, cache, recorder)
     recorder.setting(
         arch=base.arch,
         data=base.data,
@@ -313,65 +163,3 @@ def record_finite(check: ClaimCheck, estimate: Estimate, recorder: ClaimRecorder
         interval=estimate.interval,
         detail=_detail(estimate),
     )
-
-
-# ------------------------------------------------------------------ window statistics
-def consecutive_step_windows(records: Sequence[StepRecord]) -> list[list[StepRecord]]:
-    """Records split into windows of consecutive measured steps, in step order: the walks
-    the claims are about (a gap of one unmeasured step starts a new window). The figures
-    cut windows by epoch instead (``sgdwalk.runs.plots.tracked_windows``)."""
-    windows: list[list[StepRecord]] = []
-    for record in sorted(records, key=lambda r: r.step):
-        if windows and record.step == windows[-1][-1].step + 1:
-            windows[-1].append(record)
-        else:
-            windows.append([record])
-    return windows
-
-
-def mean_field_standard_error(records: Sequence[StepRecord], name: str, *, correlated: bool) -> float | None:
-    """The measurement's standard error of ``mean_field(records, name)`` from the steps' own
-    standard errors (``{name}_se``): their mean when the steps' errors are taken as perfectly
-    correlated (every step reads the same samples: an upper bound), sqrt(Σ se²) / m when
-    taken as independent. None when the records carry no standard error of ``name``."""
-    values = [getattr(r, f"{name}_se", None) for r in records]
-    finite = np.array([float(v) for v in values if v is not None and math.isfinite(float(v))])
-    if finite.size == 0:
-        return None
-    return float(finite.mean()) if correlated else float(np.sqrt(np.sum(finite**2)) / finite.size)
-
-
-def mean_field(records: Sequence[StepRecord], name: str) -> float:
-    values = [getattr(r, name) for r in records]
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    if not finite:
-        raise ValueError(f"no finite {name} in {len(records)} records")
-    return float(np.mean(finite))
-
-
-def fraction(records: Sequence[StepRecord], predicate: Callable[[StepRecord], bool]) -> float:
-    if not records:
-        raise ValueError("no records")
-    return float(np.mean([bool(predicate(r)) for r in records]))
-
-
-def floor_turning_fraction(records: Sequence[StepRecord]) -> float:
-    """Fraction of consecutive floor changes y_{t+1} − y_t that reverse direction.
-
-    A floor that only descends (or only climbs) scores 0; one that goes up and down at
-    every step scores 1. This is the "ups and downs" of the valley floor along the path.
-    """
-    floors = np.array([r.floor for r in sorted(records, key=lambda r: r.step)], dtype=np.float64)
-    if floors.size < 3:
-        raise ValueError("turning needs at least 3 consecutive floors")
-    signs = np.sign(np.diff(floors))
-    return float(np.mean(signs[1:] * signs[:-1] < 0))
-
-
-def last_history(result: WalkResult, key: str) -> float:
-    """The last epoch's value of a history entry (e.g. train_loss, val_accuracy)."""
-    for entry in reversed(result.history):
-        value = entry.get(key)
-        if value is not None:
-            return float(value)
-    raise ValueError(f"run {result.config.result_hash} recorded no {key}")

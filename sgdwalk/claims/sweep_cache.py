@@ -1,6 +1,6 @@
 """A claim-engine ``RunCache`` that reuses finished sweep cells and can keep its runs as cells.
 
-``engine.RunCache`` keys runs by ``WalkConfig.result_hash`` (the fields that change the
+``run_cache.RunCache`` keys runs by ``WalkConfig.result_hash`` (the fields that change the
 records) and keeps them in memory for one session. ``SweepRunCache`` looks a config up by
 the same hash in a sweep's ``cells`` folder first (``sgdwalk sweep`` writes
 ``OUT/cells/<hash>``), so a claims session on a login node can read what a Slurm job array
@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sgdwalk.claims.engine import RunCache
-from sgdwalk.runs.runner import WalkResult, run_walk
+from sgdwalk.claims.run_cache import RunCache
+from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import DONE_STATUSES, cell_dir, cell_status, load_cell_data, load_cell_result, run_cell
+from sgdwalk.runs.walk_result import WalkResult
 from sgdwalk.training.config import WalkConfig
 
 

@@ -51,7 +51,7 @@ from sgdwalk.instrument.batchnorm import batchnorm_layers, measuring
 from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
 from sgdwalk.instrument.sharpness import hessian_vector_product_operator
-from sgdwalk.runs.runner import steps_per_epoch_of, tracking_schedule
+from sgdwalk.runs.builders import steps_per_epoch_of, tracking_schedule
 from sgdwalk.runs.throughput import DEFAULT_THROUGHPUT_FLOPS
 from sgdwalk.training.config import ConfigError, WalkConfig, cadence, is_full_batch
 from sgdwalk.training.data import dataset_info, split_indices

@@ -150,7 +150,7 @@ def tracked_windows(steps: pd.DataFrame) -> list[Window]:
     a window is an epoch holding measured steps, as in ``summary.json``. Otherwise a new
     window starts wherever the gap between measured steps exceeds the usual (median) gap:
     runs of consecutive steps for tracked windows, one window for every k-th step. (The
-    claims cut at every unmeasured step instead: ``claims.engine.consecutive_step_windows``.)
+    claims cut at every unmeasured step instead: ``claims.window_statistics.consecutive_step_windows``.)
     """
     if steps.empty:
         return []
@@ -280,11 +280,27 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
     loss_axes, cosine_axes, distance_axes = figure.subplots(
         3, 1, sharex=True, gridspec_kw={"height_ratios": (3.0, 1.2, 1.2)}
     )
+    _loss_panel(loss_axes, steps, x0, curves)
+    _cosine_panel(cosine_axes, steps, x0)
+    _distance_panel(distance_axes, steps, x0, step, consecutive=consecutive)
+    _light_grid(loss_axes, cosine_axes, distance_axes)
 
+    figure.suptitle(title or walk_title(steps))
+    return figure
+
+
+def _segment_lines(
+    axes: Axes,
+    steps: pd.DataFrame,
+    x0: NDArray[np.float64],
+    curves: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+) -> list[NDArray[np.float64]]:
+    """The loss along each segment (its error band beneath, when the records carry one) and
+    the iteration separators; returns the segments' polylines."""
     segments = [np.column_stack((x + a, v)) for x, (a, v) in zip(x0, curves, strict=True)]
     bands = _segment_bands(steps, x0)
     if bands:
-        loss_axes.add_collection(
+        axes.add_collection(
             PolyCollection(
                 bands,
                 facecolors=LOSS_COLOR,
@@ -295,7 +311,7 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
                 gid=GID_SEGMENT_BANDS,
             )
         )
-    loss_axes.add_collection(
+    axes.add_collection(
         LineCollection(
             segments,
             colors=LOSS_COLOR,
@@ -304,20 +320,24 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
             gid=GID_SEGMENTS,
         )
     )
-    loss_axes.vlines(
+    axes.vlines(
         np.append(x0, x0[-1] + 1.0),
         0,
         1,
-        transform=loss_axes.get_xaxis_transform(),
+        transform=axes.get_xaxis_transform(),
         colors=SEPARATOR_COLOR,
         linewidths=0.6,
         zorder=0,
         gid=GID_SEPARATORS,
     )
+    return segments
 
+
+def _floor_markers(axes: Axes, steps: pd.DataFrame, x0: NDArray[np.float64]) -> None:
+    """The segments' floors (α*, y_t) joined by a dashed line; interior floors filled."""
     floor_x, floor_y = x0 + _numeric(steps, "alpha_star"), _numeric(steps, "floor")
     interior = _boolean(steps, "interior_floor")
-    loss_axes.plot(
+    axes.plot(
         floor_x,
         floor_y,
         linestyle="--",
@@ -330,7 +350,7 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
         gid=GID_FLOOR,
     )
     # Interior floors filled, drawn over the hollow markers: they are the paper's valleys.
-    loss_axes.plot(
+    axes.plot(
         floor_x[interior],
         floor_y[interior],
         linestyle="none",
@@ -340,9 +360,14 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
         gid=GID_INTERIOR_FLOORS,
     )
 
+
+def _barrier_marks(
+    axes: Axes, steps: pd.DataFrame, x0: NDArray[np.float64], segments: list[NDArray[np.float64]]
+) -> None:
+    """The segments that cross a barrier, redrawn in red, with a marker at each barrier's top."""
     barrier = _boolean(steps, "barrier")
     if barrier.any():
-        loss_axes.add_collection(
+        axes.add_collection(
             LineCollection(
                 [segments[i] for i in np.flatnonzero(barrier)],
                 colors=BARRIER_COLOR,
@@ -352,7 +377,7 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
         )
         # The barrier's top is by definition the higher endpoint plus the barrier height.
         top = np.maximum(_numeric(steps, "loss_start"), _numeric(steps, "loss_end")) + _numeric(steps, "barrier_height")
-        loss_axes.plot(
+        axes.plot(
             (x0 + _numeric(steps, "barrier_alpha"))[barrier],
             top[barrier],
             linestyle="none",
@@ -362,23 +387,43 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
             label=f"barrier crossed ({int(barrier.sum())})",
             gid=GID_BARRIER_MARKERS,
         )
-    loss_axes.autoscale_view()
-    loss_axes.set_ylabel("training loss\n(measurement set)")
-    loss_axes.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, frameon=False, fontsize="small")
 
+
+def _loss_panel(
+    axes: Axes,
+    steps: pd.DataFrame,
+    x0: NDArray[np.float64],
+    curves: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+) -> None:
+    """Top panel: the loss along each step, its floors and barriers."""
+    segments = _segment_lines(axes, steps, x0, curves)
+    _floor_markers(axes, steps, x0)
+    _barrier_marks(axes, steps, x0, segments)
+    axes.autoscale_view()
+    axes.set_ylabel("training loss\n(measurement set)")
+    axes.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, frameon=False, fontsize="small")
+
+
+def _cosine_panel(axes: Axes, steps: pd.DataFrame, x0: NDArray[np.float64]) -> None:
+    """Middle panel: cos(g_{t−1}, g_t) at x = t."""
     cosine = _numeric(steps, "cosine")
     has_cosine = np.isfinite(cosine)
-    cosine_axes.axhline(0.0, color="0.5", linewidth=0.8, linestyle=":")
-    cosine_axes.plot(x0[has_cosine], cosine[has_cosine], marker=".", color=COSINE_COLOR, linewidth=1.0, gid=GID_COSINE)
+    axes.axhline(0.0, color="0.5", linewidth=0.8, linestyle=":")
+    axes.plot(x0[has_cosine], cosine[has_cosine], marker=".", color=COSINE_COLOR, linewidth=1.0, gid=GID_COSINE)
     if not has_cosine.any():
-        _note(cosine_axes, "no consecutive gradients measured here")
-    cosine_axes.set_ylim(-1.08, 1.08)
-    cosine_axes.set_ylabel(r"$\cos(g_{t-1}, g_t)$")
+        _note(axes, "no consecutive gradients measured here")
+    axes.set_ylim(-1.08, 1.08)
+    axes.set_ylabel(r"$\cos(g_{t-1}, g_t)$")
 
+
+def _distance_panel(
+    axes: Axes, steps: pd.DataFrame, x0: NDArray[np.float64], step: NDArray[np.int64], *, consecutive: bool
+) -> None:
+    """Bottom panel: ‖θ_{t+1} − θ_0‖ at x = t + 1, and the x axis the three panels share."""
     distance = _numeric(steps, "distance_from_init")
     has_distance = np.isfinite(distance)
     # distance_from_init of step t is measured at θ_{t+1}, the end of its segment.
-    distance_axes.plot(
+    axes.plot(
         (x0 + 1.0)[has_distance],
         distance[has_distance],
         marker=".",
@@ -386,19 +431,15 @@ def walk_figure(steps: pd.DataFrame, *, title: str | None = None) -> Figure:
         linewidth=1.0,
         gid=GID_DISTANCE,
     )
-    distance_axes.set_ylabel(r"$\|\theta - \theta_0\|_2$")
+    axes.set_ylabel(r"$\|\theta - \theta_0\|_2$")
     if consecutive:
-        distance_axes.set_xlabel("iteration")
-        distance_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.set_xlabel("iteration")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     else:
-        distance_axes.set_xlabel("measured step (not consecutive: one unit per measured step)")
-        _category_ticks(distance_axes, x0, [str(s) for s in step])
+        axes.set_xlabel("measured step (not consecutive: one unit per measured step)")
+        _category_ticks(axes, x0, [str(s) for s in step])
     # Half an iteration of margin so that end markers are not cut by the frame.
-    distance_axes.set_xlim(x0[0] - 0.5, x0[-1] + 1.5)
-    _light_grid(loss_axes, cosine_axes, distance_axes)
-
-    figure.suptitle(title or walk_title(steps))
-    return figure
+    axes.set_xlim(x0[0] - 0.5, x0[-1] + 1.5)
 
 
 def _plural(count: int, noun: str) -> str:

@@ -38,13 +38,10 @@ checkpoint rank 0 wrote, and rank 0 alone owns and rewrites the run directory.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,17 +53,27 @@ from tqdm import tqdm
 from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import DIVERGENCE_LOSS_FACTOR, loss_divergence
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
-from sgdwalk.instrument.measurement import MeasurementSet, per_sample_cross_entropy
-from sgdwalk.instrument.numerics import float32_numerics, uses_tf32
+from sgdwalk.instrument.measurement import per_sample_cross_entropy
+from sgdwalk.instrument.numerics import uses_tf32
 from sgdwalk.instrument.record import StepRecord
-from sgdwalk.instrument.sampling import PrecisionTarget
-from sgdwalk.instrument.schedule import AnyOf, MeasurementSchedule, every_kth, windows
 from sgdwalk.instrument.tracker import WalkTracker
-from sgdwalk.runs.launch import launched_by_torchrun
+from sgdwalk.runs.builders import (
+    build_measurement_set,
+    build_optimizer,
+    build_seeded_model,
+    estimate_noise_variance,
+    measurement_indices,
+    precision_target,
+    resolve_device,
+    run_numerics,
+    steps_per_epoch_of,
+    tracking_schedule,
+)
+from sgdwalk.runs.distribution import check_distributable, rank_device
+from sgdwalk.runs.run_data import WalkData, load_walk_data, walk_data_for
 from sgdwalk.runs.runlog import (
     CONFIG_FILE,
     METADATA_FILE,
-    Run,
     RunDirectoryError,
     RunWriter,
     base_metadata,
@@ -79,19 +86,12 @@ from sgdwalk.runs.runlog import (
     read_checkpoint,
     written_by_loop,
 )
-from sgdwalk.runs.summary import WindowSummary, summarize_windows
+from sgdwalk.runs.summary import summarize_windows
+from sgdwalk.runs.walk_result import WalkResult
 from sgdwalk.runs.world import check_resume_world_size, world_sizes_after
-from sgdwalk.training.config import ConfigError, WalkConfig, cadence, is_full_batch, learning_rate_schedule
-from sgdwalk.training.optim import NoisyGD, full_batch_gradient_, gradient_coordinate_variance, isotropic_noise_variance
+from sgdwalk.training.config import WalkConfig, cadence, is_full_batch, learning_rate_schedule
+from sgdwalk.training.optim import NoisyGD, full_batch_gradient_
 
-# Offsets of the independent random streams from config.seed (see the module docstring).
-MEASUREMENT_STREAM: Final = 1
-NOISE_STREAM: Final = 2
-NOISE_ESTIMATE_STREAM: Final = 3
-SAMPLE_ORDER_STREAM: Final = 4
-# The training subset is the same whatever the run's seed, so runs that differ in seed
-# differ in initialisation and batch order only, not in the data they see.
-DATA_SUBSET_SEED: Final = 0
 # Unmeasured SGD steps whose minibatch losses wait on the device for one copy to the host:
 # reading each at its step would wait on the device every step. A divergence among them is
 # found at the look and named by its step, as if found at once; the steps taken past it
@@ -101,202 +101,6 @@ LOSS_LOOK_EVERY: Final = 64
 RecordCallback = Callable[[StepRecord], None]
 # Called once the data is loaded and the run directory written (None: an in-memory run).
 StartCallback = Callable[[Path | None], None]
-
-
-# ------------------------------------------------------------------------------ data
-@dataclass(frozen=True)
-class WalkData:
-    """The tensors a run trains and evaluates on, and what the model needs to know of them.
-
-    ``load_walk_data`` builds it from a ``WalkConfig``; tests build one from small tensors.
-    The validation split may be empty (then no validation metrics are recorded).
-    """
-
-    train_inputs: Tensor
-    train_targets: Tensor
-    val_inputs: Tensor
-    val_targets: Tensor
-    in_channels: int
-    image_size: int
-    num_classes: int
-    # Applied to training batches only when config.augment (never to the measurement set).
-    augmentation: Callable[[Tensor, torch.Generator], Tensor] | None = None
-    source: str = "in memory"
-
-
-def load_walk_data(config: WalkConfig) -> WalkData:
-    """The config's data set, split as in the paper, subset and padded as asked, on the CPU.
-
-    Raises ``DatasetNotFoundError`` (its message names the three ways to provide the data).
-    """
-    from sgdwalk.training.data import augmentation_for, load_tensors
-
-    common: dict[str, Any] = {"pad_to": config.pad_to, "subset_seed": DATA_SUBSET_SEED}
-    train = load_tensors(
-        config.data, "train", config.data_root, download=config.download, subset=config.train_subset, **common
-    )
-    # The train split resolved (or downloaded) the folder; the validation split reads it too.
-    val = load_tensors(config.data, "val", config.data_root, **common)
-    # The first n validation images (the files are stored in mixed class order).
-    keep = len(val) if config.validation_subset is None else min(config.validation_subset, len(val))
-    info = train.info
-    return WalkData(
-        train.inputs,
-        train.targets,
-        val.inputs[:keep],
-        val.targets[:keep],
-        info.in_channels,
-        info.image_size,
-        info.num_classes,
-        augmentation=augmentation_for(config.data),
-        source=str(train.source),
-    )
-
-
-# ---------------------------------------------------------------------------- result
-@dataclass
-class WalkResult:
-    """What a run produced (the same content as its run directory, in memory)."""
-
-    config: WalkConfig
-    records: list[StepRecord]
-    history: list[dict[str, Any]]
-    windows: list[WindowSummary]
-    status: str
-    divergence: str | None
-    steps_per_epoch: int
-    run_dir: Path | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def diverged(self) -> bool:
-        return self.divergence is not None
-
-    @classmethod
-    def from_run(cls, run: Run) -> WalkResult:
-        """The result a run returned, rebuilt from its directory (the window summaries are
-        recomputed from the records, as the run computed them)."""
-        steps_per_epoch = run.steps_per_epoch or 1
-        history = run.epoch_entries()
-        records = run.step_records()
-        return cls(
-            config=run.config,
-            records=records,
-            history=history,
-            windows=summarize_windows((record.as_dict() for record in records), history, steps_per_epoch),
-            status=run.status,
-            divergence=run.metadata.get("divergence"),
-            steps_per_epoch=steps_per_epoch,
-            run_dir=run.path,
-            metadata=run.metadata,
-        )
-
-
-# ------------------------------------------------------------------------- helpers
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device; use --device cpu or auto")
-    return torch.device(name)
-
-
-def steps_per_epoch_of(config: WalkConfig, train_size: int) -> int:
-    """One step per epoch for full-batch GD; else the whole batches in the subset (the last
-    short batch is dropped, as in the protocol: 45,000 / 100 = 450)."""
-    if is_full_batch(config):
-        return 1
-    if config.batch_size > train_size:
-        raise ConfigError(f"batch_size {config.batch_size} exceeds the {train_size} training samples")
-    return train_size // config.batch_size
-
-
-def tracking_schedule(config: WalkConfig, steps_per_epoch: int) -> MeasurementSchedule:
-    """The tracked epochs' steps (only the first ``steps_per_window`` of each if set) ∪ the
-    step windows ∪ every k-th."""
-    per_window = steps_per_epoch if config.steps_per_window is None else min(config.steps_per_window, steps_per_epoch)
-    starts = [(epoch - 1) * steps_per_epoch for epoch in config.track_epochs]
-    ranges = [(start, start + per_window) for start in starts] + list(config.track_steps)
-    parts: list[MeasurementSchedule] = [windows(ranges)]
-    if config.track_every is not None:
-        parts.append(every_kth(config.track_every))
-    return AnyOf(tuple(parts))
-
-
-def precision_target(config: WalkConfig) -> PrecisionTarget | None:
-    """The stopping rule of precision-targeted measurement (None: exact, the whole set)."""
-    if config.measurement_mode == "exact":
-        return None
-    return PrecisionTarget(
-        height_se=config.height_se,
-        height_relative_se=config.height_relative_se,
-        first_look=config.first_look,
-        seed=config.seed + SAMPLE_ORDER_STREAM,
-    )
-
-
-def measurement_indices(train_size: int, size: int | None, seed: int) -> Tensor:
-    """A seeded subset of the training positions (sorted), or all of them when size is None."""
-    if size is not None and size > train_size:
-        # Refused rather than cut: config.json would name a set the run never measured on.
-        raise ConfigError(f"measurement_size {size} exceeds the {train_size} training samples; lower it (0: all)")
-    if size is None or size == train_size:
-        return torch.arange(train_size)
-    generator = torch.Generator().manual_seed(seed + MEASUREMENT_STREAM)
-    return torch.randperm(train_size, generator=generator)[:size].sort().values
-
-
-def build_measurement_set(config: WalkConfig, train_inputs: Tensor, train_targets: Tensor) -> MeasurementSet:
-    """The fixed, seeded subset of the training set every tracked step is measured on."""
-    chosen = measurement_indices(int(train_targets.shape[0]), config.measurement_size, config.seed)
-    chosen = chosen.to(train_inputs.device)
-    return MeasurementSet(train_inputs[chosen], train_targets[chosen], chunk_size=config.chunk_size)
-
-
-def walk_data_for(config: WalkConfig, data: WalkData | None) -> WalkData:
-    """The data handed in, or the config's loaded; a data set that cannot serve the config
-    (a subset larger than the split, a pad below the image size, a bad file) is a ``ConfigError``."""
-    if data is not None:
-        return data
-    try:
-        return load_walk_data(config)
-    except ValueError as error:
-        raise ConfigError(f"data set {config.data!r}: {error}") from error
-
-
-def build_seeded_model(config: WalkConfig, data: WalkData, device: torch.device) -> nn.Module:
-    """The config's network for the data, initialised from ``torch.manual_seed(config.seed)``, in train mode."""
-    from sgdwalk.training.models import build_model
-
-    torch.manual_seed(config.seed)
-    try:
-        model = build_model(
-            config.arch,
-            data.in_channels,
-            data.image_size,
-            data.num_classes,
-            config.width_multiplier,
-            batch_norm=config.batch_norm,
-            activation=config.activation,
-        )
-    except ValueError as error:  # e.g. an image too small for the network
-        raise ConfigError(f"model {config.arch!r}: {error}") from error
-    return model.to(device).train()
-
-
-def build_optimizer(config: WalkConfig, model: nn.Module, noise_variance: float | None) -> torch.optim.Optimizer:
-    """NoisyGD for noisy-gd (its noise stream seeded from ``seed + NOISE_STREAM``), else plain SGD."""
-    if config.optimizer == "noisy-gd":
-        assert noise_variance is not None  # estimated (or restored) before the optimizer is built
-        return NoisyGD(
-            model.parameters(),
-            lr=config.lr,
-            noise_variance=noise_variance,
-            weight_decay=config.weight_decay,
-            seed=config.seed + NOISE_STREAM,
-        )
-    # No momentum: the paper's plain SGD (docs/protocol.md#sgd-runs); GD is the same step on the exact gradient.
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.0, weight_decay=config.weight_decay)
 
 
 @torch.no_grad()
@@ -319,56 +123,6 @@ def evaluate(model: nn.Module, inputs: Tensor, targets: Tensor, chunk_size: int)
     return loss_sum / count, correct / count
 
 
-def _endless_minibatches(
-    inputs: Tensor, targets: Tensor, batch_size: int, generator: torch.Generator
-) -> Iterator[tuple[Tensor, Tensor]]:
-    from sgdwalk.training.data import iterate_minibatches
-
-    while True:
-        yield from iterate_minibatches(inputs, targets, batch_size, generator)
-
-
-def estimate_noise_variance(model: nn.Module, config: WalkConfig, inputs: Tensor, targets: Tensor) -> float:
-    """σ² = c · max per-coordinate variance of minibatch gradients at θ_0, over
-    ``config.noise_batches`` minibatches of ``config.batch_size`` (docs/protocol.md#gd-with-isotropic-noise).
-
-    Batch norm runs in train mode, as in training; its running statistics are restored
-    afterwards so the estimate leaves the model exactly as it found it.
-    """
-    saved_buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
-    generator = torch.Generator().manual_seed(config.seed + NOISE_ESTIMATE_STREAM)
-    batch_size = min(config.batch_size, int(targets.shape[0]))
-    batches = itertools.islice(_endless_minibatches(inputs, targets, batch_size, generator), config.noise_batches)
-    try:
-        variance = gradient_coordinate_variance(model, per_sample_cross_entropy, batches)
-    finally:
-        with torch.no_grad():
-            for name, buffer in model.named_buffers():
-                buffer.copy_(saved_buffers[name])
-    return isotropic_noise_variance(variance, config.noise_scale)
-
-
-@contextmanager
-def cpu_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to ``count`` (None: left alone), restored afterwards."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@contextmanager
-def run_numerics(config: WalkConfig) -> Iterator[None]:
-    """The arithmetic a run is defined with, for its whole length (set-up, noise estimate,
-    training, measurements): its CPU threads, and float32 without TF32 on CUDA unless
-    ``config.cuda_tf32`` (``sgdwalk.instrument.numerics``), restored afterwards."""
-    with cpu_threads(config.cpu_threads), float32_numerics(resolve_device(config.device), tf32=config.cuda_tf32):
-        yield
-
-
 def _progress_enabled(config: WalkConfig, progress: bool | None) -> bool:
     wanted = config.progress if progress is None else progress
     return bool(wanted) and sys.stderr.isatty()
@@ -381,51 +135,6 @@ def _format_postfix(loss: float, record: StepRecord | None) -> dict[str, str]:
         if record.cosine is not None:
             postfix["cos"] = f"{record.cosine:+.2f}"
     return postfix
-
-
-# ---------------------------------------------------------------------- torchrun
-@contextmanager
-def torchrun_process_group(device_name: str) -> Iterator[Shard]:
-    """The default process group for a ``torchrun`` launch (gloo on the CPU, NCCL on CUDA,
-    each rank on its ``LOCAL_RANK`` GPU), destroyed afterwards; this process alone otherwise."""
-    import torch.distributed as dist
-
-    if not launched_by_torchrun() or dist.is_initialized():
-        yield Shard.current()
-        return
-    cuda = resolve_device(device_name).type == "cuda"
-    if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if cuda else "gloo")
-    try:
-        yield Shard.current()
-        # gloo aborts a process whose peer tears its connections down first ("terminate
-        # called without an active exception"): a rank that finished waits for the others.
-        # (After an error there is no waiting: torchrun stops the other ranks.)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-def _check_distributable(config: WalkConfig, shard: Shard) -> None:
-    if not shard.distributed:
-        return
-    if is_full_batch(config):
-        raise ConfigError(
-            f"optimizer {config.optimizer!r} under torchrun: only 'sgd' trains with DistributedDataParallel"
-        )
-    if config.batch_size % shard.world_size:
-        raise ConfigError(
-            f"batch_size {config.batch_size} does not split evenly over {shard.world_size} processes: "
-            "each trains on an equal share of the global minibatch"
-        )
-
-
-def _rank_device(device: torch.device, shard: Shard) -> torch.device:
-    """Each rank's own GPU under torchrun (``torchrun_process_group`` set it current)."""
-    if shard.distributed and device.type == "cuda":
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 # ---------------------------------------------------------------------------- a run
@@ -480,8 +189,8 @@ class _WalkRun:
         self.config = config
         self.progress = progress
         self.shard = Shard.current()
-        _check_distributable(config, self.shard)
-        self.device = _rank_device(resolve_device(config.device), self.shard)
+        check_distributable(config, self.shard)
+        self.device = rank_device(resolve_device(config.device), self.shard)
         self.data = walk_data_for(config, data)
         self.train_x = self.data.train_inputs.to(self.device)
         self.train_y = self.data.train_targets.to(self.device)

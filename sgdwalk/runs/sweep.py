@@ -66,7 +66,8 @@ from sgdwalk.runs.throughput import DEFAULT_THROUGHPUT_FLOPS, TERA, format_flops
 from sgdwalk.training.config import DATA_FIELDS, ConfigError, WalkConfig, data_key
 
 if TYPE_CHECKING:
-    from sgdwalk.runs.runner import WalkData, WalkResult
+    from sgdwalk.runs.run_data import WalkData
+    from sgdwalk.runs.walk_result import WalkResult
 
 GRID_KEYS: Final = frozenset({"base", "axes", "cells"})
 CELLS_FOLDER: Final = "cells"
@@ -189,7 +190,7 @@ def _cell_lock(directory: Path) -> Iterator[None]:
 
 @functools.lru_cache(maxsize=DATA_CACHE_SIZE)
 def _load_data(key: tuple[Any, ...]) -> WalkData:
-    from sgdwalk.runs.runner import load_walk_data
+    from sgdwalk.runs.run_data import load_walk_data
 
     config = WalkConfig(
         **dict(zip(DATA_FIELDS, key, strict=True)),
@@ -232,7 +233,7 @@ def run_cell(config_dict: Mapping[str, Any], out_root: str) -> str:
 
 def load_cell_result(directory: str | Path) -> WalkResult:
     """The ``WalkResult`` of a done cell (finished or diverged), rebuilt from its files."""
-    from sgdwalk.runs.runner import WalkResult
+    from sgdwalk.runs.walk_result import WalkResult
 
     run = load_run(directory)
     if run.status not in DONE_STATUSES:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sgdwalk.claims.engine import RunCache
+from sgdwalk.claims.run_cache import RunCache
 
 
 @pytest.fixture(scope="session")

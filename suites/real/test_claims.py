@@ -14,8 +14,9 @@ from typing import Final
 
 import pytest
 
-from sgdwalk.claims.engine import RunCache, run_check
+from sgdwalk.claims.engine import run_check
 from sgdwalk.claims.pytest_plugin import ClaimRecorder
+from sgdwalk.claims.run_cache import RunCache
 from sgdwalk.training.data import DatasetNotFoundError, resolve_dataset
 from suites.profiles import PROFILES
 from suites.tier_plan import Case, case_marks, cases, paper_data, session_profile

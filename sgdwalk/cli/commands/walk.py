@@ -12,16 +12,13 @@ import datetime as _datetime
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from sgdwalk.base.settings import declared_fields, sections
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, usage_error
 from sgdwalk.cli.setting_flags import add_setting_flags, fields_in_section
 from sgdwalk.integrations.sink_spec import log_to_help
 from sgdwalk.training.config import FILES, ConfigError, WalkConfig, read_config_file
-
-if TYPE_CHECKING:
-    from sgdwalk.runs.sinks import RunSinks
 
 # Where runs go when --out is not given (relative to the working directory).
 DEFAULT_RUNS_ROOT: Final = Path("runs")
@@ -155,37 +152,6 @@ def _draw_figures(run_dir: Path) -> list[Path] | None:
     return list(plot_run(run_dir))
 
 
-def _sinks_of(args: argparse.Namespace) -> RunSinks:
-    """The ``--log-to`` sinks, their targets checked (a bad one fails before any training). Raises ``SinkSpecError``."""
-    from sgdwalk.runs.sinks import RunSinks
-
-    sinks = RunSinks(list(args.__dict__.get("log_to") or []))
-    sinks.check()
-    return sinks
-
-
-def _start(announce: Callable[[Path | None], None], sinks: RunSinks, *, resumed: bool) -> Callable[[Path | None], None]:
-    """Announce the run, then open its sinks: after the run directory is cut back to its
-    checkpoint, so that each sink continues from the same step."""
-
-    def start(run_dir: Path | None) -> None:
-        announce(run_dir)
-        sinks.start(run_dir, resumed=resumed)
-
-    return start
-
-
-def _same_out_dir(config: WalkConfig) -> WalkConfig:
-    """Process 0's run directory on every process (each picked its own from the clock)."""
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        return config
-    chosen = [config.out_dir]
-    dist.broadcast_object_list(chosen, src=0)
-    return config.replace(out_dir=chosen[0])
-
-
 def check_data_root(config: WalkConfig) -> None:
     """An explicit data root must exist (else the search would go on to the system folders
     and read another copy than the one named), unless the data set is to be downloaded into it."""
@@ -231,18 +197,6 @@ def _check_resume_world_size(run_dir: Path) -> None:
         check_resume_world_size(run_dir, load_run_metadata(run_dir), launched_world_size())
 
 
-def _resumed_device(run_dir: Path) -> str:
-    """The device the run's own config names (torchrun's backend follows it); "auto" where
-    the config cannot be read (``resume_walk`` then says why)."""
-    from sgdwalk.base.errors import SgdwalkError
-    from sgdwalk.runs.runlog import load_run_config
-
-    try:
-        return load_run_config(run_dir).device
-    except SgdwalkError:
-        return "auto"
-
-
 def run_walk_command(args: argparse.Namespace) -> int:
     from sgdwalk.base.errors import SgdwalkError
 
@@ -267,41 +221,26 @@ def run_walk_command(args: argparse.Namespace) -> int:
             return usage_error("walk", error)
         run_dir = Path(str(config.out_dir))
 
-    from sgdwalk.runs.runner import resume_walk, run_walk, torchrun_process_group
+    from sgdwalk.runs.launched_walk import LaunchedWalk, launch_resume, launch_walk
     from sgdwalk.runs.summary import render_table
 
-    writer = True
-    failed = True  # until the walk returns: the sinks' runs end FAILED on any error or Ctrl-C
-    sinks: RunSinks | None = None
+    launched = LaunchedWalk(run_dir)
+    sink_specs = list(args.__dict__.get("log_to") or [])
     try:
-        sinks = _sinks_of(args)
-        on_record = sinks if sinks.specs else None
         if config is None:
             progress = args.__dict__.get("progress")
-            on_start = _start(_announce("resuming"), sinks, resumed=True)
-            with torchrun_process_group(_resumed_device(run_dir)) as shard:
-                writer = shard.is_writer
-                result = resume_walk(run_dir, progress=progress, on_start=on_start, on_record=on_record)
+            result = launch_resume(run_dir, sink_specs, _announce("resuming"), launched, progress=progress)
         else:
-            with torchrun_process_group(config.device) as shard:
-                writer = shard.is_writer
-                config = _same_out_dir(config)
-                run_dir = Path(str(config.out_dir))
-                on_start = _start(_announce("run directory:"), sinks, resumed=False)
-                result = run_walk(config, on_start=on_start, on_record=on_record)
-        failed = False
+            result = launch_walk(config, sink_specs, _announce("run directory:"), launched)
     except SgdwalkError as error:  # a bad config, a data set not found, an unusable or busy run directory, --log-to
         return usage_error("walk", error)
     except KeyboardInterrupt:
-        print("\n" + _interrupted_message(run_dir), file=sys.stderr)
+        print("\n" + _interrupted_message(launched.run_dir), file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:  # the run directory's disk full or gone: its records up to here are whole
-        print(f"sgdwalk walk: error: {error}; {_resume_hint(run_dir)}", file=sys.stderr)
+        print(f"sgdwalk walk: error: {error}; {_resume_hint(launched.run_dir)}", file=sys.stderr)
         return EXIT_FAILED
-    finally:
-        if sinks is not None:
-            sinks.close(failed=failed)
-    if not writer:  # under torchrun, process 0 reports for all
+    if not launched.reports:  # under torchrun, process 0 reports for all
         return EXIT_DIVERGED if result.diverged else EXIT_OK
 
     print(render_table(result.windows), end="")
