@@ -333,17 +333,12 @@ class At(NamedTuple):
 # of that test where the profile's ``measured_on`` holds). ``profiles.py`` checks at import
 # that each names a profile, one of its parts, and a check that part runs.
 NOT_REPRODUCED: Final[Mapping[At, str]] = {
-    # real: measured on this laptop (Fashion-MNIST 5k, 3 seeds; 5 for C9 and C10), each with
+    # real: measured on this laptop (Fashion-MNIST 5k, 3 seeds; 5 for C9's loss), each with
     # the seeds 80 % power would need at the measured effect and spread (the ledger's note).
     At("real", "mlp", "C9-noise-loss"): (
         "measured (5 seeds): GD + noise minus GD final train loss mean +0.027, 95% CI [-0.010, +0.064] "
         "(per seed +0.030, -0.015, +0.012, +0.043, +0.063): higher in 4 of 5 seeds; with the authors' c = 0.02 "
         "the noise barely slows 50 GD updates, and ~12 seeds would be needed to decide it"
-    ),
-    At("real", "mlp", "C10-sharpness"): (
-        "measured (5 seeds): sharpness after update 1 minus after update 161 mean +1.5, 95% CI [-2.6, +5.5] "
-        "(per seed +4.8, +1.2, +0.5, +4.2, -3.3): it falls in 4 of 5 seeds, too unevenly to decide at this "
-        "scale (~41 seeds at this spread)"
     ),
     # nets: VGG-11 and ResNet-56 at a quarter width, 1,000 Fashion-MNIST images padded to 32x32,
     # 80 updates, seeds 1111-1113, on this 2-core CPU. "Seeds for 80 % power" is the ledger's

@@ -480,8 +480,8 @@ def test_non_reproductions_are_strict_only_where_measured() -> None:
     data = {name: paper_data(part) for name, part in real.parts.items()}
     measured = {case.id: case for case in cases(real, "cpu", data)}
     elsewhere = {case.id: case for case in cases(real, "cuda", data)}
-    assert measured["C10-mlp-sharpness"].not_reproduced is not None
-    assert measured["C10-mlp-sharpness"].strict and not elsewhere["C10-mlp-sharpness"].strict
+    assert measured["C9-mlp-noise-loss"].not_reproduced is not None
+    assert measured["C9-mlp-noise-loss"].strict and not elsewhere["C9-mlp-noise-loss"].strict
     assert measured["C9-mlp-noise-norm"].not_reproduced is None
 
 
@@ -705,7 +705,8 @@ def test_checks_with_more_seeds_start_with_the_profile_seeds_and_share_their_run
     real = profiles.PROFILES["real"]
     data = {name: paper_data(part) for name, part in real.parts.items()}
     seeds = {case.id: case.seeds for case in cases(real, "cpu", data)}
-    assert seeds["C10-mlp-sharpness"] == profiles.POWER_SEEDS
+    assert seeds["C10-mlp-sharpness"] == profiles.REPLICATION_SEEDS
+    assert seeds["C9-mlp-sgd-best"] == profiles.REPLICATION_SEEDS[:13]
     assert seeds["C10-mlp-sharpness"][:3] == seeds["C2-mlp-sgd-floor"] == profiles.PAPER_SEEDS
     with pytest.raises(ValueError, match="must start with the profile's"):
         dataclasses.replace(real, more_seeds={("mlp", "C10-sharpness"): (1, 2, 3)})
