@@ -17,6 +17,11 @@ ADDED_LATER = (
     "cuda_tf32",
     "measurement_precision",
     "hvp_chunk_size",
+    "hessian_trace_every",
+    "hessian_trace_probes",
+    "gradient_noise_scale_every",
+    "top_eigenvalues_every",
+    "top_eigenvalues_k",
 )
 WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
 
@@ -43,6 +48,11 @@ def test_a_run_that_leaves_the_new_fields_alone_keeps_its_hash(changes: dict[str
         {"cuda_tf32": True},
         {"measurement_precision": "bfloat16"},
         {"hvp_chunk_size": 250},
+        {"hessian_trace_every": 5},
+        {"hessian_trace_probes": 60},
+        {"gradient_noise_scale_every": 5, "bn_mode": "eval"},
+        {"top_eigenvalues_every": 5},
+        {"top_eigenvalues_k": 3},
     ],
 )
 def test_changing_a_new_field_that_changes_the_records_changes_the_hash(changes: dict[str, object]) -> None:
@@ -65,8 +75,18 @@ def test_the_checkpoint_cadence_does_not_change_the_hash() -> None:
         ({"evaluate_every_updates": 0}, "evaluate_every_updates must be positive"),
         ({"hvp_chunk_size": 0}, "hvp_chunk_size must be positive"),
         ({"checkpoint_every_updates": 2.5}, "checkpoint_every_updates must be an integer"),
+        ({"hessian_trace_every": 0}, "hessian_trace_every must be positive"),
+        ({"hessian_trace_probes": 3}, "hessian_trace_probes must be at least 4"),
+        ({"top_eigenvalues_k": 0}, "top_eigenvalues_k must be positive"),
+        ({"gradient_noise_scale_every": 5}, "gradient_noise_scale_every needs per-sample gradients"),
+        ({"gradient_noise_scale_every": 5, "arch": "vgg11"}, "use bn_mode eval or recompute"),
     ],
 )
 def test_bad_values_of_the_new_fields_are_refused_by_name(changes: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         WalkConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_the_gradient_noise_scale_is_allowed_where_every_sample_has_its_own_gradient() -> None:
+    assert WalkConfig(gradient_noise_scale_every=5, batch_norm=False).gradient_noise_scale_every == 5
+    assert WalkConfig(gradient_noise_scale_every=5, bn_mode="recompute").gradient_noise_scale_every == 5

@@ -15,10 +15,17 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 import numpy as np
 import pytest
 
-from sgdwalk.instrument.record import OPTIONAL_FIELDS, RECORD_FIELDS, TUPLE_FIELDS, StepRecord, record_from_dict
+from sgdwalk.instrument.record import (
+    OPTIONAL_FIELDS,
+    RECORD_FIELDS,
+    SCHEDULED_FIELDS,
+    TUPLE_FIELDS,
+    StepRecord,
+    record_from_dict,
+)
 from sgdwalk.instrument.segment import SegmentSummary, summarize_segment
 from sgdwalk.instrument.uncertainty import SegmentUncertainty, segment_uncertainty
-from sgdwalk.integrations.metrics import NOT_LOGGED, PER_GROUP_FIELDS, PER_POINT_FIELDS
+from sgdwalk.integrations.metrics import NOT_LOGGED, PER_INDEX_FIELDS, flat_metrics
 
 RECORD_HINTS = get_type_hints(StepRecord)
 # A segment with an interior floor: 1.0 at α = 0, down to 0.7, back up to 0.9 at α = 1.
@@ -53,14 +60,21 @@ def test_the_uncertainty_fields_have_the_uncertaintys_types_or_none() -> None:
 
 
 def test_tuple_and_optional_fields_are_read_from_the_annotations() -> None:
-    assert TUPLE_FIELDS == ("segment_alphas", "segment_losses", "segment_loss_se", "segment_floor_se", "group_lrs")
+    assert TUPLE_FIELDS == (
+        "segment_alphas",
+        "segment_losses",
+        "segment_loss_se",
+        "segment_floor_se",
+        "group_lrs",
+        "top_eigenvalues",
+    )
     assert set(OPTIONAL_FIELDS) == {name for name, hint in RECORD_HINTS.items() if type(None) in union_members(hint)}
     assert "loss_start" not in OPTIONAL_FIELDS and "lr" in OPTIONAL_FIELDS
 
 
 def test_every_tuple_field_is_flattened_or_left_out_by_flat_metrics() -> None:
     # flat_metrics would otherwise call float() on a tuple.
-    assert set(TUPLE_FIELDS) == set(PER_POINT_FIELDS) | set(PER_GROUP_FIELDS) | (set(NOT_LOGGED) & set(TUPLE_FIELDS))
+    assert set(TUPLE_FIELDS) == set(PER_INDEX_FIELDS) | (set(NOT_LOGGED) & set(TUPLE_FIELDS))
 
 
 def uncertainty(count: int) -> SegmentUncertainty:
@@ -109,7 +123,44 @@ def full_record() -> StepRecord:
         segment_alphas=(*ALPHAS, 1.0),
         segment_losses=PROFILE,
         **uncertainty(count=100).record_fields(),
+        hessian_trace=40.0,
+        hessian_trace_se=2.0,
+        gradient_noise_scale=150.0,
+        gradient_noise_scale_se=12.0,
+        top_eigenvalues=(12.5, 3.0, 1.0),
+        preconditioned_sharpness=300.0,
+        stability_threshold=380.0,
     )
+
+
+def test_a_scheduled_field_that_is_none_is_left_out_of_the_written_record() -> None:
+    # A run that schedules none of them writes the keys records had before these fields existed.
+    record = full_record()
+    unscheduled = StepRecord(**{**record.as_dict(), **dict.fromkeys(SCHEDULED_FIELDS)})
+    assert set(unscheduled.as_dict()) == set(RECORD_FIELDS) - SCHEDULED_FIELDS
+    assert record_from_dict(unscheduled.as_dict()) == unscheduled
+    assert set(record.as_dict()) == set(RECORD_FIELDS)
+    assert SCHEDULED_FIELDS == {
+        "hessian_trace",
+        "hessian_trace_se",
+        "gradient_noise_scale",
+        "gradient_noise_scale_se",
+        "top_eigenvalues",
+        "preconditioned_sharpness",
+        "stability_threshold",
+    }
+    # A field that is None on most steps but always written (the sharpness) stays in.
+    assert (
+        unscheduled.as_dict()["cosine"] == -0.25
+        and "sharpness" in StepRecord(**{**unscheduled.as_dict(), "sharpness": None}).as_dict()
+    )
+
+
+def test_flat_metrics_gives_each_top_eigenvalue_its_index() -> None:
+    metrics = flat_metrics(full_record())
+    assert [metrics[f"top_eigenvalues/{i}"] for i in range(3)] == [12.5, 3.0, 1.0]
+    assert "top_eigenvalues/3" not in metrics and "top_eigenvalues" not in metrics
+    assert metrics["hessian_trace"] == 40.0 and metrics["stability_threshold"] == 380.0
 
 
 def test_record_from_dict_inverts_a_json_round_trip() -> None:

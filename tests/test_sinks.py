@@ -16,7 +16,7 @@ from sgdwalk.instrument.record import RECORD_FIELDS, StepRecord
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.instrument.uncertainty import BARRIER_TEST_OUTCOMES
 from sgdwalk.integrations.csv_sink import CsvSink, read_csv_metrics
-from sgdwalk.integrations.metrics import NOT_LOGGED, PER_GROUP_FIELDS, PER_POINT_FIELDS, flat_metrics
+from sgdwalk.integrations.metrics import NOT_LOGGED, PER_INDEX_FIELDS, flat_metrics
 from sgdwalk.integrations.optional import MissingExtraError, require
 from sgdwalk.integrations.sink_spec import SinkSpecError, open_sink
 from tests.helpers import classification_data, mlp
@@ -41,7 +41,7 @@ def test_flat_metrics_keeps_every_number_by_name(records: list[StepRecord]) -> N
             value = getattr(record, name)
             if name in NOT_LOGGED or value is None:
                 assert not any(key == f"walk/{name}" or key.startswith(f"walk/{name}/") for key in metrics), name
-            elif name in PER_POINT_FIELDS or name in PER_GROUP_FIELDS:
+            elif name in PER_INDEX_FIELDS:
                 assert [metrics[f"walk/{name}/{i}"] for i in range(len(value))] == list(value)
                 assert f"walk/{name}/{len(value)}" not in metrics
             elif name == "barrier_test":

@@ -5,10 +5,20 @@ from __future__ import annotations
 import math
 import types
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, get_args, get_origin, get_type_hints
 
 import numpy as np
+
+# The metadata key of a field measured on its own schedule (see ``scheduled``).
+_SCHEDULED: Final = "scheduled"
+
+
+def scheduled() -> Any:
+    """A field measured on a schedule of its own, off by default: None off it, and then left
+    out of ``as_dict``, so a run that never schedules it writes its records byte for byte as
+    before the field existed (``record_from_dict`` gives a missing field its default)."""
+    return field(default=None, metadata={_SCHEDULED: True})
 
 
 @dataclass(frozen=True)
@@ -60,12 +70,27 @@ class StepRecord:
     # cos(θ_t − θ_{t−1}, θ_{t+1} − θ_t): the consecutive updates, beside ``cosine`` of the gradients
     # (they differ under momentum and Adam); None where ``cosine`` is.
     update_cosine: float | None = None
+    # The optional quantities at θ_{t+1}, each on its own schedule (``step_quantities``).
+    # Hutch++ estimate of tr H and its standard error over the probes.
+    hessian_trace: float | None = scheduled()
+    hessian_trace_se: float | None = scheduled()
+    # B_simple = tr(Σ)/|G|² over the measurement set and its jackknife standard error.
+    gradient_noise_scale: float | None = scheduled()
+    gradient_noise_scale_se: float | None = scheduled()
+    # The k largest Hessian eigenvalues, descending (the first is the sharpness).
+    top_eigenvalues: tuple[float, ...] | None = scheduled()
+    # Top eigenvalue of P^{-1/2} H P^{-1/2} with the optimizer's preconditioner P, and the
+    # value above which the optimizer, P frozen, is unstable on a quadratic.
+    preconditioned_sharpness: float | None = scheduled()
+    stability_threshold: float | None = scheduled()
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields by name; a scheduled field that is None is left out (see ``scheduled``)."""
+        return {name: value for name, value in asdict(self).items() if not (value is None and name in SCHEDULED_FIELDS)}
 
 
 RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(StepRecord))
+SCHEDULED_FIELDS: Final[frozenset[str]] = frozenset(f.name for f in fields(StepRecord) if f.metadata.get(_SCHEDULED))
 
 
 def _admits(hint: Any, kind: type) -> bool:

@@ -54,6 +54,8 @@ from sgdwalk.instrument.sharpness import (
     sharpness_with_standard_error,
     top_hessian_eigenvalue,
 )
+from sgdwalk.instrument.step_quantities import StepQuantities, check_adaptive_optimizer
+from sgdwalk.instrument.step_quantity_defaults import HESSIAN_TRACE_PROBES, TOP_EIGENVALUES_K
 from sgdwalk.instrument.tolerances import (
     BARRIER_ABSOLUTE_TOLERANCE,
     BARRIER_RELATIVE_TOLERANCE,
@@ -121,6 +123,14 @@ class WalkTracker:
             about twice the activations of a forward pass, so it may need smaller chunks.
             The value is the same up to summation order, except in batch-norm mode "train",
             where a chunk is also the batch the sharpness's batch norm normalises over.
+        hessian_trace_every, gradient_noise_scale_every, top_eigenvalues_every,
+        preconditioned_sharpness_every: the optional quantities at θ_{t+1}, each on measured
+            steps t with t % every == 0 (None, the default: never), in the set's
+            ``hvp_chunk_size`` chunks (``step_quantities``): the Hessian's trace by Hutch++ with
+            ``hessian_trace_probes`` products; the gradient noise scale (refused where batch norm
+            runs in bn_mode "train"); the ``top_eigenvalues_k`` largest Hessian eigenvalues; the
+            preconditioned sharpness of the Adam, AdamW or RMSprop the loop hands to ``step`` or
+            ``attach`` (any other optimizer is refused at the first step).
     """
 
     def __init__(
@@ -146,6 +156,12 @@ class WalkTracker:
         divergence_loss_factor: float | None = None,
         measurement_precision: MeasurementPrecision = "float32",
         hvp_chunk_size: int | None = None,
+        hessian_trace_every: int | None = None,
+        hessian_trace_probes: int = HESSIAN_TRACE_PROBES,
+        gradient_noise_scale_every: int | None = None,
+        top_eigenvalues_every: int | None = None,
+        top_eigenvalues_k: int = TOP_EIGENVALUES_K,
+        preconditioned_sharpness_every: int | None = None,
     ) -> None:
         if not isinstance(measurement, MeasurementSet):
             raise TypeError(
@@ -170,6 +186,17 @@ class WalkTracker:
         self.sharpness_seed = sharpness_seed
         self.sharpness_tolerance = sharpness_tolerance
         self.sharpness_warm_start = sharpness_warm_start
+        self.quantities = StepQuantities(
+            hessian_trace_every=hessian_trace_every,
+            hessian_trace_probes=hessian_trace_probes,
+            gradient_noise_scale_every=gradient_noise_scale_every,
+            top_eigenvalues_every=top_eigenvalues_every,
+            top_eigenvalues_k=top_eigenvalues_k,
+            preconditioned_sharpness_every=preconditioned_sharpness_every,
+            seed=sharpness_seed,
+            relative_tolerance=sharpness_tolerance,
+        )
+        self.quantities.check(self.model, self.bn_mode)
         # The last estimate's eigenvector: the next estimate's warm start. Any start finds the
         # same value within the tolerance, so it is kept across gaps; a checkpoint saves it so
         # that a resumed run starts the next estimate where an uninterrupted one would.
@@ -206,6 +233,8 @@ class WalkTracker:
         self._lr: float | None = None
         self._group_lrs: tuple[float, ...] | None = None
         self._minibatch_loss: float | None = None
+        # The optimizer of a measured step, for its preconditioned sharpness (held for that step only).
+        self._optimizer: torch.optim.Optimizer | None = None
         self._in_step = False
 
     # ----------------------------------------------------------------------------- state
@@ -246,8 +275,11 @@ class WalkTracker:
             raise RuntimeError("before_step called twice without after_step")
         if optimizer is not None and lr is not None:
             raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
+        if self.quantities.preconditioned_sharpness_every is not None:
+            check_adaptive_optimizer(optimizer)
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
+        self._optimizer = optimizer if measured else None
         # Reading the groups is a pass over the parameters: done only where a record uses it.
         self._lr, self._group_lrs, decay = (
             self._settings(lr, optimizer) if (measured or next_measured) else (lr, None, 0.0)
@@ -320,7 +352,7 @@ class WalkTracker:
                     self._measure_step(step)
         finally:
             self.step_index += 1
-            self._start = self._gradient = None
+            self._start = self._gradient = self._optimizer = None
         return self.records[completed_before:]
 
     @contextmanager
@@ -348,7 +380,7 @@ class WalkTracker:
     def _forget_step(self) -> None:
         """The optimizer step failed: forget the half-begun step so the tracker stays usable."""
         self._in_step = False
-        self._start = self._gradient = None
+        self._start = self._gradient = self._optimizer = None
 
     # --------------------------------------------------------------- the hook interface
     # What an integration that sees the optimizer's steps from its hooks calls (the
@@ -403,6 +435,8 @@ class WalkTracker:
             raise RuntimeError("the tracker is closed and records nothing more: make a new one to measure again")
         if self._attachment is not None and self._attachment.attached:
             raise RuntimeError("the tracker is already attached to an optimizer: remove() that attachment first")
+        if self.quantities.preconditioned_sharpness_every is not None:
+            check_adaptive_optimizer(optimizer)
         if step is not None:
             if step < self.step_index:
                 raise ValueError(
@@ -616,6 +650,9 @@ class WalkTracker:
                 segment_alphas=(*(float(a) for a in self.alphas), 1.0),
                 segment_losses=measured.losses,
                 **measured.uncertainty.record_fields(),
+                **self.quantities.record_fields(
+                    step, self.model, end, self.hvp_measurement, self.bn_mode, self.shard, self._optimizer
+                ),
             )
         )
 

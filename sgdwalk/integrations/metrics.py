@@ -12,6 +12,8 @@ TensorBoard, W&B and MLflow loggers all take, and what each sink here writes. A
   loss at α = 0, ``segment_losses/K`` at α = 1;
 - ``group_lrs`` (every parameter group's rate, when they differ) becomes one number per
   group, ``group_lrs/0`` for the first group;
+- ``top_eigenvalues`` (when scheduled) becomes one number per eigenvalue, ``top_eigenvalues/0``
+  the largest;
 - ``barrier_test`` (a word) becomes one indicator per outcome, ``barrier_test/crossed``,
   ``barrier_test/not_crossed`` and ``barrier_test/undecided``, so a mean over steps is the
   share of each outcome;
@@ -36,6 +38,7 @@ NOT_LOGGED: Final[dict[str, str]] = {
 }
 PER_POINT_FIELDS: Final = ("segment_losses", "segment_loss_se", "segment_floor_se")
 PER_GROUP_FIELDS: Final = ("group_lrs",)
+PER_INDEX_FIELDS: Final = (*PER_POINT_FIELDS, *PER_GROUP_FIELDS, "top_eigenvalues")
 OUTCOME_FIELDS: Final = ("barrier_test",)
 
 
@@ -50,7 +53,7 @@ def flat_metrics(record: StepRecord, prefix: str = "") -> dict[str, float]:
         value = getattr(record, name)
         if name in NOT_LOGGED or value is None:
             continue
-        if name in PER_POINT_FIELDS or name in PER_GROUP_FIELDS:
+        if name in PER_INDEX_FIELDS:
             for index, point_value in enumerate(value):
                 metrics[f"{prefix}{name}/{index}"] = float(point_value)
         elif name in OUTCOME_FIELDS:

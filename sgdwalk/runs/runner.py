@@ -280,6 +280,11 @@ class _WalkRun:
             divergence_loss_factor=DIVERGENCE_LOSS_FACTOR,
             measurement_precision=config.measurement_precision,
             hvp_chunk_size=config.hvp_chunk_size,
+            hessian_trace_every=config.hessian_trace_every,
+            hessian_trace_probes=config.hessian_trace_probes,
+            gradient_noise_scale_every=config.gradient_noise_scale_every,
+            top_eigenvalues_every=config.top_eigenvalues_every,
+            top_eigenvalues_k=config.top_eigenvalues_k,
         )
 
     # ----------------------------------------------------------------- bookkeeping

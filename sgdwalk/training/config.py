@@ -39,6 +39,11 @@ from sgdwalk.instrument.measurement_precision import (
     MeasurementPrecision,
 )
 from sgdwalk.instrument.sampling_defaults import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
+from sgdwalk.instrument.step_quantity_defaults import (
+    HESSIAN_TRACE_PROBES,
+    MINIMUM_HESSIAN_TRACE_PROBES,
+    TOP_EIGENVALUES_K,
+)
 from sgdwalk.training import lr_schedules
 from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, CONFIGURABLE_LAYERS, DATASETS
 
@@ -406,6 +411,42 @@ class WalkConfig:
     sharpness_per_tracked_epoch: bool = setting(
         False, "top Hessian eigenvalue at the end of each tracked epoch", section=MEASURED
     )
+    # The optional quantities at θ_{t+1} of sgdwalk.instrument.step_quantities, each on its own
+    # schedule; the preconditioned sharpness is not among them (a run trains by SGD only).
+    hessian_trace_every: int | None = setting(
+        None,
+        "Hessian trace (Hutch++) with its standard error on measured steps that are multiples of N",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
+    hessian_trace_probes: int = setting(
+        HESSIAN_TRACE_PROBES,
+        "Hessian-vector products per trace: a third sketch, a third exact, a third probe the rest",
+        section=MEASURED,
+        metavar="M",
+        at_least=MINIMUM_HESSIAN_TRACE_PROBES,
+        why="Hutch++: 1 to sketch, 1 exact, 2 for the error",
+    )
+    gradient_noise_scale_every: int | None = setting(
+        None,
+        "gradient noise scale tr(Sigma)/|G|^2 with its standard error on measured steps that are "
+        "multiples of N (per-sample gradients: needs --bn-mode eval or recompute with batch norm; "
+        "memory: --hvp-chunk-size x parameters floats)",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
+    top_eigenvalues_every: int | None = setting(
+        None,
+        "the --top-eigenvalues-k largest Hessian eigenvalues on measured steps that are multiples of N",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
+    )
+    top_eigenvalues_k: int = setting(
+        TOP_EIGENVALUES_K, "how many of the largest Hessian eigenvalues", section=MEASURED, metavar="K", positive=True
+    )
     # --- run
     seed: int = setting(
         DEFAULT_SEED,
@@ -479,6 +520,11 @@ class WalkConfig:
                 f"batch_norm and activation can be changed for {', '.join(CONFIGURABLE_LAYERS)} only, "
                 f"not arch {self.arch!r}"
             )
+        if self.gradient_noise_scale_every is not None and self.bn_mode == "train" and self._has_batch_norm:
+            raise ConfigError(
+                "gradient_noise_scale_every needs per-sample gradients, which batch norm in bn_mode train does not "
+                "give: use bn_mode eval or recompute (or an mlp without batch norm)"
+            )
         if self.measurement_mode == "targeted" and self.bn_mode == "recompute":
             raise ConfigError("measurement_mode 'targeted' needs bn_mode train or eval (recompute reads the whole set)")
         if (
@@ -511,6 +557,11 @@ class WalkConfig:
                     f"the trapezoid's ramp ({self.lr_step_epochs} epochs) and anneal ({anneal} epochs) "
                     f"do not fit in {self.epochs} epochs"
                 )
+
+    @property
+    def _has_batch_norm(self) -> bool:
+        """Every network has batch norm but an mlp built without it."""
+        return self.arch not in CONFIGURABLE_LAYERS or self.batch_norm
 
     # ----------------------------------------------------------------- conversions
     def to_dict(self) -> dict[str, Any]:
@@ -561,7 +612,19 @@ _FIELDS_WITHOUT_EFFECT: Final = frozenset(
 )
 # Fields added after the first hashed runs (sweep cells, baselines), hashed only off their default.
 _FIELDS_ADDED_LATER: Final = frozenset(
-    {"batch_norm", "activation", "evaluate_every_updates", "cuda_tf32", "measurement_precision", "hvp_chunk_size"}
+    {
+        "batch_norm",
+        "activation",
+        "evaluate_every_updates",
+        "cuda_tf32",
+        "measurement_precision",
+        "hvp_chunk_size",
+        "hessian_trace_every",
+        "hessian_trace_probes",
+        "gradient_noise_scale_every",
+        "top_eigenvalues_every",
+        "top_eigenvalues_k",
+    }
 )
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
 CONFIG_HASH_LENGTH: Final = 12
