@@ -27,12 +27,24 @@ def optional_library(module: str, extra: str) -> ModuleType:
 
 def walk_records(steps: int = 5) -> list[StepRecord]:
     """Records of a tiny seeded walk: a first step without cosine, sharpness on even steps only
-    (None on the others), standard errors and barrier tests: every kind of field a sink meets."""
+    (None on the others), the optional quantities on theirs, standard errors and barrier tests:
+    every kind of field a sink meets."""
     torch.manual_seed(0)
     model = mlp(0)
     inputs, targets = classification_data(0, 32)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    tracker = WalkTracker(model, MeasurementSet(inputs, targets, chunk_size=16), num_alphas=4, sharpness_every=2)
+    tracker = WalkTracker(
+        model,
+        MeasurementSet(inputs, targets, chunk_size=16),
+        num_alphas=4,
+        sharpness_every=2,
+        # The optional quantities on their own schedules (a tuple field among them); all but the
+        # preconditioned sharpness, which SGD has none of.
+        hessian_trace_every=2,
+        gradient_noise_scale_every=3,
+        top_eigenvalues_every=2,
+        top_eigenvalues_k=3,
+    )
     tracker.attach(optimizer)
     for _ in range(steps):
         optimizer.zero_grad()
