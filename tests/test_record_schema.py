@@ -140,7 +140,7 @@ def test_a_scheduled_field_that_is_none_is_left_out_of_the_written_record() -> N
     assert set(unscheduled.as_dict()) == set(RECORD_FIELDS) - SCHEDULED_FIELDS
     assert record_from_dict(unscheduled.as_dict()) == unscheduled
     assert set(record.as_dict()) == set(RECORD_FIELDS)
-    assert SCHEDULED_FIELDS == {
+    assert {
         "hessian_trace",
         "hessian_trace_se",
         "gradient_noise_scale",
@@ -148,7 +148,7 @@ def test_a_scheduled_field_that_is_none_is_left_out_of_the_written_record() -> N
         "top_eigenvalues",
         "preconditioned_sharpness",
         "stability_threshold",
-    }
+    } == SCHEDULED_FIELDS
     # A field that is None on most steps but always written (the sharpness) stays in.
     assert (
         unscheduled.as_dict()["cosine"] == -0.25

@@ -210,13 +210,17 @@ def test_the_preconditioned_sharpness_refuses_sgd_at_the_first_step_and_at_attac
     before = flat_parameters(model)
     tracker = WalkTracker(model, measurement, preconditioned_sharpness_every=10)
     nn.functional.cross_entropy(model(inputs), targets).backward()
-    with pytest.raises(TypeError, match="needs Adam, AdamW or RMSprop .* not SGD: under SGD it is the plain sharpness"):
-        with tracker.step(optimizer=sgd):
-            sgd.step()
+    with (
+        pytest.raises(TypeError, match=r"needs Adam, AdamW or RMSprop .* not SGD: under SGD it is the plain sharpness"),
+        tracker.step(optimizer=sgd),
+    ):
+        sgd.step()
     assert torch.equal(flat_parameters(model), before), "refused before the update"
-    with pytest.raises(ValueError, match="reads the optimizer's preconditioner: pass tracker.step\\(optimizer="):
-        with tracker.step(lr=0.1):
-            sgd.step()
+    with (
+        pytest.raises(ValueError, match=r"reads the optimizer's preconditioner: pass tracker.step\(optimizer="),
+        tracker.step(lr=0.1),
+    ):
+        sgd.step()
     with pytest.raises(TypeError, match="not SGD"):
         tracker.attach(sgd)
 
@@ -236,6 +240,5 @@ def test_an_optimizer_without_one_threshold_is_refused(make: Any, message: str) 
     optimizer = make(list(model.parameters()))
     tracker = WalkTracker(model, measurement, preconditioned_sharpness_every=1)
     nn.functional.cross_entropy(model(inputs), targets).backward()
-    with pytest.raises(ValueError, match=message):
-        with tracker.step(optimizer=optimizer):
-            optimizer.step()
+    with pytest.raises(ValueError, match=message), tracker.step(optimizer=optimizer):
+        optimizer.step()
