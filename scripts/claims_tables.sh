@@ -98,7 +98,7 @@ HEADER
     "Fashion-MNIST, the MLP 784-500-350-10 and a half-width conv net, 3 seeds (\`tox -e real\`)."
   echo "## Replication of the real tier on other seeds (real-replicate)"
   echo
-  echo "The real tier unchanged but for its seeds: 2001-2005 (\`tox -e replicate\`) against 1111-1115. A check whose outcomes differ is marked **not replicated**: its verdict holds on one seed set only."
+  echo "The real tier unchanged but for its seeds: 2001-2028 (\`tox -e replicate\`; each check on as many as it runs) against 1111-1138. A check whose outcomes differ is marked **not replicated**: its verdict holds on one seed set only."
   echo
   provenance suites/baselines/real-replicate.json
   echo

@@ -669,7 +669,8 @@ PAPER_SIZES: Final[Mapping[str, PartSize]] = {
 PROFILES: Final[Mapping[str, Profile]] = {
     "real": Profile(
         "real",
-        "C1-C11 and X1 on Fashion-MNIST on a CPU (5k images, 200 updates, 3 seeds; 5 where 3 left a claim undecided)",
+        "C1-C11 and X1 on Fashion-MNIST on a CPU (5k images, 200 updates, 3 seeds; 5 where 3 left a claim "
+        "undecided; 10-28 where a second seed set did not replicate the verdict)",
         PAPER_SEEDS,
         REAL_PARTS,
         {"mlp": _REAL_MLP_SIZE, "conv": _REAL_CONV_SIZE},
