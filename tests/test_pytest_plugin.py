@@ -731,7 +731,7 @@ def test_claim_identity_and_tier(recorder: ClaimRecorder) -> None:
 def test_registry() -> None:
     assert list(CLAIMS) == [
         *(f"C{index}" for index in range(1, 12)),
-        *(f"S{index}" for index in range(1, 8)),
+        *(f"S{index}" for index in range(1, 10)),
         "X1",
         "X2",
     ]

@@ -2,7 +2,7 @@
 
 Ids are used everywhere (``@pytest.mark.claim("C3")``, the JSON report, the README
 table), so the registry is the single place that says which ids exist. Statements follow
-``docs/claims.md`` (paper claims C1-C11), the synthetic checks S1-S7 that
+``docs/claims.md`` (paper claims C1-C11), the synthetic checks S1-S9 that
 test the instrument on landscapes with exact answers, and X1-X2, checks beyond the paper.
 """
 
@@ -121,6 +121,18 @@ _CLAIM_LIST: tuple[Claim, ...] = (
     Claim(
         "S7",
         "The mean height grows with eta at fixed B, and the mean cosine falls as B grows",
+        QUADRATIC_THEORY,
+    ),
+    Claim(
+        "S8",
+        "The Hessian trace (Hutch++) and top-k eigenvalues measured on a quadratic are its known "
+        "spectrum, the trace's standard error covering at its nominal rate",
+        QUADRATIC_THEORY,
+    ),
+    Claim(
+        "S9",
+        "The gradient noise scale B_simple on the noisy quadratic is its closed form tr(Sigma)/|G|^2, "
+        "its standard error covering at its nominal rate",
         QUADRATIC_THEORY,
     ),
     # --- Checks beyond the paper.
