@@ -37,6 +37,7 @@ def _package_error_classes() -> list[type[BaseException]]:
     return found
 
 
+@pytest.mark.slow  # imports every module, the optional integrations' libraries too (seconds)
 def test_every_error_of_the_package_derives_from_the_root() -> None:
     errors = _package_error_classes()
     assert len(errors) >= 8  # config, two data, run directory, sweep (2), report, the root itself

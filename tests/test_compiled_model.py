@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -67,6 +68,7 @@ def walk(compile_with: CountingBackend | None, seed: int = 0) -> tuple[nn.Module
     return trained, tracker.close()
 
 
+@pytest.mark.slow  # torch.compile traces and compiles the model (seconds per test)
 def test_a_compiled_model_is_measured_through_its_original_module() -> None:
     model = mlp(0)
     wrapper = compiled(model, "eager")
@@ -75,6 +77,7 @@ def test_a_compiled_model_is_measured_through_its_original_module() -> None:
     assert unwrapped(nn.DataParallel(wrapper)) is model, "any nesting of wrappers"
 
 
+@pytest.mark.slow  # torch.compile traces and compiles the model (seconds per test)
 def test_compiled_model_records_equal_the_uncompiled_model_records_bitwise() -> None:
     backend = CountingBackend()
     plain_model, expected = walk(None)

@@ -45,6 +45,7 @@ def test_the_mlp_counts_as_counted_by_hand() -> None:
     assert flops.hessian_graph == flops.training
 
 
+@pytest.mark.slow  # counts a conv net's passes on real tensors (seconds): not unit-sized
 def test_a_conv_nets_segment_ends_are_its_first_convolution_twice() -> None:
     flops = network_flops("vgg11", 3, 32, 10)
     # 3x3 kernels from 3 to 64 channels at every one of the 32x32 output pixels.
@@ -53,6 +54,7 @@ def test_a_conv_nets_segment_ends_are_its_first_convolution_twice() -> None:
     assert flops.segment_point == flops.forward - first_conv
 
 
+@pytest.mark.slow  # counts each network twice at two image counts (seconds)
 def test_counts_per_image_do_not_depend_on_the_images_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """The per-image counts scale from COUNTED_IMAGES to any number of images: linearly."""
     arguments = ("vgg11", 3, 32, 10, 0.125)
@@ -135,6 +137,7 @@ SMALL_RUN: dict[str, Any] = {
 }
 
 
+@pytest.mark.slow  # trains four short walks to compare the model's FLOPs with the runner's (seconds)
 @pytest.mark.parametrize(
     "changes",
     [
@@ -163,6 +166,7 @@ def test_a_runs_flops_are_those_the_runner_computes(changes: dict[str, Any]) -> 
     assert run_cost(config).total == counted_run(config)
 
 
+@pytest.mark.slow  # runs Lanczos on a network to count its products (seconds)
 def test_a_sharpness_estimate_costs_its_products() -> None:
     """The count of one estimate with its standard error (``sharpness_with_standard_error``'s
     two calls), at the products Lanczos took (capped, to keep the test short)."""
@@ -186,6 +190,7 @@ def test_flops_read_with_their_prefix() -> None:
     assert [format_flops(value) for value in (915.0, 91.6e9, 11.84e15)] == ["915 FLOP", "91.6 GFLOP", "11.8 PFLOP"]
 
 
+@pytest.mark.slow  # counts ResNet-56's and VGG-11's saved graphs at full width (seconds)
 def test_the_paper_profiles_products_fit_an_h100_where_resnet56s_5000_image_chunks_do_not() -> None:
     """The paper profile's ``hvp_chunk_size``: every part's Hessian-vector products fit an
     H100 by the cost model, and ResNet-56's needs its smaller chunk to (5,000 images would not)."""
