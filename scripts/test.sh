@@ -25,7 +25,7 @@ $PY -m pytest -p no:cacheprovider suites/gpu --runslow --sgdwalk-device cpu --sg
 nets_pid=$!
 trap 'kill "$nets_pid" 2>/dev/null || true' EXIT
 
-echo "== quick tier: unit tests and synthetic claims (S1-S7)"
+echo "== quick tier: unit tests and synthetic claims (S1-S9)"
 $PY -m pytest tests suites/quick --sgdwalk-report "$REPORTS/quick.json"
 
 echo "== slow unit tests (end-to-end CLI runs, sweeps with worker processes)"
