@@ -69,7 +69,11 @@ POWER_SEEDS: Final[tuple[int, ...]] = (*PAPER_SEEDS, 1114, 1115)
 # where those are finite, else at the pilot's own effect and spread (seeds_for_power at 90 %),
 # the cautious count being out of reach:
 # - C4-batch-vs-lr: per-seed mean +0.116, sd 0.036; cautious 10 (plug-in 4): 10 seeds;
-# - C9-sgd-best: mean +0.013, sd 0.013; cautious beyond 200 seeds, plug-in 13: 13 seeds;
+# - C9-sgd-best: mean +0.013, sd 0.013; cautious beyond 200 seeds, plug-in 13: 13 seeds.
+#   Its verdict still differed on 2001-2013, and a longer pilot (3001-3019, runs measuring
+#   nothing: measured_less) gave mean +0.008, sd 0.020, an interval reaching 0 (no cautious
+#   count) and a plug-in count of 66: each seed costs a 5,000-image GD run (12 s on one core),
+#   so 66 seeds would add a quarter hour to the tier. It stays at 13, marked not replicated;
 # - C10-sharpness: mean +2.1, sd 3.3; its 95 % interval reaches the bound, so no cautious
 #   count; plug-in 28: 28 seeds. C10 on window means of every-step sharpness (steps 0-4 and
 #   160-164, warm-started) was piloted too, on 3001-3006: its effect over its spread was 0.66,

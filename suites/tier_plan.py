@@ -14,10 +14,10 @@ from typing import Any, Final
 
 import pytest
 
-from sgdwalk.claims.check import ClaimCheck
+from sgdwalk.claims.check import ClaimCheck, Reads
+from sgdwalk.claims.measured_less import MeasuredLess, most_read
 from sgdwalk.claims.pytest_plugin import given_seeds
-from sgdwalk.claims.run_cache import setting_configs
-from sgdwalk.claims.tuned import SettingOverrides, TunedSetting, setting_points
+from sgdwalk.claims.tuned import DeclaredSetting, SettingOverrides, TunedSetting, setting_run_configs
 from sgdwalk.training.config import WalkConfig
 from suites.claims_table import NOT_REPRODUCED, At
 from suites.profiles import PROTOCOL_LR, EdgeSize, Part, PartSize, Profile
@@ -120,7 +120,7 @@ def _schedule_settings(epochs: int, factor: float) -> dict[str, dict[str, Any]]:
     }
 
 
-def schedule_settings(epochs: int, grid: tuple[float, ...]) -> dict[str, SettingOverrides]:
+def schedule_settings(epochs: int, grid: tuple[float, ...]) -> dict[str, DeclaredSetting]:
     """Each schedule at the grid's one factor, or tuned over the grid (``TunedSetting``)."""
     if len(grid) == 1:
         return dict(_schedule_settings(epochs, grid[0]))
@@ -156,7 +156,7 @@ def edge_settings(edge: EdgeSize) -> dict[str, dict[str, Any]]:
     return settings
 
 
-def part_settings(part: Part, size: PartSize) -> dict[str, SettingOverrides]:
+def part_settings(part: Part, size: PartSize) -> dict[str, DeclaredSetting]:
     """Overrides of ``base_config`` for every setting of ``part`` (``claims_table``'s docstring)."""
     sgd: dict[str, Any] = {"sharpness_every": size.sharpness_every} if size.measure_sharpness else {}
 
@@ -175,7 +175,7 @@ def part_settings(part: Part, size: PartSize) -> dict[str, SettingOverrides]:
             "track_steps": size.gd_windows(updates) if measured else (),
         }
 
-    settings: dict[str, SettingOverrides] = {
+    settings: dict[str, DeclaredSetting] = {
         "sgd": sgd,
         # At lr 0.1 the high rate is the protocol run itself: the same config, one run.
         "lr-high": sgd if part.lr_high == PROTOCOL_LR else {"lr": part.lr_high},
@@ -229,6 +229,34 @@ class Case:
     verdict: bool
 
 
+def seed_reads(profile: Profile, part: Part) -> dict[tuple[str, int], Reads]:
+    """What each run of the part must record, by (setting, seed): the most that any check
+    run on that seed reads of that setting (``ClaimCheck.reads``)."""
+    reads: dict[tuple[str, int], list[Reads]] = {}
+    for check in part.checks:
+        for setting in check.settings:
+            for seed in profile.seeds_for(part, check):
+                reads.setdefault((setting, seed), []).append(check.reads)
+    return {key: most_read(values) for key, values in reads.items()}
+
+
+def check_settings(
+    check: ClaimCheck,
+    settings: Mapping[str, DeclaredSetting],
+    reads: Mapping[tuple[str, int], Reads],
+    seeds: Sequence[int],
+) -> dict[str, SettingOverrides]:
+    """The part's settings as ``check`` runs them on ``seeds``: each of its plain settings
+    some of whose seeds' runs serve only checks that read less is a ``MeasuredLess``."""
+    table: dict[str, SettingOverrides] = dict(settings)
+    for setting in check.settings:
+        overrides = settings[setting]
+        lighter = {seed: reads[setting, seed] for seed in seeds if reads[setting, seed] != "records"}
+        if lighter and not isinstance(overrides, TunedSetting):
+            table[setting] = MeasuredLess(overrides, lighter)
+    return table
+
+
 def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_root: str | None = None) -> list[Case]:
     """Every check of every part whose data is known (``data``: part name → choice)."""
     result = []
@@ -238,7 +266,9 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
         size = profile.sizes[name]
         base = base_config(part, size, data[name], device, data_root)
         settings = part_settings(part, size)
+        reads = seed_reads(profile, part)
         for check in part.checks:
+            seeds = profile.seeds_for(part, check)
             result.append(
                 Case(
                     id=profile.test_id(part, check),
@@ -246,8 +276,8 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
                     part=part,
                     check=check,
                     base=base,
-                    settings=settings,
-                    seeds=profile.seeds_for(part, check),
+                    settings=check_settings(check, settings, reads, seeds),
+                    seeds=seeds,
                     data=data[name],
                     not_reproduced=NOT_REPRODUCED.get(At(profile.name, name, check.key)),
                     strict=profile.measured_on in (None, (data[name].name, device)),
@@ -259,19 +289,13 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
 
 def tier_configs(profile: Profile, device: str, data: Mapping[str, DataChoice]) -> list[WalkConfig]:
     """Every run the tier makes (each setting a check needs, every grid point of a tuned one,
-    × the check's seeds; each run once), in part and check order."""
+    × the check's seeds, each measuring what its checks read; each run once), in part and
+    check order."""
     configs: dict[str, WalkConfig] = {}
-    for name, part in profile.parts.items():
-        if name not in data:
-            continue
-        size = profile.sizes[name]
-        base = base_config(part, size, data[name], device)
-        settings = part_settings(part, size)
-        for check in part.checks:
-            for setting in check.settings:
-                for point in setting_points(settings[setting]):
-                    for config in setting_configs(base, point, profile.seeds_for(part, check)):
-                        configs.setdefault(config.result_hash, config)
+    for case in cases(profile, device, data):
+        for setting in case.check.settings:
+            for config in setting_run_configs(case.settings[setting], case.base, case.seeds):
+                configs.setdefault(config.result_hash, config)
     return list(configs.values())
 
 

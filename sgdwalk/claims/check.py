@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol, get_args
 
 from sgdwalk.claims.report import RELATIONS, Relation
 from sgdwalk.claims.statistics import Estimate
@@ -13,6 +13,13 @@ from sgdwalk.runs.walk_result import WalkResult
 
 RunsBySetting = Mapping[str, Sequence[WalkResult]]
 StatisticFunction = Callable[[RunsBySetting], Estimate]
+
+# What of a run a check's statistic reads, from most to least (``measured_for`` gives the
+# run that records just that): "records", every measured step of its settings; "sharpness",
+# only the steps at which the top Hessian eigenvalue is estimated; "history", only the
+# evaluations and distances recorded at epoch ends (nothing measured).
+Reads = Literal["records", "sharpness", "history"]
+READS: tuple[Reads, ...] = get_args(Reads)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -27,6 +34,9 @@ class ClaimCheck:
         statistic: per-seed statistic with its interval, from the runs of those settings.
         relation / bound: the statistic must satisfy ``statistic relation bound``.
         bound_reason: why this bound, stated before the first run.
+        reads: what of its settings' runs the statistic reads (``Reads``). A run made only
+            for checks that read less measures less: it follows the same trajectory (the
+            instrument never changes it) at a fraction of the cost.
     """
 
     claim_id: str
@@ -37,10 +47,13 @@ class ClaimCheck:
     relation: Relation
     bound: float
     bound_reason: str
+    reads: Reads = "records"
 
     def __post_init__(self) -> None:
         if self.relation not in RELATIONS:
             raise ValueError(f"{self.key}: relation must be one of {RELATIONS}, got {self.relation!r}")
+        if self.reads not in READS:
+            raise ValueError(f"{self.key}: reads must be one of {READS}, got {self.reads!r}")
 
     @property
     def key(self) -> str:

@@ -1,4 +1,5 @@
-"""Settings tuned by grid search (``TunedSetting``) and how a check runs one setting over its seeds."""
+"""Settings tuned by grid search (``TunedSetting``) and how a check runs one setting over its seeds
+(a plain one, a tuned one, or one whose runs on some seeds measure less: ``MeasuredLess``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sgdwalk.claims.check import ClaimRecorderLike
+from sgdwalk.claims.measured_less import MeasuredLess
 from sgdwalk.claims.run_cache import RunCache, setting_configs
 from sgdwalk.claims.window_statistics import last_history
 from sgdwalk.runs.walk_result import WalkResult
@@ -38,12 +40,23 @@ class TunedSetting:
         return [float(np.mean([last_history(run, self.score) for run in runs])) for runs in runs_per_point]
 
 
-SettingOverrides = Mapping[str, Any] | TunedSetting
+# A setting as a tier's table declares it; a check may run it measuring less on some seeds.
+DeclaredSetting = Mapping[str, Any] | TunedSetting
+SettingOverrides = DeclaredSetting | MeasuredLess
 
 
 def setting_points(overrides: SettingOverrides) -> tuple[Mapping[str, Any], ...]:
     """Every override set a setting runs: the grid of a tuned setting, else the one set."""
-    return overrides.points if isinstance(overrides, TunedSetting) else (overrides,)
+    if isinstance(overrides, TunedSetting):
+        return overrides.points
+    return (overrides.overrides,) if isinstance(overrides, MeasuredLess) else (overrides,)
+
+
+def setting_run_configs(overrides: SettingOverrides, base: WalkConfig, seeds: Sequence[int]) -> list[WalkConfig]:
+    """Every run a setting makes over the seeds: each grid point's of a tuned one, in point order."""
+    if isinstance(overrides, MeasuredLess):
+        return overrides.configs(base, seeds)
+    return [config for point in setting_points(overrides) for config in setting_configs(base, point, seeds)]
 
 
 def run_setting(
@@ -56,6 +69,8 @@ def run_setting(
 ) -> tuple[list[WalkResult], dict[str, Any]]:
     """The runs of one setting over the seeds (a tuned setting's best point) and what the
     ledger records of it."""
+    if isinstance(overrides, MeasuredLess):
+        return [cache.run(config) for config in overrides.configs(base, seeds)], overrides.ledger(seeds)
     if not isinstance(overrides, TunedSetting):
         return [cache.run(config) for config in setting_configs(base, overrides, seeds)], dict(overrides)
     per_point = [[cache.run(config) for config in setting_configs(base, point, seeds)] for point in overrides.points]
