@@ -249,24 +249,41 @@ def final_minus_best(key: str, setting: str, others: tuple[str, ...]) -> Statist
     return statistic
 
 
-# ------------------------------------------------------------------ edge of stability (X1)
-def _late_sharpness_ratio(result: WalkResult) -> float:
-    """Mean sharpness over 2/lr in the second half of a GD run's sharpness estimates."""
-    estimates = [r.sharpness for r in sorted(result.records, key=lambda r: r.step) if r.sharpness is not None]
-    late_estimates = estimates[len(estimates) // 2 :]
-    if not late_estimates:
+# ------------------------------------------------------------------ edge of stability (X1, X2)
+def _late_sharpness_ratio(result: WalkResult, *, preconditioned: bool = False) -> float:
+    """Mean sharpness over its stability threshold in the second half of a full-batch run's
+    estimates: GD's sharpness over 2/lr, or (``preconditioned``) Adam's preconditioned
+    sharpness over the threshold recorded beside it, (2 + 2 β1) / ((1 − β1) lr)."""
+    records = sorted(result.records, key=lambda r: r.step)
+    if preconditioned:
+        pairs = [
+            (r.preconditioned_sharpness, r.stability_threshold)
+            for r in records
+            if r.preconditioned_sharpness is not None and r.stability_threshold is not None
+        ]
+    else:
+        pairs = [(r.sharpness, 2.0 / result.config.lr) for r in records if r.sharpness is not None]
+    late = pairs[len(pairs) // 2 :]
+    if not late:
         raise ValueError(f"no sharpness estimates in the run (diverged: {result.divergence})")
-    edge = 2.0 / result.config.lr
-    return float(np.mean(late_estimates)) / edge
+    thresholds = {threshold for _, threshold in late}
+    if len(thresholds) != 1:
+        raise ValueError(f"the stability threshold changed within the late half ({sorted(thresholds)}): no one edge")
+    (edge,) = thresholds
+    return float(np.mean([value for value, _ in late])) / edge
 
 
-def edge_sharpness_ratio(settings: Sequence[str], *, lowest: bool) -> StatisticFunction:
-    """Per seed, the late mean of sharpness / (2/lr) of each setting, the lowest of them
-    (``lowest``) or the highest: every learning rate must reach the edge, none rise past it."""
+def edge_sharpness_ratio(settings: Sequence[str], *, lowest: bool, preconditioned: bool = False) -> StatisticFunction:
+    """Per seed, the late mean of sharpness over its stability threshold of each setting
+    (``_late_sharpness_ratio``), the lowest of them (``lowest``) or the highest: every
+    learning rate must reach the edge, none rise past it."""
     reduce = min if lowest else max
 
     def statistic(runs: RunsBySetting) -> Estimate:
-        ratios = [per_seed(runs[setting], _late_sharpness_ratio) for setting in settings]
+        ratios = [
+            per_seed(runs[setting], lambda r: _late_sharpness_ratio(r, preconditioned=preconditioned))
+            for setting in settings
+        ]
         return mean_with_t_interval([reduce(values) for values in zip(*ratios, strict=True)])
 
     return statistic

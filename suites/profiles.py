@@ -130,9 +130,28 @@ class Part:
 
 
 @dataclass(frozen=True)
+class AdaptiveEdgeSize:
+    """X2's run: full-batch Adam of the edge network (tanh, no batch norm).
+
+    Attributes:
+        train_subset: images Adam trains on, the measurement set too.
+        lr: Adam's learning rate; its stability threshold is (2 + 2 β1) / ((1 − β1) lr).
+        updates: the run's length.
+        sharpness_every: updates between preconditioned-sharpness estimates (the only steps
+            measured: X2 reads nothing else).
+    """
+
+    train_subset: int
+    lr: float
+    updates: int
+    sharpness_every: int
+
+
+@dataclass(frozen=True)
 class EdgeSize:
-    """The edge-of-stability runs of a part (X1): full-batch GD of the part's network without
-    batch norm, with tanh, at each of ``lrs``.
+    """The edge-of-stability runs of a part (X1, X2): full-batch GD of the part's network
+    without batch norm, with tanh and with ``second_activation``, at each of ``lrs``; and
+    full-batch Adam of the tanh network (``adaptive``).
 
     Attributes:
         train_subset: images GD trains on; its whole set is the measurement set, so the
@@ -142,6 +161,8 @@ class EdgeSize:
         flow_time: each run takes flow_time / lr updates: the same time of the gradient flow
             at every rate, so a smaller rate gets the longer run it needs to sharpen to 2/lr.
         sharpness_every: updates between sharpness estimates.
+        second_activation: X1's second setting (``edge-relu-a`` and ``-b``).
+        adaptive: X2's run (``adam-edge``).
     """
 
     train_subset: int
@@ -149,6 +170,8 @@ class EdgeSize:
     lrs: tuple[float, float]
     flow_time: float
     sharpness_every: int
+    second_activation: str
+    adaptive: AdaptiveEdgeSize
 
     def updates(self, lr: float) -> int:
         return round(self.flow_time / lr)
@@ -337,7 +360,7 @@ class Profile:
             if any(check.claim_id == "C10" for check in part.checks) and not size.measure_sharpness:
                 raise ValueError(f"profile {self.name}, {name}: C10 needs measure_sharpness")
             if any(check in EDGE_CHECKS for check in part.checks) and size.edge is None:
-                raise ValueError(f"profile {self.name}, {name}: X1 needs edge runs")
+                raise ValueError(f"profile {self.name}, {name}: X1 and X2 need edge runs")
         for (part_name, key), seeds in self.more_seeds.items():
             if part_name not in self.parts or key not in {check.key for check in self.parts[part_name].checks}:
                 raise ValueError(f"profile {self.name}: more_seeds names {part_name} {key}, which it does not run")
@@ -410,6 +433,22 @@ _REAL_MLP_SIZE: Final = PartSize(
         # past the initial phase.
         flow_time=40.0,
         sharpness_every=20,
+        # X1's second setting, the same network with ReLU. A pilot run (seed 3001, not a tier
+        # seed): at lr 0.1 the sharpness sat at 1.0-1.55 x 2/lr from update 20 on and the
+        # cosine at -0.95; at lr 0.2 at 1.2-2.3 x, cosine -0.9.
+        second_activation="relu",
+        adaptive=AdaptiveEdgeSize(
+            # Pilot runs (seed 3001), the ratio to 38/lr of the preconditioned sharpness: on
+            # 1,000 images it peaked at 0.47 (lr 1e-3) and 0.22 (3e-4) before the cross-entropy
+            # fit the set and the curvature fell with the loss; on the tier's 5,000 it rose to
+            # 0.98 by update 140, overshot to 1.14 at 160 (the cosine -0.72: the oscillation),
+            # stayed at 0.79-0.99 to update 300, then fell as the loss went below 0.03. The
+            # run ends at 300 updates: the claim is about training, not about a set already fit.
+            train_subset=5_000,
+            lr=1e-3,
+            updates=300,
+            sharpness_every=20,
+        ),
     ),
 )
 # The conv net at half width (16 and 32 channels): 100 updates and 256 measurement samples,

@@ -22,6 +22,7 @@ ADDED_LATER = (
     "gradient_noise_scale_every",
     "top_eigenvalues_every",
     "top_eigenvalues_k",
+    "preconditioned_sharpness_every",
 )
 WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Final
 
 import torch
 from torch import Tensor, nn
@@ -101,8 +102,21 @@ def build_seeded_model(config: WalkConfig, data: WalkData, device: torch.device)
     return model.to(device).train()
 
 
+# Adam's moment decays and denominator floor: torch's defaults (the stability threshold of its
+# preconditioned sharpness, (2 + 2 β1) / ((1 − β1) η), is 38/η at β1 = 0.9).
+ADAM_BETAS: Final = (0.9, 0.999)
+ADAM_EPS: Final = 1e-8
+
+
 def build_optimizer(config: WalkConfig, model: nn.Module, noise_variance: float | None) -> torch.optim.Optimizer:
-    """NoisyGD for noisy-gd (its noise stream seeded from ``seed + NOISE_STREAM``), else plain SGD."""
+    """NoisyGD for noisy-gd (its noise stream seeded from ``seed + NOISE_STREAM``), Adam for
+    full-batch-adam, else plain SGD."""
+    if config.optimizer == "full-batch-adam":
+        # torch's defaults, which Cohen et al. (2022) train with too, named in the config's
+        # help; weight decay coupled (added to the gradient), as SGD's here.
+        return torch.optim.Adam(
+            model.parameters(), lr=config.lr, betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=config.weight_decay
+        )
     if config.optimizer == "noisy-gd":
         assert noise_variance is not None  # estimated (or restored) before the optimizer is built
         return NoisyGD(

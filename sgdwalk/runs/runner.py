@@ -89,7 +89,7 @@ from sgdwalk.runs.runlog import (
 from sgdwalk.runs.summary import summarize_windows
 from sgdwalk.runs.walk_result import WalkResult
 from sgdwalk.runs.world import check_resume_world_size, world_sizes_after
-from sgdwalk.training.config import WalkConfig, cadence, is_full_batch, learning_rate_schedule
+from sgdwalk.training.config import ADAPTIVE_OPTIMIZERS, WalkConfig, cadence, is_full_batch, learning_rate_schedule
 from sgdwalk.training.optim import NoisyGD, full_batch_gradient_
 
 # Unmeasured SGD steps whose minibatch losses wait on the device for one copy to the host:
@@ -285,6 +285,7 @@ class _WalkRun:
             gradient_noise_scale_every=config.gradient_noise_scale_every,
             top_eigenvalues_every=config.top_eigenvalues_every,
             top_eigenvalues_k=config.top_eigenvalues_k,
+            preconditioned_sharpness_every=config.preconditioned_sharpness_every,
         )
 
     # ----------------------------------------------------------------- bookkeeping
@@ -478,7 +479,11 @@ class _WalkRun:
                         divergence = self._checked(earlier, losses)
                         if divergence is not None:
                             return f"epoch {epoch}, {divergence}"
-                    self.tracker.before_step(minibatch_loss=loss, lr=lr)
+                    if config.optimizer in ADAPTIVE_OPTIMIZERS:
+                        # The tracker reads the rate (set above) and the preconditioner from it.
+                        self.tracker.before_step(minibatch_loss=loss, optimizer=self.optimizer)
+                    else:
+                        self.tracker.before_step(minibatch_loss=loss, lr=lr)
                     if not self.tracker.diverged:  # a non-finite loss: no step into NaN
                         self.optimizer.step()
                     self.tracker.after_step()

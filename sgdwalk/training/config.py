@@ -47,8 +47,12 @@ from sgdwalk.instrument.step_quantity_defaults import (
 from sgdwalk.training import lr_schedules
 from sgdwalk.training.names import ACTIVATIONS, ARCHITECTURES, CONFIGURABLE_LAYERS, DATASETS
 
-OptimizerName = Literal["sgd", "gd", "noisy-gd"]
+OptimizerName = Literal["sgd", "gd", "noisy-gd", "full-batch-adam"]
 OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
+# One update per epoch on the exact gradient of the whole training subset.
+FULL_BATCH_OPTIMIZERS: Final[tuple[str, ...]] = ("gd", "noisy-gd", "full-batch-adam")
+# Those with a diagonal preconditioner (the preconditioned sharpness reads it).
+ADAPTIVE_OPTIMIZERS: Final[tuple[str, ...]] = ("full-batch-adam",)
 
 LRScheduleName = Literal["constant", "step", "cyclical", "trapezoid"]
 LR_SCHEDULES: Final[tuple[str, ...]] = get_args(LRScheduleName)
@@ -220,7 +224,8 @@ class WalkConfig:
     # --- optimizer
     optimizer: OptimizerName = setting(
         "sgd",
-        "sgd: minibatch SGD; gd: exact full-batch GD; noisy-gd: GD plus isotropic Gaussian noise",
+        "sgd: minibatch SGD; gd: exact full-batch GD; noisy-gd: GD plus isotropic Gaussian noise; "
+        "full-batch-adam: Adam (betas 0.9, 0.999; eps 1e-8) on the exact full-batch gradient",
         section=OPTIMIZER,
     )
     lr: float = setting(
@@ -411,8 +416,7 @@ class WalkConfig:
     sharpness_per_tracked_epoch: bool = setting(
         False, "top Hessian eigenvalue at the end of each tracked epoch", section=MEASURED
     )
-    # The optional quantities at θ_{t+1} of sgdwalk.instrument.step_quantities, each on its own
-    # schedule; the preconditioned sharpness is not among them (a run trains by SGD only).
+    # The optional quantities at θ_{t+1} of sgdwalk.instrument.step_quantities, each on its own schedule.
     hessian_trace_every: int | None = setting(
         None,
         "Hessian trace (Hutch++) with its standard error on measured steps that are multiples of N",
@@ -446,6 +450,14 @@ class WalkConfig:
     )
     top_eigenvalues_k: int = setting(
         TOP_EIGENVALUES_K, "how many of the largest Hessian eigenvalues", section=MEASURED, metavar="K", positive=True
+    )
+    preconditioned_sharpness_every: int | None = setting(
+        None,
+        "full-batch-adam: the top eigenvalue of the Hessian preconditioned by Adam's, and its stability "
+        "threshold (2 + 2 beta1) / ((1 - beta1) lr), on measured steps that are multiples of N",
+        section=MEASURED,
+        metavar="N",
+        positive=True,
     )
     # --- run
     seed: int = setting(
@@ -524,6 +536,11 @@ class WalkConfig:
             raise ConfigError(
                 "gradient_noise_scale_every needs per-sample gradients, which batch norm in bn_mode train does not "
                 "give: use bn_mode eval or recompute (or an mlp without batch norm)"
+            )
+        if self.preconditioned_sharpness_every is not None and self.optimizer not in ADAPTIVE_OPTIMIZERS:
+            raise ConfigError(
+                f"preconditioned_sharpness_every reads an adaptive optimizer's preconditioner: optimizer "
+                f"{self.optimizer!r} has none (use {', '.join(ADAPTIVE_OPTIMIZERS)})"
             )
         if self.measurement_mode == "targeted" and self.bn_mode == "recompute":
             raise ConfigError("measurement_mode 'targeted' needs bn_mode train or eval (recompute reads the whole set)")
@@ -624,6 +641,7 @@ _FIELDS_ADDED_LATER: Final = frozenset(
         "gradient_noise_scale_every",
         "top_eigenvalues_every",
         "top_eigenvalues_k",
+        "preconditioned_sharpness_every",
     }
 )
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
@@ -651,8 +669,8 @@ def data_key(config: WalkConfig) -> tuple[Any, ...]:
 
 
 def is_full_batch(config: WalkConfig) -> bool:
-    """GD and noisy GD take one full-batch update per epoch."""
-    return config.optimizer in ("gd", "noisy-gd")
+    """GD, noisy GD and full-batch Adam take one full-batch update per epoch."""
+    return config.optimizer in FULL_BATCH_OPTIMIZERS
 
 
 @dataclass(frozen=True)
