@@ -74,6 +74,10 @@ EDGE_CEILING: Final = 1.3
 # C1's "strongly negative (near -1)" bound, for X1's cosine: beyond 120 degrees.
 STRONGLY_NEGATIVE_COSINE: Final = -0.5
 
+# The batch-size claims are about the noise of a step: its gradient noise scale B_simple per
+# setting is noted beside their statistics (a step's noise over its signal is B_simple / B).
+NOISE_BESIDE: Final = ("gradient_noise_scale",)
+
 _MOST_FLOORS: Final = "'most segments have an interior floor': more than half"
 
 CORE_CHECKS: Final[tuple[ClaimCheck, ...]] = (
@@ -126,6 +130,7 @@ CORE_CHECKS: Final[tuple[ClaimCheck, ...]] = (
         relation=">",
         bound=0.0,
         bound_reason="'a larger batch gives a more negative mean cosine': a positive paired difference",
+        beside=NOISE_BESIDE,
     ),
     ClaimCheck(
         claim_id="C4",
@@ -137,6 +142,7 @@ CORE_CHECKS: Final[tuple[ClaimCheck, ...]] = (
         bound=0.0,
         bound_reason="both changes are the same factor in the SDE's noise scale lr/B (profiles.py checks it); "
         "the batch must move the cosine more",
+        beside=NOISE_BESIDE,
     ),
     ClaimCheck(
         claim_id="C5",
@@ -148,6 +154,7 @@ CORE_CHECKS: Final[tuple[ClaimCheck, ...]] = (
         bound=0.0,
         bound_reason="'a smaller batch ends farther': a positive paired difference",
         reads="history",
+        beside=NOISE_BESIDE,
     ),
     ClaimCheck(
         claim_id="C5",

@@ -207,6 +207,9 @@ class PartSize:
         edge: the edge-of-stability runs (X1; None: none run).
         measure_sharpness: the protocol run measures the top Hessian eigenvalue at step 0 and
             at the last window's start (C10).
+        noise_scale_batch: the constant-rate SGD settings record the gradient noise scale at
+            those two steps, from the gradients of the measurement set's minibatches of this
+            many samples (``gradient_noise_batch``), noted beside C3-C5 (None: not recorded).
         noise_batches: minibatches estimating the gradient variance of ``noisy-gd``.
         num_alphas: the α grid of a segment (the authors' 10 in every profile).
         evaluate_every_updates: updates between evaluations of the training and validation
@@ -234,6 +237,7 @@ class PartSize:
     edge: EdgeSize | None = None
     batch_reference: int | None = None
     measure_sharpness: bool = True
+    noise_scale_batch: int | None = None
     noise_batches: int = DEFAULT_NOISE_BATCHES
     num_alphas: int = DEFAULT_NUM_ALPHAS
     evaluate_every_updates: int | None = None
@@ -416,6 +420,9 @@ _REAL_MLP_SIZE: Final = PartSize(
     gd_updates=50,
     gd_edge_updates=40,
     gd_window=None,
+    # The small batch: 20 minibatch gradients of the 1,000 measured images, each normalised
+    # by its own batch statistics as the batch-50 steps are.
+    noise_scale_batch=50,
     # C11: four epochs (200 updates, the protocol run's length) hold five short cycles, two
     # long ones, and the trapezoid's ramp and anneal; each schedule is tuned over its rates
     # times 1/2, 1 and 2, the factor between the paper's own learning-rate pairs (Table 2).
@@ -472,6 +479,9 @@ _REAL_CONV_SIZE: Final = PartSize(
     gd_edge_updates=40,
     gd_window=None,
     measure_sharpness=False,
+    # 8 minibatch gradients of the 256 measured images: the fewest that leave the jackknife
+    # 8 parts, at a batch of a quarter of the protocol's.
+    noise_scale_batch=32,
 )
 REAL_PARTS: Final[Mapping[str, Part]] = {
     "mlp": Part(

@@ -178,13 +178,21 @@ def edge_settings(edge: EdgeSize) -> dict[str, dict[str, Any]]:
 
 def part_settings(part: Part, size: PartSize) -> dict[str, DeclaredSetting]:
     """Overrides of ``base_config`` for every setting of ``part`` (``claims_table``'s docstring)."""
-    sgd: dict[str, Any] = {"sharpness_every": size.sharpness_every} if size.measure_sharpness else {}
+    # The gradient noise scale at the start of the first and the last window (the steps of
+    # the sharpness) of every constant-rate SGD setting: what C3-C5 are about, noted beside them.
+    noise: dict[str, Any] = (
+        {}
+        if size.noise_scale_batch is None
+        else {"gradient_noise_scale_every": size.sharpness_every, "gradient_noise_batch": size.noise_scale_batch}
+    )
+    sgd: dict[str, Any] = {**({"sharpness_every": size.sharpness_every} if size.measure_sharpness else {}), **noise}
 
     def batch(batch_size: int) -> dict[str, Any]:
         return {
             "batch_size": batch_size,
             "epochs": size.epochs_for(size.batch_updates, batch_size),
             "track_steps": size.batch_windows,
+            **noise,
         }
 
     def gd(lr: float, updates: int, measured: bool = True) -> dict[str, Any]:
@@ -198,8 +206,8 @@ def part_settings(part: Part, size: PartSize) -> dict[str, DeclaredSetting]:
     settings: dict[str, DeclaredSetting] = {
         "sgd": sgd,
         # At lr 0.1 the high rate is the protocol run itself: the same config, one run.
-        "lr-high": sgd if part.lr_high == PROTOCOL_LR else {"lr": part.lr_high},
-        "lr-low": {"lr": part.lr_low},
+        "lr-high": sgd if part.lr_high == PROTOCOL_LR else {"lr": part.lr_high, **noise},
+        "lr-low": {"lr": part.lr_low, **noise},
         "batch-small": batch(size.small_batch),
         # The protocol batch is the protocol run itself (measured on the batch sweep's last window).
         "batch-reference": sgd if size.batch_reference is None else batch(size.batch_reference),

@@ -615,6 +615,54 @@ def test_run_check_notes_the_measurement_share_in_the_report() -> None:
     assert any(note.startswith(expected) for note in recorder.notes)
 
 
+def test_run_check_notes_the_fields_read_beside_it_per_setting_and_step() -> None:
+    # B_simple 100·seed at step 0 and 200·seed at step 5 (SE 10 and 30) at batch 50; none at batch 500.
+    def noisy(config: WalkConfig) -> WalkResult:
+        records = [
+            record(0, gradient_noise_scale=100.0 * config.seed, gradient_noise_scale_se=10.0),
+            record(5, gradient_noise_scale=200.0 * config.seed, gradient_noise_scale_se=30.0),
+        ]
+        return run(records if config.batch_size == 50 else [record(0)], batch_size=config.batch_size)
+
+    check = ClaimCheck(
+        claim_id="C3",
+        name="hand-made",
+        statistic_name="cosine",
+        settings=("small", "large"),
+        statistic=cs.window_mean_gap("small", cs.late, "large", cs.late, "cosine"),
+        relation="<",
+        bound=1.0,
+        bound_reason="a test",
+        beside=("gradient_noise_scale",),
+    )
+    recorder = ListRecorder()
+    table = {"small": {"batch_size": 50}, "large": {"batch_size": 500}}
+    run_check(check, WalkConfig(), table, (1, 3), HandMadeCache(noisy), recorder)
+    (note,) = [note for note in recorder.notes if note.startswith("gradient_noise_scale beside")]
+    assert note == (
+        "gradient_noise_scale beside the statistic, mean over seeds: small (batch 50, lr 0.1): "
+        "step 0 200 (2 seeds, sd 141.4, SE 10); step 5 400 (2 seeds, sd 282.8, SE 30)"
+    )
+
+
+def test_the_real_tier_records_the_noise_scale_of_its_sgd_settings_at_the_sharpness_steps() -> None:
+    real = profiles.PROFILES["real"]
+    for part_name, batch in (("mlp", 50), ("conv", 32)):
+        settings = part_settings(real.parts[part_name], real.sizes[part_name])
+        for name in ("sgd", "lr-high", "lr-low", "batch-small", "batch-large"):
+            overrides = settings[name]
+            assert isinstance(overrides, Mapping)
+            assert overrides["gradient_noise_scale_every"] == real.sizes[part_name].sharpness_every, (part_name, name)
+            assert overrides["gradient_noise_batch"] == batch
+        assert "gradient_noise_scale_every" not in settings["gd"]
+    # The gpu tier's profiles record none: their runs are as they were.
+    for name in profiles.GPU_PROFILES:
+        profile = profiles.PROFILES[name]
+        for part_name, part in profile.parts.items():
+            declared = part_settings(part, profile.sizes[part_name]).values()
+            assert not any(isinstance(s, Mapping) and "gradient_noise_scale_every" in s for s in declared)
+
+
 # ------------------------------------------------------------------ edge of stability (X1)
 def test_edge_ratio_is_the_late_sharpness_over_two_over_lr_lowest_or_highest_over_rates() -> None:
     def edge_run(lr: float, sharpness: Sequence[float | None]) -> WalkResult:
@@ -630,6 +678,24 @@ def test_edge_ratio_is_the_late_sharpness_over_two_over_lr_lowest_or_highest_ove
     assert_estimate(cs.edge_sharpness_ratio(("a", "b"), lowest=False)(runs), [1.3, 1.1])
     with pytest.raises(ValueError, match="no sharpness estimates"):
         cs.edge_sharpness_ratio(("a",), lowest=True)({"a": [run([record(0)])]})
+
+
+def test_the_adaptive_edge_ratio_reads_the_preconditioned_sharpness_over_its_recorded_threshold() -> None:
+    def adam_run(values: Sequence[float], threshold: float = 380.0) -> WalkResult:
+        records = [
+            record(step, preconditioned_sharpness=value, stability_threshold=threshold, sharpness=1e6)
+            for step, value in enumerate(values)
+        ]
+        return run(records, lr=0.1)
+
+    # Late halves 342, 380 and 361, 399 over 380: 0.95 and 1.0; GD's sharpness (1e6) is not read.
+    runs = {"adam": [adam_run([900.0, 100.0, 342.0, 380.0]), adam_run([900.0, 200.0, 361.0, 399.0])]}
+    assert_estimate(cs.edge_sharpness_ratio(("adam",), lowest=True, preconditioned=True)(runs), [0.95, 1.0])
+    changed = run(
+        [record(s, preconditioned_sharpness=1.0, stability_threshold=t) for s, t in enumerate((1.0, 2.0, 3.0))]
+    )
+    with pytest.raises(ValueError, match="threshold changed"):
+        cs.edge_sharpness_ratio(("adam",), lowest=True, preconditioned=True)({"adam": [changed]})
 
 
 def test_edge_cosine_is_the_least_negative_second_half_mean_over_rates() -> None:

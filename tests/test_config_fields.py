@@ -23,6 +23,7 @@ ADDED_LATER = (
     "top_eigenvalues_every",
     "top_eigenvalues_k",
     "preconditioned_sharpness_every",
+    "gradient_noise_batch",
 )
 WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
 

@@ -83,7 +83,7 @@ def test_the_preconditioned_sharpness_is_recorded_on_its_schedule_with_its_thres
 def test_the_preconditioned_sharpness_needs_an_adaptive_optimizer() -> None:
     for optimizer in ("sgd", "gd", "noisy-gd"):
         with pytest.raises(ConfigError, match="preconditioned_sharpness_every reads an adaptive optimizer"):
-            WalkConfig(optimizer=optimizer, preconditioned_sharpness_every=2)  # type: ignore[arg-type]
+            WalkConfig(optimizer=optimizer, preconditioned_sharpness_every=2)
 
 
 ADAM_WALK = [

@@ -111,6 +111,59 @@ def test_batch_norm_in_eval_mode_equals_the_loop_and_train_mode_is_refused() -> 
     assert_close(estimate.b_simple, b_simple_of(gradients)[0], GRADIENT_SUMS_REORDERED, "B_simple, eval mode")
 
 
+def minibatch_gradients_by_loop(
+    model: nn.Module, point: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, size: int
+) -> np.ndarray:
+    """Each consecutive minibatch's mean-loss gradient, batch norm normalising by the minibatch."""
+    copied = model_at(model, point)
+    copied.train()
+    for module in copied.modules():
+        if isinstance(module, nn.BatchNorm1d):
+            module.track_running_stats = False  # batch statistics, and no running ones touched
+    rows = []
+    for start in range(0, inputs.shape[0] - size + 1, size):
+        copied.zero_grad()
+        per_sample_cross_entropy(copied(inputs[start : start + size]), targets[start : start + size]).mean().backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in copied.parameters() if p.requires_grad]).numpy())  # type: ignore[union-attr]
+    return np.array(rows)
+
+
+def test_minibatch_gradients_under_batch_norm_in_train_mode_equal_a_loop() -> None:
+    model = mlp(5, batchnorm=True, dtype=torch.float64)
+    inputs, targets = classification_data(6, 63, dtype=torch.float64)  # 12 minibatches of 5, 3 samples unread
+    warm_batchnorm(model, inputs)
+    measurement = MeasurementSet(inputs, targets, chunk_size=8)
+    point = flat_parameters(model)
+    estimate = gradient_noise_scale(model, point, measurement, minibatch_size=5, num_parts=4)
+    gradients = minibatch_gradients_by_loop(model, point, inputs, targets, 5)
+    b_simple, trace, signal = b_simple_of(gradients)
+    # tr(Σ) = b · tr(Σ_b): the spread of batch-b gradients expressed per sample.
+    assert_close(estimate.trace_covariance, 5 * trace, GRADIENT_SUMS_REORDERED, "tr(Σ) from minibatches")
+    assert_close(estimate.gradient_norm_squared, signal, GRADIENT_SUMS_REORDERED, "|G|² from minibatches")
+    assert_close(estimate.b_simple, 5 * b_simple, GRADIENT_SUMS_REORDERED, "B_simple from minibatches")
+    assert_close(estimate.standard_error, 5 * jackknife_by_recomputation(gradients, 4), GRADIENT_SUMS_REORDERED, "SE")
+    assert (estimate.samples, estimate.parts, estimate.minibatch_size) == (60, 4, 5)
+
+
+def test_minibatches_of_one_are_the_per_sample_estimate() -> None:
+    model = mlp(3, dtype=torch.float64)
+    inputs, targets = classification_data(4, 40, dtype=torch.float64)
+    targets = (inputs[:, 0] > 0).long()
+    measurement = MeasurementSet(inputs, targets, chunk_size=7)
+    point = flat_parameters(model)
+    per_sample = gradient_noise_scale(model, point, measurement, num_parts=5)
+    by_minibatch = gradient_noise_scale(model, point, measurement, num_parts=5, minibatch_size=1)
+    assert_close(by_minibatch.b_simple, per_sample.b_simple, GRADIENT_SUMS_REORDERED, "B_simple")
+    assert_close(by_minibatch.standard_error, per_sample.standard_error, GRADIENT_SUMS_REORDERED, "SE")
+
+
+def test_too_few_minibatches_are_refused() -> None:
+    model = mlp(3, batchnorm=True)
+    inputs, targets = classification_data(4, 20)
+    with pytest.raises(ValueError, match="at least 3 gradients, got 2"):
+        gradient_noise_scale(model, flat_parameters(model), MeasurementSet(inputs, targets), minibatch_size=8)
+
+
 def test_the_model_is_left_as_it_was() -> None:
     model = mlp(7, batchnorm=True, dropout=0.3)
     inputs, targets = classification_data(8, 20)
@@ -141,27 +194,36 @@ def squared_error(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return 0.5 * (outputs.squeeze(-1) - targets) ** 2
 
 
-def regression_estimate(seed: int, size: int) -> tuple[float, float]:
+def regression_estimate(seed: int, size: int, minibatch_size: int | None = None) -> tuple[float, float]:
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(size, DIMENSION, generator=generator, dtype=torch.float64)
     targets = NOISE_SD * torch.randn(size, generator=generator, dtype=torch.float64)
     model = nn.Linear(DIMENSION, 1, bias=False).double()
     measurement = MeasurementSet(inputs, targets, loss_fn=squared_error, chunk_size=256)
-    estimate = gradient_noise_scale(model, OFFSET.clone(), measurement)
+    estimate = gradient_noise_scale(model, OFFSET.clone(), measurement, minibatch_size=minibatch_size)
     return estimate.b_simple, estimate.standard_error
 
 
-def test_the_estimate_lies_within_a_few_standard_errors_of_the_exact_value() -> None:
-    value, standard_error = regression_estimate(seed=0, size=4000)
+@pytest.mark.parametrize("minibatch_size", [None, 8])
+def test_the_estimate_lies_within_a_few_standard_errors_of_the_exact_value(minibatch_size: int | None) -> None:
+    value, standard_error = regression_estimate(seed=0, size=4000, minibatch_size=minibatch_size)
     print(f"B_simple {value:.3f} ± {standard_error:.3f}, exact {exact_b_simple():.3f}")
     assert abs(value - exact_b_simple()) <= EXACT_WITHIN_STANDARD_ERRORS * standard_error
 
 
+# Minibatches of 4 from 2,400 samples: 600 gradients, as many as the per-sample case reads.
+COVERAGE_CASES = [(600, None), (2400, 4)]
+
+
 @pytest.mark.slow  # a coverage simulation over many repetitions, not a unit
-def test_the_standard_error_covers_at_its_nominal_rate() -> None:
+@pytest.mark.parametrize(("size", "minibatch_size"), COVERAGE_CASES)
+def test_the_standard_error_covers_at_its_nominal_rate(size: int, minibatch_size: int | None) -> None:
     exact = exact_b_simple()
     misses = np.array(
-        [abs(value - exact) / se for value, se in (regression_estimate(seed, 600) for seed in range(REPLICATES))]
+        [
+            abs(value - exact) / se
+            for value, se in (regression_estimate(seed, size, minibatch_size) for seed in range(REPLICATES))
+        ]
     )
     within_one, within_z = int(np.sum(misses <= 1.0)), int(np.sum(misses <= Z_NINETY_FIVE))
     one_low, one_high = (int(stats.binom.ppf(q, REPLICATES, ONE_SE_COVERAGE)) for q in (FALSE_ALARM, 1 - FALSE_ALARM))

@@ -45,8 +45,11 @@ def test_a_run_that_serves_the_sharpness_measures_only_its_steps() -> None:
     lighter = measured_for(sgd, "sharpness")
     assert lighter.track_steps == ((0, 1), (160, 161))
     assert lighter.sharpness_every == 160
-    # Everything else, the trajectory's definition above all, is the run's own.
-    assert dataclasses.replace(lighter, track_steps=sgd.track_steps) == sgd
+    # Nor the noise scale the setting records beside C3-C5; everything else, the
+    # trajectory's definition above all, is the run's own.
+    assert (lighter.gradient_noise_scale_every, lighter.gradient_noise_batch) == (None, None)
+    noise = {"gradient_noise_scale_every": 160, "gradient_noise_batch": 50}
+    assert dataclasses.replace(lighter, track_steps=sgd.track_steps, **noise) == sgd
 
 
 def test_a_run_that_serves_the_history_measures_nothing() -> None:

@@ -59,3 +59,14 @@ def test_the_noise_scale_under_batch_norm_in_train_mode_is_refused_before_traini
     assert main(["walk", *flags, "--out", str(tmp_path / "run")]) == EXIT_USAGE
     assert "gradient_noise_scale_every needs per-sample gradients" in capsys.readouterr().err
     assert not (tmp_path / "run" / "steps.jsonl").exists()
+
+
+def test_under_batch_norm_in_train_mode_the_noise_scale_reads_minibatch_gradients(
+    fashion_root: Path, tmp_path: Path
+) -> None:
+    flags = [*TWO_EPOCHS, "--gradient-noise-scale-every", "3", "--gradient-noise-batch", "4"]
+    assert main(["walk", *flags, "--data-root", str(fashion_root), "--out", str(tmp_path / "run")]) == EXIT_OK
+    records = load_run(tmp_path / "run").step_records()
+    noisy = [r for r in records if r.gradient_noise_scale is not None]
+    assert [r.step for r in noisy] == [0, 3, 6, 9]
+    assert all(r.gradient_noise_scale_se is not None and r.gradient_noise_scale_se > 0 for r in noisy)

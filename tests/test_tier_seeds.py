@@ -72,7 +72,7 @@ def test_the_real_tier_collects_its_cases_on_the_given_seeds(pytester: pytest.Py
     tier = str(REPO_ROOT / "suites" / "real" / "test_claims.py")
     own, _ = collected_cases(pytester, tier)
     given, report = collected_cases(pytester, tier, "--sgdwalk-seeds", "2001-2028")
-    assert len(given) == len(own) == 27
+    assert len(given) == len(own) == 32
     assert {case.id: case.seeds for case in given} == {case.id: GIVEN[: len(case.seeds)] for case in own}
     assert report.settings == {"seeds": list(GIVEN)}
 

@@ -37,6 +37,9 @@ class ClaimCheck:
         reads: what of its settings' runs the statistic reads (``Reads``). A run made only
             for checks that read less measures less: it follows the same trajectory (the
             instrument never changes it) at a fraction of the cost.
+        beside: record fields the ledger notes per setting and measured step beside the
+            statistic (the gradient noise scale beside the batch-size claims): what the
+            claim is about, read with it, never part of the verdict.
     """
 
     claim_id: str
@@ -48,6 +51,7 @@ class ClaimCheck:
     bound: float
     bound_reason: str
     reads: Reads = "records"
+    beside: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.relation not in RELATIONS:

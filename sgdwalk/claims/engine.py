@@ -33,6 +33,7 @@ from sgdwalk.claims.statistics import (
     seeds_for_replication,
 )
 from sgdwalk.claims.tuned import SettingOverrides, run_setting
+from sgdwalk.claims.window_statistics import field_by_step
 from sgdwalk.instrument.divergence import losses_divergence
 from sgdwalk.runs.walk_result import WalkResult
 from sgdwalk.training.config import WalkConfig
@@ -89,6 +90,8 @@ def run_check(
             recorder.note(f"setting {setting} diverged: {diverged}")
     estimate = check.statistic(runs)
     recorder.note(f"{check.statistic_name}: mean {estimate}; bound reason: {check.bound_reason}")
+    for name in check.beside:
+        recorder.note(beside_note(name, runs))
     shares = estimate.measurement_share_range
     if shares is not None:
         recorder.note(
@@ -112,6 +115,25 @@ def run_check(
     else:
         record_finite(check, estimate, recorder)
     return estimate
+
+
+def beside_note(name: str, runs: Mapping[str, Sequence[WalkResult]]) -> str:
+    """The ledger's line on a record field read beside a check: per setting (with its batch
+    and rate) and step where it was recorded, the mean over seeds, the seeds' sd and the mean
+    of its own standard errors (``{name}_se``) where it has them."""
+    parts = []
+    for setting, results in runs.items():
+        by_step = field_by_step(results, name)
+        if not by_step:
+            continue
+        config = results[0].config
+        values = []
+        for step, (field, errors) in sorted(by_step.items()):
+            spread = f", sd {np.std(field, ddof=1):.4g}" if len(field) > 1 else ""
+            error = f", SE {np.mean(errors):.4g}" if errors else ""
+            values.append(f"step {step} {np.mean(field):.4g} ({len(field)} seeds{spread}{error})")
+        parts.append(f"{setting} (batch {config.batch_size}, lr {config.lr:g}): " + "; ".join(values))
+    return f"{name} beside the statistic, mean over seeds: " + (" | ".join(parts) if parts else "not recorded")
 
 
 def replication_note(replication: Replication, ran: int) -> str:

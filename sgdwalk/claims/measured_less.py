@@ -44,7 +44,8 @@ def measured_for(config: WalkConfig, reads: Reads) -> WalkConfig:
         raise ValueError(f"reads must be one of {READS}, got {reads!r}")
     if reads == "records":
         return config
-    quieter: dict[str, Any] = dict.fromkeys(_SCHEDULED_QUANTITIES)
+    # The minibatch size of an unmeasured noise scale would still enter the run's hash.
+    quieter: dict[str, Any] = dict.fromkeys((*_SCHEDULED_QUANTITIES, "gradient_noise_batch"))
     if reads == "history":
         return dataclasses.replace(
             config, **quieter, track_epochs=(), track_every=None, track_steps=(), sharpness_every=None

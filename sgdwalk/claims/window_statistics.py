@@ -70,3 +70,20 @@ def last_history(result: WalkResult, key: str) -> float:
         if value is not None:
             return float(value)
     raise ValueError(f"run {result.config.result_hash} recorded no {key}")
+
+
+def field_by_step(results: Sequence[WalkResult], name: str) -> dict[int, tuple[list[float], list[float]]]:
+    """Record field ``name`` over runs, by step: (its finite values, the finite values of
+    ``{name}_se``), at every step where some run recorded it."""
+    by_step: dict[int, tuple[list[float], list[float]]] = {}
+    for result in results:
+        for record in result.records:
+            value = getattr(record, name, None)
+            if value is None or not math.isfinite(float(value)):
+                continue
+            values, errors = by_step.setdefault(record.step, ([], []))
+            values.append(float(value))
+            error = getattr(record, f"{name}_se", None)
+            if error is not None and math.isfinite(float(error)):
+                errors.append(float(error))
+    return by_step

@@ -29,8 +29,18 @@ B_simple the estimate of |G|² can reach zero or below and B_simple is then unre
 (reported as computed: negative or infinite).
 
 Batch norm in "train" mode normalises each sample with the others of its chunk: a sample
-has no gradient of its own, so the function refuses it for models with batch norm ("eval"
-and "recompute" hold the statistics fixed, and every sample is its own).
+has no gradient of its own, so per-sample gradients are refused for models with batch norm
+("eval" and "recompute" hold the statistics fixed, and every sample is its own). What such a
+network has is the gradient of a minibatch, and that is what SGD steps along: with
+``minibatch_size`` b the "samples" above are the set's consecutive minibatches of b, each
+normalised by its own statistics, and
+
+    tr(Σ) = b · tr(Σ_b),    Σ_b the covariance of one minibatch's mean gradient,
+
+which for independent samples (no batch norm) is the same quantity, Σ_b = Σ/b, estimated
+from fewer terms (McCandlish et al. estimate it from two batch sizes the same way). Under
+batch norm in "train" mode it is the noise of batch-b steps expressed per sample: B_simple
+then depends on b, as the network does.
 """
 
 from __future__ import annotations
@@ -70,8 +80,9 @@ class GradientNoiseScale:
         trace_covariance: tr(Σ), the trace of one sample's gradient covariance.
         gradient_norm_squared: |G|², the squared norm of the mean gradient, unbiased
             (|ḡ|² − tr(Σ)/n; can be negative when the set cannot resolve the gradient).
-        samples: n, the samples of the measurement set.
+        samples: n, the samples of the measurement set (read: whole minibatches of them).
         parts: the disjoint parts of the jackknife.
+        minibatch_size: b, the samples per gradient (1: per-sample gradients).
     """
 
     b_simple: float
@@ -80,6 +91,7 @@ class GradientNoiseScale:
     gradient_norm_squared: float
     samples: int
     parts: int
+    minibatch_size: int = 1
 
 
 @dataclass(frozen=True)
@@ -132,39 +144,83 @@ def gradient_noise_scale(
     *,
     bn_mode: BatchNormMode = "train",
     num_parts: int = GRADIENT_NOISE_ERROR_PARTS,
+    minibatch_size: int | None = None,
 ) -> GradientNoiseScale:
     """B_simple = tr(Σ)/|G|² at ``point`` over the measurement set, with its standard error
-    (see the module's docstring for the estimators and the jackknife)."""
+    (see the module's docstring for the estimators and the jackknife): from per-sample
+    gradients, or from the gradients of consecutive minibatches of ``minibatch_size``
+    (the set's last ``size % minibatch_size`` samples unread)."""
     check_batchnorm_mode(bn_mode)
-    if bn_mode == "train" and batchnorm_layers(model):
+    if minibatch_size is None and bn_mode == "train" and batchnorm_layers(model):
         raise ValueError(
             "the gradient noise scale needs per-sample gradients, which batch norm in 'train' mode does not "
             "have (each sample is normalised with the others of its chunk): measure with bn_mode 'eval' or "
-            "'recompute'"
+            "'recompute', or from minibatch gradients (minibatch_size)"
         )
-    if measurement.size < _MINIMUM_SAMPLES:
-        raise ValueError(f"the gradient noise scale needs at least {_MINIMUM_SAMPLES} samples, got {measurement.size}")
+    if minibatch_size is not None and minibatch_size < 1:
+        raise ValueError(f"minibatch_size must be positive, got {minibatch_size}")
+    per_gradient = 1 if minibatch_size is None else minibatch_size
+    gradients = measurement.size // per_gradient
+    if gradients < _MINIMUM_SAMPLES:
+        raise ValueError(
+            f"the gradient noise scale needs at least {_MINIMUM_SAMPLES} gradients, got {gradients} "
+            f"({measurement.size} samples, {per_gradient} per gradient)"
+        )
     if num_parts < 2:
         raise ValueError(f"the jackknife needs at least two parts, got num_parts={num_parts}")
     parameters = point.detach()
     # "recompute": statistics re-estimated at the point over the set, then held fixed.
     buffers = recomputed_batchnorm_statistics(model, point, measurement) if bn_mode == "recompute" else {}
     forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
-    bounds = np.array_split(np.arange(measurement.size), min(num_parts, measurement.size))
+    bounds = np.array_split(np.arange(gradients), min(num_parts, gradients))
     with measuring(model, forward_mode):
-        parts = [
-            _part_sums(model, parameters, measurement, buffers, int(indices[0]), int(indices[-1]) + 1)
-            for indices in bounds
-        ]
+        if minibatch_size is None:
+            parts = [
+                _part_sums(model, parameters, measurement, buffers, int(indices[0]), int(indices[-1]) + 1)
+                for indices in bounds
+            ]
+        else:
+            parts = [
+                _minibatch_sums(model, parameters, measurement, buffers, indices.tolist(), minibatch_size)
+                for indices in bounds
+            ]
     whole = _summed(parts)
+    # tr(Σ) = b · tr(Σ_b); |G|² is the mean gradient's either way.
     return GradientNoiseScale(
-        b_simple=whole.b_simple(),
-        standard_error=_jackknife_standard_error(whole, parts),
-        trace_covariance=whole.trace_covariance(),
+        b_simple=per_gradient * whole.b_simple(),
+        standard_error=per_gradient * _jackknife_standard_error(whole, parts),
+        trace_covariance=per_gradient * whole.trace_covariance(),
         gradient_norm_squared=whole.gradient_norm_squared(),
-        samples=whole.count,
+        samples=whole.count * per_gradient,
         parts=len(parts),
+        minibatch_size=per_gradient,
     )
+
+
+def _minibatch_sums(
+    model: nn.Module,
+    parameters: torch.Tensor,
+    measurement: MeasurementSet,
+    buffers: dict[str, torch.Tensor],
+    minibatches: list[int],
+    minibatch_size: int,
+) -> _GradientSums:
+    """The sums over the mean-loss gradients of the given minibatches (minibatch k: samples
+    k·b to (k + 1)·b − 1), one forward and backward each."""
+    layout = ParameterLayout.of(model)
+
+    def minibatch_loss(flat: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return measurement.losses(model_call(model, {**layout.unflatten(flat), **buffers}), batch).mean()
+
+    gradient_of = grad(minibatch_loss)
+    total = torch.zeros(parameters.numel(), dtype=torch.float64, device=parameters.device)
+    total_squared_norm = 0.0
+    for index in minibatches:
+        batch = measurement.part(index * minibatch_size, (index + 1) * minibatch_size)
+        gradient = gradient_of(parameters, batch).detach()
+        total += gradient.to(torch.float64)
+        total_squared_norm += float(torch.linalg.vector_norm(gradient, dtype=torch.float64).square())
+    return _GradientSums(total.cpu(), total_squared_norm, len(minibatches))
 
 
 def per_sample_gradients(

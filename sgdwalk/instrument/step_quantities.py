@@ -7,7 +7,8 @@ as a user would call it at the same point) and the record fields it fills:
 - ``hessian_trace_every`` → ``hessian_trace``, ``hessian_trace_se``: Hutch++ with
   ``hessian_trace_probes`` Hessian-vector products (``curvature.hessian_trace``);
 - ``gradient_noise_scale_every`` → ``gradient_noise_scale``, ``gradient_noise_scale_se``:
-  B_simple = tr(Σ)/|G|² from per-sample gradients (``gradient_noise.gradient_noise_scale``);
+  B_simple = tr(Σ)/|G|² from per-sample gradients, or from the gradients of minibatches of
+  ``gradient_noise_batch`` samples (``gradient_noise.gradient_noise_scale``);
 - ``top_eigenvalues_every`` → ``top_eigenvalues``: the ``top_eigenvalues_k`` largest
   Hessian eigenvalues (``curvature.top_hessian_eigenvalues``);
 - ``preconditioned_sharpness_every`` → ``preconditioned_sharpness``, ``stability_threshold``:
@@ -98,6 +99,7 @@ class StepQuantities:
     hessian_trace_every: int | None = None
     hessian_trace_probes: int = HESSIAN_TRACE_PROBES
     gradient_noise_scale_every: int | None = None
+    gradient_noise_batch: int | None = None
     top_eigenvalues_every: int | None = None
     top_eigenvalues_k: int = TOP_EIGENVALUES_K
     preconditioned_sharpness_every: int | None = None
@@ -115,10 +117,18 @@ class StepQuantities:
             )
         if self.top_eigenvalues_k < 1:
             raise ValueError(f"top_eigenvalues_k must be positive, got {self.top_eigenvalues_k}")
-        if self.gradient_noise_scale_every is not None and bn_mode == "train" and batchnorm_layers(model):
+        if self.gradient_noise_batch is not None and self.gradient_noise_batch < 1:
+            raise ValueError(f"gradient_noise_batch must be positive, got {self.gradient_noise_batch}")
+        if (
+            self.gradient_noise_scale_every is not None
+            and self.gradient_noise_batch is None
+            and bn_mode == "train"
+            and batchnorm_layers(model)
+        ):
             raise ValueError(
                 "gradient_noise_scale_every needs per-sample gradients, which batch norm in bn_mode 'train' does "
-                "not give (a sample is normalised with its chunk): use bn_mode 'eval' or 'recompute'"
+                "not give (a sample is normalised with its chunk): use bn_mode 'eval' or 'recompute', or "
+                "minibatch gradients (gradient_noise_batch)"
             )
 
     def _due(self, every: int | None, step: int) -> bool:
@@ -155,7 +165,9 @@ class StepQuantities:
             fields.update(hessian_trace=trace.value, hessian_trace_se=trace.standard_error)
         if self._due(self.gradient_noise_scale_every, step):
             # Computed whole on every process (it reads no shard): the same value on each.
-            noise = gradient_noise_scale(model, point, measurement, bn_mode=bn_mode)
+            noise = gradient_noise_scale(
+                model, point, measurement, bn_mode=bn_mode, minibatch_size=self.gradient_noise_batch
+            )
             fields.update(gradient_noise_scale=noise.b_simple, gradient_noise_scale_se=noise.standard_error)
         if self._due(self.top_eigenvalues_every, step):
             top = top_hessian_eigenvalues(

@@ -127,8 +127,9 @@ class WalkTracker:
         preconditioned_sharpness_every: the optional quantities at θ_{t+1}, each on measured
             steps t with t % every == 0 (None, the default: never), in the set's
             ``hvp_chunk_size`` chunks (``step_quantities``): the Hessian's trace by Hutch++ with
-            ``hessian_trace_probes`` products; the gradient noise scale (refused where batch norm
-            runs in bn_mode "train"); the ``top_eigenvalues_k`` largest Hessian eigenvalues; the
+            ``hessian_trace_probes`` products; the gradient noise scale, from per-sample
+            gradients or from those of minibatches of ``gradient_noise_batch`` samples (per-sample
+            refused where batch norm runs in bn_mode "train"); the ``top_eigenvalues_k`` largest Hessian eigenvalues; the
             preconditioned sharpness of the Adam, AdamW or RMSprop the loop hands to ``step`` or
             ``attach`` (any other optimizer is refused at the first step).
     """
@@ -162,6 +163,7 @@ class WalkTracker:
         top_eigenvalues_every: int | None = None,
         top_eigenvalues_k: int = TOP_EIGENVALUES_K,
         preconditioned_sharpness_every: int | None = None,
+        gradient_noise_batch: int | None = None,
     ) -> None:
         if not isinstance(measurement, MeasurementSet):
             raise TypeError(
@@ -190,6 +192,7 @@ class WalkTracker:
             hessian_trace_every=hessian_trace_every,
             hessian_trace_probes=hessian_trace_probes,
             gradient_noise_scale_every=gradient_noise_scale_every,
+            gradient_noise_batch=gradient_noise_batch,
             top_eigenvalues_every=top_eigenvalues_every,
             top_eigenvalues_k=top_eigenvalues_k,
             preconditioned_sharpness_every=preconditioned_sharpness_every,

@@ -283,6 +283,7 @@ class _WalkRun:
             hessian_trace_every=config.hessian_trace_every,
             hessian_trace_probes=config.hessian_trace_probes,
             gradient_noise_scale_every=config.gradient_noise_scale_every,
+            gradient_noise_batch=config.gradient_noise_batch,
             top_eigenvalues_every=config.top_eigenvalues_every,
             top_eigenvalues_k=config.top_eigenvalues_k,
             preconditioned_sharpness_every=config.preconditioned_sharpness_every,

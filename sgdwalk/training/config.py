@@ -435,10 +435,18 @@ class WalkConfig:
     gradient_noise_scale_every: int | None = setting(
         None,
         "gradient noise scale tr(Sigma)/|G|^2 with its standard error on measured steps that are "
-        "multiples of N (per-sample gradients: needs --bn-mode eval or recompute with batch norm; "
-        "memory: --hvp-chunk-size x parameters floats)",
+        "multiples of N (per-sample gradients: needs --bn-mode eval or recompute with batch norm, or "
+        "--gradient-noise-batch; memory: --hvp-chunk-size x parameters floats)",
         section=MEASURED,
         metavar="N",
+        positive=True,
+    )
+    gradient_noise_batch: int | None = setting(
+        None,
+        "the noise scale from the gradients of the measurement set's minibatches of B samples, "
+        "tr(Sigma) = B x their spread (with batch norm in --bn-mode train: the noise of batch-B steps)",
+        section=MEASURED,
+        metavar="B",
         positive=True,
     )
     top_eigenvalues_every: int | None = setting(
@@ -532,10 +540,16 @@ class WalkConfig:
                 f"batch_norm and activation can be changed for {', '.join(CONFIGURABLE_LAYERS)} only, "
                 f"not arch {self.arch!r}"
             )
-        if self.gradient_noise_scale_every is not None and self.bn_mode == "train" and self._has_batch_norm:
+        if (
+            self.gradient_noise_scale_every is not None
+            and self.gradient_noise_batch is None
+            and self.bn_mode == "train"
+            and self._has_batch_norm
+        ):
             raise ConfigError(
                 "gradient_noise_scale_every needs per-sample gradients, which batch norm in bn_mode train does not "
-                "give: use bn_mode eval or recompute (or an mlp without batch norm)"
+                "give: use bn_mode eval or recompute, minibatch gradients (gradient_noise_batch), or an mlp "
+                "without batch norm"
             )
         if self.preconditioned_sharpness_every is not None and self.optimizer not in ADAPTIVE_OPTIMIZERS:
             raise ConfigError(
@@ -642,6 +656,7 @@ _FIELDS_ADDED_LATER: Final = frozenset(
         "top_eigenvalues_every",
         "top_eigenvalues_k",
         "preconditioned_sharpness_every",
+        "gradient_noise_batch",
     }
 )
 # 12 hex digits: 48 bits, no collision among any plausible number of runs of one project.
