@@ -14,6 +14,11 @@ echo "== static checks: the package's layers import only downward, lint, types"
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 
+# The quick tier first, alone, on both cores (pytest-xdist: a worker per core), so that a
+# broken unit fails the script in about a minute.
+echo "== quick tier: unit tests and synthetic claims (S1-S9), on two cores"
+$PY -m pytest tests suites/quick -n 2 --sgdwalk-report "$REPORTS/quick.json"
+
 # The longest tier runs beside all the others: each walk runs on one CPU thread (the runs'
 # cpu_threads), so on two cores it takes the second core, and the script takes about the
 # nets profile's half hour instead of that plus everything else. Its output is shown when
@@ -25,13 +30,10 @@ $PY -m pytest -p no:cacheprovider suites/gpu --runslow --sgdwalk-device cpu --sg
 nets_pid=$!
 trap 'kill "$nets_pid" 2>/dev/null || true' EXIT
 
-echo "== quick tier: unit tests and synthetic claims (S1-S9)"
-$PY -m pytest tests suites/quick --sgdwalk-report "$REPORTS/quick.json"
-
 echo "== slow unit tests (end-to-end CLI runs, sweeps with worker processes)"
 $PY -m pytest tests --runslow -m slow
 
-echo "== real tier: claims C1-C11 and X1 on Fashion-MNIST (CPU)"
+echo "== real tier: claims C1-C11, X1 and X2 on Fashion-MNIST (CPU)"
 $PY -m pytest suites/real --runslow --sgdwalk-report "$REPORTS/real.json"
 
 echo "== gpu tier, tiny CPU profile (keeps the GPU suite from rotting)"

@@ -48,8 +48,10 @@ def test_a_run_that_serves_the_sharpness_measures_only_its_steps() -> None:
     # Nor the noise scale the setting records beside C3-C5; everything else, the
     # trajectory's definition above all, is the run's own.
     assert (lighter.gradient_noise_scale_every, lighter.gradient_noise_batch) == (None, None)
-    noise = {"gradient_noise_scale_every": 160, "gradient_noise_batch": 50}
-    assert dataclasses.replace(lighter, track_steps=sgd.track_steps, **noise) == sgd
+    restored = dataclasses.replace(
+        lighter, track_steps=sgd.track_steps, gradient_noise_scale_every=160, gradient_noise_batch=50
+    )
+    assert restored == sgd
 
 
 def test_a_run_that_serves_the_history_measures_nothing() -> None:

@@ -3,6 +3,7 @@ by ``pytester`` (in-process unless marked otherwise), matching output lines and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -444,6 +445,27 @@ def test_check_lines_outcomes_and_report(project: pytest.Pytester) -> None:
 
     skipped = entries["test_skipped"]
     assert (skipped.outcome, skipped.reason) == ("skipped", "no data")
+
+
+def test_under_xdist_the_controller_writes_the_report_one_process_writes(project: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    write_test(project, "suites/quick/conftest.py", TIER_CONFTEST.format(tier="synthetic"))
+    write_test(project, "suites/quick/test_claims.py", CLAIM_TESTS)
+    one = run(project, "--sgdwalk-report", "one.json")
+    spread = run(project, "-n", "2", "--sgdwalk-report", "spread.json")
+    spread.assert_outcomes(passed=2, failed=2, skipped=1, xfailed=1)
+    # The workers' entries reach the controller whole: the same ledger, timings aside.
+    alike = {
+        name: dataclasses.replace(entry, duration_s=0.0)
+        for name, entry in entries_by_name(project.path / "one.json").items()
+    }
+    assert alike == {
+        name: dataclasses.replace(entry, duration_s=0.0)
+        for name, entry in entries_by_name(project.path / "spread.json").items()
+    }
+    assert len(alike) == 5
+    spread.stdout.fnmatch_lines(["*sgdwalk claims*", "*C3*test_pass*mean_cosine_gap*passed*"])
+    assert one.ret == spread.ret
 
 
 def test_terminal_table_lists_each_claim_test(project: pytest.Pytester) -> None:

@@ -51,6 +51,8 @@ from sgdwalk.claims.report import (
     ClaimEntry,
     ClaimsReport,
     Statistic,
+    entry_from_dict,
+    entry_to_dict,
     format_statistic,
     main_statistic,
     relation_holds,
@@ -184,16 +186,37 @@ def pytest_configure(config: pytest.Config) -> None:
         "claim(id): ties the test to a registered claim of sgdwalk.claims.registry "
         "(e.g. claim('C3')); enables the claim fixture and the --sgdwalk-report entry",
     )
-    config.stash[_session_state_key] = _SessionState()
-    # The ledger is gathered in-process; xdist workers would each hold a part of it.
-    if config.getoption("sgdwalk_report") and getattr(config.option, "numprocesses", None):
-        raise pytest.UsageError("--sgdwalk-report does not support pytest-xdist (-n); run without -n")
+    state = _SessionState()
+    config.stash[_session_state_key] = state
+    # Under pytest-xdist (-n) each worker records the entries of the tests it runs; they reach
+    # the controller, which writes the report, on their teardown reports.
+    config.pluginmanager.register(_EntriesFromReports(state), "sgdwalk-claim-entries")
     seeds = config.getoption("sgdwalk_seeds")
     if seeds is not None:
         try:
             config.stash[_given_seeds_key] = parse_seeds(str(seeds))
         except ValueError as error:
             raise pytest.UsageError(f"--sgdwalk-seeds {seeds!r}: {error}") from None
+
+
+# A claim test's entry, on the report of its teardown: how a pytest-xdist worker hands it over.
+_ENTRY_PROPERTY: Final = "sgdwalk_claim_entry"
+
+
+# eq=False: a plugin object must stay hashable (pluggy keeps plugins in sets).
+@dataclass(eq=False)
+class _EntriesFromReports:
+    """Keeps the entries that arrive on test reports (``_ENTRY_PROPERTY``): a worker's, on the
+    controller; in one process, the entry just recorded, again under the same key."""
+
+    state: _SessionState
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "teardown":
+            return
+        for name, value in report.user_properties:
+            if name == _ENTRY_PROPERTY:
+                self.state.entries[report.nodeid] = entry_from_dict(value, report.nodeid)
 
 
 # --------------------------------------------------------------------------- collection
@@ -462,7 +485,8 @@ def pytest_runtest_makereport(
     if report.failed:
         failure_reasons[report.when] = _failure_reason(report, call)
     if report.when == "teardown":
-        _record_entry(item, claim_id, reports, failure_reasons)
+        entry = _record_entry(item, claim_id, reports, failure_reasons)
+        report.user_properties.append((_ENTRY_PROPERTY, entry_to_dict(entry)))
     return report
 
 
@@ -471,7 +495,7 @@ def _record_entry(
     claim_id: str,
     reports: Mapping[str, pytest.TestReport],
     failure_reasons: Mapping[str, str],
-) -> None:
+) -> ClaimEntry:
     state = item.config.stash[_session_state_key]
     recorder = item.stash.get(_recorder_key, None)
     outcome, reason = _outcome(reports, failure_reasons)
@@ -493,6 +517,7 @@ def _record_entry(
         duration_s=call_report.duration if call_report is not None else 0.0,
         device=device,
     )
+    return state.entries[item.nodeid]
 
 
 # --------------------------------------------------------------------------- session end

@@ -201,7 +201,7 @@ def _statistic_to_dict(statistic: Statistic) -> dict[str, Any]:
     }
 
 
-def _entry_to_dict(entry: ClaimEntry) -> dict[str, Any]:
+def entry_to_dict(entry: ClaimEntry) -> dict[str, Any]:
     return {
         "id": entry.id,
         "test": entry.test,
@@ -225,7 +225,7 @@ def report_to_dict(report: ClaimsReport) -> dict[str, Any]:
         "versions": dict(report.versions),
         # Only when set, so that reports of sessions that set nothing read as before.
         **({"settings": dict(report.settings)} if report.settings else {}),
-        "claims": [_entry_to_dict(entry) for entry in report.claims],
+        "claims": [entry_to_dict(entry) for entry in report.claims],
     }
     if report.merged_from:
         document["merged_from"] = [dict(source) for source in report.merged_from]
@@ -272,7 +272,7 @@ def _statistic_from_dict(raw: object, where: str) -> Statistic:
     )
 
 
-def _entry_from_dict(raw: object, where: str) -> ClaimEntry:
+def entry_from_dict(raw: object, where: str) -> ClaimEntry:
     if not isinstance(raw, dict):
         raise ReportError(f"{where}: expected an object")
     outcome = _require(raw, "outcome", str, where)
@@ -313,7 +313,7 @@ def report_from_dict(document: object) -> ClaimsReport:
     if version != SCHEMA_VERSION:
         raise ReportError(f"report: schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
     claims_raw = _require(document, "claims", list, "report")
-    claims = tuple(_entry_from_dict(raw, f"claims[{index}]") for index, raw in enumerate(claims_raw))
+    claims = tuple(entry_from_dict(raw, f"claims[{index}]") for index, raw in enumerate(claims_raw))
     seen: set[str] = set()
     for entry in claims:
         # Entries are matched by node id when comparing; duplicates would make that ambiguous.
