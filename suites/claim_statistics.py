@@ -249,7 +249,7 @@ def final_minus_best(key: str, setting: str, others: tuple[str, ...]) -> Statist
     return statistic
 
 
-# ------------------------------------------------------------------ edge of stability (X1, X2)
+# ------------------------------------------------------------------ edge of stability (X1, X3)
 def _late_sharpness_ratio(result: WalkResult, *, preconditioned: bool = False) -> float:
     """Mean sharpness over its stability threshold in the second half of a full-batch run's
     estimates: GD's sharpness over 2/lr, or (``preconditioned``) Adam's preconditioned

@@ -1,4 +1,4 @@
-"""Full-batch Adam in the runner (``--optimizer full-batch-adam``, X2's runs): torch's Adam on
+"""Full-batch Adam in the runner (``--optimizer full-batch-adam``, X3's runs): torch's Adam on
 the exact full-batch gradient, its preconditioned sharpness recorded on its schedule with the
 stability threshold, the same records after a resume, and the setting refused where no
 optimizer has a preconditioner."""

@@ -756,6 +756,7 @@ def test_registry() -> None:
         *(f"S{index}" for index in range(1, 10)),
         "X1",
         "X2",
+        "X3",
     ]
     assert all(claim.statement and claim.source for claim in CLAIMS.values())
     with pytest.raises(KeyError, match="unknown claim id 'C12'; known ids: C1, C2"):

@@ -36,9 +36,9 @@ def test_a_check_takes_as_many_of_the_given_seeds_as_its_profile_runs() -> None:
     assert own.keys() == given.keys()
     for test_id, seeds in own.items():
         assert given[test_id] == GIVEN[: len(seeds)], test_id
-    # Every length occurs: three seeds, and the five, ten, 13 and 28 of more_seeds.
+    # Every length occurs: three seeds, and the five, seven, ten, 13 and 28 of more_seeds.
     assert given["C2-mlp-sgd-floor"] == GIVEN[:3] and given["C10-mlp-sharpness"] == GIVEN
-    assert {len(seeds) for seeds in given.values()} == {3, 5, 10, 13, 28}
+    assert {len(seeds) for seeds in given.values()} == {3, 5, 7, 10, 13, 28}
     # A longer set is cut to what each check runs; a profile without more_seeds takes its count.
     assert plan_seeds(real.with_seeds(range(3001, 3041))) == {
         k: tuple(range(3001, 3001 + len(v))) for k, v in own.items()

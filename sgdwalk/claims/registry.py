@@ -3,7 +3,7 @@
 Ids are used everywhere (``@pytest.mark.claim("C3")``, the JSON report, the README
 table), so the registry is the single place that says which ids exist. Statements follow
 ``docs/claims.md`` (paper claims C1-C11), the synthetic checks S1-S9 that
-test the instrument on landscapes with exact answers, and X1-X2, checks beyond the paper.
+test the instrument on landscapes with exact answers, and X1-X3, checks beyond the paper.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ __all__ = ["CLAIMS", "Claim", "get_claim"]
 PAPER = "A Walk with SGD (Xing et al. 2018, arXiv 1802.08770)"
 QUADRATIC_THEORY = "quadratic theory (docs/theory.md)"
 EDGE_OF_STABILITY = "Cohen et al. 2021, arXiv 2103.00065"
+ADAPTIVE_EDGE_OF_STABILITY = "Cohen et al. 2022, arXiv 2207.14484"
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,12 @@ _CLAIM_LIST: tuple[Claim, ...] = (
         "X2",
         "SGD's stationary behaviour on a noisy quadratic depends on more than eta/B once eta*lambda is not small",
         QUADRATIC_THEORY,
+    ),
+    Claim(
+        "X3",
+        "Edge of stability of an adaptive optimizer: under full-batch Adam the preconditioned sharpness rises "
+        "to (2 + 2 beta1)/((1 - beta1) eta) and hovers there",
+        ADAPTIVE_EDGE_OF_STABILITY,
     ),
 )
 

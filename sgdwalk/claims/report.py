@@ -375,7 +375,7 @@ def _row_sort_key(row: ComparisonRow) -> tuple[int, str, str]:
 
 
 def _claim_sort_key(entry: ClaimEntry) -> tuple[int, str, str]:
-    # Registry order (C1..C11, S1..S9, X1, X2), not string order (C10 before C2).
+    # Registry order (C1..C11, S1..S9, X1-X3), not string order (C10 before C2).
     registry_order = {claim_id: index for index, claim_id in enumerate(CLAIMS)}
     return (registry_order.get(entry.id, len(registry_order)), entry.id, entry.test)
 
