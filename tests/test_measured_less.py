@@ -5,7 +5,7 @@ check declared to read less gets the same statistic from the lighter runs, bit f
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -144,14 +144,6 @@ def test_the_tier_makes_each_run_once_as_its_cases_run_it() -> None:
 # ------------------------------------------------------------------------- on real training
 IMAGE_SIDE = 28  # the MLP's input is a Fashion-MNIST image
 NUM_CLASSES = 10
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def separable_images(train: int, validation: int) -> WalkData:
