@@ -33,7 +33,7 @@ trap 'kill "$nets_pid" 2>/dev/null || true' EXIT
 echo "== slow unit tests (end-to-end CLI runs, sweeps with worker processes)"
 $PY -m pytest tests --runslow -m slow
 
-echo "== real tier: claims C1-C11, X1 and X2 on Fashion-MNIST (CPU)"
+echo "== real tier: claims C1-C11, X1 and X3 on Fashion-MNIST (CPU)"
 $PY -m pytest suites/real --runslow --sgdwalk-report "$REPORTS/real.json"
 
 echo "== gpu tier, tiny CPU profile (keeps the GPU suite from rotting)"
