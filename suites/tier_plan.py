@@ -137,37 +137,37 @@ def edge_settings(edge: EdgeSize) -> dict[str, dict[str, Any]]:
     at every update on its whole training subset, the sharpness every ``sharpness_every``;
     ``edge-relu-a`` and ``-b``, the same with ``second_activation``; ``adam-edge``: full-batch
     Adam of the tanh network, measured only where its preconditioned sharpness is estimated."""
+
+    def network(activation: str, images: int) -> dict[str, Any]:
+        """The edge network, trained full-batch on ``images``, which are also its measurement set."""
+        return {
+            "batch_norm": False,
+            "activation": activation,
+            "train_subset": images,
+            "width_multiplier": edge.width_multiplier,
+            "measurement_size": None,
+            "chunk_size": images,
+            "gd_chunk_size": images,
+            "weight_decay": EDGE_WEIGHT_DECAY,
+        }
+
     settings = {}
     for prefix, activation in (("edge", "tanh"), (f"edge-{edge.second_activation}", edge.second_activation)):
         for name, lr in zip((f"{prefix}-a", f"{prefix}-b"), edge.lrs, strict=True):
             updates = edge.updates(lr)
             settings[name] = {
-                "batch_norm": False,
-                "activation": activation,
-                "train_subset": edge.train_subset,
-                "width_multiplier": edge.width_multiplier,
-                "measurement_size": None,
-                "chunk_size": edge.train_subset,
-                "gd_chunk_size": edge.train_subset,
+                **network(activation, edge.train_subset),
                 "optimizer": "gd",
                 "lr": lr,
-                "weight_decay": EDGE_WEIGHT_DECAY,
                 "epochs": updates,  # one update per epoch
                 "track_steps": ((0, updates),),
                 "sharpness_every": edge.sharpness_every,
             }
     adaptive = edge.adaptive
     settings["adam-edge"] = {
-        "batch_norm": False,
-        "activation": "tanh",
-        "train_subset": adaptive.train_subset,
-        "width_multiplier": edge.width_multiplier,
-        "measurement_size": None,
-        "chunk_size": adaptive.train_subset,
-        "gd_chunk_size": adaptive.train_subset,
+        **network("tanh", adaptive.train_subset),
         "optimizer": "full-batch-adam",
         "lr": adaptive.lr,
-        "weight_decay": EDGE_WEIGHT_DECAY,
         "epochs": adaptive.updates,
         "track_steps": (),
         "track_every": adaptive.sharpness_every,

@@ -6,7 +6,7 @@ final validation accuracy, or the sharpness at two steps. Measuring a step costs
 training steps, so a run made only for such checks measures only what they read
 (``measured_for``). It follows the same trajectory as the fully measured run: the instrument
 never changes what it measures (tested in ``tests/test_tracker.py`` and, for these runs, in
-``tests/test_claim_checks.py``), so every value those checks read is the same bit for bit.
+``tests/test_measured_less.py``), so every value those checks read is the same bit for bit.
 """
 
 from __future__ import annotations

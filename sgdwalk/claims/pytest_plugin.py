@@ -190,7 +190,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_session_state_key] = state
     # Under pytest-xdist (-n) each worker records the entries of the tests it runs; they reach
     # the controller, which writes the report, on their teardown reports.
-    config.pluginmanager.register(_EntriesFromReports(state), "sgdwalk-claim-entries")
+    if not _is_xdist_worker(config):
+        config.pluginmanager.register(_EntriesFromReports(state), "sgdwalk-claim-entries")
     seeds = config.getoption("sgdwalk_seeds")
     if seeds is not None:
         try:
@@ -203,11 +204,15 @@ def pytest_configure(config: pytest.Config) -> None:
 _ENTRY_PROPERTY: Final = "sgdwalk_claim_entry"
 
 
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
 # eq=False: a plugin object must stay hashable (pluggy keeps plugins in sets).
 @dataclass(eq=False)
 class _EntriesFromReports:
-    """Keeps the entries that arrive on test reports (``_ENTRY_PROPERTY``): a worker's, on the
-    controller; in one process, the entry just recorded, again under the same key."""
+    """Keeps, on the process that writes the report, the entries that pytest-xdist workers
+    send on their tests' teardown reports (``_ENTRY_PROPERTY``)."""
 
     state: _SessionState
 
@@ -486,7 +491,8 @@ def pytest_runtest_makereport(
         failure_reasons[report.when] = _failure_reason(report, call)
     if report.when == "teardown":
         entry = _record_entry(item, claim_id, reports, failure_reasons)
-        report.user_properties.append((_ENTRY_PROPERTY, entry_to_dict(entry)))
+        if _is_xdist_worker(item.config):
+            report.user_properties.append((_ENTRY_PROPERTY, entry_to_dict(entry)))
     return report
 
 
@@ -556,7 +562,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Nothing ran after a usage error (e.g. a bad claim marker); an empty ledger would lie.
     if not report_path or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
-    if hasattr(config, "workerinput"):
+    if _is_xdist_worker(config):
         return
     written = save_report(build_report(config), Path(report_path))
     config.stash[_report_written_key] = written

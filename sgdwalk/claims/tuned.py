@@ -69,10 +69,9 @@ def run_setting(
 ) -> tuple[list[WalkResult], dict[str, Any]]:
     """The runs of one setting over the seeds (a tuned setting's best point) and what the
     ledger records of it."""
-    if isinstance(overrides, MeasuredLess):
-        return [cache.run(config) for config in overrides.configs(base, seeds)], overrides.ledger(seeds)
     if not isinstance(overrides, TunedSetting):
-        return [cache.run(config) for config in setting_configs(base, overrides, seeds)], dict(overrides)
+        ledger = overrides.ledger(seeds) if isinstance(overrides, MeasuredLess) else dict(overrides)
+        return [cache.run(config) for config in setting_run_configs(overrides, base, seeds)], ledger
     per_point = [[cache.run(config) for config in setting_configs(base, point, seeds)] for point in overrides.points]
     means = overrides.mean_scores(per_point)
     best = int(np.argmax(means))

@@ -89,7 +89,7 @@ from sgdwalk.runs.runlog import (
 from sgdwalk.runs.summary import summarize_windows
 from sgdwalk.runs.walk_result import WalkResult
 from sgdwalk.runs.world import check_resume_world_size, world_sizes_after
-from sgdwalk.training.config import ADAPTIVE_OPTIMIZERS, WalkConfig, cadence, is_full_batch, learning_rate_schedule
+from sgdwalk.training.config import ADAPTIVE_OPTIMIZER_NAMES, WalkConfig, cadence, is_full_batch, learning_rate_schedule
 from sgdwalk.training.optim import NoisyGD, full_batch_gradient_
 
 # Unmeasured SGD steps whose minibatch losses wait on the device for one copy to the host:
@@ -480,7 +480,7 @@ class _WalkRun:
                         divergence = self._checked(earlier, losses)
                         if divergence is not None:
                             return f"epoch {epoch}, {divergence}"
-                    if config.optimizer in ADAPTIVE_OPTIMIZERS:
+                    if config.optimizer in ADAPTIVE_OPTIMIZER_NAMES:
                         # The tracker reads the rate (set above) and the preconditioner from it.
                         self.tracker.before_step(minibatch_loss=loss, optimizer=self.optimizer)
                     else:

@@ -52,7 +52,7 @@ OPTIMIZERS: Final[tuple[str, ...]] = get_args(OptimizerName)
 # One update per epoch on the exact gradient of the whole training subset.
 FULL_BATCH_OPTIMIZERS: Final[tuple[str, ...]] = ("gd", "noisy-gd", "full-batch-adam")
 # Those with a diagonal preconditioner (the preconditioned sharpness reads it).
-ADAPTIVE_OPTIMIZERS: Final[tuple[str, ...]] = ("full-batch-adam",)
+ADAPTIVE_OPTIMIZER_NAMES: Final[tuple[str, ...]] = ("full-batch-adam",)
 
 LRScheduleName = Literal["constant", "step", "cyclical", "trapezoid"]
 LR_SCHEDULES: Final[tuple[str, ...]] = get_args(LRScheduleName)
@@ -551,10 +551,10 @@ class WalkConfig:
                 "give: use bn_mode eval or recompute, minibatch gradients (gradient_noise_batch), or an mlp "
                 "without batch norm"
             )
-        if self.preconditioned_sharpness_every is not None and self.optimizer not in ADAPTIVE_OPTIMIZERS:
+        if self.preconditioned_sharpness_every is not None and self.optimizer not in ADAPTIVE_OPTIMIZER_NAMES:
             raise ConfigError(
                 f"preconditioned_sharpness_every reads an adaptive optimizer's preconditioner: optimizer "
-                f"{self.optimizer!r} has none (use {', '.join(ADAPTIVE_OPTIMIZERS)})"
+                f"{self.optimizer!r} has none (use {', '.join(ADAPTIVE_OPTIMIZER_NAMES)})"
             )
         if self.measurement_mode == "targeted" and self.bn_mode == "recompute":
             raise ConfigError("measurement_mode 'targeted' needs bn_mode train or eval (recompute reads the whole set)")
