@@ -66,10 +66,14 @@ MEASUREMENT_COPIES = 2
 # Beside the parameters and the activations: a look's per-sample losses, the chunk's
 # channels-last copy, the affine input layer's outputs at the two ends (the MLP: 3 × 2 MiB).
 MEASUREMENT_SLACK_MIB = 16.0
-# θ_0, θ_t, θ_{t+1}, g_t, g_{t−1} and the update θ_t − θ_{t−1}: flat vectors a record needs
-# (distance from init, the segment's ends, the gradient and update cosines), whatever the
-# measurement does. The update θ_{t+1} − θ_t is formed after the measurement has freed its point.
-TRACKER_STATE_COPIES = 6
+# The copies of the parameters the tracker holds while it measures: θ_0 (the distance from
+# init), θ_t (the segment's start; θ_{t+1} is read from the model in place) and g_t (the next
+# step's previous gradient). g_{t−1} and the previous update are let go once their cosines are
+# taken, before the measurement, so the other peak, while the update cosine is taken, holds
+# four (θ_0, θ_t, g_t and the previous update) and no measurement. θ_{t+1} is copied, and θ_t
+# turned into the update in place, after the measurement. Below this the record would lose a
+# field: both cosines need a vector of the last step, and the segment needs θ_t.
+TRACKER_STATE_COPIES = 3
 # Fresh interpreters of the same shape differ in peak resident size (where the allocator
 # places and returns blocks, lazily loaded kernels): tracked ResNet-18 runs spread over
 # ~30 MiB. 64 MiB covers that and the training step's blocks the allocator keeps, and is far

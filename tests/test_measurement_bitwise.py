@@ -25,6 +25,7 @@ from sgdwalk.instrument.measurement import (
     SegmentPoints,
     affine_input_layer,
     interpolate,
+    model_parameters,
     segment_losses,
 )
 from sgdwalk.instrument.paired import PairedLossMoments
@@ -287,3 +288,37 @@ def test_each_point_is_built_as_interpolate_builds_it(channels_last: bool) -> No
         for name, value in built.items():
             assert torch.equal(value, expected[name]), (alpha, name)
             assert value.stride() == expected[name].stride(), (alpha, name)
+
+
+@pytest.mark.parametrize("exploit_affine_input", [True, False], ids=["shortcut", "plain"])
+@pytest.mark.parametrize("arch", ["mlp", "convnet"])
+def test_an_end_read_from_the_model_in_place_is_bitwise_the_end_vector(arch: str, exploit_affine_input: bool) -> None:
+    # The tracker reads θ_{t+1} from the model's own parameters (no copy): every point, its
+    # layout and every loss must be those of the same end given as one vector.
+    model, start, end, measurement = fast_path_setting(arch)
+    torch.nn.utils.vector_to_parameters(end.clone(), model.parameters())
+    alphas = (*(float(a) for a in alpha_grid(GRID_SIZES[0])), 1.0)
+    as_vector = SegmentPoints(model, start, end, alphas, measurement, exploit_affine_input=exploit_affine_input)
+    in_place = SegmentPoints(
+        model, start, model_parameters(model), alphas, measurement, exploit_affine_input=exploit_affine_input
+    )
+    for index in range(len(alphas)):
+        expected = {name: value.clone() for name, value in as_vector.parameters(index).items()}
+        for name, value in in_place.parameters(index).items():
+            assert torch.equal(value, expected[name]), (alphas[index], name)
+            assert value.stride() == expected[name].stride(), (alphas[index], name)
+    with torch.no_grad(), measuring(model, "train"):
+        for inputs, targets in measurement.chunks():
+            assert torch.equal(in_place.losses(inputs, targets), as_vector.losses(inputs, targets))
+
+
+def test_an_end_of_other_parameters_is_refused() -> None:
+    model, start, _, measurement = fast_path_setting("mlp")
+    parameters = model_parameters(model)
+    first = next(iter(parameters))
+    with pytest.raises(ValueError, match="are not the model's"):
+        SegmentPoints(model, start, {name: parameters[name] for name in list(parameters)[1:]}, (0.0, 1.0), measurement)
+    with pytest.raises(ValueError, match="differ in shape"):
+        SegmentPoints(model, start, {**parameters, first: parameters[first][:1]}, (0.0, 1.0), measurement)
+    with pytest.raises(ValueError, match="dtype or device"):
+        SegmentPoints(model, start, {**parameters, first: parameters[first].double()}, (0.0, 1.0), measurement)

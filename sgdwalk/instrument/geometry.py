@@ -7,7 +7,8 @@ coordinates of the landscape, and never enter a distance or a norm.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -39,9 +40,7 @@ def flat_gradient(model: nn.Module, weight_decay: float | Sequence[float] = 0.0)
     A parameter without ``.grad`` contributes zeros, as it does to an SGD step.
     """
     parameters = trainable_parameters(model)
-    decays = [weight_decay] * len(parameters) if isinstance(weight_decay, (int, float)) else list(weight_decay)
-    if len(decays) != len(parameters):
-        raise ValueError(f"{len(decays)} weight decays for {len(parameters)} trainable parameters")
+    decays = _decays(weight_decay, parameters)
     with torch.no_grad():
         # One new vector (torch.cat's), the decay added to its slices in place: the values of
         # grad + decay · θ formed piece by piece, without a second parameter-sized copy.
@@ -54,7 +53,103 @@ def flat_gradient(model: nn.Module, weight_decay: float | Sequence[float] = 0.0)
     return flat
 
 
-def _check_same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
+def _decays(weight_decay: float | Sequence[float], parameters: Sequence[nn.Parameter]) -> list[float]:
+    decays = [weight_decay] * len(parameters) if isinstance(weight_decay, (int, float)) else list(weight_decay)
+    if len(decays) != len(parameters):
+        raise ValueError(f"{len(decays)} weight decays for {len(parameters)} trainable parameters")
+    return decays
+
+
+@dataclass(frozen=True)
+class PiecewiseVector:
+    """A vector read where its pieces are kept (a model's parameters, their gradients), a
+    block at a time, never copied whole: the tracker's vectors that the model already holds.
+
+    ``piece(i, first, last)`` gives entries ``first:last`` of piece ``i`` as a 1-D tensor,
+    computed as the matching flat vector's entries are (elementwise, so the same bits).
+    """
+
+    sizes: tuple[int, ...]
+    piece: Callable[[int, int, int], torch.Tensor]
+
+    @property
+    def numel(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size([self.numel])
+
+    def block(self, first: int, size: int) -> torch.Tensor:
+        """Entries ``first : first + size`` as one new tensor (the pieces they span, joined)."""
+        parts, offset, last = [], 0, min(first + size, self.numel)
+        for index, piece_size in enumerate(self.sizes):
+            low, high = max(first, offset), min(last, offset + piece_size)
+            if low < high:
+                parts.append(self.piece(index, low - offset, high - offset))
+            offset += piece_size
+        return torch.cat(parts) if len(parts) != 1 else parts[0].clone()
+
+    def whole(self) -> torch.Tensor:
+        """The vector as one tensor: a copy, for vectors of one widening block only."""
+        return self.block(0, self.numel)
+
+
+Vector = torch.Tensor | PiecewiseVector
+
+
+def parameters_in_place(model: nn.Module) -> PiecewiseVector:
+    """``flat_parameters(model)``'s vector, read from the parameters themselves."""
+    parameters = trainable_parameters(model)
+    return PiecewiseVector(
+        tuple(p.numel() for p in parameters),
+        lambda index, first, last: parameters[index].detach().reshape(-1)[first:last],
+    )
+
+
+def gradient_in_place(model: nn.Module, weight_decay: float | Sequence[float] = 0.0) -> PiecewiseVector:
+    """``flat_gradient(model, weight_decay)``'s vector, read from the gradients themselves."""
+    parameters = trainable_parameters(model)
+    decays = _decays(weight_decay, parameters)
+
+    def piece(index: int, first: int, last: int) -> torch.Tensor:
+        parameter = parameters[index]
+        gradient = (
+            torch.zeros(last - first, dtype=parameter.dtype, device=parameter.device)
+            if parameter.grad is None
+            else parameter.grad.detach().reshape(-1)[first:last]
+        )
+        decay = decays[index]
+        # grad + (decay · θ): flat_gradient's two roundings, elementwise.
+        return gradient + decay * parameter.detach().reshape(-1)[first:last] if decay else gradient
+
+    return PiecewiseVector(tuple(p.numel() for p in parameters), piece)
+
+
+def update_in_place(model: nn.Module, start: torch.Tensor) -> PiecewiseVector:
+    """θ_{t+1} − θ_t with θ_{t+1} read from the parameters themselves: ``flat_parameters(model) − start``."""
+    parameters = trainable_parameters(model)
+    offsets = [0]
+    for parameter in parameters:
+        offsets.append(offsets[-1] + parameter.numel())
+    if offsets[-1] != start.numel():
+        raise ValueError(f"θ_t has {start.numel()} entries, the model {offsets[-1]} parameters")
+
+    def piece(index: int, first: int, last: int) -> torch.Tensor:
+        offset = offsets[index]
+        return parameters[index].detach().reshape(-1)[first:last] - start[offset + first : offset + last]
+
+    return PiecewiseVector(tuple(p.numel() for p in parameters), piece)
+
+
+def all_finite(vector: Vector) -> bool:
+    """Whether every entry is finite (read a block at a time for a piecewise vector)."""
+    if isinstance(vector, torch.Tensor):
+        return bool(torch.isfinite(vector).all())
+    return all(bool(torch.isfinite(_block(vector, first)).all()) for first in _blocks(vector.numel))
+
+
+def _check_same_shape(a: Vector, b: Vector) -> None:
     if a.shape != b.shape:
         raise ValueError(f"vectors differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
 
@@ -98,25 +193,48 @@ def _scaled(vector: torch.Tensor, *, owned: bool = False) -> tuple[torch.Tensor,
     return (as_double.div_(largest) if owned else as_double / largest), largest
 
 
-def _flat(vector: torch.Tensor) -> torch.Tensor:
+def _flat(vector: Vector) -> Vector:
+    """A tensor as one flat view; a piecewise vector of one widening block as one (small) copy,
+    a longer one as it is, to be read block by block."""
+    if isinstance(vector, PiecewiseVector):
+        return vector.whole() if vector.numel <= _WIDENING_BLOCK else vector
     return vector.detach().reshape(-1)
 
 
-def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+def _block(vector: Vector, first: int) -> torch.Tensor:
+    """Entries ``first : first + _WIDENING_BLOCK`` (a view of a tensor, a copy of a piecewise vector)."""
+    if isinstance(vector, PiecewiseVector):
+        return vector.block(first, _WIDENING_BLOCK)
+    return vector[first : first + _WIDENING_BLOCK]
+
+
+def _largest_of(vector: Vector) -> float:
+    """``_largest`` of a long vector: of a tensor at once, of a piecewise vector over its blocks
+    (the same value: a maximum does not depend on the order it is taken in)."""
+    if isinstance(vector, torch.Tensor):
+        return _largest(vector)
+    return max((_largest(_block(vector, first)) for first in _blocks(vector.numel)), key=_nan_first)
+
+
+def _numel(vector: Vector) -> int:
+    return vector.numel if isinstance(vector, PiecewiseVector) else vector.numel()
+
+
+def cosine(a: Vector, b: Vector) -> float:
     """cos∠(a, b) in float64; 0.0 when either vector is zero (the angle is undefined)."""
     _check_same_shape(a, b)
     a, b = _flat(a), _flat(b)
-    if a.numel() <= _WIDENING_BLOCK:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.numel() <= _WIDENING_BLOCK:
         (a_unit, _), (b_unit, _) = _scaled(a), _scaled(b)
         norm_product = float(torch.linalg.vector_norm(a_unit) * torch.linalg.vector_norm(b_unit))
         if norm_product < COSINE_NORM_PRODUCT_FLOOR:
             return 0.0
         return float(torch.dot(a_unit, b_unit)) / norm_product
-    a_scale, b_scale = _scale(_largest(a)), _scale(_largest(b))
+    a_scale, b_scale = _scale(_largest_of(a)), _scale(_largest_of(b))
     dots, a_squares, b_squares = [], [], []
-    for first in _blocks(a.numel()):
-        a_unit = a[first : first + _WIDENING_BLOCK].to(torch.float64, copy=True).div_(a_scale)
-        b_unit = b[first : first + _WIDENING_BLOCK].to(torch.float64, copy=True).div_(b_scale)
+    for first in _blocks(_numel(a)):
+        a_unit = _block(a, first).to(torch.float64, copy=True).div_(a_scale)
+        b_unit = _block(b, first).to(torch.float64, copy=True).div_(b_scale)
         dots.append(float(torch.dot(a_unit, b_unit)))
         a_squares.append(float(torch.dot(a_unit, a_unit)))
         b_squares.append(float(torch.dot(b_unit, b_unit)))
@@ -126,16 +244,15 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return _total(dots) / norm_product
 
 
-def norm(a: torch.Tensor) -> float:
+def norm(a: Vector) -> float:
     """‖a‖₂ in float64, without overflow for entries near float64's square root."""
     a = _flat(a)
-    if a.numel() <= _WIDENING_BLOCK:
+    if isinstance(a, torch.Tensor) and a.numel() <= _WIDENING_BLOCK:
         scaled, largest = _scaled(a)
         return largest * float(torch.linalg.vector_norm(scaled))
-    scale = _scale(_largest(a))
+    scale = _scale(_largest_of(a))
     squares = [
-        _block_squares(a[first : first + _WIDENING_BLOCK].to(torch.float64, copy=True).div_(scale))
-        for first in _blocks(a.numel())
+        _block_squares(_block(a, first).to(torch.float64, copy=True).div_(scale)) for first in _blocks(_numel(a))
     ]
     return scale * math.sqrt(_total(squares))
 
@@ -144,7 +261,7 @@ def _block_squares(unit: torch.Tensor) -> float:
     return float(torch.dot(unit, unit))
 
 
-def distance(a: torch.Tensor, b: torch.Tensor) -> float:
+def distance(a: Vector, b: Vector) -> float:
     """‖a − b‖₂ in float64."""
     _check_same_shape(a, b)
     a, b = _flat(a), _flat(b)
@@ -153,14 +270,14 @@ def distance(a: torch.Tensor, b: torch.Tensor) -> float:
         # One float64 copy of a's block, b's subtracted in place: the values of a.double() −
         # b.double(). (torch widens b into a temporary of the block's size for the mixed-dtype
         # subtraction: elementwise, the same bits.)
-        return a[first : first + _WIDENING_BLOCK].to(torch.float64, copy=True).sub_(b[first : first + _WIDENING_BLOCK])
+        return _block(a, first).to(torch.float64, copy=True).sub_(_block(b, first))
 
-    if a.numel() <= _WIDENING_BLOCK:
+    if _numel(a) <= _WIDENING_BLOCK:
         scaled, largest = _scaled(difference(0), owned=True)
         return largest * float(torch.linalg.vector_norm(scaled))
     # Two passes, the difference formed twice block by block: its largest entry, then its squares.
-    scale = _scale(max((_largest(difference(first)) for first in _blocks(a.numel())), key=_nan_first))
-    squares = [_block_squares(difference(first).div_(scale)) for first in _blocks(a.numel())]
+    scale = _scale(max((_largest(difference(first)) for first in _blocks(_numel(a))), key=_nan_first))
+    squares = [_block_squares(difference(first).div_(scale)) for first in _blocks(_numel(a))]
     return scale * math.sqrt(_total(squares))
 
 

@@ -295,6 +295,24 @@ class ParameterLayout:
         return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes, strict=True)}
 
 
+def model_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's trainable parameters by name, detached, as they stand: a segment end read in
+    place (``SegmentPoints``), with no copy of the parameters."""
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _end_parameters(layout: ParameterLayout, end: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The segment's end by parameter name, from one vector or from tensors held apart."""
+    if isinstance(end, torch.Tensor):
+        return layout.unflatten(end)
+    if tuple(end) != layout.names:
+        raise ValueError(f"the end's parameters {tuple(end)} are not the model's {layout.names}")
+    for name, shape in zip(layout.names, layout.shapes, strict=True):
+        if end[name].shape != shape:
+            raise ValueError(f"segment ends differ in shape at {name}: {tuple(shape)} vs {tuple(end[name].shape)}")
+    return dict(end)
+
+
 def _check_per_sample(losses: torch.Tensor, num_samples: int) -> None:
     # A loss of the wrong length (a truncated or broadcast vector) would silently move the mean.
     if losses.ndim != 1 or losses.shape[0] != num_samples:
@@ -526,24 +544,39 @@ class _OnePoint:
         self,
         layout: ParameterLayout,
         start: torch.Tensor,
-        end: torch.Tensor,
+        end: torch.Tensor | Mapping[str, torch.Tensor],
         names: Sequence[str],
         *,
         channels_last: bool,
         interior: bool,
     ) -> None:
-        self._starts, self._ends = layout.unflatten(start), layout.unflatten(end)
+        self._starts, self._ends = layout.unflatten(start), _end_parameters(layout, end)
+        # End tensors held apart (the model's own) share no flat vector with θ_t: each is a run of its own.
+        flat_end = end if isinstance(end, torch.Tensor) else None
         self._names = tuple(names)
         self._interior = interior
         chosen = set(names)
-        # What ``_channels_last`` would copy: 4-D tensors not already in channels-last order.
-        self._reordered = {
-            name: torch.empty_like(self._starts[name], memory_format=torch.channels_last)
+        reordered = [
+            name
             for name in self._names
             if channels_last
             and self._starts[name].ndim == 4
             and not self._starts[name].is_contiguous(memory_format=torch.channels_last)
-        }
+        ]
+        # Every buffer is a view of one allocation (the chosen parameters, in the layout's order):
+        # one block of the parameters' size, which the allocator returns whole when the segment
+        # is done, where many parameter-sized ones would stay behind in its heap.
+        sizes = {name: int(np.prod(shape)) for name, shape in zip(layout.names, layout.shapes, strict=True)}
+        in_storage = [name for name in layout.names if name in chosen and (interior or name in reordered)]
+        storage = torch.empty(sum(sizes[name] for name in in_storage), dtype=start.dtype, device=start.device)
+        self._storage = storage
+        self._storage_offsets: dict[str, int] = {}
+        stored = 0
+        for name in in_storage:
+            self._storage_offsets[name] = stored
+            stored += sizes[name]
+        # What ``_channels_last`` would copy: 4-D tensors not already in channels-last order.
+        self._reordered = {name: self._channels_last_view(name, self._starts[name].shape) for name in reordered}
         # (start part, end part, buffer): runs of parameters stored next to each other in the
         # flat vectors take one axpy each; a reordered conv weight takes its own.
         self._pieces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -556,22 +589,37 @@ class _OnePoint:
             size = int(np.prod(shape))
             if name in chosen and name not in self._reordered:
                 run.append((name, offset, size))
+                if flat_end is None:
+                    self._close_run(run, start, flat_end)
+                    run = []
             else:
-                self._close_run(run, start, end)
+                self._close_run(run, start, flat_end)
                 run = []
                 if name in self._reordered:
                     buffer = self._reordered[name]
                     self._pieces.append((self._starts[name], self._ends[name], buffer))
                     self._between[name] = buffer
             offset += size
-        self._close_run(run, start, end)
+        self._close_run(run, start, flat_end)
 
-    def _close_run(self, run: list[tuple[str, int, int]], start: torch.Tensor, end: torch.Tensor) -> None:
+    def _channels_last_view(self, name: str, shape: torch.Size) -> torch.Tensor:
+        """Parameter ``name``'s buffer in the storage, laid out channels-last: [N, H, W, C] in
+        memory, seen as [N, C, H, W] (what ``empty_like(..., memory_format=channels_last)`` makes)."""
+        batch, channels, height, width = shape
+        first = self._storage_offsets[name]
+        block = self._storage[first : first + batch * channels * height * width]
+        return block.view(batch, height, width, channels).permute(0, 3, 1, 2)
+
+    def _close_run(self, run: list[tuple[str, int, int]], start: torch.Tensor, end: torch.Tensor | None) -> None:
+        """One piece for parameters stored next to each other in θ_t (and in the end vector, or
+        a single parameter whose end is its own tensor, ``end`` None)."""
         if not run:
             return
         first, last = run[0][1], run[-1][1] + run[-1][2]
-        buffer = torch.empty(last - first, dtype=start.dtype, device=start.device)
-        self._pieces.append((start[first:last], end[first:last], buffer))
+        stored = self._storage_offsets[run[0][0]]
+        buffer = self._storage[stored : stored + last - first]
+        end_part = end[first:last] if end is not None else self._ends[run[0][0]].reshape(-1)
+        self._pieces.append((start[first:last], end_part, buffer))
         for name, offset, size in run:
             self._between[name] = buffer[offset - first : offset - first + size].view(self._starts[name].shape)
 
@@ -632,7 +680,7 @@ class SegmentPoints:
         self,
         model: nn.Module,
         start: torch.Tensor,
-        end: torch.Tensor,
+        end: torch.Tensor | Mapping[str, torch.Tensor],
         alphas: Sequence[float],
         measurement: MeasurementSet,
         bn_mode: BatchNormMode = "train",
@@ -643,20 +691,20 @@ class SegmentPoints:
         check_batchnorm_mode(bn_mode)
         self.precision = check_measurement_precision(precision)
         self._device = start.device
-        if start.shape != end.shape:
-            raise ValueError(f"segment ends differ in shape: {tuple(start.shape)} vs {tuple(end.shape)}")
-        if (start.dtype, start.device) != (end.dtype, end.device):
-            # Each point is built in place, in buffers shaped on θ_t.
-            raise ValueError(
-                f"segment ends differ in dtype or device: {start.dtype} on {start.device} vs {end.dtype} on {end.device}"
-            )
+        layout = ParameterLayout.of(model)
+        starts, ends = layout.unflatten(start), _end_parameters(layout, end)
+        for name, value in ends.items():
+            if (value.dtype, value.device) != (start.dtype, start.device):
+                # Each point is built in place, in buffers shaped on θ_t.
+                raise ValueError(
+                    f"segment ends differ in dtype or device: {start.dtype} on {start.device} vs "
+                    f"{value.dtype} on {value.device} ({name})"
+                )
         self.model = model
         self.alphas = tuple(float(alpha) for alpha in alphas)
         self.measurement = measurement
-        layout = ParameterLayout.of(model)
         self._layer = affine_input_layer(model) if exploit_affine_input and bn_mode != "recompute" else None
         self._channels_last = _prefers_channels_last(model, start)
-        starts, ends = layout.unflatten(start), layout.unflatten(end)
         # The affine input layer's own parameters are only needed at the two ends.
         prefix = _submodule_name(model, self._layer) + "." if self._layer is not None else None
         interpolated = [name for name in layout.names if prefix is None or not name.startswith(prefix)]

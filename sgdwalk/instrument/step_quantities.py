@@ -134,6 +134,10 @@ class StepQuantities:
     def _due(self, every: int | None, step: int) -> bool:
         return every is not None and step % every == 0
 
+    def due(self, step: int) -> bool:
+        """Whether any quantity is due at ``step`` (its record needs the point they are measured at)."""
+        return any(self._due(getattr(self, name), step) for name in SCHEDULES)
+
     def needs_optimizer(self, step: int) -> bool:
         """Whether step ``step``'s record reads the optimizer (its preconditioned sharpness)."""
         return self._due(self.preconditioned_sharpness_every, step)

@@ -34,14 +34,18 @@ from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import loss_divergence
 from sgdwalk.instrument.geometry import (
+    all_finite,
     cosine,
     distance,
     flat_gradient,
     flat_parameters,
+    gradient_in_place,
     norm,
+    parameters_in_place,
     trainable_parameters,
+    update_in_place,
 )
-from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints
+from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints, model_parameters
 from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
 from sgdwalk.instrument.optimizer_groups import group_settings
 from sgdwalk.instrument.record import StepRecord, record_from_dict
@@ -233,6 +237,9 @@ class WalkTracker:
         self._previous_update: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
         self._gradient: torch.Tensor | None = None
+        # A measured step's gradient cosine and norm, read from the gradients before its update.
+        self._gradient_cosine: float | None = None
+        self._grad_norm: float | None = None
         self._lr: float | None = None
         self._group_lrs: tuple[float, ...] | None = None
         self._minibatch_loss: float | None = None
@@ -300,10 +307,20 @@ class WalkTracker:
                 return
             if self.start_loss is None:
                 self.start_loss = self._minibatch_loss
-        self._gradient = flat_gradient(self.model, decay) if (measured or next_measured) else None
-        # θ_t of a step before a measured one too: its update is the next one's previous update.
-        # Where the last step handed θ_{t+1} on and the model has not moved since, that vector is θ_t.
+        # Where the last step handed θ_{t+1} on and the model has not moved since, that vector is
+        # θ_t (checked first: a move forgets the previous gradient and update).
         unmoved = self._handoff_if_unmoved()
+        # The gradient's cosine with the previous one and its norm are read from the gradients in
+        # place, now, so that g_{t−1} is let go before θ_t is copied and the segment measured.
+        previous_gradient, self._previous_gradient = self._previous_gradient, None
+        if measured:
+            gradient = gradient_in_place(self.model, decay)
+            self._gradient_cosine = None if previous_gradient is None else cosine(previous_gradient, gradient)
+            self._grad_norm = norm(gradient)
+        del previous_gradient
+        # g_t itself is kept only as the next measured step's previous gradient.
+        self._gradient = flat_gradient(self.model, decay) if next_measured else None
+        # θ_t of a step before a measured one too: its update is the next one's previous update.
         self._start = (
             (unmoved if unmoved is not None else flat_parameters(self.model)) if (measured or next_measured) else None
         )
@@ -584,20 +601,26 @@ class WalkTracker:
         return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
 
     def _measure_step(self, step: int) -> None:
-        gradient, previous_gradient = self._gradient, self._previous_gradient
+        # What a step holds at most, beside the model: θ_0, θ_t, g_t (kept for the next step) and
+        # the measurement's point. θ_{t+1} is read from the model's parameters in place; the
+        # previous update is let go once its cosine is taken, before the segment is measured; and
+        # θ_{t+1} is copied, θ_t turned into the update, only after the measurement.
         previous_update, self._previous_update = self._previous_update, None
         next_measured = self._measures(step + 1)
-        self._previous_gradient = gradient if next_measured else None
+        self._previous_gradient, self._gradient = (self._gradient if next_measured else None), None
         carried, self._carried = self._carried, None
         if self._start is None:
             return  # neither this step nor the next is measured
-        start, end = self._start, flat_parameters(self.model)
+        start, self._start = self._start, None
         if not self._measures(step):
-            self._handoff, self._previous_update = end, _update(start, end)
+            self._hand_on(start)
             return
-        if not bool(torch.isfinite(end).all()):
+        end = parameters_in_place(self.model)
+        if not all_finite(end):
             self._diverge("non-finite parameters after the step")
             return
+        update_cosine = None if previous_update is None else cosine(previous_update, update_in_place(self.model, start))
+        del previous_update
         try:
             measured = measure_segment(
                 # Made in the call, so that its buffers (a copy of the parameters) are freed
@@ -605,7 +628,7 @@ class WalkTracker:
                 SegmentPoints(
                     self.model,
                     start,
-                    end,
+                    model_parameters(self.model),
                     (*self.alphas, 1.0),
                     self.measurement,
                     self.bn_mode,
@@ -623,17 +646,20 @@ class WalkTracker:
         except NonFiniteSegment:
             self._diverge("non-finite loss on the measurement set")
             return
-        # Formed after the measurement has freed its point's parameters: one copy fewer at the peak.
-        update = _update(start, end)
+        step_length, distance_from_init, param_norm = (
+            distance(end, start),
+            distance(end, self.initial_parameters),
+            norm(end),
+        )
+        point = self._hand_on(start) if next_measured else None
         if next_measured:
             self._carried = (step + 1, measured.end_losses)
-            self._handoff, self._previous_update = end, update
-        estimate = (
-            self.sharpness_with_error(end)
-            if self.sharpness_every is not None and step % self.sharpness_every == 0
-            else None
-        )
-        assert gradient is not None  # measured steps always take their gradient
+        del start  # the update now, or gone
+        sharpness_due = self.sharpness_every is not None and step % self.sharpness_every == 0
+        if point is None and (sharpness_due or self.quantities.due(step)):
+            point = flat_parameters(self.model)
+        estimate = self.sharpness_with_error(point) if sharpness_due and point is not None else None
+        assert self._grad_norm is not None  # a measured step reads its gradient in before_step
         self._emit(
             StepRecord(
                 step=step,
@@ -641,26 +667,33 @@ class WalkTracker:
                 group_lrs=self._group_lrs,
                 minibatch_loss=self._minibatch_loss,
                 **measured.summary.as_dict(),
-                cosine=None if previous_gradient is None else cosine(previous_gradient, gradient),
-                update_cosine=None if previous_update is None else cosine(previous_update, update),
-                grad_norm=norm(gradient),
-                step_length=distance(end, start),
-                distance_from_init=distance(end, self.initial_parameters),
-                param_norm=norm(end),
+                cosine=self._gradient_cosine,
+                update_cosine=update_cosine,
+                grad_norm=self._grad_norm,
+                step_length=step_length,
+                distance_from_init=distance_from_init,
+                param_norm=param_norm,
                 sharpness=None if estimate is None else estimate.value,
                 sharpness_se=None if estimate is None else estimate.standard_error,
                 sharpness_products=None if estimate is None else estimate.products,
                 segment_alphas=(*(float(a) for a in self.alphas), 1.0),
                 segment_losses=measured.losses,
                 **measured.uncertainty.record_fields(),
-                **self.quantities.record_fields(
-                    step, self.model, end, self.hvp_measurement, self.bn_mode, self.shard, self._optimizer
+                **(
+                    {}
+                    if point is None
+                    else self.quantities.record_fields(
+                        step, self.model, point, self.hvp_measurement, self.bn_mode, self.shard, self._optimizer
+                    )
                 ),
             )
         )
 
-
-def _update(start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """θ_{t+1} − θ_t: exact in float32 wherever θ moved by less than itself (Sterbenz), the
-    update the optimizer made."""
-    return end - start
+    def _hand_on(self, start: torch.Tensor) -> torch.Tensor:
+        """Hand θ_{t+1} (a copy, returned) and the update θ_{t+1} − θ_t on to the next step, the
+        update formed in θ_t's own vector, which is not needed after this."""
+        end = flat_parameters(self.model)
+        # −θ_t + θ_{t+1} is θ_{t+1} − θ_t bit for bit (IEEE subtraction is the addition of the
+        # negation): exact in float32 wherever θ moved by less than itself (Sterbenz).
+        self._handoff, self._previous_update = end, start.neg_().add_(end)
+        return end
