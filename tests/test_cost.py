@@ -137,7 +137,7 @@ SMALL_RUN: dict[str, Any] = {
 }
 
 
-@pytest.mark.slow  # trains four short walks to compare the model's FLOPs with the runner's (seconds)
+@pytest.mark.slow  # trains short walks to compare the model's FLOPs with the runner's (seconds)
 @pytest.mark.parametrize(
     "changes",
     [
@@ -157,13 +157,21 @@ SMALL_RUN: dict[str, Any] = {
             },
             marks=pytest.mark.slow,  # a VGG-11 trained and its FLOPs counted: seconds
         ),
+        # The per-step quantities whose products do not depend on the values.
+        {"hessian_trace_every": 2, "hessian_trace_probes": 6},
+        {"gradient_noise_scale_every": 2, "gradient_noise_batch": 10},
+        {"gradient_noise_scale_every": 5, "bn_mode": "eval"},
     ],
-    ids=["sgd", "gd", "noisy-gd", "recompute", "vgg11"],
+    ids=["sgd", "gd", "noisy-gd", "recompute", "vgg11", "trace", "noise-minibatch", "noise-per-sample"],
 )
 def test_a_runs_flops_are_those_the_runner_computes(changes: dict[str, Any]) -> None:
     """Without sharpness (whose products depend on the values) the model is exact."""
     config = WalkConfig(**{**SMALL_RUN, **changes})
-    assert run_cost(config).total == counted_run(config)
+    cost = run_cost(config)
+    assert cost.total == counted_run(config)
+    assert (cost.quantities > 0) == any(
+        name in changes for name in ("hessian_trace_every", "gradient_noise_scale_every")
+    )
 
 
 @pytest.mark.slow  # runs Lanczos on a network to count its products (seconds)

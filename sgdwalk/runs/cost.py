@@ -24,6 +24,12 @@ A run's FLOPs, following what the runner and the tracker do (``runner.py``, ``tr
 - sharpness: each estimate builds the gradient's graph and runs ``ASSUMED_LANCZOS_PRODUCTS``
   Hessian-vector products (once per chunk each when the set is more than one chunk of
   ``hvp_chunk_size``), then one more pass of products for its standard error;
+- per-step quantities, on their measured steps (``step_quantities``): a Hutch++ trace runs
+  ``hessian_trace_probes`` Hessian-vector products; the top-k eigenvalues and the
+  preconditioned sharpness each run ``ASSUMED_LANCZOS_PRODUCTS``, as the sharpness does, with
+  no standard error's pass; the gradient noise scale is a forward and backward of every
+  measured sample (one at a time, or in minibatches of ``gradient_noise_batch``: the same
+  FLOPs);
 - evaluation: a forward pass over the training subset and the validation split at every
   epoch the run's cadence evaluates (``config.cadence``), epoch 0 included.
 
@@ -190,6 +196,11 @@ class RunSizes:
     sharpness_estimates: int  # with their standard error (sharpness_every)
     sharpness_only: int  # without it (sharpness_per_tracked_epoch)
     evaluations: int
+    # The per-step quantities' estimates (each on its own schedule of measured steps).
+    trace_estimates: int = 0
+    top_eigenvalue_estimates: int = 0
+    preconditioned_sharpness_estimates: int = 0
+    noise_scale_estimates: int = 0
 
     @property
     def measured_steps(self) -> int:
@@ -217,6 +228,10 @@ def run_sizes(config: WalkConfig) -> RunSizes:
     carried = sum(1 for step in measured if step > 0 and schedule(step - 1))
     every = config.sharpness_every
     runs_cadence = cadence(config, steps_per_epoch)
+
+    def due(every: int | None) -> int:
+        return 0 if every is None else sum(1 for step in measured if step % every == 0)
+
     return RunSizes(
         train_size=train_size,
         validation_size=_validation_size(config, info.num_classes),
@@ -225,9 +240,13 @@ def run_sizes(config: WalkConfig) -> RunSizes:
         training_steps=total_steps,
         segments_whole=len(measured) - carried,
         segments_carried=carried,
-        sharpness_estimates=0 if every is None else sum(1 for step in measured if step % every == 0),
+        sharpness_estimates=due(every),
         sharpness_only=len(config.track_epochs) if config.sharpness_per_tracked_epoch else 0,
         evaluations=sum(1 for epoch in range(config.epochs + 1) if runs_cadence.evaluates(epoch)),
+        trace_estimates=due(config.hessian_trace_every),
+        top_eigenvalue_estimates=due(config.top_eigenvalues_every),
+        preconditioned_sharpness_estimates=due(config.preconditioned_sharpness_every),
+        noise_scale_estimates=due(config.gradient_noise_scale_every),
     )
 
 
@@ -240,10 +259,11 @@ class RunCost:
     measurement: float
     sharpness: float
     evaluation: float
+    quantities: float = 0.0  # the per-step quantities (trace, top-k, preconditioned sharpness, noise scale)
 
     @property
     def total(self) -> float:
-        return self.training + self.measurement + self.sharpness + self.evaluation
+        return self.training + self.measurement + self.sharpness + self.evaluation + self.quantities
 
     def seconds(self, flops_per_second: float = DEFAULT_THROUGHPUT_FLOPS) -> float:
         return self.total / flops_per_second
@@ -398,7 +418,22 @@ def run_cost(config: WalkConfig, network: NetworkFlops | None = None) -> RunCost
         config, network, sizes.measurement_size, with_error=True
     ) + sizes.sharpness_only * sharpness_flops(config, network, sizes.measurement_size, with_error=False)
     evaluation = sizes.evaluations * (sizes.train_size + sizes.validation_size) * network.forward
-    return RunCost(sizes, training, measurement, sharpness, evaluation)
+    return RunCost(sizes, training, measurement, sharpness, evaluation, quantity_flops(config, network, sizes))
+
+
+def quantity_flops(config: WalkConfig, network: NetworkFlops, sizes: RunSizes) -> float:
+    """The per-step quantities' FLOPs over a run (the module docstring says what each counts)."""
+    size = sizes.measurement_size
+
+    def lanczos(products: int) -> float:
+        return sharpness_flops(config, network, size, with_error=False, products=products)
+
+    return (
+        sizes.trace_estimates * lanczos(config.hessian_trace_probes)
+        + (sizes.top_eigenvalue_estimates + sizes.preconditioned_sharpness_estimates)
+        * lanczos(ASSUMED_LANCZOS_PRODUCTS)
+        + sizes.noise_scale_estimates * size * network.training
+    )
 
 
 __all__ = [
@@ -415,6 +450,7 @@ __all__ = [
     "hvp_peak_bytes",
     "network_flops",
     "paired_moments_flops",
+    "quantity_flops",
     "run_cost",
     "run_sizes",
     "segment_flops",
