@@ -555,6 +555,12 @@ class _OnePoint:
         flat_end = end if isinstance(end, torch.Tensor) else None
         self._names = tuple(names)
         self._interior = interior
+        # An end held apart (the model's own tensors) is evaluated as a copy in the buffers, laid
+        # out as θ_t's views are: a forward that writes to its parameters in place (an embedding's
+        # max_norm) must not move the model, and tensors in another memory layout (channels-last
+        # on a GPU) would be evaluated by other kernels, with other roundings, than θ_t's.
+        self._end_copied = flat_end is None
+        buffered = interior or self._end_copied
         chosen = set(names)
         reordered = [
             name
@@ -567,7 +573,7 @@ class _OnePoint:
         # one block of the parameters' size, which the allocator returns whole when the segment
         # is done, where many parameter-sized ones would stay behind in its heap.
         sizes = {name: int(np.prod(shape)) for name, shape in zip(layout.names, layout.shapes, strict=True)}
-        in_storage = [name for name in layout.names if name in chosen and (interior or name in reordered)]
+        in_storage = [name for name in layout.names if name in chosen and (buffered or name in reordered)]
         storage = torch.empty(sum(sizes[name] for name in in_storage), dtype=start.dtype, device=start.device)
         self._storage = storage
         self._storage_offsets: dict[str, int] = {}
@@ -581,8 +587,8 @@ class _OnePoint:
         # flat vectors take one axpy each; a reordered conv weight takes its own.
         self._pieces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._between: dict[str, torch.Tensor] = {}
-        if not interior:
-            return  # only the ends are asked for: no buffer for the points between them
+        if not buffered:
+            return  # only the ends are asked for, both views of vectors: no buffer for other points
         run: list[tuple[str, int, int]] = []  # (name, offset, size) of the run being gathered
         offset = 0
         for name, shape in zip(layout.names, layout.shapes, strict=True):
@@ -625,6 +631,11 @@ class _OnePoint:
 
     def at(self, alpha: float) -> dict[str, torch.Tensor]:
         """θ(α) for the chosen parameters; valid until the next call (the buffers are reused)."""
+        if alpha == 1.0 and self._end_copied:
+            if self._pieces:
+                _, highs, buffers = (list(part) for part in zip(*self._pieces, strict=True))
+                torch._foreach_copy_(buffers, highs)
+            return {name: self._between[name] for name in self._names}
         if alpha in (0.0, 1.0):
             ends = self._starts if alpha == 0.0 else self._ends
             point = {name: ends[name] for name in self._names}
@@ -716,10 +727,14 @@ class SegmentPoints:
                 self._buffers = _recompute_statistics(model, len(self.alphas), self.parameters, measurement)
         if prefix is not None:
             # Only what reaches the input layer is read at θ_t, and that is parameter-free:
-            # the ends' own views serve, in whatever layout.
+            # the ends' own views serve, in whatever layout. An end held apart serves in θ_t's
+            # layout (contiguous), copied where it is not; the layer's output is affine in its
+            # parameters, so its forward does not write to them.
             self._start_parameters = starts
             self._layer_ends = tuple(
-                self._laid_out({name[len(prefix) :]: value for name, value in ends.items() if name.startswith(prefix)})
+                self._laid_out(
+                    {name[len(prefix) :]: value.contiguous() for name, value in ends.items() if name.startswith(prefix)}
+                )
                 for ends in (starts, ends)
             )
 

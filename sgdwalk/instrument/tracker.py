@@ -373,6 +373,7 @@ class WalkTracker:
         finally:
             self.step_index += 1
             self._start = self._gradient = self._optimizer = None
+            self._gradient_cosine = self._grad_norm = None
         return self.records[completed_before:]
 
     @contextmanager
@@ -398,9 +399,17 @@ class WalkTracker:
         self.after_step()
 
     def _forget_step(self) -> None:
-        """The optimizer step failed: forget the half-begun step so the tracker stays usable."""
+        """The optimizer step failed: forget the half-begun step so the tracker stays usable.
+
+        A step that raised may have moved some parameters first, so θ_t (where the step was
+        begun) is handed on as the last step's θ_{t+1} is: the next step keeps the carried
+        losses and the previous update only if the model is still there. The previous
+        gradient was let go when the step began (its cosine was taken then): the step taken
+        again records no gradient cosine, rather than one paired across a failed step."""
         self._in_step = False
+        self._handoff = self._start
         self._start = self._gradient = self._optimizer = None
+        self._gradient_cosine = self._grad_norm = None
 
     # --------------------------------------------------------------- the hook interface
     # What an integration that sees the optimizer's steps from its hooks calls (the
