@@ -34,6 +34,7 @@ from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
 from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import loss_divergence
 from sgdwalk.instrument.geometry import (
+    Vector,
     all_finite,
     cosine,
     distance,
@@ -622,7 +623,7 @@ class WalkTracker:
             return  # neither this step nor the next is measured
         start, self._start = self._start, None
         if not self._measures(step):
-            self._hand_on(start)
+            self._hand_on(start, flat_parameters(self.model))
             return
         end = parameters_in_place(self.model)
         if not all_finite(end):
@@ -655,18 +656,21 @@ class WalkTracker:
         except NonFiniteSegment:
             self._diverge("non-finite loss on the measurement set")
             return
+        sharpness_due = self.sharpness_every is not None and step % self.sharpness_every == 0
+        # θ_{t+1} as one vector where a later use needs it (the next step's θ_t, the sharpness,
+        # the quantities): the distances then read it, not the parameters piece by piece again.
+        point = flat_parameters(self.model) if next_measured or sharpness_due or self.quantities.due(step) else None
+        at_end: Vector = end if point is None else point
         step_length, distance_from_init, param_norm = (
-            distance(end, start),
-            distance(end, self.initial_parameters),
-            norm(end),
+            distance(at_end, start),
+            distance(at_end, self.initial_parameters),
+            norm(at_end),
         )
-        point = self._hand_on(start) if next_measured else None
         if next_measured:
+            assert point is not None
+            self._hand_on(start, point)
             self._carried = (step + 1, measured.end_losses)
         del start  # the update now, or gone
-        sharpness_due = self.sharpness_every is not None and step % self.sharpness_every == 0
-        if point is None and (sharpness_due or self.quantities.due(step)):
-            point = flat_parameters(self.model)
         estimate = self.sharpness_with_error(point) if sharpness_due and point is not None else None
         assert self._grad_norm is not None  # a measured step reads its gradient in before_step
         self._emit(
@@ -698,11 +702,9 @@ class WalkTracker:
             )
         )
 
-    def _hand_on(self, start: torch.Tensor) -> torch.Tensor:
-        """Hand θ_{t+1} (a copy, returned) and the update θ_{t+1} − θ_t on to the next step, the
+    def _hand_on(self, start: torch.Tensor, end: torch.Tensor) -> None:
+        """Hand θ_{t+1} (``end``, a copy) and the update θ_{t+1} − θ_t on to the next step, the
         update formed in θ_t's own vector, which is not needed after this."""
-        end = flat_parameters(self.model)
         # −θ_t + θ_{t+1} is θ_{t+1} − θ_t bit for bit (IEEE subtraction is the addition of the
         # negation): exact in float32 wherever θ moved by less than itself (Sterbenz).
         self._handoff, self._previous_update = end, start.neg_().add_(end)
-        return end

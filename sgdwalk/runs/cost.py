@@ -197,10 +197,10 @@ class RunSizes:
     sharpness_only: int  # without it (sharpness_per_tracked_epoch)
     evaluations: int
     # The per-step quantities' estimates (each on its own schedule of measured steps).
-    trace_estimates: int = 0
-    top_eigenvalue_estimates: int = 0
-    preconditioned_sharpness_estimates: int = 0
-    noise_scale_estimates: int = 0
+    trace_estimates: int
+    top_eigenvalue_estimates: int
+    preconditioned_sharpness_estimates: int
+    noise_scale_estimates: int
 
     @property
     def measured_steps(self) -> int:
@@ -259,7 +259,7 @@ class RunCost:
     measurement: float
     sharpness: float
     evaluation: float
-    quantities: float = 0.0  # the per-step quantities (trace, top-k, preconditioned sharpness, noise scale)
+    quantities: float  # the per-step quantities (trace, top-k, preconditioned sharpness, noise scale)
 
     @property
     def total(self) -> float:
