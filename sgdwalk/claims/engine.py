@@ -32,7 +32,7 @@ from sgdwalk.claims.statistics import (
     seeds_for_power,
     seeds_for_replication,
 )
-from sgdwalk.claims.tuned import SettingOverrides, run_setting
+from sgdwalk.claims.tuned import SettingOverrides, run_setting, setting_run_configs
 from sgdwalk.claims.window_statistics import field_by_step
 from sgdwalk.instrument.divergence import losses_divergence
 from sgdwalk.runs.walk_result import WalkResult
@@ -70,6 +70,9 @@ def run_check(
     finiteness is asserted (``record_finite``) and the bound is noted, not tested: for runs
     too small to say anything about the claim.
     """
+    cache.prepare(
+        [config for name in check.settings for config in setting_run_configs(setting_table[name], base, seeds)]
+    )
     runs: dict[str, list[WalkResult]] = {}
     recorded: dict[str, dict[str, Any]] = {}
     for setting in check.settings:

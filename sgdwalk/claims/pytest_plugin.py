@@ -428,6 +428,22 @@ def sgdwalk_data_root(pytestconfig: pytest.Config) -> Path | None:
     return Path(data_root).expanduser() if data_root else None
 
 
+@pytest.fixture(scope="session")
+def sgdwalk_shared_folder(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A folder all the processes of this session share, or None in a session of one process.
+
+    Under pytest-xdist (``-n``) it is ``sgdwalk-shared`` in the controller's temporary folder
+    (fresh each session), the parent of the workers' own: the claim tiers keep their runs
+    there as sweep cells (``SweepRunCache``), so that a run one worker made is read by the
+    others, never made twice. A session of one process keeps its runs in memory.
+    """
+    if not _is_xdist_worker(pytestconfig):
+        return None
+    folder = tmp_path_factory.getbasetemp().parent / "sgdwalk-shared"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 # --------------------------------------------------------------------------- recording
 
 

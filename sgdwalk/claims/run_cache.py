@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,10 +31,23 @@ class RunCache:
         # Configs that differ only where the records do not (out_dir, progress, …) share a run.
         key = config.result_hash
         if key not in self.results:
-            started = time.perf_counter()
-            self.results[key] = self.compute(config)
-            self.seconds[key] = time.perf_counter() - started
+            self.keep(config, self.compute)
         return self.results[key]
+
+    def keep(self, config: WalkConfig, compute: Callable[[WalkConfig], WalkResult]) -> None:
+        """Make the run of ``config`` with ``compute`` and keep it, with the seconds it took."""
+        started = time.perf_counter()
+        self.results[config.result_hash] = compute(config)
+        self.seconds[config.result_hash] = time.perf_counter() - started
+
+    def prepare(self, configs: Sequence[WalkConfig]) -> None:
+        """Told every run a check is about to ask for, before it asks for them one by one.
+
+        Here nothing happens: each run is made when it is asked for. A cache shared by
+        several processes (``SweepRunCache`` on a common folder, the tiers under
+        pytest-xdist) makes first the runs no other process is making, so that two workers
+        that need the same runs share them out instead of one waiting for the other.
+        """
 
     def compute(self, config: WalkConfig) -> WalkResult:
         """Produce a run not in the cache yet (subclasses may read it from disk instead)."""

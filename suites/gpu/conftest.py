@@ -79,12 +79,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def gpu_run_cache(pytestconfig: pytest.Config) -> SweepRunCache:
-    """One cache per session, so claims that share a setting share its runs."""
+def gpu_run_cache(pytestconfig: pytest.Config, sgdwalk_shared_folder: Path | None) -> SweepRunCache:
+    """One cache per session, so claims that share a setting share its runs: in the sweep
+    folder when given, else under pytest-xdist in the folder the workers share (each run
+    made once), else in memory."""
     from sgdwalk.claims.sweep_cache import SweepRunCache  # deferred: it imports torch (see DATA_CHOICES)
 
     sweep_dir = pytestconfig.getoption("sgdwalk_sweep_dir", default=None)
-    return SweepRunCache(out_root=None if sweep_dir is None else Path(sweep_dir))
+    return SweepRunCache(out_root=sgdwalk_shared_folder if sweep_dir is None else Path(sweep_dir))
 
 
 @pytest.fixture(scope="session")
