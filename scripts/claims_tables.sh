@@ -25,8 +25,18 @@ outcomes = {}
 for entry in report["claims"]:
     outcomes[entry["outcome"]] = outcomes.get(entry["outcome"], 0) + 1
 counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
-print(f"Report `{sys.argv[1]}`, made {report.get('created', '?')} with "
-      f"`pytest {' '.join(report.get('pytest_args', []))}` "
+sources = report.get("merged_from") or [report]
+
+
+def command(args):
+    # The report's own path names a folder of the machine that ran it: not for the docs.
+    shown = ["REPORT" if before == "--sgdwalk-report" else arg for before, arg in zip(["", *args], args)]
+    return "pytest " + " ".join(shown)
+
+
+made = "; then ".join(f"made {source.get('created', '?')} with `{command(source.get('pytest_args', []))}`" for source in sources)
+merged = f" (`sgdwalk claims merge` of {len(sources)} runs, a later one's entries replacing an earlier's)" if len(sources) > 1 else ""
+print(f"Report `{sys.argv[1]}`{merged}, {made} "
       f"(torch {versions.get('torch', '?')}): {len(report['claims'])} checks, {counts}.")
 PYTHON
 }
@@ -98,7 +108,7 @@ HEADER
     "Fashion-MNIST, the MLP 784-500-350-10 and a half-width conv net, 3 seeds (\`tox -e real\`)."
   echo "## Replication of the real tier on other seeds (real-replicate)"
   echo
-  echo "The real tier unchanged but for its seeds: 2001-2028 (\`tox -e replicate\`; each check on as many as it runs) against 1111-1138. A check whose outcomes differ is marked **not replicated**: its verdict holds on one seed set only."
+  echo "The real tier unchanged but for its seeds: 2001-2066 (\`tox -e replicate\`; each check on as many as it runs) against 1111-1176. A check whose outcomes differ is marked **not replicated**: its verdict holds on one seed set only."
   echo
   provenance suites/baselines/real-replicate.json
   echo

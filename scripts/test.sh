@@ -33,12 +33,14 @@ trap 'kill "$nets_pid" 2>/dev/null || true' EXIT
 echo "== slow unit tests (end-to-end CLI runs, sweeps with worker processes)"
 $PY -m pytest tests --runslow -m slow
 
-echo "== real tier: claims C1-C11, X1 and X3 on Fashion-MNIST (CPU)"
-$PY -m pytest suites/real --runslow --sgdwalk-report "$REPORTS/real.json"
+# On two pytest-xdist workers beside the nets profile (three walks on two cores until it ends):
+# the tier is the longest piece of work here, and one worker alone would leave the second core
+# idle once the nets profile is done. The workers share their runs (sgdwalk_shared_folder)
+# and take the heaviest checks first, so neither ends long after the other.
+echo "== real tier: claims C1-C11, X1 and X3 on Fashion-MNIST (CPU), two workers"
+$PY -m pytest suites/real --runslow -n 2 --sgdwalk-report "$REPORTS/real.json"
 
-# On both pytest-xdist workers (the nets profile is about done by now): the workers share their
-# runs through one folder (sgdwalk_shared_folder), the path `pytest suites/real -n 2` takes, so
-# CI keeps it working; its compare below holds it to the one-process baseline.
+# On two workers too, so the gpu tier's shared runs (gpu_run_cache) are exercised in CI.
 echo "== gpu tier, tiny CPU profile (keeps the GPU suite from rotting), two workers"
 $PY -m pytest suites/gpu --runslow --sgdwalk-device cpu --sgdwalk-profile tiny -n 2 --sgdwalk-report "$REPORTS/gpu-tiny.json"
 

@@ -18,6 +18,7 @@ from sgdwalk.claims.check import ClaimCheck, Reads
 from sgdwalk.claims.measured_less import MeasuredLess, most_read
 from sgdwalk.claims.pytest_plugin import given_seeds
 from sgdwalk.claims.tuned import DeclaredSetting, SettingOverrides, TunedSetting, setting_run_configs
+from sgdwalk.runs.cost import run_cost
 from sgdwalk.training.config import WalkConfig
 from suites.claims_table import NOT_REPRODUCED, At
 from suites.profiles import PROTOCOL_LR, EdgeSize, Part, PartSize, Profile
@@ -315,16 +316,38 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
     return result
 
 
+def case_configs(case: Case) -> list[WalkConfig]:
+    """Every run the case's check asks for: each of its settings (every grid point of a tuned
+    one) × its seeds, each measuring what the tier's checks read of it."""
+    return [
+        config
+        for setting in case.check.settings
+        for config in setting_run_configs(case.settings[setting], case.base, case.seeds)
+    ]
+
+
 def tier_configs(profile: Profile, device: str, data: Mapping[str, DataChoice]) -> list[WalkConfig]:
-    """Every run the tier makes (each setting a check needs, every grid point of a tuned one,
-    × the check's seeds, each measuring what its checks read; each run once), in part and
+    """Every run the tier makes (``case_configs`` of every case, each run once), in part and
     check order."""
     configs: dict[str, WalkConfig] = {}
     for case in cases(profile, device, data):
-        for setting in case.check.settings:
-            for config in setting_run_configs(case.settings[setting], case.base, case.seeds):
-                configs.setdefault(config.result_hash, config)
+        for config in case_configs(case):
+            configs.setdefault(config.result_hash, config)
     return list(configs.values())
+
+
+def heaviest_first(tier_cases: Sequence[Case]) -> list[Case]:
+    """The cases by the FLOPs of the runs their checks ask for (the cost model), most first;
+    equal ones keep their order.
+
+    pytest-xdist's workers take tests in the order given, each the next one as it finishes:
+    a long check taken late runs alone while the other workers have nothing left. Longest
+    first, the classic greedy schedule, lets the short checks fill in around the long ones
+    (the real tier's C9 "SGD best", 66 seeds, is a third of its arithmetic). A run several
+    checks share counts in each: the order is a schedule, not an account of who paid.
+    """
+    flops = {case.id: sum(run_cost(config).total for config in case_configs(case)) for case in tier_cases}
+    return sorted(tier_cases, key=lambda case: -flops[case.id])
 
 
 # Sweep cells checkpoint every epoch, so that a cell cut by a Slurm time limit resumes there

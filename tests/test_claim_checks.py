@@ -772,8 +772,8 @@ def test_checks_with_more_seeds_start_with_the_profile_seeds_and_share_their_run
     real = profiles.PROFILES["real"]
     data = {name: paper_data(part) for name, part in real.parts.items()}
     seeds = {case.id: case.seeds for case in cases(real, "cpu", data)}
-    assert seeds["C10-mlp-sharpness"] == profiles.REPLICATION_SEEDS
-    assert seeds["C9-mlp-sgd-best"] == profiles.REPLICATION_SEEDS[:13]
+    assert seeds["C10-mlp-sharpness"] == profiles.REPLICATION_SEEDS[:28]
+    assert seeds["C9-mlp-sgd-best"] == profiles.REPLICATION_SEEDS
     assert seeds["C10-mlp-sharpness"][:3] == seeds["C2-mlp-sgd-floor"] == profiles.PAPER_SEEDS
     with pytest.raises(ValueError, match="must start with the profile's"):
         dataclasses.replace(real, more_seeds={("mlp", "C10-sharpness"): (1, 2, 3)})

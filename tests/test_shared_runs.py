@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 
 from sgdwalk.claims.sweep_cache import SweepRunCache
+from sgdwalk.runs.cost import run_cost
 from sgdwalk.runs.owner import LOCK_FILE
 from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import cell_dir, cell_status, expand_grid, run_cell
+from suites.profiles import PROFILES
+from suites.tier_plan import case_configs, cases, heaviest_first, paper_data
 from tests.fixtures_data import write_mnist_idx
 from tests.test_pytest_plugin import PROJECT_INI, REPO_ROOT, entries_by_name, plugin_args, write_test
 from tests.test_sweep import N_TRAIN, tiny_grid
@@ -122,6 +125,7 @@ import sgdwalk.claims.run_cache
 import sgdwalk.runs.runner
 from sgdwalk.claims.run_cache import RunCache
 from sgdwalk.claims.sweep_cache import SweepRunCache
+from sgdwalk.runs.cost import run_cost
 
 MADE = Path(__file__).parent / "made.txt"
 
@@ -204,3 +208,17 @@ def test_under_xdist_each_run_is_made_once_and_the_ledger_is_one_process_s(
         return {name: entry.statistics for name, entry in entries_by_name(report).items()}
 
     assert statistics(project.path / "spread.json") == statistics(project.path / "one.json")
+
+
+def test_under_xdist_the_real_tier_takes_its_heaviest_checks_first() -> None:
+    """So that no long check is taken last and runs alone (``heaviest_first``)."""
+    real = PROFILES["real"]
+    tier = cases(real, "cpu", {name: paper_data(part) for name, part in real.parts.items()})
+    ordered = heaviest_first(tier)
+    assert sorted(case.id for case in ordered) == sorted(case.id for case in tier)
+    flops = [sum(run_cost(config).total for config in case_configs(case)) for case in ordered]
+    assert flops == sorted(flops, reverse=True)
+    # 66 seeds of a full-batch GD run and an SGD run: a third of the tier's arithmetic.
+    assert ordered[0].id == "C9-mlp-sgd-best" and flops[0] > sum(flops) / 4
+    # The conv net's three-seed checks: the cheapest runs of the tier.
+    assert {case.id for case in ordered[-2:]} == {"C2-conv-sgd-floor", "C7-conv-early-barriers"}

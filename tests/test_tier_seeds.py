@@ -22,7 +22,7 @@ from tests.test_pytest_plugin import plugin_args
 pytest_plugins = ["pytester"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GIVEN = tuple(range(2001, 2029))
+GIVEN = tuple(range(2001, 2067))
 
 
 def plan_seeds(profile: profiles.Profile) -> dict[str, tuple[int, ...]]:
@@ -36,11 +36,11 @@ def test_a_check_takes_as_many_of_the_given_seeds_as_its_profile_runs() -> None:
     assert own.keys() == given.keys()
     for test_id, seeds in own.items():
         assert given[test_id] == GIVEN[: len(seeds)], test_id
-    # Every length occurs: three seeds, and the five, seven, ten, 13 and 28 of more_seeds.
-    assert given["C2-mlp-sgd-floor"] == GIVEN[:3] and given["C10-mlp-sharpness"] == GIVEN
-    assert {len(seeds) for seeds in given.values()} == {3, 5, 7, 10, 13, 28}
+    # Every length occurs: three seeds, and the five, seven, ten, 28 and 66 of more_seeds.
+    assert given["C2-mlp-sgd-floor"] == GIVEN[:3] and given["C9-mlp-sgd-best"] == GIVEN
+    assert {len(seeds) for seeds in given.values()} == {3, 5, 7, 10, 28, 66}
     # A longer set is cut to what each check runs; a profile without more_seeds takes its count.
-    assert plan_seeds(real.with_seeds(range(3001, 3041))) == {
+    assert plan_seeds(real.with_seeds(range(3001, 3081))) == {
         k: tuple(range(3001, 3001 + len(v))) for k, v in own.items()
     }
     assert set(plan_seeds(profiles.PROFILES["tiny"].with_seeds(GIVEN)).values()) == {GIVEN[:2]}
@@ -48,10 +48,10 @@ def test_a_check_takes_as_many_of_the_given_seeds_as_its_profile_runs() -> None:
 
 def test_too_few_or_repeated_seeds_are_refused_naming_the_count_needed() -> None:
     real = profiles.PROFILES["real"]
-    with pytest.raises(ValueError, match="runs checks on up to 28 seeds; 27 given"):
-        real.with_seeds(GIVEN[:27])
+    with pytest.raises(ValueError, match="runs checks on up to 66 seeds; 65 given"):
+        real.with_seeds(GIVEN[:65])
     with pytest.raises(ValueError, match="seeds must differ"):
-        real.with_seeds((*GIVEN[:27], GIVEN[0]))
+        real.with_seeds((*GIVEN[:65], GIVEN[0]))
     # The new profile is a profile: its more_seeds start with its seeds (checked on creation).
     assert dataclasses.replace(real.with_seeds(GIVEN)).seeds == GIVEN[:3]
 
@@ -71,7 +71,7 @@ def collected_cases(pytester: pytest.Pytester, *args: str) -> tuple[list[Case], 
 def test_the_real_tier_collects_its_cases_on_the_given_seeds(pytester: pytest.Pytester) -> None:
     tier = str(REPO_ROOT / "suites" / "real" / "test_claims.py")
     own, _ = collected_cases(pytester, tier)
-    given, report = collected_cases(pytester, tier, "--sgdwalk-seeds", "2001-2028")
+    given, report = collected_cases(pytester, tier, "--sgdwalk-seeds", "2001-2066")
     assert len(given) == len(own) == 32
     assert {case.id: case.seeds for case in given} == {case.id: GIVEN[: len(case.seeds)] for case in own}
     assert report.settings == {"seeds": list(GIVEN)}

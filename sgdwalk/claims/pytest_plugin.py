@@ -65,7 +65,7 @@ from sgdwalk.training.config import MAX_SEED
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ClaimRecorder", "given_seeds", "parse_seeds"]
+__all__ = ["ClaimRecorder", "given_seeds", "is_xdist_worker", "parse_seeds"]
 
 DEVICE_CHOICES: Final[tuple[str, ...]] = ("auto", "cpu", "cuda")
 DATA_ROOT_ENV: Final = "SGDWALK_DATA_ROOT"
@@ -190,7 +190,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_session_state_key] = state
     # Under pytest-xdist (-n) each worker records the entries of the tests it runs; they reach
     # the controller, which writes the report, on their teardown reports.
-    if not _is_xdist_worker(config):
+    if not is_xdist_worker(config):
         config.pluginmanager.register(_EntriesFromReports(state), "sgdwalk-claim-entries")
     seeds = config.getoption("sgdwalk_seeds")
     if seeds is not None:
@@ -204,7 +204,8 @@ def pytest_configure(config: pytest.Config) -> None:
 _ENTRY_PROPERTY: Final = "sgdwalk_claim_entry"
 
 
-def _is_xdist_worker(config: pytest.Config) -> bool:
+def is_xdist_worker(config: pytest.Config) -> bool:
+    """Whether this process is a pytest-xdist worker (xdist gives only those ``workerinput``)."""
     return hasattr(config, "workerinput")
 
 
@@ -437,7 +438,7 @@ def sgdwalk_shared_folder(pytestconfig: pytest.Config, tmp_path_factory: pytest.
     there as sweep cells (``SweepRunCache``), so that a run one worker made is read by the
     others, never made twice. A session of one process keeps its runs in memory.
     """
-    if not _is_xdist_worker(pytestconfig):
+    if not is_xdist_worker(pytestconfig):
         return None
     folder = tmp_path_factory.getbasetemp().parent / "sgdwalk-shared"
     folder.mkdir(exist_ok=True)
@@ -507,7 +508,7 @@ def pytest_runtest_makereport(
         failure_reasons[report.when] = _failure_reason(report, call)
     if report.when == "teardown":
         entry = _record_entry(item, claim_id, reports, failure_reasons)
-        if _is_xdist_worker(item.config):
+        if is_xdist_worker(item.config):
             report.user_properties.append((_ENTRY_PROPERTY, entry_to_dict(entry)))
     return report
 
@@ -578,7 +579,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     # Nothing ran after a usage error (e.g. a bad claim marker); an empty ledger would lie.
     if not report_path or exitstatus == pytest.ExitCode.USAGE_ERROR:
         return
-    if _is_xdist_worker(config):
+    if is_xdist_worker(config):
         return
     written = save_report(build_report(config), Path(report_path))
     config.stash[_report_written_key] = written

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import pytest
 
 from sgdwalk.claims.engine import run_check
+from sgdwalk.claims.pytest_plugin import is_xdist_worker
 from sgdwalk.runs.runlog import device_name
 from sgdwalk.runs.sweep import expand_grid, parse_grid
 from sgdwalk.training.data import DatasetNotFoundError
@@ -42,6 +43,7 @@ from suites.tier_plan import (
     DataChoice,
     case_marks,
     cases,
+    heaviest_first,
     paper_data,
     session_profile,
     tier_configs,
@@ -142,7 +144,10 @@ def plan(config: pytest.Config) -> Plan:
             data_reasons[name] = missing_data_reason(name, error)
     params = []
     unrunnable: dict[str, str] = {}
-    for case in cases(profile, device, data, data_root):
+    tier = cases(profile, device, data, data_root)
+    # Under pytest-xdist the heaviest first, so that the workers end together; the cost model
+    # needs the networks, which an unrunnable tier never builds.
+    for case in heaviest_first(tier) if is_xdist_worker(config) and device_reason is None else tier:
         marks = case_marks(case)
         reason = device_reason or data_reasons.get(case.part.name)
         if reason is not None:

@@ -15,11 +15,11 @@ from typing import Final
 import pytest
 
 from sgdwalk.claims.engine import run_check
-from sgdwalk.claims.pytest_plugin import ClaimRecorder
+from sgdwalk.claims.pytest_plugin import ClaimRecorder, is_xdist_worker
 from sgdwalk.claims.run_cache import RunCache
 from sgdwalk.training.data import DatasetNotFoundError, resolve_dataset
 from suites.profiles import PROFILES
-from suites.tier_plan import Case, case_marks, cases, paper_data, session_profile
+from suites.tier_plan import Case, case_marks, cases, heaviest_first, paper_data, session_profile
 
 pytestmark = pytest.mark.slow
 
@@ -29,8 +29,10 @@ DATA: Final = {name: paper_data(part) for name, part in PROFILE.parts.items()}
 
 
 def tier_cases(config: pytest.Config) -> list[Case]:
-    """The tier's cases, on the seeds of ``--sgdwalk-seeds`` when given."""
-    return cases(session_profile(PROFILE, config), "cpu", DATA)
+    """The tier's cases, on the seeds of ``--sgdwalk-seeds`` when given; under pytest-xdist
+    the heaviest first, so that the workers end together (``heaviest_first``)."""
+    tier = cases(session_profile(PROFILE, config), "cpu", DATA)
+    return heaviest_first(tier) if is_xdist_worker(config) else tier
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
