@@ -45,3 +45,17 @@ def fashion_root(isolated_data: Path) -> Path:
     """60 training and 10 test images of Fashion-MNIST in Debian's layout."""
     write_mnist_idx(isolated_data, layout="debian", dataset="fashion-mnist", n_train=60, n_test=10)
     return isolated_data
+
+
+# The tiny sweeps' training set (tests/test_sweep.py, tests/test_shared_runs.py): 120 images at
+# batch 40 are 3 updates an epoch, enough for a cosine and a floor in each window.
+SWEEP_TRAIN_IMAGES = 120
+
+
+@pytest.fixture
+def sweep_data_root(tmp_path: Path) -> Path:
+    """The tiny sweeps' Fashion-MNIST in torchvision's layout (its validation split, from image
+    50,000 on, is empty)."""
+    root = tmp_path / "data"
+    write_mnist_idx(root, layout="torchvision", dataset="fashion-mnist", n_train=SWEEP_TRAIN_IMAGES, n_test=8)
+    return root

@@ -23,9 +23,8 @@ from sgdwalk.runs.runner import run_walk
 from sgdwalk.runs.sweep import cell_dir, cell_status, expand_grid, run_cell
 from suites.profiles import PROFILES
 from suites.tier_plan import case_configs, cases, heaviest_first, paper_data
-from tests.fixtures_data import write_mnist_idx
 from tests.test_pytest_plugin import PROJECT_INI, REPO_ROOT, entries_by_name, plugin_args, write_test
-from tests.test_sweep import N_TRAIN, tiny_grid
+from tests.test_sweep import tiny_grid
 
 pytest_plugins = ["pytester"]
 
@@ -36,11 +35,8 @@ PREPARE_SECONDS = 60.0
 
 
 @pytest.fixture
-def data_root(tmp_path: Path) -> Path:
-    """The sweep tests' tiny Fashion-MNIST files."""
-    root = tmp_path / "data"
-    write_mnist_idx(root, layout="torchvision", dataset="fashion-mnist", n_train=N_TRAIN, n_test=8)
-    return root
+def data_root(sweep_data_root: Path) -> Path:
+    return sweep_data_root
 
 
 @pytest.fixture

@@ -45,18 +45,14 @@ from sgdwalk.runs.sweep import (
 )
 from sgdwalk.runs.throughput import format_flops
 from sgdwalk.training.config import WalkConfig
-from tests.fixtures_data import write_mnist_idx
+from tests.conftest import SWEEP_TRAIN_IMAGES
 
 REPO = Path(__file__).resolve().parents[1]
-# 120 images at batch 40: 3 updates an epoch, enough for a cosine and a floor in each window.
-N_TRAIN = 120
 
 
 @pytest.fixture
-def data_root(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    write_mnist_idx(root, layout="torchvision", dataset="fashion-mnist", n_train=N_TRAIN, n_test=8)
-    return root
+def data_root(sweep_data_root: Path) -> Path:
+    return sweep_data_root
 
 
 def tiny_base(data_root: Path) -> dict[str, Any]:
@@ -405,7 +401,7 @@ def test_a_dry_run_prints_each_cells_flops_and_hours_and_their_total(
     tmp_path: Path, data_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     grid = tmp_path / "grid.json"
-    base = {**tiny_base(data_root), "train_subset": N_TRAIN}  # the cost model reads sizes off the config
+    base = {**tiny_base(data_root), "train_subset": SWEEP_TRAIN_IMAGES}  # the cost model reads sizes off the config
     grid.write_text(json.dumps({"base": base, "axes": {"epochs": [1, 2]}}), encoding="utf-8")
     configs = expand_grid(read_grid(grid))
     costs = [run_cost(config).total for config in configs]
