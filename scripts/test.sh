@@ -19,9 +19,9 @@ echo "== static checks: the package's layers import only downward, lint, types"
 echo "== quick tier: unit tests and synthetic claims (S1-S9), on two cores"
 $PY -m pytest tests suites/quick -n 2 --sgdwalk-report "$REPORTS/quick.json"
 
-# The longest tier runs beside all the others: each walk runs on one CPU thread (the runs'
-# cpu_threads), so on two cores it takes the second core, and the script takes about the
-# nets profile's half hour instead of that plus everything else. Its output is shown when
+# The nets profile runs beside all the others: each walk runs on one CPU thread (the runs'
+# cpu_threads), so on two cores the script takes about the longer of it and the rest, not
+# their sum (52 minutes in all in the clean-clone run of da78ac4). Its output is shown when
 # it has finished; it is stopped if the script ends early. It keeps no pytest cache, which
 # the runs in front would write at the same time.
 echo "== gpu tier, nets CPU profile: C1-C7 on VGG-11 and ResNet-56 at a quarter width, Fashion-MNIST padded to 32 (started)"
