@@ -17,7 +17,7 @@ import pytest
 from sgdwalk.claims.check import ClaimCheck, Reads
 from sgdwalk.claims.measured_less import MeasuredLess, most_read
 from sgdwalk.claims.pytest_plugin import given_seeds
-from sgdwalk.claims.tuned import DeclaredSetting, SettingOverrides, TunedSetting, setting_run_configs
+from sgdwalk.claims.tuned import DeclaredSetting, SettingOverrides, TunedSetting, check_run_configs
 from sgdwalk.runs.cost import run_cost
 from sgdwalk.training.config import WalkConfig
 from suites.claims_table import NOT_REPRODUCED, At
@@ -319,11 +319,7 @@ def cases(profile: Profile, device: str, data: Mapping[str, DataChoice], data_ro
 def case_configs(case: Case) -> list[WalkConfig]:
     """Every run the case's check asks for: each of its settings (every grid point of a tuned
     one) × its seeds, each measuring what the tier's checks read of it."""
-    return [
-        config
-        for setting in case.check.settings
-        for config in setting_run_configs(case.settings[setting], case.base, case.seeds)
-    ]
+    return check_run_configs(case.check.settings, case.settings, case.base, case.seeds)
 
 
 def tier_configs(profile: Profile, device: str, data: Mapping[str, DataChoice]) -> list[WalkConfig]:

@@ -32,7 +32,7 @@ from sgdwalk.claims.statistics import (
     seeds_for_power,
     seeds_for_replication,
 )
-from sgdwalk.claims.tuned import SettingOverrides, run_setting, setting_run_configs
+from sgdwalk.claims.tuned import SettingOverrides, check_run_configs, run_setting
 from sgdwalk.claims.window_statistics import field_by_step
 from sgdwalk.instrument.divergence import losses_divergence
 from sgdwalk.runs.walk_result import WalkResult
@@ -70,9 +70,7 @@ def run_check(
     finiteness is asserted (``record_finite``) and the bound is noted, not tested: for runs
     too small to say anything about the claim.
     """
-    cache.prepare(
-        [config for name in check.settings for config in setting_run_configs(setting_table[name], base, seeds)]
-    )
+    cache.prepare(check_run_configs(check.settings, setting_table, base, seeds))
     runs: dict[str, list[WalkResult]] = {}
     recorded: dict[str, dict[str, Any]] = {}
     for setting in check.settings:

@@ -59,6 +59,13 @@ def setting_run_configs(overrides: SettingOverrides, base: WalkConfig, seeds: Se
     return [config for point in setting_points(overrides) for config in setting_configs(base, point, seeds)]
 
 
+def check_run_configs(
+    settings: Sequence[str], setting_table: Mapping[str, SettingOverrides], base: WalkConfig, seeds: Sequence[int]
+) -> list[WalkConfig]:
+    """Every run a check of these settings asks for, setting by setting (``setting_run_configs``)."""
+    return [config for name in settings for config in setting_run_configs(setting_table[name], base, seeds)]
+
+
 def run_setting(
     name: str,
     overrides: SettingOverrides,
