@@ -26,7 +26,15 @@ from sgdwalk.training.config import WalkConfig
 # ------------------------------------------------------------------------- the kinds
 # What kind of value each annotation of WalkConfig asks for (the config checks the same).
 CHOICE_KINDS = frozenset(
-    {"OptimizerName", "LRScheduleName", "DeviceName", "MeasurementMode", "BatchNormMode", "MeasurementPrecision"}
+    {
+        "OptimizerName",
+        "LRScheduleName",
+        "DeviceName",
+        "MeasurementMode",
+        "BatchNormMode",
+        "MeasurementPrecision",
+        "OffloadTarget",
+    }
 )
 # Fields whose values are names chosen from a list, though annotated as plain strings.
 NAMED_CHOICES = frozenset({"arch", "data"})

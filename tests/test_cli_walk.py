@@ -222,6 +222,16 @@ def test_config_file_with_flags_overriding_it(fashion_root: Path, tmp_path: Path
     assert (config.lr, config.seed, config.width_multiplier) == (0.07, 3, 0.05)
 
 
+def test_offload_keeps_the_records_bitwise_and_out_of_the_config_hash(fashion_root: Path, tmp_path: Path) -> None:
+    flags = [*FEW_STEPS, "--width-multiplier", "0.05", "--data-root", str(fashion_root)]
+    assert main(["walk", *flags, "--out", str(tmp_path / "beside")]) == EXIT_OK
+    assert main(["walk", *flags, "--offload", "disk", "--out", str(tmp_path / "disk")]) == EXIT_OK
+    assert (tmp_path / "disk" / STEPS_FILE).read_bytes() == (tmp_path / "beside" / STEPS_FILE).read_bytes()
+    offloaded = load_run(tmp_path / "disk").config
+    assert offloaded.offload == "disk"
+    assert offloaded.result_hash == load_run(tmp_path / "beside").config.result_hash
+
+
 def test_divergence_exits_3_and_keeps_the_records(
     fashion_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

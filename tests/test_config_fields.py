@@ -25,7 +25,7 @@ ADDED_LATER = (
     "preconditioned_sharpness_every",
     "gradient_noise_batch",
 )
-WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress")
+WITHOUT_EFFECT = ("data_root", "download", "out_dir", "checkpoint_every_epochs", "progress", "offload")
 
 
 def hash_without_the_new_fields(config: WalkConfig) -> str:

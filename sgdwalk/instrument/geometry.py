@@ -126,20 +126,56 @@ def gradient_in_place(model: nn.Module, weight_decay: float | Sequence[float] = 
     return PiecewiseVector(tuple(p.numel() for p in parameters), piece)
 
 
-def update_in_place(model: nn.Module, start: torch.Tensor) -> PiecewiseVector:
+def update_in_place(model: nn.Module, start: Vector) -> PiecewiseVector:
     """θ_{t+1} − θ_t with θ_{t+1} read from the parameters themselves: ``flat_parameters(model) − start``."""
     parameters = trainable_parameters(model)
     offsets = [0]
     for parameter in parameters:
         offsets.append(offsets[-1] + parameter.numel())
-    if offsets[-1] != start.numel():
-        raise ValueError(f"θ_t has {start.numel()} entries, the model {offsets[-1]} parameters")
+    if offsets[-1] != vector_numel(start):
+        raise ValueError(f"θ_t has {vector_numel(start)} entries, the model {offsets[-1]} parameters")
 
     def piece(index: int, first: int, last: int) -> torch.Tensor:
         offset = offsets[index]
-        return parameters[index].detach().reshape(-1)[first:last] - start[offset + first : offset + last]
+        return parameters[index].detach().reshape(-1)[first:last] - vector_block(start, offset + first, last - first)
 
     return PiecewiseVector(tuple(p.numel() for p in parameters), piece)
+
+
+def update_between(start: Vector, end: Vector) -> PiecewiseVector:
+    """θ_{t+1} − θ_t of two vectors read a block at a time, as −θ_t + θ_{t+1} (the tracker's
+    ``start.neg_().add_(end)``, elementwise: the same bits)."""
+    _check_same_shape(start, end)
+
+    def piece(index: int, first: int, last: int) -> torch.Tensor:
+        return vector_block(start, first, last - first).neg().add_(vector_block(end, first, last - first))
+
+    return PiecewiseVector((vector_numel(start),), piece)
+
+
+def vector_numel(vector: Vector) -> int:
+    return vector.numel if isinstance(vector, PiecewiseVector) else vector.numel()
+
+
+def vector_block(vector: Vector, first: int, size: int) -> torch.Tensor:
+    """Entries ``first : first + size`` (fewer at the end): a view of a tensor, a copy of a piecewise vector."""
+    if isinstance(vector, PiecewiseVector):
+        return vector.block(first, size)
+    return vector.detach().reshape(-1)[first : first + size]
+
+
+def equals_parameters(vector: Vector, model: nn.Module) -> bool:
+    """Whether ``vector`` holds the model's trainable parameters bit for bit, compared a
+    widening block at a time (no flat copy of either)."""
+    first = 0
+    for parameter in trainable_parameters(model):
+        flat = parameter.detach().reshape(-1)
+        for low in range(0, flat.numel(), _WIDENING_BLOCK):
+            piece = flat[low : low + _WIDENING_BLOCK]
+            if not torch.equal(piece, vector_block(vector, first + low, piece.numel())):
+                return False
+        first += flat.numel()
+    return first == vector_numel(vector)
 
 
 def all_finite(vector: Vector) -> bool:
@@ -217,10 +253,6 @@ def _largest_of(vector: Vector) -> float:
     return max((_largest(_block(vector, first)) for first in _blocks(vector.numel)), key=_nan_first)
 
 
-def _numel(vector: Vector) -> int:
-    return vector.numel if isinstance(vector, PiecewiseVector) else vector.numel()
-
-
 def cosine(a: Vector, b: Vector) -> float:
     """cos∠(a, b) in float64; 0.0 when either vector is zero (the angle is undefined)."""
     _check_same_shape(a, b)
@@ -233,7 +265,7 @@ def cosine(a: Vector, b: Vector) -> float:
         return float(torch.dot(a_unit, b_unit)) / norm_product
     a_scale, b_scale = _scale(_largest_of(a)), _scale(_largest_of(b))
     dots, a_squares, b_squares = [], [], []
-    for first in _blocks(_numel(a)):
+    for first in _blocks(vector_numel(a)):
         a_unit = _block(a, first).to(torch.float64, copy=True).div_(a_scale)
         b_unit = _block(b, first).to(torch.float64, copy=True).div_(b_scale)
         dots.append(float(torch.dot(a_unit, b_unit)))
@@ -253,7 +285,7 @@ def norm(a: Vector) -> float:
         return largest * float(torch.linalg.vector_norm(scaled))
     scale = _scale(_largest_of(a))
     squares = [
-        _block_squares(_block(a, first).to(torch.float64, copy=True).div_(scale)) for first in _blocks(_numel(a))
+        _block_squares(_block(a, first).to(torch.float64, copy=True).div_(scale)) for first in _blocks(vector_numel(a))
     ]
     return scale * math.sqrt(_total(squares))
 
@@ -273,12 +305,12 @@ def distance(a: Vector, b: Vector) -> float:
         # subtraction: elementwise, the same bits.)
         return _block(a, first).to(torch.float64, copy=True).sub_(_block(b, first))
 
-    if _numel(a) <= _WIDENING_BLOCK:
+    if vector_numel(a) <= _WIDENING_BLOCK:
         scaled, largest = _scaled(difference(0), owned=True)
         return largest * float(torch.linalg.vector_norm(scaled))
     # Two passes, the difference formed twice block by block: its largest entry, then its squares.
-    scale = _scale(max((_largest(difference(first)) for first in _blocks(_numel(a))), key=_nan_first))
-    squares = [_block_squares(difference(first).div_(scale)) for first in _blocks(_numel(a))]
+    scale = _scale(max((_largest(difference(first)) for first in _blocks(vector_numel(a))), key=_nan_first))
+    squares = [_block_squares(difference(first).div_(scale)) for first in _blocks(vector_numel(a))]
     return scale * math.sqrt(_total(squares))
 
 

@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.func import functional_call
 
+from sgdwalk.instrument import offload
 from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, check_batchnorm_mode, measuring
 from sgdwalk.instrument.measurement_precision import (
     MeasurementPrecision,
@@ -28,6 +29,7 @@ from sgdwalk.instrument.measurement_precision import (
     measurement_arithmetic,
     per_sample_losses_in_float32,
 )
+from sgdwalk.instrument.offload import KeptVector
 
 #: (outputs, targets) -> one loss per sample, shape [n]. Per-sample losses make the mean over
 #: the whole set exact however it is chunked.
@@ -508,7 +510,7 @@ def _input_of(
     return captured[0]
 
 
-def _prefers_channels_last(model: nn.Module, point: torch.Tensor) -> bool:
+def _prefers_channels_last(model: nn.Module, point: torch.Tensor | KeptVector) -> bool:
     """Whether convolutions at ``point`` run faster with activations in channels-last order.
 
     On the CPU, oneDNN's float32 convolutions, max pooling and batch norm are about 2-3x
@@ -518,6 +520,17 @@ def _prefers_channels_last(model: nn.Module, point: torch.Tensor) -> bool:
     """
     has_convolutions = any(isinstance(module, nn.Conv2d) for module in model.modules())
     return has_convolutions and point.dtype == torch.float32 and point.device.type == "cpu"
+
+
+def _kept_parameters(layout: ParameterLayout, kept: KeptVector, prefix: str) -> dict[str, torch.Tensor]:
+    """The parameters named ``prefix…`` read back from a kept vector (one copy each)."""
+    parameters, offset = {}, 0
+    for name, shape in zip(layout.names, layout.shapes, strict=True):
+        size = int(np.prod(shape))
+        if name.startswith(prefix):
+            parameters[name] = kept.block(offset, size).view(shape)
+        offset += size
+    return parameters
 
 
 def _channels_last(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -538,19 +551,34 @@ class _OnePoint:
 
     α = 0 and α = 1 are the ends themselves (views of ``start`` and ``end``, no copy), except
     conv weights evaluated in channels-last order, which are copied into their buffer.
+
+    A start kept away from the model (``offload.KeptVector``: the tracker's ``offload``) is
+    read back a transfer block at a time (a conv weight evaluated channels-last: that weight at
+    a time) and never held whole; every point, α = 0 too, is then built into the buffers, by
+    the same elementwise operations, so the bits are those of a start held whole.
     """
 
     def __init__(
         self,
         layout: ParameterLayout,
-        start: torch.Tensor,
+        start: torch.Tensor | KeptVector,
         end: torch.Tensor | Mapping[str, torch.Tensor],
         names: Sequence[str],
         *,
         channels_last: bool,
         interior: bool,
     ) -> None:
-        self._starts, self._ends = layout.unflatten(start), _end_parameters(layout, end)
+        self._kept = start if isinstance(start, KeptVector) else None
+        # A kept start's parameters as the views of a flat vector would be laid out, on the meta
+        # device (shapes and strides only): what decides which conv weights are reordered.
+        self._starts = (
+            layout.unflatten(start)
+            if isinstance(start, torch.Tensor)
+            else {
+                name: torch.empty(shape, device="meta") for name, shape in zip(layout.names, layout.shapes, strict=True)
+            }
+        )
+        self._ends = _end_parameters(layout, end)
         # End tensors held apart (the model's own) share no flat vector with θ_t: each is a run of its own.
         flat_end = end if isinstance(end, torch.Tensor) else None
         self._names = tuple(names)
@@ -560,7 +588,7 @@ class _OnePoint:
         # max_norm) must not move the model, and tensors in another memory layout (channels-last
         # on a GPU) would be evaluated by other kernels, with other roundings, than θ_t's.
         self._end_copied = flat_end is None
-        buffered = interior or self._end_copied
+        buffered = interior or self._end_copied or self._kept is not None
         chosen = set(names)
         reordered = [
             name
@@ -586,6 +614,8 @@ class _OnePoint:
         # (start part, end part, buffer): runs of parameters stored next to each other in the
         # flat vectors take one axpy each; a reordered conv weight takes its own.
         self._pieces: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        # A kept start's part of each piece, (first, last) in the flat vector.
+        self._kept_ranges: list[tuple[int, int]] = []
         self._between: dict[str, torch.Tensor] = {}
         if not buffered:
             return  # only the ends are asked for, both views of vectors: no buffer for other points
@@ -604,6 +634,7 @@ class _OnePoint:
                 if name in self._reordered:
                     buffer = self._reordered[name]
                     self._pieces.append((self._starts[name], self._ends[name], buffer))
+                    self._kept_ranges.append((offset, offset + size))
                     self._between[name] = buffer
             offset += size
         self._close_run(run, start, flat_end)
@@ -616,7 +647,9 @@ class _OnePoint:
         block = self._storage[first : first + batch * channels * height * width]
         return block.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
-    def _close_run(self, run: list[tuple[str, int, int]], start: torch.Tensor, end: torch.Tensor | None) -> None:
+    def _close_run(
+        self, run: list[tuple[str, int, int]], start: torch.Tensor | KeptVector, end: torch.Tensor | None
+    ) -> None:
         """One piece for parameters stored next to each other in θ_t (and in the end vector, or
         a single parameter whose end is its own tensor, ``end`` None)."""
         if not run:
@@ -625,7 +658,8 @@ class _OnePoint:
         stored = self._storage_offsets[run[0][0]]
         buffer = self._storage[stored : stored + last - first]
         end_part = end[first:last] if end is not None else self._ends[run[0][0]].reshape(-1)
-        self._pieces.append((start[first:last], end_part, buffer))
+        self._pieces.append((start[first:last] if isinstance(start, torch.Tensor) else buffer, end_part, buffer))
+        self._kept_ranges.append((first, last))
         for name, offset, size in run:
             self._between[name] = buffer[offset - first : offset - first + size].view(self._starts[name].shape)
 
@@ -636,6 +670,8 @@ class _OnePoint:
                 _, highs, buffers = (list(part) for part in zip(*self._pieces, strict=True))
                 torch._foreach_copy_(buffers, highs)
             return {name: self._between[name] for name in self._names}
+        if self._kept is not None and alpha != 1.0:
+            return self._at_from_kept(alpha)
         if alpha in (0.0, 1.0):
             ends = self._starts if alpha == 0.0 else self._ends
             point = {name: ends[name] for name in self._names}
@@ -659,6 +695,29 @@ class _OnePoint:
             torch._foreach_mul_(buffers, alpha)
             torch._foreach_add_(buffers, lows)
         return {name: self._between[name] for name in self._names}
+
+    def _at_from_kept(self, alpha: float) -> dict[str, torch.Tensor]:
+        """``at(alpha)`` with θ_t read from the kept vector: α = 0 copied into the buffers, any
+        other α as ``(end − start) · α + start`` (``at``'s operations, elementwise)."""
+        if alpha != 0.0 and not self._interior:
+            raise ValueError(f"α = {alpha} lies between the ends, and only the ends were asked for")
+        assert self._kept is not None
+        for (_, end, buffer), (first, last) in zip(self._pieces, self._kept_ranges, strict=True):
+            if buffer.ndim == 4:  # a conv weight reordered channels-last: read whole, one weight
+                self._build(buffer, self._kept.block(first, last - first).view(buffer.shape), end, alpha)
+                continue
+            flat_end = end.reshape(-1)
+            for low in range(0, last - first, offload.TRANSFER_BLOCK):
+                high = min(low + offload.TRANSFER_BLOCK, last - first)
+                start = self._kept.block(first + low, high - low)
+                self._build(buffer[low:high], start, flat_end[low:high], alpha)
+        return {name: self._between[name] for name in self._names}
+
+    @staticmethod
+    def _build(buffer: torch.Tensor, start: torch.Tensor, end: torch.Tensor, alpha: float) -> None:
+        buffer.copy_(start if alpha == 0.0 else end)
+        if alpha != 0.0:
+            buffer.sub_(start).mul_(alpha).add_(start)
 
 
 class SegmentPoints:
@@ -690,7 +749,7 @@ class SegmentPoints:
     def __init__(
         self,
         model: nn.Module,
-        start: torch.Tensor,
+        start: torch.Tensor | KeptVector,
         end: torch.Tensor | Mapping[str, torch.Tensor],
         alphas: Sequence[float],
         measurement: MeasurementSet,
@@ -703,7 +762,9 @@ class SegmentPoints:
         self.precision = check_measurement_precision(precision)
         self._device = start.device
         layout = ParameterLayout.of(model)
-        starts, ends = layout.unflatten(start), _end_parameters(layout, end)
+        ends = _end_parameters(layout, end)
+        if isinstance(start, KeptVector) and start.numel != layout.numel:
+            raise ValueError(f"expected a vector of {layout.numel} parameters, got {start.numel}")
         for name, value in ends.items():
             if (value.dtype, value.device) != (start.dtype, start.device):
                 # Each point is built in place, in buffers shaped on θ_t.
@@ -727,10 +788,14 @@ class SegmentPoints:
                 self._buffers = _recompute_statistics(model, len(self.alphas), self.parameters, measurement)
         if prefix is not None:
             # Only what reaches the input layer is read at θ_t, and that is parameter-free:
-            # the ends' own views serve, in whatever layout. An end held apart serves in θ_t's
-            # layout (contiguous), copied where it is not; the layer's output is affine in its
-            # parameters, so its forward does not write to them.
-            self._start_parameters = starts
+            # the ends' own views serve, in whatever layout (a kept θ_t: the other end's, which
+            # the preprocessing does not read either; only the layer's own are read back). An end
+            # held apart serves in θ_t's layout (contiguous), copied where it is not; the layer's
+            # output is affine in its parameters, so its forward does not write to them.
+            starts = (
+                layout.unflatten(start) if isinstance(start, torch.Tensor) else _kept_parameters(layout, start, prefix)
+            )
+            self._start_parameters = starts if isinstance(start, torch.Tensor) else ends
             self._layer_ends = tuple(
                 self._laid_out(
                     {name[len(prefix) :]: value.contiguous() for name, value in ends.items() if name.startswith(prefix)}

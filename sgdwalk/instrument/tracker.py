@@ -20,8 +20,11 @@ bitwise the run without it.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,16 +41,21 @@ from sgdwalk.instrument.geometry import (
     all_finite,
     cosine,
     distance,
+    equals_parameters,
     flat_gradient,
     flat_parameters,
     gradient_in_place,
     norm,
     parameters_in_place,
     trainable_parameters,
+    update_between,
     update_in_place,
+    vector_numel,
 )
 from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints, model_parameters
 from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
+from sgdwalk.instrument.offload import KeptVector, VectorStore, checkpoint_copy
+from sgdwalk.instrument.offload_targets import OffloadTarget, check_offload
 from sgdwalk.instrument.optimizer_groups import group_settings
 from sgdwalk.instrument.record import StepRecord, record_from_dict
 from sgdwalk.instrument.sampling import NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
@@ -69,6 +77,8 @@ from sgdwalk.instrument.tolerances import (
 from sgdwalk.instrument.wrappers import unwrapped
 
 RecordSink = Callable[[StepRecord], None]
+# A vector the tracker keeps: a tensor beside the model, or a vector in its offload store.
+Kept = torch.Tensor | KeptVector
 
 
 def _as_float(value: float | torch.Tensor | None) -> float | None:
@@ -137,6 +147,13 @@ class WalkTracker:
             refused where batch norm runs in bn_mode "train"); the ``top_eigenvalues_k`` largest Hessian eigenvalues; the
             preconditioned sharpness of the Adam, AdamW or RMSprop the loop hands to ``step`` or
             ``attach`` (any other optimizer is refused at the first step).
+        offload: where the tracker keeps the vectors a record needs (θ_0, θ_t, g_t, the last
+            update, the θ_{t+1} it hands on: up to four copies of the parameters): None (the
+            default) beside the model; "host", in CPU memory (on a GPU, the device then holds
+            only the measurement's point and a chunk's activations); "disk", in unnamed
+            temporary files in ``offload_folder`` (default: the system's temporary folder),
+            read back 4 MiB at a time, so the process holds none of them. Records are bitwise
+            the same (``offload``).
     """
 
     def __init__(
@@ -169,6 +186,8 @@ class WalkTracker:
         top_eigenvalues_k: int = TOP_EIGENVALUES_K,
         preconditioned_sharpness_every: int | None = None,
         gradient_noise_batch: int | None = None,
+        offload: OffloadTarget | None = None,
+        offload_folder: str | os.PathLike[str] | None = None,
     ) -> None:
         if not isinstance(measurement, MeasurementSet):
             raise TypeError(
@@ -219,7 +238,15 @@ class WalkTracker:
             )
         self.precision = precision
         self.plan = SamplePlan.of(measurement, precision)
-        self.initial_parameters = flat_parameters(self.model)
+        self.offload = check_offload(offload)
+        if offload_folder is not None and self.offload != "disk":
+            raise ValueError("offload_folder is where offload='disk' writes its files: give it with offload='disk'")
+        self._store = (
+            None
+            if self.offload is None
+            else VectorStore(self.offload, None if offload_folder is None else Path(offload_folder))
+        )
+        self.initial_parameters: Kept = self._parameters_kept()
         self.records: list[StepRecord] = []
         self.step_index = start_step
         self._start_step = start_step
@@ -231,13 +258,13 @@ class WalkTracker:
         self._carried: tuple[int, torch.Tensor] | None = None
         # θ_{t+1} of the last step whose state (the carried losses, the gradient for the next
         # cosine) is handed to the next step: that state holds only if the next step starts there.
-        self._handoff: torch.Tensor | None = None
+        self._handoff: Kept | None = None
         self._closed = False
-        self._previous_gradient: torch.Tensor | None = None
+        self._previous_gradient: Kept | None = None
         # θ_{t+1} − θ_t of the last step, for the next step's update cosine (kept as the gradient is).
-        self._previous_update: torch.Tensor | None = None
-        self._start: torch.Tensor | None = None
-        self._gradient: torch.Tensor | None = None
+        self._previous_update: Vector | None = None
+        self._start: Kept | None = None
+        self._gradient: Kept | None = None
         # A measured step's gradient cosine and norm, read from the gradients before its update.
         self._gradient_cosine: float | None = None
         self._grad_norm: float | None = None
@@ -320,11 +347,28 @@ class WalkTracker:
             self._grad_norm = norm(gradient)
         del previous_gradient
         # g_t itself is kept only as the next measured step's previous gradient.
-        self._gradient = flat_gradient(self.model, decay) if next_measured else None
+        self._gradient = None
+        if next_measured:
+            self._gradient = (
+                flat_gradient(self.model, decay)
+                if self._store is None
+                else self._kept(gradient_in_place(self.model, decay))
+            )
         # θ_t of a step before a measured one too: its update is the next one's previous update.
         self._start = (
-            (unmoved if unmoved is not None else flat_parameters(self.model)) if (measured or next_measured) else None
+            (unmoved if unmoved is not None else self._parameters_kept()) if (measured or next_measured) else None
         )
+
+    def _parameters_kept(self) -> Kept:
+        """A copy of the model's trainable parameters, where the tracker keeps its vectors."""
+        return flat_parameters(self.model) if self._store is None else self._kept(parameters_in_place(self.model))
+
+    def _kept(self, vector: Vector) -> KeptVector:
+        assert self._store is not None
+        parameters = trainable_parameters(self.model)
+        # torch.cat's dtype, as flat_parameters and flat_gradient make it.
+        dtype = functools.reduce(torch.promote_types, (p.dtype for p in parameters))
+        return self._store.keep(vector, dtype=dtype, device=parameters[0].device)
 
     def _settings(
         self, lr: float | None, optimizer: torch.optim.Optimizer | None
@@ -341,7 +385,7 @@ class WalkTracker:
             )
         return settings.lr, settings.group_lrs, settings.coupled_decay
 
-    def _handoff_if_unmoved(self) -> torch.Tensor | None:
+    def _handoff_if_unmoved(self) -> Kept | None:
         """The θ_{t+1} the last step handed on, if the model still holds it; otherwise forget
         what that step handed on (a stretch with the attachment removed, loop iterations outside
         ``tracker.step`` moved the model without the tracker): this step then measures θ_t afresh
@@ -350,14 +394,10 @@ class WalkTracker:
         handoff, self._handoff = self._handoff, None
         if handoff is None:
             return None
-        first = 0
-        for parameter in trainable_parameters(self.model):
-            piece = handoff[first : first + parameter.numel()]
-            first += parameter.numel()
-            if not torch.equal(parameter.detach().reshape(-1), piece):
-                self._carried = None
-                self._previous_gradient = self._previous_update = None
-                return None
+        if not equals_parameters(handoff, self.model):
+            self._carried = None
+            self._previous_gradient = self._previous_update = None
+            return None
         return handoff
 
     def after_step(self) -> list[StepRecord]:
@@ -547,9 +587,9 @@ class WalkTracker:
             raise RuntimeError("state_dict called between before_step and after_step")
         return {
             "step_index": self.step_index,
-            "initial_parameters": self.initial_parameters.clone(),
-            "previous_gradient": None if self._previous_gradient is None else self._previous_gradient.clone(),
-            "previous_update": None if self._previous_update is None else self._previous_update.clone(),
+            "initial_parameters": checkpoint_copy(self.initial_parameters),
+            "previous_gradient": None if self._previous_gradient is None else checkpoint_copy(self._previous_gradient),
+            "previous_update": None if self._previous_update is None else checkpoint_copy(self._previous_update),
             "sharpness_vector": None
             if self._sharpness_vector is None
             else torch.from_numpy(self._sharpness_vector.copy()),
@@ -572,7 +612,7 @@ class WalkTracker:
         initial = state["initial_parameters"].to(device)
         if initial.shape != self.initial_parameters.shape:
             raise ValueError(
-                f"the saved θ_0 has {initial.numel()} parameters, this model {self.initial_parameters.numel()}"
+                f"the saved θ_0 has {initial.numel()} parameters, this model {vector_numel(self.initial_parameters)}"
             )
         saved_precision = state.get("measurement_precision", "float32")  # absent from older checkpoints
         if saved_precision != self.measurement_precision:
@@ -581,11 +621,11 @@ class WalkTracker:
                 f"{self.measurement_precision}: resume with measurement_precision={saved_precision!r}"
             )
         self.step_index = int(state["step_index"])
-        self.initial_parameters = initial
+        self.initial_parameters = self._restored(initial)
         previous = state["previous_gradient"]
-        self._previous_gradient = None if previous is None else previous.to(device)
+        self._previous_gradient = None if previous is None else self._restored(previous.to(device))
         previous_update = state.get("previous_update")  # absent from checkpoints older than the update cosine
-        self._previous_update = None if previous_update is None else previous_update.to(device)
+        self._previous_update = None if previous_update is None else self._restored(previous_update.to(device))
         sharpness_vector = state.get("sharpness_vector")  # absent from checkpoints older than the warm start
         self._sharpness_vector = None if sharpness_vector is None else sharpness_vector.double().numpy()
         carried_step = state.get("carried_step")
@@ -596,6 +636,10 @@ class WalkTracker:
         self.records = [record_from_dict(saved) for saved in state["records"]]
         # The checkpoint's carried state was saved at the parameters the run resumes from.
         self._start = self._gradient = self._handoff = None
+
+    def _restored(self, vector: torch.Tensor) -> Kept:
+        """A checkpoint's vector, kept where this tracker keeps its vectors."""
+        return vector if self._store is None else self._kept(vector)
 
     # ------------------------------------------------------------------------ internals
     def _global_loss(self, loss: float | None) -> float | None:
@@ -623,7 +667,7 @@ class WalkTracker:
             return  # neither this step nor the next is measured
         start, self._start = self._start, None
         if not self._measures(step):
-            self._hand_on(start, flat_parameters(self.model))
+            self._hand_on(start, self._parameters_kept())
             return
         end = parameters_in_place(self.model)
         if not all_finite(end):
@@ -659,7 +703,15 @@ class WalkTracker:
         sharpness_due = self.sharpness_every is not None and step % self.sharpness_every == 0
         # θ_{t+1} as one vector where a later use needs it (the next step's θ_t, the sharpness,
         # the quantities): the distances then read it, not the parameters piece by piece again.
-        point = flat_parameters(self.model) if next_measured or sharpness_due or self.quantities.due(step) else None
+        # Offloaded, the next step's θ_t is kept in the store and the point made only for the
+        # sharpness and the quantities, which evaluate at it on the model's device.
+        point_due = sharpness_due or self.quantities.due(step)
+        if self._store is None:
+            point = flat_parameters(self.model) if next_measured or point_due else None
+            handed: Kept | None = point
+        else:
+            point = flat_parameters(self.model) if point_due else None
+            handed = self._parameters_kept() if next_measured else None
         at_end: Vector = end if point is None else point
         step_length, distance_from_init, param_norm = (
             distance(at_end, start),
@@ -667,8 +719,8 @@ class WalkTracker:
             norm(at_end),
         )
         if next_measured:
-            assert point is not None
-            self._hand_on(start, point)
+            assert handed is not None
+            self._hand_on(start, handed)
             self._carried = (step + 1, measured.end_losses)
         del start  # the update now, or gone
         estimate = self.sharpness_with_error(point) if sharpness_due and point is not None else None
@@ -702,9 +754,16 @@ class WalkTracker:
             )
         )
 
-    def _hand_on(self, start: torch.Tensor, end: torch.Tensor) -> None:
+    def _hand_on(self, start: Kept, end: Kept) -> None:
         """Hand θ_{t+1} (``end``, a copy) and the update θ_{t+1} − θ_t on to the next step, the
-        update formed in θ_t's own vector, which is not needed after this."""
+        update formed in θ_t's own vector, which is not needed after this (offloaded: formed
+        block by block into the store, by the same operations)."""
         # −θ_t + θ_{t+1} is θ_{t+1} − θ_t bit for bit (IEEE subtraction is the addition of the
         # negation): exact in float32 wherever θ moved by less than itself (Sterbenz).
-        self._handoff, self._previous_update = end, start.neg_().add_(end)
+        if isinstance(start, torch.Tensor) and isinstance(end, torch.Tensor):
+            self._handoff, self._previous_update = end, start.neg_().add_(end)
+        else:
+            # Offloaded, the update is read from the two kept ends when its cosine is taken:
+            # θ_t's vector stays in the store instead of a new one being written (as many
+            # vectors kept, one write fewer per step).
+            self._handoff, self._previous_update = end, update_between(start, end)

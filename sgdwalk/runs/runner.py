@@ -287,6 +287,7 @@ class _WalkRun:
             top_eigenvalues_every=config.top_eigenvalues_every,
             top_eigenvalues_k=config.top_eigenvalues_k,
             preconditioned_sharpness_every=config.preconditioned_sharpness_every,
+            offload=config.offload,
         )
 
     # ----------------------------------------------------------------- bookkeeping

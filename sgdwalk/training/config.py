@@ -38,6 +38,7 @@ from sgdwalk.instrument.measurement_precision import (
     DEFAULT_MEASUREMENT_PRECISION,
     MeasurementPrecision,
 )
+from sgdwalk.instrument.offload_targets import OffloadTarget
 from sgdwalk.instrument.sampling_defaults import DEFAULT_FIRST_LOOK, DEFAULT_HEIGHT_RELATIVE_SE, DEFAULT_HEIGHT_SE
 from sgdwalk.instrument.step_quantity_defaults import (
     HESSIAN_TRACE_PROBES,
@@ -374,6 +375,15 @@ class WalkConfig:
         "and training stay float32",
         section=MEASURED,
     )
+    # Where the tracker keeps θ_0, θ_t, g_t and the rest (sgdwalk.instrument.offload): records are
+    # bitwise the same wherever they are kept, so it is left out of the config's hash.
+    offload: OffloadTarget | None = setting(
+        None,
+        "where the tracker keeps the vectors a record needs (up to four copies of the parameters): "
+        "beside the model (default), host (CPU memory: frees a GPU of them) or disk (temporary files, "
+        "read back 4 MiB at a time); records are bitwise the same",
+        section=MEASURED,
+    )
     num_alphas: int = setting(
         DEFAULT_NUM_ALPHAS,
         "points per segment: alpha = 0, 1/K, ..., (K-1)/K",
@@ -637,9 +647,10 @@ class WalkConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:CONFIG_HASH_LENGTH]
 
 
-# Where the data lives, where records go and whether a bar is drawn leave the records alone.
+# Where the data lives, where records go, whether a bar is drawn and where the tracker keeps its
+# vectors leave the records alone.
 _FIELDS_WITHOUT_EFFECT: Final = frozenset(
-    {"data_root", "download", "out_dir", "checkpoint_every_epochs", "checkpoint_every_updates", "progress"}
+    {"data_root", "download", "out_dir", "checkpoint_every_epochs", "checkpoint_every_updates", "progress", "offload"}
 )
 # Fields added after the first hashed runs (sweep cells, baselines), hashed only off their default.
 _FIELDS_ADDED_LATER: Final = frozenset(
