@@ -25,7 +25,15 @@ either tolerance. A pilot of a block start (24 steps of the same walk at lr 0.1,
 in the span of the previous step's top two has a residual of 23-94 % of the value, so the
 new top eigenvector lies mostly outside the old top-two space, and Rayleigh-Ritz on it plus
 Lanczos from its best vector took 9.6 products per estimate against 8.75 from the previous
-eigenvector alone. Needs Debian's dataset-fashion-mnist.
+eigenvector alone.
+
+The tolerance the statistics ask for (``STATISTICAL_TOLERANCE``, 1e-2; same 30 steps): warm
+5.9 products per estimate against 8.0 cold at that tolerance and 15.5 cold at the default,
+values within 5.3e-4 of the tight cold start's (1.4e-4 cold), a fiftieth of the sampling
+standard error (0.38x and 0.53x the default cold start's time). The issue's three products
+come only at 1e-1 (3.3 per estimate, 0.24x the time), whose values are off by up to 6.0e-2,
+more than a standard error: the residual bound is that of an eigenvalue, and a Ritz value
+that has not yet found the top one satisfies it too. Needs Debian's dataset-fashion-mnist.
 """
 
 from __future__ import annotations
@@ -53,12 +61,23 @@ STEPS = 30
 # A residual bound of 1e-3 of the value still leaves the value itself good to about
 # (1e-3)² / (relative gap) by Kato-Temple: ~1e-5 at a gap of a tenth of the value.
 LOOSE_TOLERANCE = 1e-3
+# A tolerance set by the statistics: the sharpness's sampling standard error over a 1,000-image
+# set is 3-6 % of the value on this walk (sharpness_se, 20 batches, batch norm in "eval" mode,
+# its first 12 steps), and a residual bound of 1e-2 left the value within 5.3e-4 of the tight
+# one (a pilot of 20 steps): under a fiftieth of that error, where the claims need a tenth.
+STATISTICAL_TOLERANCE = 1e-2
+# The tolerance at which the warm start takes the issue's three products (the pilot: 3.0 per
+# estimate), shown for its price: values off by up to 6 %, more than a standard error.
+THREE_PRODUCT_TOLERANCE = 1e-1
 ISSUE_TARGET_PRODUCTS = 3.0
 
 WAYS: dict[str, dict[str, Any]] = {
     "cold": {"sharpness_warm_start": False},
     "warm": {},
     "warm-loose": {"sharpness_tolerance": LOOSE_TOLERANCE},
+    "cold-statistical": {"sharpness_tolerance": STATISTICAL_TOLERANCE, "sharpness_warm_start": False},
+    "warm-statistical": {"sharpness_tolerance": STATISTICAL_TOLERANCE},
+    "warm-three": {"sharpness_tolerance": THREE_PRODUCT_TOLERANCE},
 }
 
 
@@ -81,7 +100,7 @@ def _walk() -> tuple[dict[str, list[StepRecord]], dict[str, float]]:
         batch = torch.randint(0, data.train_inputs.shape[0], (config.batch_size,), generator=generator)
         optimizer.zero_grad()
         F.cross_entropy(model(data.train_inputs[batch]), data.train_targets[batch]).backward()
-        # The three trackers measure the same step: each takes θ_t and the gradient before
+        # The trackers measure the same step: each takes θ_t and the gradient before
         # the update and measures after it, none of them touching the model.
         for tracker in trackers.values():
             tracker.before_step(optimizer=optimizer)
@@ -111,3 +130,4 @@ def test_warm_start_takes_fewer_products(benchmark: BenchmarkFixture) -> None:
         benchmark.extra_info[f"{way}_products_per_estimate"] = products[way]
         benchmark.extra_info[f"{way}_largest_relative_difference_from_cold"] = worst
     assert products["warm"] < products["cold"], products
+    assert products["warm-statistical"] < products["cold-statistical"], products
