@@ -134,7 +134,9 @@ def _kept_on_disk(
 ) -> KeptVector:
     itemsize = torch.empty((), dtype=dtype).element_size()
     for first in range(0, numel, TRANSFER_BLOCK):
-        block = vector_block(vector, first, TRANSFER_BLOCK).detach().to("cpu").contiguous()
+        # In the kept dtype: a block of parameters of another dtype (a bfloat16 embedding beside
+        # float32 layers) is widened as torch.cat widens it in flat_parameters.
+        block = vector_block(vector, first, TRANSFER_BLOCK).detach().to("cpu", dtype).contiguous()
         file.write(first * itemsize, block.view(torch.uint8))
 
     def piece(index: int, first: int, last: int) -> torch.Tensor:
