@@ -18,6 +18,7 @@ import pytest
 
 from sgdwalk.cli import main
 from sgdwalk.cli.exits import EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from sgdwalk.instrument.offload import VectorStore
 from sgdwalk.runs import runner
 from sgdwalk.runs.runlog import CHECKPOINT_FILE, METADATA_FILE, STEPS_FILE, SUMMARY_FILE, load_run
 from sgdwalk.training import data as data_module
@@ -230,6 +231,36 @@ def test_offload_keeps_the_records_bitwise_and_out_of_the_config_hash(fashion_ro
     offloaded = load_run(tmp_path / "disk").config
     assert offloaded.offload == "disk"
     assert offloaded.result_hash == load_run(tmp_path / "beside").config.result_hash
+
+
+def test_a_run_short_of_memory_resumes_with_its_vectors_offloaded(
+    fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = [*FEW_STEPS, "--width-multiplier", "0.05", "--epochs", "2", "--track-epochs", "1,2"]
+    flags += ["--data-root", str(fashion_root)]
+    assert main(["walk", *flags, "--out", str(tmp_path / "whole")]) == EXIT_OK
+    original_entry = runner._WalkRun._epoch_entry
+
+    def ctrl_c_in_epoch_2(self: runner._WalkRun, epoch: int, *args: Any) -> dict[str, Any]:
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original_entry(self, epoch, *args)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(runner._WalkRun, "_epoch_entry", ctrl_c_in_epoch_2)
+        assert main(["walk", *flags, "--out", str(out)]) == EXIT_INTERRUPTED
+    kept: list[str] = []
+    original_keep = VectorStore.keep
+
+    def counted_keep(self: VectorStore, *args: Any, **kwargs: Any) -> Any:
+        kept.append(self.target)
+        return original_keep(self, *args, **kwargs)
+
+    monkeypatch.setattr(VectorStore, "keep", counted_keep)
+    assert main(["walk", "--resume", str(out), "--offload", "disk", "--no-progress", "--no-figures"]) == EXIT_OK
+    assert kept and set(kept) == {"disk"}  # the resumed tracker kept its vectors on disk
+    assert (out / STEPS_FILE).read_bytes() == (tmp_path / "whole" / STEPS_FILE).read_bytes()
 
 
 def test_divergence_exits_3_and_keeps_the_records(

@@ -195,6 +195,31 @@ def test_a_disk_store_reuses_the_files_of_vectors_let_go_and_closes_them_with_th
     assert open_descriptors() == before
 
 
+def test_close_lets_the_offloaded_vectors_go_while_an_attachment_keeps_the_tracker() -> None:
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    inputs, targets = _images(1, 28)
+    torch.manual_seed(0)
+    model = build_model("mlp", 1, 28, 10, 0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = open_descriptors()
+    tracker = WalkTracker(model, MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE]), offload="disk")
+    tracker.attach(optimizer)  # the optimizer's hooks hold the tracker from here on
+    for step in range(3):
+        batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
+        optimizer.zero_grad()
+        F.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+        optimizer.step()
+    assert open_descriptors() > before + 1
+    tracker.close()
+    gc.collect()
+    # θ_0 stays (distances from init may still be taken), in one file; the rest are closed.
+    assert open_descriptors() == before + 1
+    with pytest.raises(RuntimeError, match="before close"):
+        tracker.state_dict()
+
+
 def test_offload_settings_are_checked() -> None:
     model = build_model("mlp", 1, 28, 10, 0.1)
     measurement = MeasurementSet(torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)))
@@ -202,3 +227,5 @@ def test_offload_settings_are_checked() -> None:
         WalkTracker(model, measurement, offload="nvme")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="offload_folder"):
         WalkTracker(model, measurement, offload="host", offload_folder="anywhere")
+    with pytest.raises(ValueError, match="is not a folder"):
+        WalkTracker(model, measurement, offload="disk", offload_folder="no/such/folder")

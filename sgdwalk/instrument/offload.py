@@ -11,8 +11,9 @@ activations. Every use of those vectors is elementwise or a sum over blocks (``g
   without a staging copy). On a GPU this frees the device of them; on a CPU model it is the
   model's own memory, and only the layout changes.
 - ``"disk"``: in unnamed temporary files (reused for the next vector when one is let go,
-  deleted with the tracker or when the process ends), written and read back a block at a
-  time: the process holds none of them, and the kernel's page cache keeps the hot blocks.
+  closed, and so deleted, at the tracker's ``close()`` or when the process ends), written and
+  read back a block at a time: the process holds none of them, and the kernel's page cache
+  keeps the hot blocks.
 
 A kept vector is a ``PiecewiseVector`` of one piece whose entries are read back on the
 model's device, so the geometry's cosines, norms and distances take it as they take the
@@ -99,6 +100,10 @@ class VectorStore:
         kept = _kept_on_disk(vector, numel, dtype, device, file)
         weakref.finalize(kept, self._spare_files.append, file)
         return kept
+
+    def close_spare_files(self) -> None:
+        """Close the files kept for the next vectors (those of vectors still in use stay open)."""
+        self._spare_files.clear()
 
 
 def checkpoint_copy(vector: Vector) -> torch.Tensor:

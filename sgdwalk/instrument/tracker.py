@@ -152,8 +152,8 @@ class WalkTracker:
             default) beside the model; "host", in CPU memory (on a GPU, the device then holds
             only the measurement's point and a chunk's activations); "disk", in unnamed
             temporary files in ``offload_folder`` (default: the system's temporary folder),
-            read back 4 MiB at a time, so the process holds none of them. Records are bitwise
-            the same (``offload``).
+            read back 1 Mi entries at a time, so the process holds none of them; ``close()``
+            lets all but θ_0 go. Records are bitwise the same (``offload``).
     """
 
     def __init__(
@@ -241,6 +241,10 @@ class WalkTracker:
         self.offload = check_offload(offload)
         if offload_folder is not None and self.offload != "disk":
             raise ValueError("offload_folder is where offload='disk' writes its files: give it with offload='disk'")
+        if offload_folder is not None and not Path(offload_folder).is_dir():
+            raise ValueError(
+                f"offload_folder {offload_folder} is not a folder: make it, or leave it out for the system's"
+            )
         self._store = (
             None
             if self.offload is None
@@ -538,7 +542,13 @@ class WalkTracker:
         """Return all records; the tracker takes no more steps. (Every record is complete as
         soon as its step is: α = 1 is measured with the step, and reused as the next α = 0.)"""
         self._closed = True
+        # What only a next step would use is let go now (offloaded: its files or host memory),
+        # not when the tracker is, which an optimizer's hooks may keep alive; θ_0 stays, for
+        # the distances a caller may still take from it.
         self._carried = self._handoff = None
+        self._previous_gradient = self._previous_update = self._start = self._gradient = None
+        if self._store is not None:
+            self._store.close_spare_files()
         return list(self.records)
 
     def sharpness(self, point: torch.Tensor | None = None) -> float:
@@ -585,6 +595,10 @@ class WalkTracker:
         """
         if self._in_step:
             raise RuntimeError("state_dict called between before_step and after_step")
+        if self._closed:
+            # close() let go of the previous gradient and update: a checkpoint of it would
+            # resume without the next step's cosines, silently.
+            raise RuntimeError("state_dict of a closed tracker: save the checkpoint before close()")
         return {
             "step_index": self.step_index,
             "initial_parameters": checkpoint_copy(self.initial_parameters),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sgdwalk.base.errors import SgdwalkError
+from sgdwalk.instrument.offload_targets import OffloadTarget
 from sgdwalk.runs.distribution import same_out_dir, torchrun_process_group
 from sgdwalk.runs.runlog import load_run_config
 from sgdwalk.runs.runner import StartCallback, resume_walk, run_walk
@@ -78,14 +79,22 @@ def launch_walk(
 
 
 def launch_resume(
-    run_dir: Path, sink_specs: Sequence[str], announce: StartCallback, launched: LaunchedWalk, *, progress: bool | None
+    run_dir: Path,
+    sink_specs: Sequence[str],
+    announce: StartCallback,
+    launched: LaunchedWalk,
+    *,
+    progress: bool | None,
+    offload: OffloadTarget | None = None,
 ) -> WalkResult:
     """``resume_walk`` under the launch's process group, its records to the sinks (continued from the checkpoint)."""
     with checked_sinks(sink_specs) as sinks:
         on_start = _start(announce, sinks, resumed=True)
         with torchrun_process_group(resumed_device(run_dir)) as shard:
             launched.reports = shard.is_writer
-            return resume_walk(run_dir, progress=progress, on_start=on_start, on_record=sinks if sinks.specs else None)
+            return resume_walk(
+                run_dir, progress=progress, offload=offload, on_start=on_start, on_record=sinks if sinks.specs else None
+            )
 
 
 __all__ = ["LaunchedWalk", "checked_sinks", "launch_resume", "launch_walk", "resumed_device"]

@@ -55,6 +55,7 @@ from sgdwalk.instrument.divergence import DIVERGENCE_LOSS_FACTOR, loss_divergenc
 from sgdwalk.instrument.geometry import distance, flat_parameters, norm
 from sgdwalk.instrument.measurement import per_sample_cross_entropy
 from sgdwalk.instrument.numerics import uses_tf32
+from sgdwalk.instrument.offload_targets import OffloadTarget
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.runs.builders import (
@@ -587,8 +588,12 @@ def resume_walk(
     progress: bool | None = None,
     on_record: RecordCallback | None = None,
     on_start: StartCallback | None = None,
+    offload: OffloadTarget | None = None,
 ) -> WalkResult:
     """Continue the run in ``run_dir`` from its last checkpoint (from the start if it has none).
+
+    ``offload``: keep the tracker's vectors there from now on (default: as the run did); the
+    records do not depend on it, so a run short of memory may continue with it.
 
     The configuration is the run's own ``config.json``. Records written after the
     checkpoint are dropped and made again; the result equals an uninterrupted run's. A
@@ -612,6 +617,8 @@ def resume_walk(
         check_resume_world_size(run_dir, metadata, shard.world_size)
         walk_config = run.config if run is not None else load_run_config(run_dir)
         config = walk_config.replace(out_dir=str(run_dir))
+        if offload is not None:
+            config = config.replace(offload=offload)
         with run_numerics(config):
             return _WalkRun(config, data, progress, on_record, resume_dir=run_dir, on_start=on_start).execute()
 

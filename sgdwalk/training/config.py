@@ -381,7 +381,7 @@ class WalkConfig:
         None,
         "where the tracker keeps the vectors a record needs (up to four copies of the parameters): "
         "beside the model (default), host (CPU memory: frees a GPU of them) or disk (temporary files, "
-        "read back 4 MiB at a time); records are bitwise the same",
+        "read back 4 MiB at a time; may be given with --resume); records are bitwise the same",
         section=MEASURED,
     )
     num_alphas: int = setting(

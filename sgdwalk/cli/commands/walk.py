@@ -204,7 +204,10 @@ def run_walk_command(args: argparse.Namespace) -> int:
     resume = args.__dict__.get("resume")
     config: WalkConfig | None = None
     if resume is not None:
-        extra = sorted(set(_given_settings(args)) - {"progress"}) + (["config"] if args.__dict__.get("config") else [])
+        # Settings that leave the records alone may change on resume: the bar, where the tracker keeps its vectors.
+        extra = sorted(set(_given_settings(args)) - {"progress", "offload"}) + (
+            ["config"] if args.__dict__.get("config") else []
+        )
         if extra:
             parser.error(f"--resume uses the run's own config; drop {', '.join(_flag(name) for name in extra)}")
         run_dir = Path(resume)
@@ -229,7 +232,10 @@ def run_walk_command(args: argparse.Namespace) -> int:
     try:
         if config is None:
             progress = args.__dict__.get("progress")
-            result = launch_resume(run_dir, sink_specs, _announce("resuming"), launched, progress=progress)
+            offload = args.__dict__.get("offload")
+            result = launch_resume(
+                run_dir, sink_specs, _announce("resuming"), launched, progress=progress, offload=offload
+            )
         else:
             result = launch_walk(config, sink_specs, _announce("run directory:"), launched)
     except SgdwalkError as error:  # a bad config, a data set not found, an unusable or busy run directory, --log-to
