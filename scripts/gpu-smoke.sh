@@ -14,13 +14,15 @@
 #   speed     benchmarks/gpu_speed.py's speed phase only (--tier-profile none): images/s of
 #             training, segment measurement and forward passes, about 0.6 PFLOP (30 s);
 #             GPU_SMOKE_PRECISION=1 adds its precision phase (about 3.7 PFLOP, 3 min more)
+#   offload   tests/test_offload.py's side-by-side test on the card: the tracker's vectors beside
+#             the model, in pinned host memory and on disk give the same records (seconds)
 #
 # Everything lands in $GPU_SMOKE_OUT (default results/gpu): smoke-estimate.txt, smoke-device.json,
-# smoke-report.json, smoke-log.txt, smoke-table.md, speed.json, speed.txt, and smoke-phases.tsv
+# smoke-report.json, smoke-log.txt, smoke-table.md, speed.json, speed.txt, offload.txt, and smoke-phases.tsv
 # (phase, exit status, wall seconds), written as each phase ends, so that whatever stops the
 # script leaves the phases before it; a trap adds the phase it stopped in, as "stopped".
 # The smoke and speed phases stop at their time limits (GPU_SMOKE_TIMEOUT_S, default 360;
-# GPU_SPEED_TIMEOUT_S, default 60; 0 skips speed) with SIGINT, on which pytest still writes
+# GPU_SPEED_TIMEOUT_S, default 60; 0 skips speed; the offload phase at GPU_OFFLOAD_TIMEOUT_S, default 45) with SIGINT, on which pytest still writes
 # its report of the tests that ran. GPU_SMOKE_TFLOPS sets the estimate's throughput;
 # GPU_SMOKE_PYTHON the interpreter (default .venv/bin/python).
 set -uo pipefail
@@ -29,6 +31,7 @@ PY=${GPU_SMOKE_PYTHON:-.venv/bin/python}
 OUT=${GPU_SMOKE_OUT:-results/gpu}
 SMOKE_TIMEOUT_S=${GPU_SMOKE_TIMEOUT_S:-360}
 SPEED_TIMEOUT_S=${GPU_SPEED_TIMEOUT_S:-60}
+OFFLOAD_TIMEOUT_S=${GPU_OFFLOAD_TIMEOUT_S:-45}
 # A process that ignores SIGINT is killed this long after it.
 KILL_AFTER_S=15
 mkdir -p "$OUT"
@@ -133,4 +136,12 @@ if [ "$SPEED_TIMEOUT_S" -gt 0 ]; then
     2>&1 | tee "$OUT/speed.txt"
   end "${PIPESTATUS[0]}"
 fi
+
+# ------------------------------------------------------------------------ offload
+# "host" on a GPU (pinned memory, blocks moved to the device) has run nowhere else: a few
+# seconds, and the only check of it on a card.
+begin offload
+timeout -s INT -k "$KILL_AFTER_S" "$OFFLOAD_TIMEOUT_S" \
+  $PY -m pytest -p no:cacheprovider tests/test_offload.py -k "three_stores and cuda" 2>&1 | tee "$OUT/offload.txt"
+end "${PIPESTATUS[0]}"
 exit $status

@@ -123,6 +123,44 @@ def test_offloaded_sharpness_and_quantities_evaluate_at_the_next_iterate() -> No
     )
 
 
+# The CPU here; a CUDA card where there is one (scripts/gpu-smoke.sh runs these on a lent card:
+# "host" there is pinned memory, the blocks moved to the device).
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("arch", ["mlp", "convnet"])
+def test_the_three_stores_measuring_the_same_steps_record_the_same(
+    arch: str, device: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three trackers side by side on one training run (none of them touches the model), so
+    that a device's nondeterministic training cannot tell them apart: only their stores differ."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    channels, size = (1, 28) if arch == "mlp" else (3, 8)
+    inputs, targets = (tensor.to(device) for tensor in _images(channels, size))
+    torch.manual_seed(0)
+    model = build_model(arch, channels, size, 10, 0.25 if arch != "mlp" else 0.1).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    measurement = MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE], chunk_size=12)
+    trackers = [WalkTracker(model, measurement, num_alphas=4, offload=check_offload(target)) for target in TARGETS]
+    model.train()
+    for step in range(STEPS):
+        batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(inputs[batch]), targets[batch])
+        loss.backward()
+        for tracker in trackers:
+            tracker.before_step(minibatch_loss=loss, optimizer=optimizer)
+        optimizer.step()
+        for tracker in trackers:
+            tracker.after_step()
+    reference, *offloaded = ([record.as_dict() for record in tracker.close()] for tracker in trackers)
+    assert len(reference) == STEPS
+    for target, records in zip(TARGETS[1:], offloaded, strict=True):
+        assert records == reference, f"{target} on {device}: records differ from those kept beside the model"
+
+
 def test_an_offloaded_checkpoint_resumes_as_one_kept_beside_the_model(tmp_path: Path) -> None:
     """A run checkpointed halfway under one store and resumed under another records what an
     uninterrupted run records."""
