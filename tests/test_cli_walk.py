@@ -233,23 +233,30 @@ def test_offload_keeps_the_records_bitwise_and_out_of_the_config_hash(fashion_ro
     assert offloaded.result_hash == load_run(tmp_path / "beside").config.result_hash
 
 
-def test_a_run_short_of_memory_resumes_with_its_vectors_offloaded(
-    fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _whole_and_interrupted(monkeypatch: pytest.MonkeyPatch, fashion_root: Path, tmp_path: Path) -> Path:
+    """Two epochs run whole into tmp_path/whole, and again into tmp_path/run with Ctrl-C at the
+    end of epoch 2 (after epoch 1's checkpoint); returns the interrupted run's directory."""
     flags = [*FEW_STEPS, "--width-multiplier", "0.05", "--epochs", "2", "--track-epochs", "1,2"]
     flags += ["--data-root", str(fashion_root)]
     assert main(["walk", *flags, "--out", str(tmp_path / "whole")]) == EXIT_OK
+    out = tmp_path / "run"
     original_entry = runner._WalkRun._epoch_entry
 
-    def ctrl_c_in_epoch_2(self: runner._WalkRun, epoch: int, *args: Any) -> dict[str, Any]:
+    def ctrl_c_at_the_end_of_epoch_2(self: runner._WalkRun, epoch: int, *args: Any) -> dict[str, Any]:
         if epoch == 2:
             raise KeyboardInterrupt
         return original_entry(self, epoch, *args)
 
-    out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(runner._WalkRun, "_epoch_entry", ctrl_c_in_epoch_2)
+        patch.setattr(runner._WalkRun, "_epoch_entry", ctrl_c_at_the_end_of_epoch_2)
         assert main(["walk", *flags, "--out", str(out)]) == EXIT_INTERRUPTED
+    return out
+
+
+def test_a_run_short_of_memory_resumes_with_its_vectors_offloaded(
+    fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _whole_and_interrupted(monkeypatch, fashion_root, tmp_path)
     kept: list[str] = []
     original_keep = VectorStore.keep
 
@@ -279,21 +286,7 @@ def test_divergence_exits_3_and_keeps_the_records(
 def test_ctrl_c_then_resume_gives_the_uninterrupted_records(
     fashion_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    flags = [*FEW_STEPS, "--width-multiplier", "0.05", "--epochs", "2", "--track-epochs", "1,2"]
-    flags += ["--data-root", str(fashion_root)]
-    assert main(["walk", *flags, "--out", str(tmp_path / "whole")]) == EXIT_OK
-
-    original_entry = runner._WalkRun._epoch_entry
-
-    def ctrl_c_at_the_end_of_epoch_2(self: runner._WalkRun, epoch: int, *args: Any) -> dict[str, Any]:
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original_entry(self, epoch, *args)
-
-    out = tmp_path / "run"
-    with monkeypatch.context() as patch:
-        patch.setattr(runner._WalkRun, "_epoch_entry", ctrl_c_at_the_end_of_epoch_2)
-        assert main(["walk", *flags, "--out", str(out)]) == EXIT_INTERRUPTED
+    out = _whole_and_interrupted(monkeypatch, fashion_root, tmp_path)
     assert f"continue with `sgdwalk walk --resume {out}`\n" in capsys.readouterr().err  # the directory itself
     assert json.loads((out / METADATA_FILE).read_text())["status"] == "interrupted"
 

@@ -50,6 +50,17 @@ def _images(channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     )
 
 
+def _minibatch_backward(
+    model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor, step: int
+) -> torch.Tensor:
+    """Step ``step``'s minibatch (after the measurement set): its loss, its gradients in the model."""
+    batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(inputs[batch]), targets[batch])
+    loss.backward()
+    return loss
+
+
 def _walk(
     arch: str,
     target: str | None,
@@ -72,10 +83,7 @@ def _walk(
     tracker = WalkTracker(model, measurement, num_alphas=4, offload=check_offload(target), **(tracker_options or {}))  # type: ignore[arg-type]
     model.train()
     for step in range(STEPS):
-        batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(inputs[batch]), targets[batch])
-        loss.backward()
+        loss = _minibatch_backward(model, optimizer, inputs, targets, step)
         if clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
         with tracker.step(minibatch_loss=loss, optimizer=optimizer):
@@ -146,10 +154,7 @@ def test_the_three_stores_measuring_the_same_steps_record_the_same(
     trackers = [WalkTracker(model, measurement, num_alphas=4, offload=check_offload(target)) for target in TARGETS]
     model.train()
     for step in range(STEPS):
-        batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(inputs[batch]), targets[batch])
-        loss.backward()
+        loss = _minibatch_backward(model, optimizer, inputs, targets, step)
         for tracker in trackers:
             tracker.before_step(minibatch_loss=loss, optimizer=optimizer)
         optimizer.step()
@@ -177,10 +182,7 @@ def test_an_offloaded_checkpoint_resumes_as_one_kept_beside_the_model(tmp_path: 
                 torch.save(tracker.state_dict(), tmp_path / "tracker.pt")
                 tracker = WalkTracker(model, measurement, num_alphas=3, offload=check_offload(stores[1]))
                 tracker.load_state_dict(torch.load(tmp_path / "tracker.pt", weights_only=True))
-            batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(inputs[batch]), targets[batch])
-            loss.backward()
+            loss = _minibatch_backward(model, optimizer, inputs, targets, step)
             with tracker.step(minibatch_loss=loss, lr=0.1):
                 optimizer.step()
         return [record.as_dict() for record in tracker.close()]
@@ -245,9 +247,7 @@ def test_close_lets_the_offloaded_vectors_go_while_an_attachment_keeps_the_track
     tracker = WalkTracker(model, MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE]), offload="disk")
     tracker.attach(optimizer)  # the optimizer's hooks hold the tracker from here on
     for step in range(3):
-        batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
-        optimizer.zero_grad()
-        F.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+        _minibatch_backward(model, optimizer, inputs, targets, step)
         optimizer.step()
     assert open_descriptors() > before + 1
     tracker.close()
