@@ -204,19 +204,6 @@ def test_a_disk_kept_vector_reads_back_what_was_written_and_its_file_goes_with_i
     assert torch.equal(checkpoint_copy(halves), vector.to(torch.bfloat16))
 
 
-@pytest.mark.parametrize("target", ["host", "disk"])
-def test_parameters_of_mixed_dtypes_are_kept_as_flat_parameters_widens_them(target: str) -> None:
-    # A bfloat16 embedding of more than one transfer block in front of float32 layers: whole
-    # blocks of bfloat16 entries, kept in float32 as torch.cat makes θ_0.
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Embedding(3 * TRANSFER_BLOCK // 16 + 5, 16).to(torch.bfloat16), nn.Linear(16, 10))
-    measurement = MeasurementSet(torch.zeros(4, 3, dtype=torch.long), torch.zeros(4, dtype=torch.long))
-    kept = WalkTracker(model, measurement, offload=check_offload(target)).state_dict()["initial_parameters"]
-    expected = flat_parameters(model)
-    assert kept.dtype == expected.dtype == torch.float32
-    assert torch.equal(kept, expected)
-
-
 def test_a_disk_store_reuses_the_files_of_vectors_let_go_and_closes_them_with_the_tracker() -> None:
     def open_descriptors() -> int:
         return len(os.listdir("/proc/self/fd"))

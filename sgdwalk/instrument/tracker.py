@@ -20,7 +20,6 @@ bitwise the run without it.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -74,6 +73,7 @@ from sgdwalk.instrument.tolerances import (
     BARRIER_RELATIVE_TOLERANCE,
     SHARPNESS_RELATIVE_ERROR,
 )
+from sgdwalk.instrument.trainable_set import TrainableSet
 from sgdwalk.instrument.wrappers import unwrapped
 
 RecordSink = Callable[[StepRecord], None]
@@ -198,6 +198,8 @@ class WalkTracker:
         if not 0.0 < sharpness_tolerance < 1.0:
             raise ValueError(f"sharpness_tolerance is a relative error in (0, 1), got {sharpness_tolerance}")
         self.model = unwrapped(model)
+        # The parameters the walk moves, looked at again before every step (a change is refused).
+        self.trainable = TrainableSet.of(self.model)
         self.shard = Shard.current() if shard is None else shard
         self.measurement = measurement
         # The set as the Hessian-vector products read it (the same samples, their own chunks).
@@ -320,6 +322,16 @@ class WalkTracker:
         if self.quantities.preconditioned_sharpness_every is not None:
             check_adaptive_optimizer(optimizer)
         step = self.step_index
+        change = self.trainable.change_in(self.model)
+        if change is not None:
+            # Refused before the optimizer moves anything (under attach this raises in its pre-hook).
+            raise RuntimeError(
+                f"step {step}: the model's trainable parameters changed since the tracker began ({change}). "
+                "The tracker's vectors (θ_0, the last gradient and update, θ_t) list the parameters trainable "
+                "then, so its distances, cosines and segments would pair other parameters' entries. The "
+                "records so far stand: close() this tracker and measure from here with a new one, "
+                f"WalkTracker(model, ..., start_step={step}), whose distance_from_init counts from this step"
+            )
         measured, next_measured = self._measures(step), self._measures(step + 1)
         self._optimizer = optimizer if measured else None
         # Reading the groups is a pass over the parameters: done only where a record uses it.
@@ -369,10 +381,9 @@ class WalkTracker:
 
     def _kept(self, vector: Vector) -> KeptVector:
         assert self._store is not None
-        parameters = trainable_parameters(self.model)
-        # torch.cat's dtype, as flat_parameters and flat_gradient make it.
-        dtype = functools.reduce(torch.promote_types, (p.dtype for p in parameters))
-        return self._store.keep(vector, dtype=dtype, device=parameters[0].device)
+        # The trainable parameters share one dtype and device (TrainableSet.of).
+        _, dtype, device = self.trainable.layouts[0]
+        return self._store.keep(vector, dtype=dtype, device=device)
 
     def _settings(
         self, lr: float | None, optimizer: torch.optim.Optimizer | None
@@ -601,6 +612,8 @@ class WalkTracker:
             raise RuntimeError("state_dict of a closed tracker: save the checkpoint before close()")
         return {
             "step_index": self.step_index,
+            # Which parameters the vectors list: a model trainable otherwise is refused on load.
+            "trainable_names": list(self.trainable.names),
             "initial_parameters": checkpoint_copy(self.initial_parameters),
             "previous_gradient": None if self._previous_gradient is None else checkpoint_copy(self._previous_gradient),
             "previous_update": None if self._previous_update is None else checkpoint_copy(self._previous_update),
@@ -622,6 +635,15 @@ class WalkTracker:
         """Restore what ``state_dict`` saved (tensors are moved to θ_0's current device)."""
         if self._in_step:
             raise RuntimeError("load_state_dict called between before_step and after_step")
+        saved_names = state.get("trainable_names")  # absent from checkpoints older than the check
+        if saved_names is not None and tuple(saved_names) != self.trainable.names:
+            changed = sorted(set(saved_names).symmetric_difference(self.trainable.names))
+            raise ValueError(
+                "the checkpoint's vectors list other trainable parameters than this model has "
+                f"({len(saved_names)} then, {len(self.trainable.names)} now; differing: "
+                f"{', '.join(changed[:6]) or 'their order'}): resume with the parameters trainable "
+                "as they were when it was saved"
+            )
         device = self.initial_parameters.device
         initial = state["initial_parameters"].to(device)
         if initial.shape != self.initial_parameters.shape:

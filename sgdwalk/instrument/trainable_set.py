@@ -1,0 +1,107 @@
+"""Which parameters a walk moves, fixed when the tracker begins.
+
+Every vector the tracker keeps (θ_0, the previous gradient, the previous update, θ_t) lists
+the trainable parameters in ``model.parameters()`` order, and every later use pairs its
+entries with the parameters trainable then, by position. Where the trainable set changes
+during a run (a layer unfrozen, or frozen, in a fine-tuning schedule; a module replaced;
+parameters converted to another dtype), those positions name other parameters: a swap of
+two equal layers keeps every shape, and the distance from θ_0 would then be taken between
+different layers' weights, silently. So the set is fixed when the tracker begins and looked
+at again before every step, and a change is refused before the optimizer moves anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainableSet:
+    """The trainable parameters of a model, by name and tensor, in ``model.parameters()`` order.
+
+    The tensors themselves are held (not their ids), so that a parameter replaced by a new
+    one is told apart even where the allocator hands the new one the old one's address.
+    """
+
+    names: tuple[str, ...]
+    parameters: tuple[nn.Parameter, ...]
+    # Each parameter's (shape, dtype, device) when the set was taken: a parameter's storage
+    # can be swapped under the same tensor object (``module.to(dtype)``, ``p.data = ...``).
+    layouts: tuple[tuple[torch.Size, torch.dtype, torch.device], ...]
+
+    @classmethod
+    def of(cls, model: nn.Module) -> TrainableSet:
+        """The model's trainable parameters now. ValueError when there are none, or when
+        they do not share one dtype and one device (every kept vector and every measured
+        point is one tensor of one dtype on one device)."""
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError(f"{type(model).__name__} has no trainable parameters: there is no walk to measure")
+        kinds: dict[tuple[torch.dtype, torch.device], list[str]] = {}
+        for name, p in named:
+            kinds.setdefault((p.dtype, p.device), []).append(name)
+        if len(kinds) > 1:
+            found = "; ".join(f"{dtype} on {device}: {_some(names)}" for (dtype, device), names in kinds.items())
+            raise ValueError(
+                "sgdwalk measures a walk whose trainable parameters share one dtype and one device, "
+                f"and this model's do not ({found}): convert them to one (model.float()), or freeze "
+                "the others (requires_grad_(False)) if they are not trained"
+            )
+        return cls(
+            names=tuple(name for name, _ in named),
+            parameters=tuple(p for _, p in named),
+            layouts=tuple((p.shape, p.dtype, p.device) for _, p in named),
+        )
+
+    def change_in(self, model: nn.Module) -> str | None:
+        """How the model's trainable parameters now differ from this set, in words; None
+        where they are the same tensors, in the same order and layout."""
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        if len(named) == len(self.names) and all(
+            name == own_name and p is own and (p.shape, p.dtype, p.device) == layout
+            for (name, p), own_name, own, layout in zip(named, self.names, self.parameters, self.layouts, strict=True)
+        ):
+            return None
+        now = {name: p for name, p in named}
+        then = dict(zip(self.names, zip(self.parameters, self.layouts, strict=True), strict=True))
+        changes = []
+        started = [name for name in now if name not in then]
+        stopped = [name for name in then if name not in now]
+        if started:
+            changes.append(f"now trainable: {_some(started)}")
+        if stopped:
+            changes.append(f"no longer trainable: {_some(stopped)}")
+        replaced = [name for name in now if name in then and now[name] is not then[name][0]]
+        if replaced:
+            changes.append(f"replaced by new tensors: {_some(replaced)}")
+        relaid = [
+            f"{name} {_layout(then[name][1])} -> {_layout((p.shape, p.dtype, p.device))}"
+            for name, p in now.items()
+            if name in then and p is then[name][0] and (p.shape, p.dtype, p.device) != then[name][1]
+        ]
+        if relaid:
+            changes.append(f"changed: {_some(relaid)}")
+        if not changes:
+            changes.append("the same parameters in another order")
+        return "; ".join(changes)
+
+
+def _layout(layout: tuple[torch.Size, torch.dtype, torch.device]) -> str:
+    shape, dtype, device = layout
+    return f"{tuple(shape)} {dtype} on {device}"
+
+
+# Names listed in a message before the rest are counted: a transformer unfrozen whole has hundreds.
+_NAMES_SHOWN = 6
+
+
+def _some(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_NAMES_SHOWN])
+    return shown if len(names) <= _NAMES_SHOWN else f"{shown} and {len(names) - _NAMES_SHOWN} more"
+
+
+__all__ = ["TrainableSet"]
