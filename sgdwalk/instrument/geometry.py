@@ -37,7 +37,8 @@ def flat_gradient(model: nn.Module, weight_decay: float | Sequence[float] = 0.0)
     ``weight_decay`` adds ``weight_decay · θ`` as torch.optim.SGD does inside its step (coupled
     decay: the authors' g includes the decay term); one number for every parameter, or one per
     parameter of ``trainable_parameters`` (each optimizer group's own, ``optimizer_groups``).
-    A parameter without ``.grad`` contributes zeros, as it does to an SGD step.
+    A parameter without ``.grad`` contributes zeros, its decay included: torch's optimizers
+    skip it, so it does not move.
     """
     parameters = trainable_parameters(model)
     decays = _decays(weight_decay, parameters)
@@ -47,7 +48,8 @@ def flat_gradient(model: nn.Module, weight_decay: float | Sequence[float] = 0.0)
         flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad.detach()).reshape(-1) for p in parameters])
         first = 0
         for parameter, decay in zip(parameters, decays, strict=True):
-            if decay:
+            # torch's optimizers skip a parameter without a gradient, its decay too.
+            if decay and parameter.grad is not None:
                 flat[first : first + parameter.numel()].add_(decay * parameter.detach().reshape(-1))
             first += parameter.numel()
     return flat
@@ -114,11 +116,10 @@ def gradient_in_place(model: nn.Module, weight_decay: float | Sequence[float] = 
 
     def piece(index: int, first: int, last: int) -> torch.Tensor:
         parameter = parameters[index]
-        gradient = (
-            torch.zeros(last - first, dtype=parameter.dtype, device=parameter.device)
-            if parameter.grad is None
-            else parameter.grad.detach().reshape(-1)[first:last]
-        )
+        if parameter.grad is None:
+            # No decay either: torch's optimizers skip the parameter (flat_gradient's zeros).
+            return torch.zeros(last - first, dtype=parameter.dtype, device=parameter.device)
+        gradient = parameter.grad.detach().reshape(-1)[first:last]
         decay = decays[index]
         # grad + (decay · θ): flat_gradient's two roundings, elementwise.
         return gradient + decay * parameter.detach().reshape(-1)[first:last] if decay else gradient
