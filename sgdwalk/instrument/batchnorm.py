@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal, cast, get_args
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
     from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -39,6 +40,19 @@ def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
     from torch.nn.modules.batchnorm import _BatchNorm
 
     return [module for module in model.modules() if isinstance(module, _BatchNorm)]
+
+
+def buffers_read(model: nn.Module, mode: BatchNormMode) -> list[torch.Tensor]:
+    """The model's buffers that a measurement in ``mode`` reads: every buffer but the batch-norm
+    running statistics in ``train`` (batch statistics instead) and ``recompute`` (re-estimated
+    at each point). A loss measured once holds for the same parameters only while these are
+    unchanged: in ``eval`` the training forward moves the running statistics at every step."""
+    skipped = (
+        set()
+        if mode == "eval"
+        else {id(buffer) for layer in batchnorm_layers(model) for buffer in layer.buffers(recurse=False)}
+    )
+    return [buffer for buffer in model.buffers() if id(buffer) not in skipped]
 
 
 @contextmanager

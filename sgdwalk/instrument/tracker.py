@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from sgdwalk.instrument.attach import OptimizerAttachment
-from sgdwalk.instrument.batchnorm import BatchNormMode, check_batchnorm_mode
+from sgdwalk.instrument.batchnorm import BatchNormMode, buffers_read, check_batchnorm_mode
 from sgdwalk.instrument.distributed import Shard
 from sgdwalk.instrument.divergence import loss_divergence
 from sgdwalk.instrument.geometry import (
@@ -79,6 +80,31 @@ from sgdwalk.instrument.wrappers import unwrapped
 RecordSink = Callable[[StepRecord], None]
 # A vector the tracker keeps: a tensor beside the model, or a vector in its offload store.
 Kept = torch.Tensor | KeptVector
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """Per-sample losses at θ_{t+1} of the last measured step t, for step t + 1's α = 0, and
+    the buffers the measurement read then (``batchnorm.buffers_read``; None: not known, from
+    a checkpoint older than them). The losses are the loss at θ_{t+1} only while those buffers
+    are unchanged: in bn_mode "eval" the training forward of step t + 1 moves the running
+    statistics, and its segment's other points are measured with the new ones."""
+
+    step: int
+    losses: torch.Tensor
+    buffers: tuple[torch.Tensor, ...] | None
+
+    def start_losses(self, step: int, model: nn.Module, bn_mode: BatchNormMode) -> torch.Tensor | None:
+        """The losses, where they are ``step``'s α = 0 with the model's buffers now; else None."""
+        if self.step != step:
+            return None
+        now = buffers_read(model, bn_mode)
+        if self.buffers is None:
+            return self.losses if not now else None
+        same = len(now) == len(self.buffers) and all(
+            torch.equal(buffer, kept) for buffer, kept in zip(now, self.buffers, strict=True)
+        )
+        return self.losses if same else None
 
 
 def _as_float(value: float | torch.Tensor | None) -> float | None:
@@ -261,7 +287,7 @@ class WalkTracker:
         self.start_loss: float | None = None
         self.divergence_loss_factor = divergence_loss_factor
         # Per-sample losses at θ_{t+1} of the last measured step t, for step t + 1's α = 0.
-        self._carried: tuple[int, torch.Tensor] | None = None
+        self._carried: _Carried | None = None
         # θ_{t+1} of the last step whose state (the carried losses, the gradient for the next
         # cosine) is handed to the next step: that state holds only if the next step starts there.
         self._handoff: Kept | None = None
@@ -622,8 +648,11 @@ class WalkTracker:
             else torch.from_numpy(self._sharpness_vector.copy()),
             # Carried losses are this process's share; across processes (whose checkpoint rank 0
             # writes) they are left out, and the next step evaluates α = 0 again, bitwise the same.
-            "carried_step": None if self._carried is None or self.shard.distributed else self._carried[0],
-            "carried_losses": None if self._carried is None or self.shard.distributed else self._carried[1].clone(),
+            "carried_step": None if self._carried is None or self.shard.distributed else self._carried.step,
+            "carried_losses": None if self._carried is None or self.shard.distributed else self._carried.losses.clone(),
+            "carried_buffers": None
+            if self._carried is None or self.shard.distributed or self._carried.buffers is None
+            else [buffer.clone() for buffer in self._carried.buffers],
             "divergence": self.divergence,
             "start_loss": self.start_loss,
             # The carried losses were measured in it: a run resumes in the precision it began in.
@@ -665,7 +694,16 @@ class WalkTracker:
         sharpness_vector = state.get("sharpness_vector")  # absent from checkpoints older than the warm start
         self._sharpness_vector = None if sharpness_vector is None else sharpness_vector.double().numpy()
         carried_step = state.get("carried_step")
-        self._carried = None if carried_step is None else (int(carried_step), state["carried_losses"].cpu())
+        carried_buffers = state.get("carried_buffers")  # absent from checkpoints older than the buffers' check
+        self._carried = (
+            None
+            if carried_step is None
+            else _Carried(
+                int(carried_step),
+                state["carried_losses"].cpu(),
+                None if carried_buffers is None else tuple(buffer.to(device) for buffer in carried_buffers),
+            )
+        )
         self.divergence = state["divergence"]
         self.start_loss = state.get("start_loss")  # absent from checkpoints older than the rule
         # Tuples, as the tracker makes them (a serializer may hand back lists).
@@ -728,7 +766,7 @@ class WalkTracker:
                 self.plan,
                 self.bn_mode,
                 target=self.precision,
-                carried_start=carried[1] if carried is not None and carried[0] == step else None,
+                carried_start=None if carried is None else carried.start_losses(step, self.model, self.bn_mode),
                 barrier_relative_tolerance=self.barrier_relative_tolerance,
                 barrier_absolute_tolerance=self.barrier_absolute_tolerance,
                 shard=self.shard,
@@ -757,7 +795,11 @@ class WalkTracker:
         if next_measured:
             assert handed is not None
             self._hand_on(start, handed)
-            self._carried = (step + 1, measured.end_losses)
+            self._carried = _Carried(
+                step + 1,
+                measured.end_losses,
+                tuple(buffer.detach().clone() for buffer in buffers_read(self.model, self.bn_mode)),
+            )
         del start  # the update now, or gone
         estimate = self.sharpness_with_error(point) if sharpness_due and point is not None else None
         assert self._grad_norm is not None  # a measured step reads its gradient in before_step
