@@ -42,6 +42,41 @@ def test_float32_mode_records_are_bitwise_the_plain_evaluation(bn_mode: BatchNor
         assert actual == expected, f"step {record.step}"
 
 
+@pytest.mark.parametrize("sharpness_every", [None, 2], ids=["segments", "with-sharpness"])
+@pytest.mark.parametrize("attached", [False, True], ids=["with-block", "attach"])
+def test_a_step_taken_under_the_loop_s_autocast_is_measured_in_float32(
+    attached: bool, sharpness_every: int | None
+) -> None:
+    # A loop that runs its whole step under bfloat16 autocast (the optimizer's step, and with it
+    # the attachment's hooks or the `with` block) trains as one whose step is outside it, so
+    # the records must be those of that loop, bit for bit: the tracker measures in its own
+    # precision. They were measured in the loop's bfloat16 (0.4 of a standard error off on a
+    # barrier excess, found by a second pair of eyes).
+    def records(whole_step_autocast: bool) -> list[dict[str, object]]:
+        torch.manual_seed(0)
+        model = mlp(0, hidden=16, batchnorm=True)
+        inputs, targets = classification_data(0, 96)
+        tracker = WalkTracker(model, MeasurementSet(inputs[:32], targets[:32]), sharpness_every=sharpness_every)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        if attached:
+            tracker.attach(optimizer)
+        for step in range(4):
+            batch = slice(32 + 16 * step, 48 + 16 * step)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=whole_step_autocast):
+                optimizer.zero_grad()
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
+                loss.backward()
+                if attached:
+                    optimizer.step()
+                else:
+                    with tracker.step(optimizer=optimizer):
+                        optimizer.step()
+        return [record.as_dict() for record in tracker.close()]
+
+    assert records(whole_step_autocast=True) == records(whole_step_autocast=False)
+
+
 # ------------------------------------------------------------------------ bfloat16 mode
 def setting(arch: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor, MeasurementSet]:
     """A network, a segment of it and a measurement set: the tests' MLP (plain path), the

@@ -450,7 +450,7 @@ class WalkTracker:
         step = self.step_index
         try:
             if not self.diverged:
-                with torch.random.fork_rng(devices=self._cuda_devices()):
+                with self._apart():
                     self._measure_step(step)
         finally:
             self.step_index += 1
@@ -590,7 +590,7 @@ class WalkTracker:
 
     def sharpness(self, point: torch.Tensor | None = None) -> float:
         """Top Hessian eigenvalue at ``point`` (default: the model's current parameters)."""
-        with torch.random.fork_rng(devices=self._cuda_devices()):
+        with self._apart():
             return top_hessian_eigenvalue(
                 self.model,
                 flat_parameters(self.model) if point is None else point,
@@ -605,7 +605,7 @@ class WalkTracker:
         """The top Hessian eigenvalue at ``point`` (as ``sharpness``), its standard error over
         the measurement set (see ``sharpness_with_standard_error``) and what it cost, warm
         started from the previous estimate's eigenvector."""
-        with torch.random.fork_rng(devices=self._cuda_devices()):
+        with self._apart():
             estimate = sharpness_with_standard_error(
                 self.model,
                 point,
@@ -724,6 +724,20 @@ class WalkTracker:
             return loss
         total = self.shard.summed(torch.tensor([loss], dtype=torch.float64))
         return float(total[0]) / self.shard.world_size
+
+    @contextmanager
+    def _apart(self) -> Iterator[None]:
+        """Where a measurement runs: torch's random state restored after it, and autocast off,
+        so that a loop that runs its whole step under autocast (the optimizer's step and with it
+        the attachment's hooks, or the `with` block) is measured in ``measurement_precision``,
+        not in the loop's (its own bfloat16 autocast, if set, is entered inside)."""
+        device_type = self.trainable.layouts[0][2].type
+        with torch.random.fork_rng(devices=self._cuda_devices()):
+            if not torch.amp.is_autocast_available(device_type):
+                yield
+                return
+            with torch.autocast(device_type, enabled=False):
+                yield
 
     def _cuda_devices(self) -> list[int]:
         return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
