@@ -272,3 +272,29 @@ def test_a_closures_gradient_is_read_when_the_closure_returns() -> None:
         wrapped = new_args[1] if len(new_args) > 1 else new_kwargs["closure"]
         assert new_args[0] is optimizer and wrapped() == 1.0 and wrapped() == 1.0
         assert events == ["closure", "begin", "closure"]
+
+
+def test_a_closure_step_in_a_with_block_records_the_gradient_made_before_it() -> None:
+    # The pattern the README gives for optimizer.step(closure): the gradient at θ_t is made by
+    # one call of the closure before the block. Without that call the block read the last
+    # step's line-search gradient (found by a second pair of eyes on LBFGS).
+    model, _, tracker, inputs, targets = _tiny()
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=3)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(inputs), targets)
+        loss.backward()
+        return loss
+
+    gradients = []
+    for _ in range(3):
+        loss = closure()
+        gradients.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).double())
+        with tracker.step(minibatch_loss=loss, optimizer=optimizer):
+            optimizer.step(closure)
+    records = tracker.close()
+    # The tracker's float32 vector against the same gradient widened to float64 here.
+    assert [r.grad_norm for r in records] == pytest.approx([float(g.norm()) for g in gradients], rel=1e-6)
+    expected = float(gradients[2] @ gradients[1] / (gradients[2].norm() * gradients[1].norm()))
+    assert records[2].cosine == pytest.approx(expected, rel=1e-6)

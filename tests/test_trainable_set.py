@@ -182,3 +182,45 @@ def test_a_frozen_parameter_of_another_dtype_is_not_the_walk_s() -> None:
             optimizer.step()
     records = tracker.close()
     assert len(records) == 2 and records[1].cosine is not None
+
+
+def _two_optimizers(model: nn.Sequential) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    """Matrices under one optimizer, the rest under another: a common split."""
+    matrices = [p for p in model.parameters() if p.ndim == 2]
+    rest = [p for p in model.parameters() if p.ndim != 2]
+    return torch.optim.SGD(matrices, lr=0.1), torch.optim.Adam(rest, lr=1e-3)
+
+
+def test_an_optimizer_that_does_not_hold_every_trainable_parameter_is_refused() -> None:
+    # Attached to one of two optimizers, each segment ended after its step alone, and the other's
+    # step fell between records: no cosine was ever paired (found by a second pair of eyes).
+    model = _model()
+    matrices, rest = _two_optimizers(model)
+    tracker = _tracker(model)
+    with pytest.raises(
+        ValueError, match=r"do not hold every trainable parameter \(0.bias, 2.bias, 4.bias are in none\)"
+    ):
+        tracker.attach(matrices)
+    _minibatch_backward(model, matrices, 0)
+    with pytest.raises(ValueError, match=r"0\.weight, 2\.weight, 4\.weight are in none"), tracker.step(optimizer=rest):
+        rest.step()
+    assert all(p.grad is not None for p in model.parameters())  # refused before either step
+
+
+def test_two_optimizers_stepped_in_one_block_are_one_update() -> None:
+    model = _model()
+    matrices, rest = _two_optimizers(model)
+    inputs, targets = _data()
+    tracker = _tracker(model)
+    for step in range(3):
+        rest.zero_grad()  # the helper zeroes the matrices' optimizer's own only
+        loss = _minibatch_backward(model, matrices, step)
+        with tracker.step(minibatch_loss=loss, lr=0.1):
+            matrices.step()
+            rest.step()
+    records = tracker.close()
+    with torch.no_grad():
+        after_both = float(F.cross_entropy(model(inputs[:32]), targets[:32]))
+    # The segment ends after both steps; one float32 forward against the tracker's float64 mean.
+    assert records[-1].loss_end == pytest.approx(after_both, rel=1e-6)
+    assert records[1].cosine is not None and records[2].cosine is not None

@@ -109,7 +109,10 @@ class OptimizerAttachment:
         if _has_closure(args, kwargs) and not tracker.closed:
             raise RuntimeError(
                 "an attached tracker cannot measure optimizer.step(closure): the gradient is made inside "
-                "the step, after the hook; use `with tracker.step(...)` around the step instead"
+                "the step, after the hook, and where a closure is first called (at θ_t, or at a perturbed "
+                "point as SAM's) is the optimizer's business. Remove the attachment and make the gradient at "
+                "θ_t before the step: `loss = closure()`, then `with tracker.step(minibatch_loss=loss, "
+                "optimizer=optimizer): optimizer.step(closure)`"
             )
         begin_step(tracker, optimizer, loss)
 

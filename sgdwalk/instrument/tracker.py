@@ -358,6 +358,9 @@ class WalkTracker:
                 "records so far stand: close() this tracker and measure from here with a new one, "
                 f"WalkTracker(model, ..., start_step={step}), whose distance_from_init counts from this step"
             )
+        if optimizer is not None:
+            # Its groups give the rates and decays recorded, and (attached) its step is the update.
+            self.trainable.check_held_by(optimizer)
         measured, next_measured = self._measures(step), self._measures(step + 1)
         self._optimizer = optimizer if measured else None
         # Reading the groups is a pass over the parameters: done only where a record uses it.
@@ -548,6 +551,7 @@ class WalkTracker:
             raise RuntimeError("the tracker is already attached to an optimizer: remove() that attachment first")
         if self.quantities.preconditioned_sharpness_every is not None:
             check_adaptive_optimizer(optimizer)
+        self.trainable.check_held_by(optimizer)
         if step is not None:
             if step < self.step_index:
                 raise ValueError(

@@ -89,6 +89,25 @@ class TrainableSet:
             changes.append("the same parameters in another order")
         return "; ".join(changes)
 
+    def outside(self, optimizer: torch.optim.Optimizer) -> list[str]:
+        """The names of this set's parameters that are in none of ``optimizer``'s groups."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        return [name for name, p in zip(self.names, self.parameters, strict=True) if id(p) not in held]
+
+    def check_held_by(self, optimizer: torch.optim.Optimizer) -> None:
+        """ValueError unless ``optimizer``'s groups hold every parameter of the walk: its step
+        is then the whole update, and its groups say every parameter's decay."""
+        outside = self.outside(optimizer)
+        if outside:
+            raise ValueError(
+                f"the optimizer's groups do not hold every trainable parameter ({_some(outside)} are in none): "
+                "its step is not the whole update (a second optimizer's step would fall between two records, "
+                "so each segment would end before it and no cosine would be paired), and the gradient "
+                "recorded would hold parameters it does not move. Take every optimizer's step inside one "
+                "`with tracker.step(lr=...)` block (the tracker's weight_decay= for a coupled decay), or "
+                "freeze what no optimizer trains (requires_grad_(False))"
+            )
+
 
 def _layout(layout: tuple[torch.Size, torch.dtype, torch.device]) -> str:
     shape, dtype, device = layout
