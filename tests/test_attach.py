@@ -7,6 +7,7 @@ and the attached walk's parameters, buffers and random stream equal the untracke
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -298,3 +299,51 @@ def test_a_closure_step_in_a_with_block_records_the_gradient_made_before_it() ->
     assert [r.grad_norm for r in records] == pytest.approx([float(g.norm()) for g in gradients], rel=1e-6)
     expected = float(gradients[2] @ gradients[1] / (gradients[2].norm() * gradients[1].norm()))
     assert records[2].cosine == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("attached", [True, False], ids=["attach", "with-block-unscaled-first"])
+def test_a_step_a_grad_scaler_skips_is_no_step_attached_and_pairs_no_cosine(attached: bool) -> None:
+    # torch.amp.GradScaler skips optimizer.step() where the unscaled gradient is not finite.
+    # Attached, the hooks see the updates made: the skipped step is no step, and the cosine
+    # after it pairs the gradients of the updates on either side. In a with block (after
+    # scaler.unscale_, so the gradient read is the one the update uses) it is a step of length
+    # 0 whose infinite gradient pairs no cosine, not NaN.
+    torch.manual_seed(0)
+    model = mlp(0)
+    inputs, targets = classification_data(0, TRAIN_SIZE)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    tracker = WalkTracker(model, MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE]), num_alphas=2)
+    if attached:
+        tracker.attach(optimizer)
+    skipped, used = 2, []
+    for step in range(5):
+        batch = slice((step * BATCH) % TRAIN_SIZE, (step * BATCH) % TRAIN_SIZE + BATCH)
+        optimizer.zero_grad()
+        scaler.scale(nn.functional.cross_entropy(model(inputs[batch]), targets[batch])).backward()
+        if step == skipped:
+            next(model.parameters()).grad[0, 0] = float("inf")  # type: ignore[index]
+        scaler.unscale_(optimizer)
+        if step != skipped:
+            used.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).double())
+        if attached:
+            scaler.step(optimizer)
+        else:
+            with tracker.step(optimizer=optimizer):
+                scaler.step(optimizer)
+        scaler.update()
+    records = tracker.close()
+
+    def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(a @ b / (a.norm() * b.norm()))
+
+    # The tracker's float32 gradient against the same gradient widened here.
+    if attached:
+        assert [r.step for r in records] == [0, 1, 2, 3]
+        assert [r.grad_norm for r in records] == pytest.approx([float(g.norm()) for g in used], rel=1e-6)
+        assert records[2].cosine == pytest.approx(cos(used[1], used[2]), rel=1e-6)
+    else:
+        assert [r.step for r in records] == [0, 1, 2, 3, 4]
+        assert records[skipped].grad_norm == math.inf and records[skipped].step_length == 0.0
+        assert records[skipped].cosine is None and records[skipped + 1].cosine is None
+        assert records[skipped + 2].cosine == pytest.approx(cos(used[2], used[3]), rel=1e-6)

@@ -20,6 +20,7 @@ bitwise the run without it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -388,7 +389,9 @@ class WalkTracker:
         previous_gradient, self._previous_gradient = self._previous_gradient, None
         if measured:
             gradient = gradient_in_place(self.model, decay)
-            self._gradient_cosine = None if previous_gradient is None else cosine(previous_gradient, gradient)
+            paired = None if previous_gradient is None else cosine(previous_gradient, gradient)
+            # A non-finite gradient (one a GradScaler skips its step for) has no direction: no cosine, not NaN.
+            self._gradient_cosine = paired if paired is not None and math.isfinite(paired) else None
             self._grad_norm = norm(gradient)
         del previous_gradient
         # g_t itself is kept only as the next measured step's previous gradient.
