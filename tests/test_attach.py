@@ -347,3 +347,20 @@ def test_a_step_a_grad_scaler_skips_is_no_step_attached_and_pairs_no_cosine(atta
         assert records[skipped].grad_norm == math.inf and records[skipped].step_length == 0.0
         assert records[skipped].cosine is None and records[skipped + 1].cosine is None
         assert records[skipped + 2].cosine == pytest.approx(cos(used[2], used[3]), rel=1e-6)
+
+
+def test_an_edit_after_an_attached_step_is_said_once_and_taken_as_a_gap() -> None:
+    # A pruning mask kept after every step: each step then starts where the last did not end,
+    # and had no cosine, silently (found by a second pair of eyes). The gap rule stays (the
+    # segment and cosines are of the optimizer's update); the tracker now says so, once.
+    model, optimizer, tracker, inputs, targets = _tiny()
+    tracker.attach(optimizer)
+    first = next(model.parameters())
+    mask = (torch.arange(first.numel()) % 2).reshape(first.shape).to(first.dtype)
+    with pytest.warns(UserWarning, match=r"step 1: the parameters changed after the optimizer's last step") as said:
+        for _ in range(4):
+            _one_step(model, optimizer, inputs, targets)
+            with torch.no_grad():
+                first.mul_(mask)
+    assert len(said) == 1
+    assert [record.cosine for record in tracker.close()] == [None] * 4

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -292,6 +293,11 @@ class WalkTracker:
         # θ_{t+1} of the last step whose state (the carried losses, the gradient for the next
         # cosine) is handed to the next step: that state holds only if the next step starts there.
         self._handoff: Kept | None = None
+        # The attachment whose step handed it on (None: a with block, or a failed step): while
+        # it stays attached, every optimizer step passes through the tracker, so a move before
+        # the next one is an edit outside the optimizer's step, said once (_handoff_if_unmoved).
+        self._handed_on_by: OptimizerAttachment | None = None
+        self._edit_said = False
         self._closed = False
         self._previous_gradient: Kept | None = None
         # θ_{t+1} − θ_t of the last step, for the next step's update cosine (kept as the gradient is).
@@ -439,11 +445,23 @@ class WalkTracker:
         and has no cosine across the gap, instead of pairing a stale loss and a gradient from
         before it. Compared tensor by tensor, so no second flat copy of the parameters is made."""
         handoff, self._handoff = self._handoff, None
+        handed_on_by, self._handed_on_by = self._handed_on_by, None
         if handoff is None:
             return None
         if not equals_parameters(handoff, self.model):
             self._carried = None
             self._previous_gradient = self._previous_update = None
+            attached = handed_on_by is not None and handed_on_by is self._attachment and handed_on_by.attached
+            if attached and not self._edit_said:
+                self._edit_said = True
+                warnings.warn(
+                    f"step {self.step_index}: the parameters changed after the optimizer's last step and before "
+                    "this one, outside the tracker (a mask, a projection, a perturbation restored): the tracker "
+                    "takes it as a gap, so this step, and every step after an edit like it, has no cosines and "
+                    "measures θ_t afresh. If the edit belongs to the update, take the optimizer's step and the "
+                    "edit in one `with tracker.step()` block instead of attaching. (Said once per tracker.)",
+                    stacklevel=2,
+                )
             return None
         return handoff
 
@@ -495,7 +513,7 @@ class WalkTracker:
         gradient was let go when the step began (its cosine was taken then): the step taken
         again records no gradient cosine, rather than one paired across a failed step."""
         self._in_step = False
-        self._handoff = self._start
+        self._handoff, self._handed_on_by = self._start, None
         self._start = self._gradient = self._optimizer = None
         self._gradient_cosine = self._grad_norm = None
 
@@ -716,7 +734,7 @@ class WalkTracker:
         # Tuples, as the tracker makes them (a serializer may hand back lists).
         self.records = [record_from_dict(saved) for saved in state["records"]]
         # The checkpoint's carried state was saved at the parameters the run resumes from.
-        self._start = self._gradient = self._handoff = None
+        self._start = self._gradient = self._handoff = self._handed_on_by = None
 
     def _restored(self, vector: torch.Tensor) -> Kept:
         """A checkpoint's vector, kept where this tracker keeps its vectors."""
@@ -861,8 +879,10 @@ class WalkTracker:
         # negation): exact in float32 wherever θ moved by less than itself (Sterbenz).
         if isinstance(start, torch.Tensor) and isinstance(end, torch.Tensor):
             self._handoff, self._previous_update = end, start.neg_().add_(end)
+            self._handed_on_by = self._attachment
         else:
             # Offloaded, the update is read from the two kept ends when its cosine is taken:
             # θ_t's vector stays in the store instead of a new one being written (as many
             # vectors kept, one write fewer per step).
             self._handoff, self._previous_update = end, update_between(start, end)
+            self._handed_on_by = self._attachment
