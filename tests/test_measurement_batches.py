@@ -148,6 +148,25 @@ def test_a_per_token_loss_is_refused_for_a_per_sequence_set() -> None:
         segment_losses(model, start, end, alpha_grid(2), measurement)
 
 
+def test_a_model_whose_output_is_not_a_tensor_is_pointed_to_from_batches() -> None:
+    # transformers' models return a ModelOutput: the default cross-entropy raised torch's own
+    # "argument 'input' must be Tensor" from inside the first measured step.
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = gpt(0)
+
+        def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"logits": self.inner(tokens)[:, -1]}
+
+    batch = sequences(8, seed=0)
+    measurement = MeasurementSet(batch["input_ids"], batch["labels"][:, -1])
+    model = Wrapped()
+    start, end = two_points(model, 1)
+    with pytest.raises(TypeError, match=r"returned a dict, not a tensor of logits.*MeasurementSet\.from_batches"):
+        segment_losses(model, start, end, alpha_grid(2), measurement)
+
+
 # ----------------------------------------------------------- segment losses, sharpness
 @pytest.mark.parametrize("chunk_size", [SEQUENCES, 20])
 def test_segment_losses_of_a_language_model_equal_plain_forward_passes(chunk_size: int) -> None:

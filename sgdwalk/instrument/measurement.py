@@ -123,7 +123,15 @@ class _OutputsAndTargets:
 
     def __call__(self, model: ModelCall, batch: Batch) -> torch.Tensor:
         inputs, targets = batch
-        return self.loss_fn(model(inputs), targets)
+        outputs = model(inputs)
+        if self.loss_fn is per_sample_cross_entropy and not isinstance(outputs, torch.Tensor):
+            # A language model's output object (transformers' ModelOutput), a tuple, a dict.
+            raise TypeError(
+                f"the model returned a {type(outputs).__name__}, not a tensor of logits, so the default "
+                "cross-entropy cannot read it: measure it with MeasurementSet.from_batches(batches, loss), "
+                "whose loss(model_call, batch) runs the model on a batch and returns one loss per sample"
+            )
+        return self.loss_fn(outputs, targets)
 
 
 class MeasurementSet:

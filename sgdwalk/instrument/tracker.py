@@ -603,6 +603,13 @@ class WalkTracker:
     def close(self) -> list[StepRecord]:
         """Return all records; the tracker takes no more steps. (Every record is complete as
         soon as its step is: α = 1 is measured with the step, and reused as the next α = 0.)"""
+        if self._attachment is not None and self._attachment.attached and self.step_index == self._start_step:
+            warnings.warn(
+                f"the tracker was attached to {type(self._attachment.optimizer).__name__}, whose step() was never "
+                "called: nothing was measured. An optimizer that updates in methods of its own (a SAM's "
+                "first_step and second_step) is measured with `with tracker.step()` around its update",
+                stacklevel=2,
+            )
         self._closed = True
         # What only a next step would use is let go now (offloaded: its files or host memory),
         # not when the tracker is, which an optimizer's hooks may keep alive; θ_0 stays, for
