@@ -16,7 +16,8 @@ A run's FLOPs, following what the runner and the tracker do (``runner.py``, ``tr
   ``noise_batches`` minibatch gradients at θ_0;
 - measurement: each measured step evaluates its segment's K + 1 points (the α grid and
   α = 1) on the measurement set, or K where the previous step was measured too (its α = 1
-  is carried over as this step's α = 0); the networks' affine input layer runs at the two
+  is carried over as this step's α = 0, except in batch-norm mode "eval", whose running
+  statistics the training forward moves); the networks' affine input layer runs at the two
   ends only (``SegmentPoints``); the comoments of the points' per-sample losses add a few
   FLOPs per image. The gradient for the cosine is the one the step's backward
   left in ``.grad``: it costs nothing more. Targeted measurement (``measurement_mode``)
@@ -99,7 +100,8 @@ class NetworkFlops:
             evaluated at the two ends (``SegmentPoints``).
         hessian_graph: building the gradient's graph a Hessian-vector product runs back through.
         hessian_product: one Hessian-vector product through that graph.
-        has_batchnorm: whether batch-norm mode "recompute" has statistics to re-estimate.
+        has_batchnorm: whether batch-norm mode "recompute" has statistics to re-estimate, and
+            "eval" statistics that each training forward moves.
     """
 
     forward: float
@@ -409,9 +411,12 @@ def run_cost(config: WalkConfig, network: NetworkFlops | None = None) -> RunCost
     if config.optimizer == "noisy-gd":
         training += config.noise_batches * min(config.batch_size, sizes.train_size) * network.training
     points = config.num_alphas + 1
+    # In "eval" every training forward moves the running statistics the measurement reads, so
+    # no α = 0 is carried over: every segment evaluates all its points (tracker._Carried).
+    carried = 0 if config.bn_mode == "eval" and network.has_batchnorm else sizes.segments_carried
     measurement = sizes.measurement_size * (
-        sizes.segments_whole * segment_flops(config, network, points)
-        + sizes.segments_carried * segment_flops(config, network, points - 1)
+        (sizes.measured_steps - carried) * segment_flops(config, network, points)
+        + carried * segment_flops(config, network, points - 1)
         + sizes.measured_steps * paired_moments_flops(points)
     )
     sharpness = sizes.sharpness_estimates * sharpness_flops(
