@@ -190,6 +190,12 @@ def test_attaching_a_closed_tracker_and_a_with_block_inside_an_attached_step_are
     # SAM's first_step and second_step, gave no records without a word).
     with pytest.warns(UserWarning, match=r"attached to SGD, whose step\(\) was never called"):
         assert tracker.close() == []
+    # Also where the attachment was removed before close (a context manager, a callback's end).
+    _, optimizer, tracker, _, _ = _tiny()
+    with tracker.attach(optimizer):
+        pass
+    with pytest.warns(UserWarning, match="was never called"):
+        tracker.close()
     _, other_optimizer, closed, _, _ = _tiny()
     closed.close()
     with pytest.raises(RuntimeError, match="tracker is closed"):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgdwalk.instrument.measurement import MeasurementSet
+from sgdwalk.instrument.schedule import windows
 from sgdwalk.instrument.tracker import WalkTracker
 
 CHANGE_AT, STEPS, BATCH = 3, 6, 16
@@ -224,3 +225,33 @@ def test_two_optimizers_stepped_in_one_block_are_one_update() -> None:
     # The segment ends after both steps; one float32 forward against the tracker's float64 mean.
     assert records[-1].loss_end == pytest.approx(after_both, rel=1e-6)
     assert records[1].cosine is not None and records[2].cosine is not None
+
+
+@pytest.mark.parametrize("spans", [((0, 3),), ((0, 3), (6, 8))], ids=["after-the-last-window", "before-a-window"])
+def test_a_change_between_windows_is_refused_only_where_a_kept_vector_is_read_next(
+    spans: tuple[tuple[int, int], ...],
+) -> None:
+    # Measure the first steps, unfreeze later: nothing kept is read again, so training goes on.
+    # With a window still to come, the step before it (whose θ_t that window's first step
+    # reads) is refused. Found by a second pair of eyes: the check at every step stopped
+    # a fine-tuning schedule that unfroze after its measured window.
+    inputs, targets = _data()
+    model = _model()
+    _set_trainable(model[2], False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    tracker = WalkTracker(model, MeasurementSet(inputs[:32], targets[:32]), schedule=windows(list(spans)))
+    tracker.attach(optimizer)
+    for step in range(8):
+        if step == 4:
+            _unfreeze(model)
+        _minibatch_backward(model, optimizer, step)
+        if len(spans) == 1:
+            optimizer.step()
+            continue
+        if step < 5:
+            optimizer.step()
+        else:
+            with pytest.raises(RuntimeError, match="step 5: the model's trainable parameters changed"):
+                optimizer.step()
+            break
+    assert [record.step for record in tracker.close()] == [0, 1, 2]

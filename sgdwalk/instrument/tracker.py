@@ -298,6 +298,10 @@ class WalkTracker:
         # the next one is an edit outside the optimizer's step, said once (_handoff_if_unmoved).
         self._handed_on_by: OptimizerAttachment | None = None
         self._edit_said = False
+        # The optimizer an attachment was made to (its class name), and whether any step began:
+        # an attachment that saw no step is said at close, however it was removed before.
+        self._attached_to: str | None = None
+        self._stepped = False
         self._closed = False
         self._previous_gradient: Kept | None = None
         # θ_{t+1} − θ_t of the last step, for the next step's update cosine (kept as the gradient is).
@@ -355,7 +359,10 @@ class WalkTracker:
         if self.quantities.preconditioned_sharpness_every is not None:
             check_adaptive_optimizer(optimizer)
         step = self.step_index
-        change = self.trainable.change_in(self.model)
+        measured, next_measured = self._measures(step), self._measures(step + 1)
+        # Looked at where the kept vectors are read next: a layer unfrozen after the last
+        # measured window (or between windows, and frozen again before the next) harms nothing.
+        change = self.trainable.change_in(self.model) if measured or next_measured else None
         if change is not None:
             # Refused before the optimizer moves anything (under attach this raises in its pre-hook).
             raise RuntimeError(
@@ -365,16 +372,15 @@ class WalkTracker:
                 "records so far stand: close() this tracker and measure from here with a new one, "
                 f"WalkTracker(model, ..., start_step={step}), whose distance_from_init counts from this step"
             )
-        if optimizer is not None:
+        if optimizer is not None and (measured or next_measured):
             # Its groups give the rates and decays recorded, and (attached) its step is the update.
             self.trainable.check_held_by(optimizer)
-        measured, next_measured = self._measures(step), self._measures(step + 1)
         self._optimizer = optimizer if measured else None
         # Reading the groups is a pass over the parameters: done only where a record uses it.
         self._lr, self._group_lrs, decay = (
             self._settings(lr, optimizer) if (measured or next_measured) else (lr, None, 0.0)
         )
-        self._in_step = True
+        self._in_step = self._stepped = True
         self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
             return
@@ -585,6 +591,7 @@ class WalkTracker:
                 f"stepped since: give the number of its next step, attach(optimizer, step=N) (N = {self.step_index} "
                 "if it has not)"
             )
+        self._attached_to = type(optimizer).__name__
         self._attachment = OptimizerAttachment(self, optimizer, on_remove=self._attachment_removed)
         return self._attachment
 
@@ -603,9 +610,9 @@ class WalkTracker:
     def close(self) -> list[StepRecord]:
         """Return all records; the tracker takes no more steps. (Every record is complete as
         soon as its step is: α = 1 is measured with the step, and reused as the next α = 0.)"""
-        if self._attachment is not None and self._attachment.attached and self.step_index == self._start_step:
+        if self._attached_to is not None and not self._stepped:
             warnings.warn(
-                f"the tracker was attached to {type(self._attachment.optimizer).__name__}, whose step() was never "
+                f"the tracker was attached to {self._attached_to}, whose step() was never "
                 "called: nothing was measured. An optimizer that updates in methods of its own (a SAM's "
                 "first_step and second_step) is measured with `with tracker.step()` around its update",
                 stacklevel=2,
