@@ -158,21 +158,39 @@ class SpectralNet(nn.Module):
         return out
 
 
+def _vectors() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return torch.randn(96, 6, generator=generator), torch.randint(0, 3, (96,), generator=generator)
+
+
+def _backward(
+    model: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, targets: torch.Tensor, step: int
+) -> None:
+    """Step ``step``'s minibatch gradient (the samples after the measurement set's)."""
+    batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
+    optimizer.zero_grad()
+    F.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+
+
+def _spectral_walk(
+    bn_mode: str,
+) -> tuple[torch.Tensor, torch.Tensor, SpectralNet, torch.optim.Optimizer, MeasurementSet, WalkTracker]:
+    """The data, the seeded SpectralNet, its SGD, the measurement set and a tracker in ``bn_mode``."""
+    inputs, targets = _vectors()
+    torch.manual_seed(0)
+    model = SpectralNet()
+    measurement = MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE])
+    tracker = WalkTracker(model, measurement, num_alphas=3, bn_mode=bn_mode)  # type: ignore[arg-type]
+    return inputs, targets, model, torch.optim.SGD(model.parameters(), lr=0.5), measurement, tracker
+
+
 def _buffered_walk(bn_mode: str) -> tuple[list[float], list[float], list[float]]:
     """Each record's α = 0 and α = 1 losses, and the reference at θ_t: a copy of the model taken
     before the step, given the buffers the model holds when the segment is measured."""
-    generator = torch.Generator().manual_seed(3)
-    inputs, targets = torch.randn(96, 6, generator=generator), torch.randint(0, 3, (96,), generator=generator)
-    torch.manual_seed(0)
-    model = SpectralNet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    measurement = MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE])
-    tracker = WalkTracker(model, measurement, num_alphas=3, bn_mode=bn_mode)  # type: ignore[arg-type]
+    inputs, targets, model, optimizer, _, tracker = _spectral_walk(bn_mode)
     references = []
     for step in range(STEPS):
-        batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
-        optimizer.zero_grad()
-        F.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+        _backward(model, optimizer, inputs, targets, step)
         at_start = {name: p.detach().clone() for name, p in model.named_parameters()}
         with tracker.step(lr=0.5):
             optimizer.step()
@@ -203,16 +221,13 @@ def test_the_start_loss_is_measured_with_the_buffers_the_segment_is_measured_wit
 
 def test_with_batch_norm_in_train_mode_alone_the_start_loss_is_still_carried() -> None:
     # "train" reads no running statistics: a step's α = 0 is the last step's α = 1, bit for bit.
-    generator = torch.Generator().manual_seed(3)
-    inputs, targets = torch.randn(96, 6, generator=generator), torch.randint(0, 3, (96,), generator=generator)
+    inputs, targets = _vectors()
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     tracker = WalkTracker(model, MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE]), num_alphas=3)
     for step in range(STEPS):
-        batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
-        optimizer.zero_grad()
-        F.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+        _backward(model, optimizer, inputs, targets, step)
         with tracker.step(lr=0.5):
             optimizer.step()
     records = tracker.close()
@@ -225,13 +240,7 @@ def test_a_resumed_tracker_carries_the_start_loss_as_an_uninterrupted_one(bn_mod
     # The checkpoint keeps the buffers the carried losses were measured with; one from before
     # they were kept carries no losses for a model whose measurement reads buffers.
     def walk(resume_after: int | None) -> list[dict[str, object]]:
-        generator = torch.Generator().manual_seed(3)
-        inputs, targets = torch.randn(96, 6, generator=generator), torch.randint(0, 3, (96,), generator=generator)
-        torch.manual_seed(0)
-        model = SpectralNet()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-        measurement = MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE])
-        tracker = WalkTracker(model, measurement, num_alphas=3, bn_mode=bn_mode)  # type: ignore[arg-type]
+        inputs, targets, model, optimizer, measurement, tracker = _spectral_walk(bn_mode)
         for step in range(STEPS):
             if step == resume_after:
                 state = tracker.state_dict()
@@ -240,9 +249,7 @@ def test_a_resumed_tracker_carries_the_start_loss_as_an_uninterrupted_one(bn_mod
                     del state["carried_buffers"]
                 tracker = WalkTracker(model, measurement, num_alphas=3, bn_mode=bn_mode, start_step=step)  # type: ignore[arg-type]
                 tracker.load_state_dict(state)
-            batch = slice(MEASURE_SIZE + step * BATCH, MEASURE_SIZE + (step + 1) * BATCH)
-            optimizer.zero_grad()
-            F.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+            _backward(model, optimizer, inputs, targets, step)
             with tracker.step(lr=0.5):
                 optimizer.step()
         return [record.as_dict() for record in tracker.close()]

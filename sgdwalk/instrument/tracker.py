@@ -226,7 +226,7 @@ class WalkTracker:
         if not 0.0 < sharpness_tolerance < 1.0:
             raise ValueError(f"sharpness_tolerance is a relative error in (0, 1), got {sharpness_tolerance}")
         self.model = unwrapped(model)
-        # The parameters the walk moves, looked at again before every step (a change is refused).
+        # The parameters the walk moves, looked at again where the kept vectors are read (a change is refused).
         self.trainable = TrainableSet.of(self.model)
         self.shard = Shard.current() if shard is None else shard
         self.measurement = measurement
@@ -704,14 +704,8 @@ class WalkTracker:
         if self._in_step:
             raise RuntimeError("load_state_dict called between before_step and after_step")
         saved_names = state.get("trainable_names")  # absent from checkpoints older than the check
-        if saved_names is not None and tuple(saved_names) != self.trainable.names:
-            changed = sorted(set(saved_names).symmetric_difference(self.trainable.names))
-            raise ValueError(
-                "the checkpoint's vectors list other trainable parameters than this model has "
-                f"({len(saved_names)} then, {len(self.trainable.names)} now; differing: "
-                f"{', '.join(changed[:6]) or 'their order'}): resume with the parameters trainable "
-                "as they were when it was saved"
-            )
+        if saved_names is not None:
+            self.trainable.check_saved(saved_names)
         device = self.initial_parameters.device
         initial = state["initial_parameters"].to(device)
         if initial.shape != self.initial_parameters.shape:

@@ -7,7 +7,8 @@ during a run (a layer unfrozen, or frozen, in a fine-tuning schedule; a module r
 parameters converted to another dtype), those positions name other parameters: a swap of
 two equal layers keeps every shape, and the distance from θ_0 would then be taken between
 different layers' weights, silently. So the set is fixed when the tracker begins and looked
-at again before every step, and a change is refused before the optimizer moves anything.
+at again before every step whose kept vectors are read (a measured step, or the step before
+one), and a change is refused there before the optimizer moves anything.
 """
 
 from __future__ import annotations
@@ -88,6 +89,17 @@ class TrainableSet:
         if not changes:
             changes.append("the same parameters in another order")
         return "; ".join(changes)
+
+    def check_saved(self, saved_names: Sequence[str]) -> None:
+        """ValueError unless a checkpoint's vectors, which list ``saved_names``, list this set."""
+        if tuple(saved_names) == self.names:
+            return
+        differing = sorted(set(saved_names).symmetric_difference(self.names))
+        raise ValueError(
+            "the checkpoint's vectors list other trainable parameters than this model has "
+            f"({len(saved_names)} then, {len(self.names)} now; differing: {_some(differing) or 'their order'}): "
+            "resume with the parameters trainable as they were when it was saved"
+        )
 
     def outside(self, optimizer: torch.optim.Optimizer) -> list[str]:
         """The names of this set's parameters that are in none of ``optimizer``'s groups."""
