@@ -16,12 +16,18 @@ from torch import nn
 from sgdwalk.instrument.tolerances import COSINE_NORM_PRODUCT_FLOOR
 
 
+def named_trainable_parameters(model: nn.Module, *, required: bool = True) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the parameters the walk moves (those that require a gradient), in
+    ``model.parameters()`` order; ValueError when there are none, unless not ``required``."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if required and not named:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters: there is no walk to measure")
+    return named
+
+
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters the walk moves (those that require a gradient), in a fixed order."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError(f"{type(model).__name__} has no trainable parameters: there is no walk to measure")
-    return parameters
+    return [p for _, p in named_trainable_parameters(model)]
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:

@@ -23,6 +23,7 @@ from torch.func import functional_call
 
 from sgdwalk.instrument import offload
 from sgdwalk.instrument.batchnorm import BatchNormMode, batchnorm_layers, check_batchnorm_mode, measuring
+from sgdwalk.instrument.geometry import named_trainable_parameters
 from sgdwalk.instrument.measurement_precision import (
     MeasurementPrecision,
     check_measurement_precision,
@@ -289,9 +290,7 @@ class ParameterLayout:
 
     @classmethod
     def of(cls, model: nn.Module) -> ParameterLayout:
-        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError(f"{type(model).__name__} has no trainable parameters: there is no walk to measure")
+        named = named_trainable_parameters(model)
         return cls(tuple(name for name, _ in named), tuple(p.shape for _, p in named))
 
     @property

@@ -49,7 +49,6 @@ from sgdwalk.instrument.geometry import (
     gradient_in_place,
     norm,
     parameters_in_place,
-    trainable_parameters,
     update_between,
     update_in_place,
     vector_numel,
@@ -435,7 +434,7 @@ class WalkTracker:
         """(lr, group_lrs, the coupled decay: one for all parameters or one each) of the step about to be taken."""
         if optimizer is None:
             return lr, None, 0.0 if self.weight_decay is None else self.weight_decay
-        settings = group_settings(optimizer, trainable_parameters(self.model))
+        settings = group_settings(optimizer, self.trainable.parameters)  # the set, as checked in before_step
         if self.weight_decay is not None and any(decay != self.weight_decay for decay in settings.coupled_decay):
             raise ValueError(
                 f"the tracker was given weight_decay={self.weight_decay}, but the optimizer's groups add "

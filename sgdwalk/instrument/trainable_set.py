@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sgdwalk.instrument.geometry import named_trainable_parameters
+
 
 @dataclass(frozen=True)
 class TrainableSet:
@@ -39,9 +41,7 @@ class TrainableSet:
         """The model's trainable parameters now. ValueError when there are none, or when
         they do not share one dtype and one device (every kept vector and every measured
         point is one tensor of one dtype on one device)."""
-        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-        if not named:
-            raise ValueError(f"{type(model).__name__} has no trainable parameters: there is no walk to measure")
+        named = named_trainable_parameters(model)
         kinds: dict[tuple[torch.dtype, torch.device], list[str]] = {}
         for name, p in named:
             kinds.setdefault((p.dtype, p.device), []).append(name)
@@ -61,7 +61,7 @@ class TrainableSet:
     def change_in(self, model: nn.Module) -> str | None:
         """How the model's trainable parameters now differ from this set, in words; None
         where they are the same tensors, in the same order and layout."""
-        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        named = named_trainable_parameters(model, required=False)
         if len(named) == len(self.names) and all(
             name == own_name and p is own and (p.shape, p.dtype, p.device) == layout
             for (name, p), own_name, own, layout in zip(named, self.names, self.parameters, self.layouts, strict=True)
