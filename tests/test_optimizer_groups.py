@@ -20,6 +20,7 @@ from torch import nn
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.optimizer_groups import coupled_decay, group_settings
 from sgdwalk.instrument.record import StepRecord
+from sgdwalk.instrument.schedule import windows
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.integrations.metrics import flat_metrics
 from sgdwalk.runs.runlog import record_from_dict
@@ -64,12 +65,15 @@ def _flat64(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.detach().double().reshape(-1) for t in tensors])
 
 
-def hand_walk(make: OptimizerFactory, decays: list[float], *, attach: bool) -> HandWalk:
-    """``decays``: per parameter tensor, the coupled decay the reference adds (by hand, not read back)."""
+def hand_walk(
+    make: OptimizerFactory, decays: list[float], *, attach: bool, declared_decay: float | None = None
+) -> HandWalk:
+    """``decays``: per parameter tensor, the coupled decay the reference adds (by hand, not read
+    back); ``declared_decay``: the tracker's ``weight_decay``."""
     model = mlp(0)
     inputs, targets = classification_data(0, TRAIN_SIZE)
     optimizer = make(model)
-    tracker = WalkTracker(model, MeasurementSet(inputs[:16], targets[:16]), num_alphas=2)
+    tracker = WalkTracker(model, MeasurementSet(inputs[:16], targets[:16]), num_alphas=2, weight_decay=declared_decay)
     attachment = tracker.attach(optimizer) if attach else None
     used: list[torch.Tensor] = []
     generator = torch.Generator().manual_seed(0)
@@ -94,21 +98,86 @@ def _cosine64(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-CASES = {
+def adafactor(model: nn.Sequential) -> torch.optim.Optimizer:
+    return torch.optim.Adafactor(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+class Lion(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023), written here as a user would: not one of torch's optimizers, and
+    its decay decoupled (θ shrinks by lr·wd apart from the sign update)."""
+
+    def __init__(self, params: Any, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.99)) -> None:
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "betas": betas})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure form: the tests never pass one
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                momentum = self.state[p].setdefault("momentum", torch.zeros_like(p))
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(torch.sign(beta1 * momentum + (1 - beta1) * p.grad), alpha=-group["lr"])
+                momentum.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+
+
+class CoupledSGD(torch.optim.Optimizer):
+    """Plain SGD written by hand, its decay coupled (added to the gradient), as SGD's is."""
+
+    def __init__(self, params: Any, lr: float, weight_decay: float) -> None:
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure form: the tests never pass one
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad + group["weight_decay"] * p, alpha=-group["lr"])
+
+
+class DeclaredCoupledSGD(CoupledSGD):
+    """The same, its class saying how its step applies the decay."""
+
+    weight_decay_form = "coupled"
+
+
+def lion(model: nn.Sequential) -> torch.optim.Optimizer:
+    return Lion(model.parameters(), lr=1e-3, weight_decay=WEIGHT_DECAY)
+
+
+def coupled_sgd(model: nn.Sequential) -> torch.optim.Optimizer:
+    return CoupledSGD(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def declared_coupled_sgd(model: nn.Sequential) -> torch.optim.Optimizer:
+    return DeclaredCoupledSGD(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+# Each case: the optimizer, the coupled decay its step adds per parameter tensor (by hand), and
+# the tracker's weight_decay (None: left out).
+CASES: dict[str, tuple[OptimizerFactory, list[float], float | None]] = {
     # SGD's decay enters the gradient, on every parameter.
-    "sgd": (sgd, [WEIGHT_DECAY] * 4),
+    "sgd": (sgd, [WEIGHT_DECAY] * 4, None),
     # AdamW's decay shrinks θ apart from the gradient: the gradient used is g alone.
-    "adamw": (adamw, [0.0] * 4),
+    "adamw": (adamw, [0.0] * 4, None),
+    # So does Adafactor's, though it is not an AdamW.
+    "adafactor": (adafactor, [0.0] * 4, None),
     # Each group its own decay: the first layer's weight and bias, then the second layer's.
-    "two groups": (two_groups, [WEIGHT_DECAY] * 2 + [OTHER_WEIGHT_DECAY] * 2),
+    "two groups": (two_groups, [WEIGHT_DECAY] * 2 + [OTHER_WEIGHT_DECAY] * 2, None),
+    # Optimizers torch does not ship: the loop declares the decay their step adds to the gradient.
+    "lion, declared decoupled": (lion, [0.0] * 4, 0.0),
+    "hand-written SGD, declared coupled": (coupled_sgd, [WEIGHT_DECAY] * 4, WEIGHT_DECAY),
+    # Or the optimizer's class says it (DECAY_FORM_ATTRIBUTE).
+    "hand-written SGD, its class says coupled": (declared_coupled_sgd, [WEIGHT_DECAY] * 4, None),
 }
 
 
 @pytest.mark.parametrize("attach", [True, False], ids=["attached", "with step(optimizer=)"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_recorded_gradient_is_the_one_the_step_used(case: str, attach: bool) -> None:
-    make, decays = CASES[case]
-    walk = hand_walk(make, decays, attach=attach)
+    make, decays, declared_decay = CASES[case]
+    walk = hand_walk(make, decays, attach=attach, declared_decay=declared_decay)
     records, used = walk.records, walk.used_gradients
     assert [r.step for r in records] == list(range(STEPS))
     assert_close([r.grad_norm for r in records], [float(g.norm()) for g in used], FLOAT32_VECTOR_VS_FLOAT64, case)
@@ -167,3 +236,47 @@ def test_decoupled_decay_is_read_per_group() -> None:
     assert coupled_decay(adam, parameters) == (0.0, 0.0, 0.1, 0.1)
     assert coupled_decay(adamw(model), parameters) == (0.0,) * 4
     assert group_settings(torch.optim.SGD(parameters[:2], lr=0.1), parameters).coupled_decay == (0.0,) * 4
+
+
+# An optimizer whose step's gradient the records could not hold, and the words of its refusal.
+REFUSED: dict[str, tuple[OptimizerFactory, str]] = {
+    "lion, decay undeclared": (lion, r"Lion is not one of torch's optimizers.*weight_decay=0.0\) for a decoupled"),
+    "hand-written SGD, decay undeclared": (coupled_sgd, r"CoupledSGD is not one of torch's optimizers"),
+    "SGD that ascends": (
+        lambda model: torch.optim.SGD(model.parameters(), lr=LR, maximize=True),
+        r"SGD has maximize=True.*minimise its negative",
+    ),
+}
+
+
+@pytest.mark.parametrize("attach", [True, False], ids=["at attach", "at the with block's first step"])
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_an_optimizer_whose_gradient_is_unknown_is_refused_before_its_first_step(case: str, attach: bool) -> None:
+    make, words = REFUSED[case]
+    model = mlp(0)
+    inputs, targets = classification_data(0, 8)
+    optimizer = make(model)
+    # Measured only from step 5: the refusal must not wait for the first measured step.
+    tracker = WalkTracker(model, MeasurementSet(inputs, targets), num_alphas=2, schedule=windows([(5, 6)]))
+    before = [p.detach().clone() for p in model.parameters()]
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    with pytest.raises(ValueError, match=words):
+        if attach:
+            tracker.attach(optimizer)
+        else:
+            with tracker.step(optimizer=optimizer):
+                optimizer.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True)), "the update ran"
+
+
+def test_an_optimizer_without_decay_needs_no_declaration() -> None:
+    model = mlp(0)
+    parameters = list(model.parameters())
+    assert coupled_decay(Lion(parameters, lr=1e-3, weight_decay=0.0), parameters) == (0.0,) * 4
+    assert coupled_decay(torch.optim.Rprop(parameters), parameters) == (0.0,) * 4
+
+
+def test_muon_decay_is_decoupled() -> None:
+    # Muon takes matrices only; its step shrinks θ by (1 − lr·wd), its default decay 0.1.
+    matrices = [p for p in mlp(0).parameters() if p.ndim == 2]
+    assert coupled_decay(torch.optim.Muon(matrices, lr=0.02), matrices) == (0.0, 0.0)

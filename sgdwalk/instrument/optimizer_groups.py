@@ -3,17 +3,57 @@ weight decay that enters the gradient it uses.
 
 Coupled decay (torch's SGD, Adam, RMSprop, …, and this repository's NoisyGD) adds wd·θ to the
 gradient inside the step, so the gradient the update uses is g + wd·θ. Decoupled decay
-(AdamW, or a group with ``decoupled_weight_decay`` set, as Adam, NAdam and RAdam take)
-shrinks θ apart from the gradient, which stays g. Each group has its own decay and rate.
+(AdamW, Adafactor, Muon, or a group with ``decoupled_weight_decay`` set, as Adam, NAdam and
+RAdam take) shrinks θ apart from the gradient, which stays g. Each group has its own decay
+and rate.
+
+A group's ``weight_decay`` does not say which of the two it is: the optimizer's step does.
+So the form is read from the class, for torch's optimizers (and their subclasses) only, as
+their steps were read (``_COUPLED``, ``_DECOUPLED``, ``_FLAGGED``). Any other optimizer with a
+decay (Lion, bitsandbytes' AdamW8bit, a hand-written one) is refused unless its class says
+(``DECAY_FORM_ATTRIBUTE``) or the loop declares the coupled decay itself (the tracker's
+``weight_decay``): guessing would make ``grad_norm`` and the cosines silently off by wd·θ. An optimizer that ascends (``maximize=True``) is
+refused: its update uses −g, and the walk measures descent of the loss.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import torch
+
+# An optimizer class not among torch's says how its step applies the decay with this class
+# attribute, "coupled" or "decoupled" (this repository's NoisyGD does).
+DECAY_FORM_ATTRIBUTE: Final = "weight_decay_form"
+_DECAY_FORMS: Final = ("coupled", "decoupled")
+
+# torch's optimizers whose step adds the group's weight_decay·θ to the gradient (read in their
+# source: ``grad = grad.add(param, alpha=weight_decay)``).
+_COUPLED: Final[tuple[type[torch.optim.Optimizer], ...]] = (
+    torch.optim.SGD,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+    torch.optim.Adadelta,
+    torch.optim.Adamax,
+    torch.optim.ASGD,
+)
+# Those whose step shrinks θ by (1 − lr·weight_decay) apart from the gradient. Checked before
+# _FLAGGED: torch's AdamW is a subclass of Adam.
+_DECOUPLED: Final[tuple[type[torch.optim.Optimizer], ...]] = (
+    torch.optim.AdamW,
+    torch.optim.Adafactor,
+    torch.optim.Muon,
+)
+# Those that do either, as the group's ``decoupled_weight_decay`` says.
+_FLAGGED: Final[tuple[type[torch.optim.Optimizer], ...]] = (torch.optim.Adam, torch.optim.NAdam, torch.optim.RAdam)
+# Those whose groups have no decay at all (no ``weight_decay`` key): nothing enters the gradient.
+_UNDECAYED: Final[tuple[type[torch.optim.Optimizer], ...]] = (
+    torch.optim.Rprop,
+    torch.optim.LBFGS,
+    torch.optim.SparseAdam,
+)
 
 
 def learning_rates(optimizer: torch.optim.Optimizer) -> tuple[float, ...]:
@@ -26,17 +66,71 @@ def common_rate(rates: Sequence[float]) -> float | None:
     return rates[0] if rates and all(rate == rates[0] for rate in rates) else None
 
 
+def _declared_form(optimizer: torch.optim.Optimizer) -> str | None:
+    form = getattr(type(optimizer), DECAY_FORM_ATTRIBUTE, None)
+    return form if form in _DECAY_FORMS else None
+
+
+def decay_form_is_known(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's class says, or this module knows, how its step applies the decay."""
+    return _declared_form(optimizer) is not None or isinstance(
+        optimizer, (*_COUPLED, *_DECOUPLED, *_FLAGGED, *_UNDECAYED)
+    )
+
+
 def decay_is_decoupled(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> bool:
-    """The group's decay shrinks θ apart from the gradient (AdamW's) instead of entering it."""
-    return isinstance(optimizer, torch.optim.AdamW) or bool(group.get("decoupled_weight_decay", False))
+    """The group's decay shrinks θ apart from the gradient (AdamW's) instead of entering it
+    (for an optimizer whose form is known, ``decay_form_is_known``)."""
+    declared = _declared_form(optimizer)
+    if declared is not None:
+        return declared == "decoupled"
+    if isinstance(optimizer, _DECOUPLED):
+        return True
+    return isinstance(optimizer, _FLAGGED) and bool(group.get("decoupled_weight_decay", False))
 
 
-def coupled_decay(optimizer: torch.optim.Optimizer, parameters: Sequence[torch.Tensor]) -> tuple[float, ...]:
+def _decays(optimizer: torch.optim.Optimizer) -> list[float]:
+    return sorted({float(group.get("weight_decay", 0.0)) for group in optimizer.param_groups})
+
+
+def check_readable(optimizer: torch.optim.Optimizer, declared_decay: float | None) -> None:
+    """Refuse, before its step, an optimizer whose next step's gradient the records could not
+    hold: one that ascends, or one with a decay of unknown form and no coupled decay declared
+    (``declared_decay``, the tracker's ``weight_decay``)."""
+    name = type(optimizer).__name__
+    if any(group.get("maximize", False) for group in optimizer.param_groups):
+        raise ValueError(
+            f"{name} has maximize=True: its update ascends along −g, and the walk measures the descent of the "
+            "loss; to ascend an objective, minimise its negative (maximize=False), so the loss measured is the one "
+            "descended"
+        )
+    if decay_form_is_known(optimizer) or declared_decay is not None or not any(_decays(optimizer)):
+        return
+    raise ValueError(
+        f"{name} is not one of torch's optimizers and its groups have weight_decay {_decays(optimizer)}: the "
+        "tracker cannot tell whether its step adds wd·θ to the gradient (coupled, as SGD's) or shrinks θ apart "
+        "from it (decoupled, as AdamW's and Lion's), and the recorded gradient, its norm and the cosines depend on "
+        "it. Declare the decay its step adds to the gradient: WalkTracker(..., weight_decay=0.0) for a decoupled "
+        "decay, weight_decay=wd for a coupled one"
+    )
+
+
+def coupled_decay(
+    optimizer: torch.optim.Optimizer, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
+) -> tuple[float, ...]:
     """Per parameter of ``parameters``, the decay its group adds to its gradient (0.0 when the
-    decay is decoupled, absent, or the parameter is in no group: the step adds nothing)."""
+    decay is decoupled, absent, or the parameter is in no group: the step adds nothing).
+
+    An optimizer whose form is not known here (``check_readable`` refuses it with a decay and
+    no declaration) adds ``declared_decay`` to the gradient of every parameter it holds."""
+    check_readable(optimizer, declared_decay)
+    known = decay_form_is_known(optimizer)
     by_parameter: dict[int, float] = {}
     for group in optimizer.param_groups:
-        decay = 0.0 if decay_is_decoupled(optimizer, group) else float(group.get("weight_decay", 0.0))
+        if known:
+            decay = 0.0 if decay_is_decoupled(optimizer, group) else float(group.get("weight_decay", 0.0))
+        else:
+            decay = 0.0 if declared_decay is None else declared_decay
         for parameter in group["params"]:
             by_parameter[id(parameter)] = decay
     return tuple(by_parameter.get(id(parameter), 0.0) for parameter in parameters)
@@ -55,12 +149,15 @@ class GroupSettings:
     coupled_decay: tuple[float, ...]
 
 
-def group_settings(optimizer: torch.optim.Optimizer, parameters: Sequence[torch.Tensor]) -> GroupSettings:
-    """What ``optimizer``'s next step uses, for the walk over ``parameters``."""
+def group_settings(
+    optimizer: torch.optim.Optimizer, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
+) -> GroupSettings:
+    """What ``optimizer``'s next step uses, for the walk over ``parameters`` (``declared_decay``:
+    as ``coupled_decay``'s)."""
     rates = learning_rates(optimizer)
     lr = common_rate(rates)
     return GroupSettings(
         lr=lr,
         group_lrs=rates if lr is None and rates else None,
-        coupled_decay=coupled_decay(optimizer, parameters),
+        coupled_decay=coupled_decay(optimizer, parameters, declared_decay),
     )

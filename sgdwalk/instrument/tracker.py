@@ -57,7 +57,7 @@ from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints, model_
 from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
 from sgdwalk.instrument.offload import KeptVector, VectorStore, checkpoint_copy
 from sgdwalk.instrument.offload_targets import OffloadTarget, check_offload
-from sgdwalk.instrument.optimizer_groups import group_settings
+from sgdwalk.instrument.optimizer_groups import check_readable, group_settings
 from sgdwalk.instrument.record import StepRecord, record_from_dict
 from sgdwalk.instrument.sampling import NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
@@ -130,7 +130,10 @@ class WalkTracker:
             and wherever the tracker sees the optimizer (``attach``, the Lightning callback,
             ``step(optimizer=...)``) each group's own coupled decay, read from its groups;
             decoupled decay (AdamW's) never enters the gradient (``optimizer_groups``). Given
-            together with an optimizer, it must be what the optimizer's groups add.
+            together with one of torch's optimizers, it must be what the optimizer's groups add;
+            with another optimizer that has a decay (Lion, a hand-written one), it declares the
+            decay its step adds to the gradient (0.0 for a decoupled one), without which the
+            step is refused.
         sharpness_every: also estimate the top Hessian eigenvalue at θ_{t+1} on measured
             steps t with t % sharpness_every == 0 (None: never).
         sharpness_which / sharpness_seed: passed to ``top_hessian_eigenvalue``.
@@ -357,6 +360,10 @@ class WalkTracker:
             raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
         if self.quantities.preconditioned_sharpness_every is not None:
             check_adaptive_optimizer(optimizer)
+        if optimizer is not None:
+            # At every step, measured or not (a loop over its groups): an optimizer whose gradient
+            # the records could not hold is refused at the first step, not hours in at a window.
+            check_readable(optimizer, self.weight_decay)
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
         # Looked at where the kept vectors are read next: a layer unfrozen after the last
@@ -434,7 +441,9 @@ class WalkTracker:
         """(lr, group_lrs, the coupled decay: one for all parameters or one each) of the step about to be taken."""
         if optimizer is None:
             return lr, None, 0.0 if self.weight_decay is None else self.weight_decay
-        settings = group_settings(optimizer, self.trainable.parameters)  # the set, as checked in before_step
+        # The set, as checked in before_step; an optimizer whose decay form is not known takes the
+        # declared weight_decay as its coupled decay (optimizer_groups.check_readable).
+        settings = group_settings(optimizer, self.trainable.parameters, self.weight_decay)
         if self.weight_decay is not None and any(decay != self.weight_decay for decay in settings.coupled_decay):
             raise ValueError(
                 f"the tracker was given weight_decay={self.weight_decay}, but the optimizer's groups add "
@@ -578,6 +587,7 @@ class WalkTracker:
         if self.quantities.preconditioned_sharpness_every is not None:
             check_adaptive_optimizer(optimizer)
         self.trainable.check_held_by(optimizer)
+        check_readable(optimizer, self.weight_decay)
         if step is not None:
             if step < self.step_index:
                 raise ValueError(

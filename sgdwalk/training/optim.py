@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
-from typing import overload
+from typing import ClassVar, overload
 
 import torch
 from torch import nn
@@ -69,6 +69,10 @@ class NoisyGD(Optimizer):
     ``load_generator_states`` carry them through a checkpoint (``state_dict`` holds only
     torch's per-parameter state and hyper-parameters).
     """
+
+    # The decay enters the gradient (λ_wd θ above): what a tracker handed this optimizer reads
+    # (sgdwalk.instrument.optimizer_groups.DECAY_FORM_ATTRIBUTE).
+    weight_decay_form: ClassVar[str] = "coupled"
 
     def __init__(
         self,
