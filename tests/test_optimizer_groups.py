@@ -280,3 +280,24 @@ def test_muon_decay_is_decoupled() -> None:
     # Muon takes matrices only; its step shrinks θ by (1 − lr·wd), its default decay 0.1.
     matrices = [p for p in mlp(0).parameters() if p.ndim == 2]
     assert coupled_decay(torch.optim.Muon(matrices, lr=0.02), matrices) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("attach", [True, False], ids=["attached", "with step(optimizer=)"])
+def test_accelerates_wrapper_is_read_as_the_optimizer_inside(attach: bool) -> None:
+    # accelerate's AcceleratedOptimizer is an Optimizer subclass without step hooks of its own,
+    # whose class says nothing of AdamW's decoupled decay: the tracker reads the AdamW inside.
+    accelerate = pytest.importorskip("accelerate")
+    accelerator = accelerate.Accelerator(cpu=True)
+
+    def wrapped_adamw(model: nn.Sequential) -> torch.optim.Optimizer:
+        wrapped: torch.optim.Optimizer = accelerator.prepare_optimizer(adamw(model))
+        assert type(wrapped).__name__ == "AcceleratedOptimizer"
+        return wrapped
+
+    walk = hand_walk(wrapped_adamw, [0.0] * 4, attach=attach)
+    plain = hand_walk(adamw, [0.0] * 4, attach=attach)
+    assert [r.step for r in walk.records] == list(range(STEPS))
+    assert walk.records == plain.records
+    assert_close(
+        [r.grad_norm for r in walk.records], [float(g.norm()) for g in walk.used_gradients], FLOAT32_VECTOR_VS_FLOAT64
+    )

@@ -56,6 +56,20 @@ _UNDECAYED: Final[tuple[type[torch.optim.Optimizer], ...]] = (
 )
 
 
+def unwrapped_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The ``torch.optim.Optimizer`` inside the wrappers accelerate (and others) put around it.
+
+    accelerate's ``AcceleratedOptimizer`` is an ``Optimizer`` subclass that never ran
+    ``Optimizer.__init__`` (no step hooks of its own) and whose class says nothing of the
+    decay: it is unwrapped by its ``.optimizer``, not taken for the optimizer because of its
+    type. Its groups are the inner optimizer's, and its step calls the inner one's."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        optimizer = optimizer.optimizer
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"no torch optimizer inside {type(optimizer).__name__}: the tracker attaches to one")
+    return optimizer
+
+
 def learning_rates(optimizer: torch.optim.Optimizer) -> tuple[float, ...]:
     """Every group's ``lr``, in group order (groups without one left out)."""
     return tuple(float(group["lr"]) for group in optimizer.param_groups if "lr" in group)
@@ -96,7 +110,8 @@ def _decays(optimizer: torch.optim.Optimizer) -> list[float]:
 def check_readable(optimizer: torch.optim.Optimizer, declared_decay: float | None) -> None:
     """Refuse, before its step, an optimizer whose next step's gradient the records could not
     hold: one that ascends, or one with a decay of unknown form and no coupled decay declared
-    (``declared_decay``, the tracker's ``weight_decay``)."""
+    (``declared_decay``, the tracker's ``weight_decay``). A wrapper is read as what it wraps."""
+    optimizer = unwrapped_optimizer(optimizer)
     name = type(optimizer).__name__
     if any(group.get("maximize", False) for group in optimizer.param_groups):
         raise ValueError(
@@ -124,6 +139,7 @@ def coupled_decay(
     An optimizer whose form is not known here (``check_readable`` refuses it with a decay and
     no declaration) adds ``declared_decay`` to the gradient of every parameter it holds."""
     check_readable(optimizer, declared_decay)
+    optimizer = unwrapped_optimizer(optimizer)
     known = decay_form_is_known(optimizer)
     by_parameter: dict[int, float] = {}
     for group in optimizer.param_groups:

@@ -57,7 +57,7 @@ from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints, model_
 from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
 from sgdwalk.instrument.offload import KeptVector, VectorStore, checkpoint_copy
 from sgdwalk.instrument.offload_targets import OffloadTarget, check_offload
-from sgdwalk.instrument.optimizer_groups import check_readable, group_settings
+from sgdwalk.instrument.optimizer_groups import check_readable, group_settings, unwrapped_optimizer
 from sgdwalk.instrument.record import StepRecord, record_from_dict
 from sgdwalk.instrument.sampling import NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
@@ -358,6 +358,8 @@ class WalkTracker:
             raise RuntimeError("before_step called twice without after_step")
         if optimizer is not None and lr is not None:
             raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
+        if optimizer is not None:
+            optimizer = unwrapped_optimizer(optimizer)  # accelerate's wrapper: the optimizer inside
         if self.quantities.preconditioned_sharpness_every is not None:
             check_adaptive_optimizer(optimizer)
         if optimizer is not None:
@@ -579,7 +581,10 @@ class WalkTracker:
         before (attached again after ``remove()``): the optimizer may have stepped since
         without the tracker, which cannot count what it did not see, so it asks rather than
         number the records wrongly (omitted: the tracker's own count, only on a fresh tracker).
+        A wrapper with the torch optimizer as its ``.optimizer`` (accelerate's) is attached
+        through that optimizer, whose steps its own call.
         """
+        optimizer = unwrapped_optimizer(optimizer)
         if self._closed:
             raise RuntimeError("the tracker is closed and records nothing more: make a new one to measure again")
         if self._attachment is not None and self._attachment.attached:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from sgdwalk.instrument.attach import OptimizerAttachment
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.tracker import WalkTracker
@@ -46,20 +44,6 @@ else:
                 ) from _MISSING
 
     TrainingArguments = TrainerState = TrainerControl = Any
-
-
-def torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The ``torch.optim.Optimizer`` inside the wrappers accelerate (and others) put around it.
-
-    accelerate's ``AcceleratedOptimizer`` is an ``Optimizer`` subclass that never ran
-    ``Optimizer.__init__`` (no hooks of its own): it is unwrapped by its ``.optimizer``, not
-    taken for the optimizer because of its type."""
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
-        optimizer = optimizer.optimizer
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"no torch optimizer inside {type(optimizer).__name__}: the tracker attaches to one")
-    return optimizer
-
 
 class HuggingFaceWalkCallback(TrainerCallback):
     """Measures every optimizer step of ``Trainer.train`` with a ``WalkTracker``.
@@ -91,9 +75,9 @@ class HuggingFaceWalkCallback(TrainerCallback):
         step = int(state.global_step)
         if self.tracker is None:
             self.tracker = WalkTracker(model, self.measurement, start_step=step, **self.tracker_options)
-            self._attachment = self.tracker.attach(torch_optimizer(optimizer))
+            self._attachment = self.tracker.attach(optimizer)
         else:  # a second train() with the same callback continues the walk at the Trainer's step
-            self._attachment = self.tracker.attach(torch_optimizer(optimizer), step=step)
+            self._attachment = self.tracker.attach(optimizer, step=step)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
