@@ -358,6 +358,65 @@ def test_a_step_a_grad_scaler_skips_is_no_step_attached_and_pairs_no_cosine(atta
         assert records[skipped + 2].cosine == pytest.approx(cos(used[2], used[3]), rel=1e-6)
 
 
+FUSED_WEIGHT_DECAY = 0.05
+FUSED = {
+    # SGD's decay is coupled: the gradient the update uses is g/scale + wd·θ, the scale taken
+    # off first, as the fused kernel does.
+    "fused SGD": (
+        lambda model: torch.optim.SGD(model.parameters(), lr=LR, weight_decay=FUSED_WEIGHT_DECAY, fused=True),
+        FUSED_WEIGHT_DECAY,
+    ),
+    "fused AdamW": (
+        lambda model: torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=FUSED_WEIGHT_DECAY, fused=True),
+        0.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FUSED))
+def test_a_fused_optimizer_under_a_grad_scaler_is_read_unscaled_and_its_skipped_step_is_no_step(case: str) -> None:
+    # A fused optimizer takes the scaler's scale off inside its own step (GradScaler.step hands it
+    # grad_scale and found_inf instead of unscaling first): the hooks read gradients still scaled,
+    # and grad_norm was recorded 1024 times too large (found by trying fused AdamW under a scaler).
+    # Its step with a non-finite gradient runs and moves nothing: no step, as the scaler's skip of
+    # a plain optimizer is.
+    make, decay = FUSED[case]
+    torch.manual_seed(0)
+    model = mlp(0)
+    inputs, targets = classification_data(0, TRAIN_SIZE)
+    optimizer = make(model)
+    assert getattr(optimizer, "_step_supports_amp_scaling", False), "the case needs an optimizer that unscales itself"
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    tracker = WalkTracker(model, MeasurementSet(inputs[:MEASURE_SIZE], targets[:MEASURE_SIZE]), num_alphas=2)
+    tracker.attach(optimizer)
+    skipped, used = 2, []
+    for step in range(5):
+        batch = slice((step * BATCH) % TRAIN_SIZE, (step * BATCH) % TRAIN_SIZE + BATCH)
+        optimizer.zero_grad()
+        scaler.scale(nn.functional.cross_entropy(model(inputs[batch]), targets[batch])).backward()
+        if step == skipped:
+            next(model.parameters()).grad[0, 0] = float("inf")  # type: ignore[index]
+        else:
+            # By hand, in float64: the scale off, then the coupled decay on.
+            scale = float(scaler.get_scale())
+            pieces = []
+            for p in model.parameters():
+                assert p.grad is not None
+                pieces.append((p.grad.double() / scale + decay * p.detach().double()).reshape(-1))
+            used.append(torch.cat(pieces))
+        scaler.step(optimizer)  # no unscale_ first: the fused kernel unscales
+        scaler.update()
+    records = tracker.close()
+
+    def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(a @ b / (a.norm() * b.norm()))
+
+    assert [r.step for r in records] == [0, 1, 2, 3]
+    assert [r.grad_norm for r in records] == pytest.approx([float(g.norm()) for g in used], rel=1e-6)
+    assert records[2].cosine == pytest.approx(cos(used[1], used[2]), rel=1e-6)
+    assert records[3].cosine == pytest.approx(cos(used[2], used[3]), rel=1e-6)
+
+
 def test_an_edit_after_an_attached_step_is_said_once_and_taken_as_a_gap() -> None:
     # A pruning mask kept after every step: each step then starts where the last did not end,
     # and had no cosine, silently (found by a second pair of eyes). The gap rule stays (the

@@ -37,14 +37,18 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in trainable_parameters(model)])
 
 
-def flat_gradient(model: nn.Module, weight_decay: float | Sequence[float] = 0.0) -> torch.Tensor:
+def flat_gradient(
+    model: nn.Module, weight_decay: float | Sequence[float] = 0.0, inverse_scale: float | None = None
+) -> torch.Tensor:
     """The gradient the optimizer is about to use, as one vector.
 
     ``weight_decay`` adds ``weight_decay · θ`` as torch.optim.SGD does inside its step (coupled
     decay: the authors' g includes the decay term); one number for every parameter, or one per
     parameter of ``trainable_parameters`` (each optimizer group's own, ``optimizer_groups``).
     A parameter without ``.grad`` contributes zeros, its decay included: torch's optimizers
-    skip it, so it does not move.
+    skip it, so it does not move. ``inverse_scale``: the gradients still carry a gradient
+    scaler's scale, which the optimizer's step takes off before it adds the decay
+    (``optimizer_groups.amp_scaled_step``); the vector is the unscaled one.
     """
     parameters = trainable_parameters(model)
     decays = _decays(weight_decay, parameters)
@@ -52,6 +56,8 @@ def flat_gradient(model: nn.Module, weight_decay: float | Sequence[float] = 0.0)
         # One new vector (torch.cat's), the decay added to its slices in place: the values of
         # grad + decay · θ formed piece by piece, without a second parameter-sized copy.
         flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad.detach()).reshape(-1) for p in parameters])
+        if inverse_scale is not None:
+            flat.mul_(inverse_scale)
         first = 0
         for parameter, decay in zip(parameters, decays, strict=True):
             # torch's optimizers skip a parameter without a gradient, its decay too.
@@ -115,8 +121,10 @@ def parameters_in_place(model: nn.Module) -> PiecewiseVector:
     )
 
 
-def gradient_in_place(model: nn.Module, weight_decay: float | Sequence[float] = 0.0) -> PiecewiseVector:
-    """``flat_gradient(model, weight_decay)``'s vector, read from the gradients themselves."""
+def gradient_in_place(
+    model: nn.Module, weight_decay: float | Sequence[float] = 0.0, inverse_scale: float | None = None
+) -> PiecewiseVector:
+    """``flat_gradient(model, weight_decay, inverse_scale)``'s vector, read from the gradients themselves."""
     parameters = trainable_parameters(model)
     decays = _decays(weight_decay, parameters)
 
@@ -126,6 +134,8 @@ def gradient_in_place(model: nn.Module, weight_decay: float | Sequence[float] = 
             # No decay either: torch's optimizers skip the parameter (flat_gradient's zeros).
             return torch.zeros(last - first, dtype=parameter.dtype, device=parameter.device)
         gradient = parameter.grad.detach().reshape(-1)[first:last]
+        if inverse_scale is not None:
+            gradient = gradient * inverse_scale
         decay = decays[index]
         # grad + (decay · θ): flat_gradient's two roundings, elementwise.
         return gradient + decay * parameter.detach().reshape(-1)[first:last] if decay else gradient

@@ -177,3 +177,34 @@ def group_settings(
         group_lrs=rates if lr is None and rates else None,
         coupled_decay=coupled_decay(optimizer, parameters, declared_decay),
     )
+
+
+@dataclass(frozen=True)
+class AmpScaledStep:
+    """What a gradient scaler told the optimizer about the step it is in.
+
+    An optimizer that unscales inside its own step (torch's fused Adam, AdamW and SGD:
+    ``_step_supports_amp_scaling``) is not unscaled by ``GradScaler.step`` first: the scaler
+    sets ``grad_scale`` and ``found_inf`` on it for the length of that step, and the kernel
+    divides the gradients by the scale, or leaves the parameters as they are when an entry was
+    not finite. The gradients a step hook reads are then still scaled.
+
+    ``inverse_scale``: what the step multiplies the gradients by (None: they carry no scale);
+    ``skipped``: the step will not move the parameters (the scaler found an inf or a NaN).
+    """
+
+    inverse_scale: float | None
+    skipped: bool
+
+
+def amp_scaled_step(optimizer: torch.optim.Optimizer) -> AmpScaledStep:
+    """The scale and skip a ``GradScaler.step`` set on ``optimizer`` for its current step."""
+    scale = getattr(optimizer, "grad_scale", None)
+    found_inf = getattr(optimizer, "found_inf", None)
+    # One host sync, on a step a scaler runs only: whether the kernel will move anything.
+    skipped = isinstance(found_inf, torch.Tensor) and bool(found_inf.sum() > 0)
+    if not isinstance(scale, torch.Tensor):
+        return AmpScaledStep(None, skipped)
+    # GradScaler's own unscale factor (``unscale_``: the float64 reciprocal, cast to float32),
+    # so the gradient read is the one its unscale_ would make; exact for its powers of two.
+    return AmpScaledStep(float(scale.double().reciprocal().float()), skipped)

@@ -57,7 +57,7 @@ from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints, model_
 from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
 from sgdwalk.instrument.offload import KeptVector, VectorStore, checkpoint_copy
 from sgdwalk.instrument.offload_targets import OffloadTarget, check_offload
-from sgdwalk.instrument.optimizer_groups import check_readable, group_settings, unwrapped_optimizer
+from sgdwalk.instrument.optimizer_groups import amp_scaled_step, check_readable, group_settings, unwrapped_optimizer
 from sgdwalk.instrument.record import StepRecord, record_from_dict
 from sgdwalk.instrument.sampling import NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
@@ -407,8 +407,10 @@ class WalkTracker:
         # The gradient's cosine with the previous one and its norm are read from the gradients in
         # place, now, so that g_{t−1} is let go before θ_t is copied and the segment measured.
         previous_gradient, self._previous_gradient = self._previous_gradient, None
+        # A fused optimizer under a gradient scaler takes the scale off inside its step.
+        inverse_scale = None if optimizer is None else amp_scaled_step(optimizer).inverse_scale
         if measured:
-            gradient = gradient_in_place(self.model, decay)
+            gradient = gradient_in_place(self.model, decay, inverse_scale)
             paired = None if previous_gradient is None else cosine(previous_gradient, gradient)
             # A non-finite gradient (one a GradScaler skips its step for) has no direction: no cosine, not NaN.
             self._gradient_cosine = paired if paired is not None and math.isfinite(paired) else None
@@ -418,9 +420,9 @@ class WalkTracker:
         self._gradient = None
         if next_measured:
             self._gradient = (
-                flat_gradient(self.model, decay)
+                flat_gradient(self.model, decay, inverse_scale)
                 if self._store is None
-                else self._kept(gradient_in_place(self.model, decay))
+                else self._kept(gradient_in_place(self.model, decay, inverse_scale))
             )
         # θ_t of a step before a measured one too: its update is the next one's previous update.
         self._start = (
@@ -556,6 +558,10 @@ class WalkTracker:
             return
         if self._in_step:
             self._forget_step()
+        if optimizer is not None and amp_scaled_step(unwrapped_optimizer(optimizer)).skipped:
+            # A fused optimizer's step that its gradient scaler skips (a gradient entry not
+            # finite) moves nothing: no step, as when the scaler skips optimizer.step() itself.
+            return
         self.before_step(minibatch_loss=minibatch_loss, lr=lr, optimizer=optimizer)
 
     def end_optimizer_step(self) -> list[StepRecord]:

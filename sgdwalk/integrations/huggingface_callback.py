@@ -45,6 +45,7 @@ else:
 
     TrainingArguments = TrainerState = TrainerControl = Any
 
+
 class HuggingFaceWalkCallback(TrainerCallback):
     """Measures every optimizer step of ``Trainer.train`` with a ``WalkTracker``.
 
