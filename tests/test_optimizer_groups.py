@@ -301,3 +301,73 @@ def test_accelerates_wrapper_is_read_as_the_optimizer_inside(attach: bool) -> No
     assert_close(
         [r.grad_norm for r in walk.records], [float(g.norm()) for g in walk.used_gradients], FLOAT32_VECTOR_VS_FLOAT64
     )
+
+
+def _matrices_and_rest(model: nn.Sequential) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    return [p for p in model.parameters() if p.ndim == 2], [p for p in model.parameters() if p.ndim != 2]
+
+
+# Two optimizers whose steps make one update: on the matrices, then on the rest (the MLP's
+# parameters in order: weight, bias, weight, bias), each with its own rate and decay.
+TWO_OPTIMIZERS: dict[str, tuple[Callable[[nn.Sequential], tuple[torch.optim.Optimizer, ...]], list[float]]] = {
+    # Both decays coupled, and different: each parameter's from the optimizer holding it.
+    "SGD and Adam": (
+        lambda model: (
+            torch.optim.SGD(_matrices_and_rest(model)[0], lr=LR, weight_decay=WEIGHT_DECAY),
+            torch.optim.Adam(_matrices_and_rest(model)[1], lr=OTHER_LR, weight_decay=OTHER_WEIGHT_DECAY),
+        ),
+        [WEIGHT_DECAY, OTHER_WEIGHT_DECAY] * 2,
+    ),
+    # Muon as it is used, with AdamW on what is not a matrix: both decays decoupled.
+    "Muon and AdamW": (
+        lambda model: (
+            torch.optim.Muon(_matrices_and_rest(model)[0], lr=LR, weight_decay=WEIGHT_DECAY),
+            torch.optim.AdamW(_matrices_and_rest(model)[1], lr=OTHER_LR, weight_decay=WEIGHT_DECAY),
+        ),
+        [0.0] * 4,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TWO_OPTIMIZERS))
+def test_the_optimizers_of_one_update_are_read_together(case: str) -> None:
+    make, decays = TWO_OPTIMIZERS[case]
+    model = mlp(0)
+    inputs, targets = classification_data(0, TRAIN_SIZE)
+    optimizers = make(model)
+    tracker = WalkTracker(model, MeasurementSet(inputs[:16], targets[:16]), num_alphas=2)
+    used: list[torch.Tensor] = []
+    lengths: list[float] = []
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(STEPS):
+        batch = torch.randint(0, TRAIN_SIZE, (BATCH,), generator=generator)
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
+        parameters = list(model.parameters())
+        used.append(
+            _flat64([p.grad for p in parameters if p.grad is not None])
+            + _flat64([decay * p for decay, p in zip(decays, parameters, strict=True)])
+        )
+        before = _flat64(list(model.parameters()))
+        with tracker.step(optimizer=optimizers):
+            for optimizer in optimizers:
+                optimizer.step()
+        lengths.append(float((_flat64(list(model.parameters())) - before).norm()))
+    records = tracker.close()
+    assert all(r.lr is None and r.group_lrs == (LR, OTHER_LR) for r in records)
+    assert_close([r.grad_norm for r in records], [float(g.norm()) for g in used], FLOAT32_VECTOR_VS_FLOAT64, case)
+    expected = [_cosine64(used[t - 1], used[t]) for t in range(1, STEPS)]
+    assert_close([r.cosine for r in records[1:]], expected, FLOAT32_VECTOR_VS_FLOAT64, f"{case} cosine")
+    # The update is both steps: each segment ends after the second.
+    assert_close([r.step_length for r in records], lengths, FLOAT32_VECTOR_VS_FLOAT64, f"{case} step length")
+
+
+def test_one_of_two_optimizers_alone_is_refused() -> None:
+    model = mlp(0)
+    inputs, targets = classification_data(0, 8)
+    first, _ = TWO_OPTIMIZERS["SGD and Adam"][0](model)
+    tracker = WalkTracker(model, MeasurementSet(inputs, targets), num_alphas=2)
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    with pytest.raises(ValueError, match=r"hand it them all, `with tracker.step\(optimizer=\(first, second\)\)"):
+        tracker.before_step(optimizer=first)

@@ -70,9 +70,27 @@ def unwrapped_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
-def learning_rates(optimizer: torch.optim.Optimizer) -> tuple[float, ...]:
-    """Every group's ``lr``, in group order (groups without one left out)."""
-    return tuple(float(group["lr"]) for group in optimizer.param_groups if "lr" in group)
+# What a step is handed: one optimizer, or those whose steps together make one update (Muon's
+# on the matrices and AdamW's on the rest, taken in one ``with tracker.step()`` block).
+Optimizers = torch.optim.Optimizer | Sequence[torch.optim.Optimizer]
+
+
+def optimizers_of(given: Optimizers) -> tuple[torch.optim.Optimizer, ...]:
+    """``given`` as a tuple of torch optimizers, each unwrapped (``unwrapped_optimizer``)."""
+    items = tuple(given) if isinstance(given, (list, tuple)) else (given,)
+    if not items:
+        raise ValueError("no optimizer given: pass one, or the optimizers whose steps make the update")
+    found = tuple(unwrapped_optimizer(item) for item in items)
+    if len({id(optimizer) for optimizer in found}) < len(found):
+        raise ValueError("an optimizer is given twice: each of the update's optimizers once")
+    return found
+
+
+def learning_rates(optimizer: Optimizers) -> tuple[float, ...]:
+    """Every group's ``lr``, in group order, optimizer after optimizer (groups without one left out)."""
+    return tuple(
+        float(group["lr"]) for each in optimizers_of(optimizer) for group in each.param_groups if "lr" in group
+    )
 
 
 def common_rate(rates: Sequence[float]) -> float | None:
@@ -131,24 +149,25 @@ def check_readable(optimizer: torch.optim.Optimizer, declared_decay: float | Non
 
 
 def coupled_decay(
-    optimizer: torch.optim.Optimizer, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
+    optimizer: Optimizers, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
 ) -> tuple[float, ...]:
     """Per parameter of ``parameters``, the decay its group adds to its gradient (0.0 when the
-    decay is decoupled, absent, or the parameter is in no group: the step adds nothing).
+    decay is decoupled, absent, or the parameter is in no group: the step adds nothing); with
+    several optimizers, the group of whichever holds the parameter.
 
     An optimizer whose form is not known here (``check_readable`` refuses it with a decay and
     no declaration) adds ``declared_decay`` to the gradient of every parameter it holds."""
-    check_readable(optimizer, declared_decay)
-    optimizer = unwrapped_optimizer(optimizer)
-    known = decay_form_is_known(optimizer)
     by_parameter: dict[int, float] = {}
-    for group in optimizer.param_groups:
-        if known:
-            decay = 0.0 if decay_is_decoupled(optimizer, group) else float(group.get("weight_decay", 0.0))
-        else:
-            decay = 0.0 if declared_decay is None else declared_decay
-        for parameter in group["params"]:
-            by_parameter[id(parameter)] = decay
+    for each in optimizers_of(optimizer):
+        check_readable(each, declared_decay)
+        known = decay_form_is_known(each)
+        for group in each.param_groups:
+            if known:
+                decay = 0.0 if decay_is_decoupled(each, group) else float(group.get("weight_decay", 0.0))
+            else:
+                decay = 0.0 if declared_decay is None else declared_decay
+            for parameter in group["params"]:
+                by_parameter[id(parameter)] = decay
     return tuple(by_parameter.get(id(parameter), 0.0) for parameter in parameters)
 
 
@@ -166,7 +185,7 @@ class GroupSettings:
 
 
 def group_settings(
-    optimizer: torch.optim.Optimizer, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
+    optimizer: Optimizers, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
 ) -> GroupSettings:
     """What ``optimizer``'s next step uses, for the walk over ``parameters`` (``declared_decay``:
     as ``coupled_decay``'s)."""

@@ -57,7 +57,14 @@ from sgdwalk.instrument.measurement import MeasurementSet, SegmentPoints, model_
 from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check_measurement_precision
 from sgdwalk.instrument.offload import KeptVector, VectorStore, checkpoint_copy
 from sgdwalk.instrument.offload_targets import OffloadTarget, check_offload
-from sgdwalk.instrument.optimizer_groups import amp_scaled_step, check_readable, group_settings, unwrapped_optimizer
+from sgdwalk.instrument.optimizer_groups import (
+    Optimizers,
+    amp_scaled_step,
+    check_readable,
+    group_settings,
+    optimizers_of,
+    unwrapped_optimizer,
+)
 from sgdwalk.instrument.record import StepRecord, record_from_dict
 from sgdwalk.instrument.sampling import NonFiniteSegment, PrecisionTarget, SamplePlan, measure_segment
 from sgdwalk.instrument.schedule import MeasurementSchedule, every_step
@@ -346,26 +353,31 @@ class WalkTracker:
         *,
         minibatch_loss: float | torch.Tensor | None = None,
         lr: float | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: Optimizers | None = None,
     ) -> None:
         """Call after ``backward()`` (and any clipping) and before ``optimizer.step()``.
 
         ``optimizer``: read the learning rates and the weight decay from its parameter groups
-        (then ``lr`` is not given); without it, ``lr`` and the tracker's ``weight_decay``."""
+        (then ``lr`` is not given); without it, ``lr`` and the tracker's ``weight_decay``. Several
+        optimizers whose steps together make the update (Muon's on the matrices, AdamW's on the
+        rest), as a tuple: their groups in order, each parameter's decay from the one holding it."""
         if self._closed:
             raise RuntimeError("the tracker is closed: make a new one to measure another walk")
         if self._in_step:
             raise RuntimeError("before_step called twice without after_step")
         if optimizer is not None and lr is not None:
             raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
-        if optimizer is not None:
-            optimizer = unwrapped_optimizer(optimizer)  # accelerate's wrapper: the optimizer inside
+        # accelerate's wrapper read as the optimizer inside; several: the steps of one update.
+        optimizers = None if optimizer is None else optimizers_of(optimizer)
+        only = optimizers[0] if optimizers is not None and len(optimizers) == 1 else None
         if self.quantities.preconditioned_sharpness_every is not None:
-            check_adaptive_optimizer(optimizer)
-        if optimizer is not None:
+            if optimizers is not None and only is None:
+                raise ValueError("preconditioned sharpness reads one optimizer's preconditioner: hand the step one")
+            check_adaptive_optimizer(only)
+        for each in optimizers or ():
             # At every step, measured or not (a loop over its groups): an optimizer whose gradient
             # the records could not hold is refused at the first step, not hours in at a window.
-            check_readable(optimizer, self.weight_decay)
+            check_readable(each, self.weight_decay)
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
         # Looked at where the kept vectors are read next: a layer unfrozen after the last
@@ -380,13 +392,13 @@ class WalkTracker:
                 "records so far stand: close() this tracker and measure from here with a new one, "
                 f"WalkTracker(model, ..., start_step={step}), whose distance_from_init counts from this step"
             )
-        if optimizer is not None and (measured or next_measured):
+        if optimizers is not None and (measured or next_measured):
             # Its groups give the rates and decays recorded, and (attached) its step is the update.
-            self.trainable.check_held_by(optimizer)
-        self._optimizer = optimizer if measured else None
+            self.trainable.check_held_by(optimizers)
+        self._optimizer = only if measured else None
         # Reading the groups is a pass over the parameters: done only where a record uses it.
         self._lr, self._group_lrs, decay = (
-            self._settings(lr, optimizer) if (measured or next_measured) else (lr, None, 0.0)
+            self._settings(lr, optimizers) if (measured or next_measured) else (lr, None, 0.0)
         )
         self._in_step = self._stepped = True
         self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
@@ -408,7 +420,8 @@ class WalkTracker:
         # place, now, so that g_{t−1} is let go before θ_t is copied and the segment measured.
         previous_gradient, self._previous_gradient = self._previous_gradient, None
         # A fused optimizer under a gradient scaler takes the scale off inside its step.
-        inverse_scale = None if optimizer is None else amp_scaled_step(optimizer).inverse_scale
+        # (Several optimizers are taken in a with block, where no scaler has handed one its scale.)
+        inverse_scale = None if only is None else amp_scaled_step(only).inverse_scale
         if measured:
             gradient = gradient_in_place(self.model, decay, inverse_scale)
             paired = None if previous_gradient is None else cosine(previous_gradient, gradient)
@@ -440,7 +453,7 @@ class WalkTracker:
         return self._store.keep(vector, dtype=dtype, device=device)
 
     def _settings(
-        self, lr: float | None, optimizer: torch.optim.Optimizer | None
+        self, lr: float | None, optimizer: tuple[torch.optim.Optimizer, ...] | None
     ) -> tuple[float | None, tuple[float, ...] | None, float | tuple[float, ...]]:
         """(lr, group_lrs, the coupled decay: one for all parameters or one each) of the step about to be taken."""
         if optimizer is None:
@@ -506,7 +519,7 @@ class WalkTracker:
         *,
         minibatch_loss: float | torch.Tensor | None = None,
         lr: float | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: Optimizers | None = None,
     ) -> Iterator[None]:
         """``with tracker.step(...): optimizer.step()``; the arguments as ``before_step``'s."""
         if self._attachment is not None and self._attachment.attached:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from sgdwalk.instrument.geometry import named_trainable_parameters
+from sgdwalk.instrument.optimizer_groups import Optimizers, optimizers_of
 
 
 @dataclass(frozen=True)
@@ -101,14 +102,16 @@ class TrainableSet:
             "resume with the parameters trainable as they were when it was saved"
         )
 
-    def outside(self, optimizer: torch.optim.Optimizer) -> list[str]:
-        """The names of this set's parameters that are in none of ``optimizer``'s groups."""
-        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    def outside(self, optimizer: Optimizers) -> list[str]:
+        """The names of this set's parameters that are in none of the groups of ``optimizer``
+        (or of any of several)."""
+        held = {id(p) for each in optimizers_of(optimizer) for group in each.param_groups for p in group["params"]}
         return [name for name, p in zip(self.names, self.parameters, strict=True) if id(p) not in held]
 
-    def check_held_by(self, optimizer: torch.optim.Optimizer) -> None:
-        """ValueError unless ``optimizer``'s groups hold every parameter of the walk: its step
-        is then the whole update, and its groups say every parameter's decay."""
+    def check_held_by(self, optimizer: Optimizers) -> None:
+        """ValueError unless the groups of ``optimizer`` (of several together) hold every
+        parameter of the walk: its step is then the whole update, and its groups say every
+        parameter's decay."""
         outside = self.outside(optimizer)
         if outside:
             raise ValueError(
@@ -116,8 +119,8 @@ class TrainableSet:
                 "its step is not the whole update (a second optimizer's step would fall between two records, "
                 "so each segment would end before it and no cosine would be paired), and the gradient "
                 "recorded would hold parameters it does not move. Take every optimizer's step inside one "
-                "`with tracker.step(lr=...)` block (the tracker's weight_decay= for a coupled decay), or "
-                "freeze what no optimizer trains (requires_grad_(False))"
+                "block and hand it them all, `with tracker.step(optimizer=(first, second)): first.step(); "
+                "second.step()`, or freeze what no optimizer trains (requires_grad_(False))"
             )
 
 
