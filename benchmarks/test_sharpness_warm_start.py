@@ -13,25 +13,27 @@ eigenvalue). Goal (issue "measurement at scale"): the warm start takes fewer pro
 the cold start, asserted; the issue's "about three" is printed beside it.
 
 Measured on the project's 2-core CPU (shared with other work, so times are upper bounds),
-30 steps: cold 15.5 products per estimate (3.64 s per measured step with its segment), warm
-14.5 at the default tolerance (0.89x the time; values within 3.3e-8 of the cold start's),
-warm 8.7 at 1e-3 (0.53x; within 1.8e-6). At lr 0.1 this MLP sits at the edge of stability
-from the first updates (its sharpness oscillates about 2/lr = 20) and its top eigenvector
-turns far between consecutive steps, so the previous eigenvector starts Lanczos little
-closer than the gradient does; at lr 0.02 (a pilot of the same walk, 40 steps) the counts
-were 18.5 cold, 14.6 warm, 7.6 warm at 1e-3. The issue's "about three" is not reached at
-either tolerance. A pilot of a block start (24 steps of the same walk at lr 0.1, tolerance
-1e-3, each step's top two eigenvectors from scipy's eigsh, uncounted): the best Ritz vector
-in the span of the previous step's top two has a residual of 23-94 % of the value, so the
-new top eigenvector lies mostly outside the old top-two space, and Rayleigh-Ritz on it plus
-Lanczos from its best vector took 9.6 products per estimate against 8.75 from the previous
-eigenvector alone.
+30 steps, the warm vector added to the cold start (since a second pair of eyes found the
+warm vector alone blind to a top eigenvalue that moved to another block of a block-diagonal
+Hessian, tests/test_sharpness.py): cold 15.5 products per estimate, warm 15.1 at the default
+tolerance (0.94x the time; values within 2.3e-8 of the cold start's), warm 9.5 at 1e-3
+(0.63x; within 5.0e-6). At lr 0.1 this MLP sits at the edge of stability from the first
+updates (its sharpness oscillates about 2/lr = 20) and its top eigenvector turns far between
+consecutive steps, so the previous eigenvector starts Lanczos little closer than the
+gradient does. With the warm vector in place of the cold start (before that finding) the
+counts were 14.5, 8.7 at 1e-3, 5.9 at 1e-2 and 3.3 at 1e-1; at lr 0.02 (a pilot, 40 steps)
+18.5 cold, 14.6 warm, 7.6 warm at 1e-3. A pilot of a block start (24 steps of the same walk
+at lr 0.1, tolerance 1e-3, each step's top two eigenvectors from scipy's eigsh, uncounted):
+the best Ritz vector in the span of the previous step's top two has a residual of 23-94 % of
+the value, so the new top eigenvector lies mostly outside the old top-two space, and
+Rayleigh-Ritz on it plus Lanczos from its best vector took 9.6 products per estimate against
+8.75 from the previous eigenvector alone.
 
 The tolerance the statistics ask for (``STATISTICAL_TOLERANCE``, 1e-2; same 30 steps): warm
-5.9 products per estimate against 8.0 cold at that tolerance and 15.5 cold at the default,
-values within 5.3e-4 of the tight cold start's (1.4e-4 cold), a fiftieth of the sampling
-standard error (0.38x and 0.53x the default cold start's time). The issue's three products
-come only at 1e-1 (3.3 per estimate, 0.24x the time), whose values are off by up to 6.0e-2,
+7.0 products per estimate against 8.0 cold at that tolerance and 15.5 cold at the default,
+values within 3.0e-4 of the tight cold start's (1.4e-4 cold), a hundredth of the sampling
+standard error (0.50x and 0.55x the default cold start's time). The issue's three products
+come only at 1e-1 (3.7 per estimate, 0.31x the time), whose values are off by up to 2.0e-1,
 more than a standard error: the residual bound is that of an eigenvalue, and a Ritz value
 that has not yet found the top one satisfies it too. Needs Debian's dataset-fashion-mnist.
 """

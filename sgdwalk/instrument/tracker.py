@@ -147,9 +147,9 @@ class WalkTracker:
         sharpness_tolerance: the relative error the eigen-solver stops at
             (``SHARPNESS_RELATIVE_ERROR`` by default).
         sharpness_warm_start: start each estimate after the first from the previous one's
-            eigenvector (default), which needs fewer Hessian-vector products the closer the
-            steps; False starts each from the seeded vector. Either way the record holds the
-            products it took (``sharpness_products``).
+            eigenvector added to the seeded vector (default), which needs fewer Hessian-vector
+            products the closer the steps; False starts each from the seeded vector alone.
+            Either way the record holds the products it took (``sharpness_products``).
         sinks: called with each record as soon as it is complete (e.g. a file writer).
         precision: measure each step only until its questions are settled (see
             ``sampling.PrecisionTarget``); None (the default) measures on the whole set.
