@@ -36,9 +36,15 @@ seeds of ``--sgdwalk-seeds``. Merged reports (``merge_reports``) also carry ``me
 the created/pytest_args/versions (and settings) of each input.
 
 Regression rule used by ``compare_reports``: a claim regresses when its baseline outcome
-is ``passed`` and its new outcome is ``failed``, ``error``, ``xpassed`` (the project runs
-``xfail_strict = true``, so an unexpected pass fails the run) or it is missing from the new
-report (unless missing claims are allowed). Every other change of outcome is a flip.
+is ``passed`` and its new outcome is ``failed`` or ``error``, or it was not checked: missing
+from the new report or skipped there (unless that is allowed: a claim not checked is not
+known to hold, and a tier run without its data or its ``--runslow`` skips them all); and
+whatever its baseline, when its new outcome is ``xpassed`` (the project runs
+``xfail_strict = true``: a strict xfail that passes fails the run, and its baseline must be
+made again). A claim whose check itself changed is ``changed``, which fails the comparison
+as a regression does: another claim id, other statistics (by name), or other seeds, in its
+setting or in the session's ``settings``; its baseline is then about another check. Every
+other change of outcome is a flip.
 """
 
 from __future__ import annotations
@@ -89,6 +95,8 @@ TIERS: Final[tuple[str, ...]] = ("unit", "synthetic", "real", "gpu")
 OUTCOMES: Final[tuple[str, ...]] = ("passed", "failed", "error", "skipped", "xfailed", "xpassed")
 # Outcomes that turn a baseline "passed" into a regression (see the module docstring).
 REGRESSING_OUTCOMES: Final[frozenset[str]] = frozenset({"failed", "error", "xpassed"})
+# Outcomes of a claim that was not checked: a regression from "passed" unless allowed.
+UNCHECKED_OUTCOMES: Final[frozenset[str]] = frozenset({"skipped", "missing"})
 MISSING: Final = "missing"
 
 
@@ -387,16 +395,19 @@ def sorted_entries(entries: Iterable[ClaimEntry]) -> list[ClaimEntry]:
 # --------------------------------------------------------------------------- compare
 
 
-Verdict = Literal["same", "regression", "flip"]
+Verdict = Literal["same", "regression", "changed", "flip"]
 
 
 @dataclass(frozen=True)
 class ComparisonRow:
+    """One claim test in both reports; ``changes`` says what of its check differs (``changed``)."""
+
     test: str
     claim_id: str
     baseline: ClaimEntry | None
     new: ClaimEntry | None
     verdict: Verdict
+    changes: tuple[str, ...] = ()
 
     @property
     def baseline_outcome(self) -> str:
@@ -411,29 +422,64 @@ class ComparisonRow:
 class Comparison:
     rows: tuple[ComparisonRow, ...]
     allow_missing: bool
+    # The sessions' settings (``ClaimsReport.settings``: the seeds of --sgdwalk-seeds) where
+    # they differ, baseline's then new's; None where they agree.
+    settings_differ: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None
 
     @property
     def regressions(self) -> tuple[ComparisonRow, ...]:
         return tuple(row for row in self.rows if row.verdict == "regression")
 
     @property
+    def changed(self) -> tuple[ComparisonRow, ...]:
+        return tuple(row for row in self.rows if row.verdict == "changed")
+
+    @property
     def flips(self) -> tuple[ComparisonRow, ...]:
         return tuple(row for row in self.rows if row.verdict == "flip")
+
+    @property
+    def failed(self) -> bool:
+        """Whether the new report does not hold what the baseline did: a regression, a check
+        that changed, or sessions run on other settings (seeds)."""
+        return bool(self.regressions or self.changed or self.settings_differ)
 
 
 def _verdict(baseline_outcome: str, new_outcome: str, allow_missing: bool) -> Verdict:
     if baseline_outcome == new_outcome:
         return "same"
+    if new_outcome == "xpassed":
+        return "regression"
     if baseline_outcome == "passed":
         if new_outcome in REGRESSING_OUTCOMES:
             return "regression"
-        if new_outcome == MISSING and not allow_missing:
+        if new_outcome in UNCHECKED_OUTCOMES and not allow_missing:
             return "regression"
     return "flip"
 
 
+def _statistic_names(entry: ClaimEntry) -> tuple[str, ...]:
+    return tuple(statistic.name for statistic in entry.statistics)
+
+
+def check_changes(baseline: ClaimEntry, new: ClaimEntry) -> tuple[str, ...]:
+    """What of the check itself differs between two entries of one test: its claim id, its
+    statistics' names (where both have statistics: a skipped or broken test has none) and its
+    seeds (where both settings name them). Values, outcomes and settings the run chose from
+    its data (a tuned learning rate) are the measurement, not the check."""
+    changes: list[str] = []
+    if baseline.id != new.id:
+        changes.append(f"claim {baseline.id} -> {new.id}")
+    if baseline.statistics and new.statistics and _statistic_names(baseline) != _statistic_names(new):
+        changes.append(f"statistics {list(_statistic_names(baseline))} -> {list(_statistic_names(new))}")
+    old_seeds, new_seeds = baseline.setting.get("seeds"), new.setting.get("seeds")
+    if old_seeds is not None and new_seeds is not None and list(old_seeds) != list(new_seeds):
+        changes.append(f"seeds {list(old_seeds)} -> {list(new_seeds)}")
+    return tuple(changes)
+
+
 def compare_reports(baseline: ClaimsReport, new: ClaimsReport, *, allow_missing: bool = False) -> Comparison:
-    """Match entries by test node id and classify each as same / regression / flip."""
+    """Match entries by test node id and classify each as same / regression / changed / flip."""
     baseline_by_test = {entry.test: entry for entry in baseline.claims}
     new_by_test = {entry.test: entry for entry in new.claims}
     rows: list[ComparisonRow] = []
@@ -443,21 +489,27 @@ def compare_reports(baseline: ClaimsReport, new: ClaimsReport, *, allow_missing:
         # The id can change with a re-labelled test; the new report's id is the current one.
         shown = new_entry if new_entry is not None else baseline_entry
         assert shown is not None
+        verdict = _verdict(
+            baseline_entry.outcome if baseline_entry else MISSING,
+            new_entry.outcome if new_entry else MISSING,
+            allow_missing,
+        )
+        changes = check_changes(baseline_entry, new_entry) if baseline_entry and new_entry else ()
+        if changes and verdict != "regression":
+            verdict = "changed"
         rows.append(
             ComparisonRow(
                 test=test,
                 claim_id=shown.id,
                 baseline=baseline_entry,
                 new=new_entry,
-                verdict=_verdict(
-                    baseline_entry.outcome if baseline_entry else MISSING,
-                    new_entry.outcome if new_entry else MISSING,
-                    allow_missing,
-                ),
+                verdict=verdict,
+                changes=changes,
             )
         )
     rows.sort(key=_row_sort_key)
-    return Comparison(rows=tuple(rows), allow_missing=allow_missing)
+    settings_differ = None if dict(baseline.settings) == dict(new.settings) else (baseline.settings, new.settings)
+    return Comparison(rows=tuple(rows), allow_missing=allow_missing, settings_differ=settings_differ)
 
 
 def _statistic_cell(entry: ClaimEntry | None) -> str:
@@ -486,23 +538,31 @@ def format_comparison(comparison: Comparison) -> str:
             _statistic_cell(row.baseline),
             row.new_outcome,
             _statistic_cell(row.new),
-            {"same": "", "regression": "REGRESSION", "flip": "FLIP"}[row.verdict],
+            {"same": "", "regression": "REGRESSION", "changed": "CHANGED", "flip": "FLIP"}[row.verdict],
         )
         for row in comparison.rows
     ]
     lines = text_table(header, table_rows, rule=True) if table_rows else ["(no claims in either report)"]
     lines.append("")
+    if comparison.settings_differ is not None:
+        old_settings, new_settings = comparison.settings_differ
+        lines.append(
+            f"SETTINGS: the sessions ran with other settings: {dict(old_settings)} -> {dict(new_settings)} "
+            "(compare a report with the baseline of its own seeds)"
+        )
     for row in comparison.rows:
         if row.verdict == "same":
             continue
-        label = "REGRESSION" if row.verdict == "regression" else "FLIP"
+        label = {"regression": "REGRESSION", "changed": "CHANGED", "flip": "FLIP"}[row.verdict]
         why = ""
-        if row.new is not None and row.new.reason:
+        if row.changes:
+            why = f" (the check changed: {'; '.join(row.changes)})"
+        elif row.new is not None and row.new.reason:
             why = f" ({row.new.reason})"
         lines.append(f"{label}: {row.claim_id} {row.test}: {row.baseline_outcome} -> {row.new_outcome}{why}")
     lines.append(
         f"{len(comparison.rows)} claim tests compared: {len(comparison.regressions)} regressions, "
-        f"{len(comparison.flips)} flips"
+        f"{len(comparison.changed)} changed, {len(comparison.flips)} flips"
     )
     return "\n".join(lines)
 

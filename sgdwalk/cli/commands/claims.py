@@ -28,14 +28,22 @@ COMPARE_EPILOG: Final = """\
 Entries are matched by pytest node id; the claim id is shown beside it.
 
 A REGRESSION is a claim test whose baseline outcome is "passed" and whose new outcome is
-"failed", "error", "xpassed" (with xfail_strict an unexpected pass fails the run) or
-missing from NEW (unless --allow-missing). Any regression: exit code 1.
+"failed" or "error", or that was not checked: missing from NEW or skipped there (a tier
+run without its data or --runslow skips every claim), unless --allow-missing; and any
+claim test whose new outcome is "xpassed" (with xfail_strict a strict xfail that passes
+fails the run: its baseline must be made again).
 
-Every other change of outcome (xfailed -> passed, passed -> skipped, a claim new in NEW,
-a claim missing with --allow-missing, ...) prints a line starting with "FLIP:" and
-leaves the exit code at 0.
+A claim test is CHANGED when its check is no longer the one the baseline holds: another
+claim id, other statistics (by name), or other seeds. The whole comparison fails too when
+the sessions ran with other settings (SETTINGS: the seeds of --sgdwalk-seeds): compare a
+report with the baseline of its own seed set.
 
-Exit codes: 0 no regression, 1 at least one regression, 2 a report cannot be read.
+Every other change of outcome (xfailed -> passed, a claim new in NEW, a claim missing or
+skipped with --allow-missing, ...) prints a line starting with "FLIP:" and leaves the exit
+code at 0.
+
+Exit codes: 0 nothing failed, 1 a regression, a changed check or other settings,
+2 a report cannot be read.
 """
 
 
@@ -47,7 +55,7 @@ def run_compare(args: argparse.Namespace) -> int:
         return usage_error("claims", error)
     comparison = compare_reports(baseline, new, allow_missing=args.allow_missing)
     print(format_comparison(comparison))
-    return EXIT_FAILED if comparison.regressions else EXIT_OK
+    return EXIT_FAILED if comparison.failed else EXIT_OK
 
 
 def _print_or_write(text: str, output: str | None) -> int:
@@ -118,7 +126,7 @@ def add_parser(subparsers: Any) -> None:
     compare.add_argument(
         "--allow-missing",
         action="store_true",
-        help="a baseline claim missing from NEW is a FLIP, not a regression (default: regression)",
+        help="a baseline claim missing from NEW, or skipped there, is a FLIP, not a regression (default: regression)",
     )
     compare.set_defaults(func=run_compare)
 
