@@ -47,3 +47,17 @@ def test_a_bad_log_to_is_a_usage_error_before_training(
     assert code == EXIT_USAGE
     assert "--log-to takes one of csv:FILE, tensorboard:DIR, mlflow:URI; got 'parquet:x'" in capsys.readouterr().err
     assert not out.exists(), "nothing trained, nothing written"
+
+
+@pytest.mark.parametrize(
+    "second", ["csv:{folder}/walk.csv", "csv:{folder}/./walk.csv"], ids=["the same spelling", "another spelling"]
+)
+def test_one_target_named_twice_is_a_usage_error_before_training(
+    second: str, fashion_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each record went to it twice (found by a second pair of eyes: 6 rows for 3 records).
+    out = tmp_path / "run"
+    flags = ["--log-to", f"csv:{tmp_path}/walk.csv", "--log-to", second.format(folder=tmp_path)]
+    assert main(["walk", "--data-root", str(fashion_root), "--out", str(out), *flags, *FEW_STEPS]) == EXIT_USAGE
+    assert "name the same target: each record would be written to it twice" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "walk.csv").exists(), "nothing trained, nothing written"

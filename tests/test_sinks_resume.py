@@ -28,7 +28,7 @@ from sgdwalk.integrations.csv_sink import CsvSink, read_csv_metrics
 from sgdwalk.integrations.metrics import flat_metrics
 from sgdwalk.runs import runner
 from sgdwalk.runs.runlog import METADATA_FILE, RunWriter, load_run
-from sgdwalk.runs.sinks import DROPPED_SINKS_KEY, MLFLOW_RUN_IDS_KEY
+from sgdwalk.runs.sinks import DROPPED_SINKS_KEY, LOGGED_TO_KEY, MLFLOW_RUN_IDS_KEY
 from tests.integration_helpers import optional_library
 
 TWO_EPOCHS = [
@@ -77,6 +77,24 @@ def test_csv_is_cut_back_to_the_checkpoint_and_appended(fashion_root: Path, tmp_
     before = table.read_bytes()
     assert main(["walk", "--resume", str(out), *RESUME, "--log-to", f"csv:{table}"]) == EXIT_OK
     assert table.read_bytes() == before, "resuming a finished run changes no sink"
+
+
+def test_a_resume_that_leaves_out_a_sink_says_so(
+    fashion_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The copy stops at the interruption; without a word it looked complete (found by a second
+    # pair of eyes). The run directory keeps the sinks it logged to (metadata.json's log_to).
+    out, table = tmp_path / "run", tmp_path / "walk.csv"
+    with pytest.MonkeyPatch.context() as patch:
+        stop_at_the_end_of_epoch_2(patch)
+        code = main(
+            ["walk", *TWO_EPOCHS, "--data-root", str(fashion_root), "--out", str(out), "--log-to", f"csv:{table}"]
+        )
+        assert code == EXIT_INTERRUPTED
+    assert json.loads((out / METADATA_FILE).read_text())[LOGGED_TO_KEY] == [f"csv:{table}"]
+    with caplog.at_level(logging.WARNING, logger="sgdwalk.runs.sinks"):
+        assert main(["walk", "--resume", str(out), *RESUME]) == EXIT_OK
+    assert f"this run logged to --log-to csv:{table} before; resumed without it" in caplog.text
 
 
 def tensorboard_scalars(records: list[StepRecord]) -> dict[str, list[tuple[int, float]]]:

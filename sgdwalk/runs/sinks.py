@@ -21,15 +21,22 @@ from typing import Any, Final
 
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.integrations.metrics import MetricsSink
-from sgdwalk.integrations.sink_spec import SinkSpec, check_sink_target, open_sink, parse_sink_spec
+from sgdwalk.integrations.sink_spec import SinkSpec, SinkSpecError, check_sink_target, open_sink, parse_sink_spec
 from sgdwalk.runs.runlog import last_step, load_run_metadata, update_run_metadata
 
 logger = logging.getLogger(__name__)
 
 MLFLOW_RUN_IDS_KEY: Final = "mlflow_run_ids"
 DROPPED_SINKS_KEY: Final = "dropped_sinks"
+# The --log-to values a run has logged to, so that a resume that leaves one out says so.
+LOGGED_TO_KEY: Final = "log_to"
 # A resumed run that kept no record continues its sinks from before the first step.
 NO_STEP_KEPT: Final = -1
+
+
+def _target(spec: SinkSpec) -> str:
+    """Where ``spec`` writes, one spelling per place: a file or folder resolved, a URI as given."""
+    return str(Path(spec.where).resolve()) if spec.kind in ("csv", "tensorboard") else spec.where
 
 
 def _error_text(error: BaseException) -> str:
@@ -42,8 +49,18 @@ class RunSinks:
     (``__call__``, the ``on_record``), then ``close``."""
 
     def __init__(self, specs: list[str]) -> None:
-        """Raises ``SinkSpecError`` for a value that names no sink."""
+        """Raises ``SinkSpecError`` for a value that names no sink, or two that name one target
+        (each record would be written to it twice)."""
         self.specs: list[SinkSpec] = [parse_sink_spec(spec) for spec in specs]
+        seen: dict[tuple[str, str], SinkSpec] = {}
+        for spec in self.specs:
+            target = (spec.kind, _target(spec))
+            if target in seen:
+                raise SinkSpecError(
+                    f"--log-to {seen[target]} and --log-to {spec} name the same target: each record would be "
+                    "written to it twice; name it once"
+                )
+            seen[target] = spec
         self.open: list[tuple[SinkSpec, MetricsSink]] = []
         self.run_dir: Path | None = None
 
@@ -62,6 +79,14 @@ class RunSinks:
         if resumed and run_dir is not None:
             kept = last_step(run_dir)
             continue_after = NO_STEP_KEPT if kept is None else kept
+        logged_to: list[str] = list(metadata.get(LOGGED_TO_KEY) or []) if resumed else []
+        named = {str(spec) for spec in self.specs}
+        for left_out in (spec for spec in logged_to if spec not in named):
+            logger.warning("this run logged to --log-to %s before; resumed without it, that copy stops at the "
+                           "interruption (and keeps any records after its last checkpoint): name it again to "
+                           "continue it", left_out)  # fmt: skip
+        if run_dir is not None:
+            self._update_metadata(**{LOGGED_TO_KEY: [*logged_to, *(spec for spec in named if spec not in logged_to)]})
         for spec in self.specs:
             try:
                 sink = open_sink(
@@ -116,4 +141,4 @@ class RunSinks:
             logger.warning("--log-to %s failed to close (%s)", spec, _error_text(error))
 
 
-__all__ = ["DROPPED_SINKS_KEY", "MLFLOW_RUN_IDS_KEY", "RunSinks"]
+__all__ = ["DROPPED_SINKS_KEY", "LOGGED_TO_KEY", "MLFLOW_RUN_IDS_KEY", "RunSinks"]
