@@ -42,5 +42,5 @@ def print_records(records: list) -> None:
         cosine = "-" if r.cosine is None else f"{r.cosine:7.3f}"
         print(
             f"{r.step:4d} {r.lr:6.3f} {r.minibatch_loss:9.4f} {r.loss_start:9.4f} {r.floor:9.4f} "
-            f"{r.height_end:8.5f} {r.barrier!s:>7} {cosine:>7}"
+            f"{r.height_start:8.5f} {r.barrier!s:>7} {cosine:>7}"
         )

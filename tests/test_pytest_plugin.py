@@ -143,7 +143,7 @@ def test_help_lists_every_option_with_its_default(project: pytest.Pytester) -> N
 
 def test_the_plugin_registers_only_its_own_marker(project: pytest.Pytester) -> None:
     result = run(project, "--markers")
-    result.stdout.fnmatch_lines(["@pytest.mark.claim(id):*"])
+    result.stdout.fnmatch_lines(["@pytest.mark.claim(id, statement=None):*"])
     # slow and gpu are suite policy: each project's own conftest registers them (or not).
     result.stdout.no_fnmatch_line("@pytest.mark.slow:*")
     result.stdout.no_fnmatch_line("@pytest.mark.gpu:*")
@@ -325,11 +325,13 @@ def test_auto_device_is_cuda_only_when_available(project: pytest.Pytester) -> No
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ('claim("C99")', "*unknown claim id 'C99'; known ids: C1, C2,*"),
-        ("claim()", "*takes exactly one claim id*got args=()*"),
-        ('claim("C1", "C2")', "*takes exactly one claim id*got args=('C1', 'C2')*"),
-        ('claim(id="C1")', "*takes exactly one claim id*kwargs={'id': 'C1'}*"),
-        ("claim(3)", "*takes exactly one claim id*got args=(3,)*"),
+        ('claim("C99")', "*unknown claim id 'C99'; known ids: C1, C2,*claim('C99', statement='...')*"),
+        ("claim()", "*takes one claim id*got args=()*"),
+        ('claim("C1", "C2")', "*takes one claim id*got args=('C1', 'C2')*"),
+        ('claim(id="C1")', "*takes one claim id*kwargs={'id': 'C1'}*"),
+        ("claim(3)", "*takes one claim id*got args=(3,)*"),
+        ('claim("W1", statement="")', "*takes one claim id*statement*"),
+        ('claim("C3", statement="mine")', "*C3 is one of sgdwalk's registered claims*an id of its own*"),
     ],
 )
 def test_invalid_claim_marker_is_a_usage_error(project: pytest.Pytester, marker: str, message: str) -> None:
@@ -347,6 +349,24 @@ def test_invalid_claim_marker_is_a_usage_error(project: pytest.Pytester, marker:
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: invalid claim marker:", f"*test_marked: {message}"])
     assert not (project.path / "report.json").exists()
+
+
+def test_a_claim_of_the_projects_own_is_reported_with_its_statement(project: pytest.Pytester) -> None:
+    # A user's suite had to borrow one of C1-X3, and its report then carried the paper's
+    # statement for a claim it did not make (found by a second pair of eyes).
+    project.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.claim("W1", statement="warmup lowers the early height")
+        def test_warmup(claim):
+            claim.check("height drop", 0.3, 0.0, ">")
+        """
+    )
+    result = run(project, "--sgdwalk-report", "report.json")
+    result.assert_outcomes(passed=1)
+    (entry,) = json.loads((project.path / "report.json").read_text())["claims"]
+    assert (entry["id"], entry["statement"], entry["outcome"]) == ("W1", "warmup lowers the early height", "passed")
 
 
 def test_two_claim_markers_are_rejected(project: pytest.Pytester) -> None:

@@ -10,8 +10,10 @@ names of its own: ``--sgdwalk-*`` options, the ``claim`` marker and fixture, the
 markers) is each project's own, in its conftest.py; sgdwalk's is in the repository's root
 conftest.py.
 
-- ``@pytest.mark.claim("C3")`` ties a test to a registered claim; a bad marker is a usage
-  error at collection time.
+- ``@pytest.mark.claim("C3")`` ties a test to a registered claim, and
+  ``@pytest.mark.claim("W1", statement="...")`` to a claim of the project's own (an id the
+  registry does not hold, its statement in the report); a bad marker is a usage error at
+  collection time.
 - The ``claim`` fixture records the setting and the statistics a claim test measured and
   asserts each statistic against its bound (``claim.check``).
 - ``--sgdwalk-report PATH`` writes every claim test's outcome as JSON (schema in
@@ -183,8 +185,9 @@ _given_seeds_key: Final = pytest.StashKey[tuple[int, ...]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "claim(id): ties the test to a registered claim of sgdwalk.claims.registry "
-        "(e.g. claim('C3')); enables the claim fixture and the --sgdwalk-report entry",
+        "claim(id, statement=None): ties the test to a registered claim of sgdwalk.claims.registry "
+        "(e.g. claim('C3')), or to a claim of your own with its statement (claim('W1', statement='...')); "
+        "enables the claim fixture and the --sgdwalk-report entry",
     )
     state = _SessionState()
     config.stash[_session_state_key] = state
@@ -237,20 +240,49 @@ def _claim_marker_error(item: pytest.Item) -> str | None:
         ids = ", ".join(repr(marker.args) for marker in markers)
         return f"{item.nodeid}: one claim marker per test, found {len(markers)}: {ids}"
     marker = markers[0]
-    if marker.kwargs or len(marker.args) != 1 or not isinstance(marker.args[0], str):
+    statement = marker.kwargs.get("statement")
+    if (
+        set(marker.kwargs) - {"statement"}
+        or len(marker.args) != 1
+        or not isinstance(marker.args[0], str)
+        or not marker.args[0]
+        or (statement is not None and (not isinstance(statement, str) or not statement.strip()))
+    ):
         return (
-            f"{item.nodeid}: the claim marker takes exactly one claim id as its only argument, "
-            f"e.g. @pytest.mark.claim('C3'); got args={marker.args!r} kwargs={marker.kwargs!r}"
+            f"{item.nodeid}: the claim marker takes one claim id, and for a claim of your own its statement: "
+            f"@pytest.mark.claim('C3'), or @pytest.mark.claim('W1', statement='...'); "
+            f"got args={marker.args!r} kwargs={marker.kwargs!r}"
         )
     claim_id = marker.args[0]
-    if claim_id not in CLAIMS:
-        return f"{item.nodeid}: unknown claim id {claim_id!r}; known ids: {', '.join(CLAIMS)}"
+    if statement is not None and claim_id in CLAIMS:
+        return (
+            f"{item.nodeid}: {claim_id} is one of sgdwalk's registered claims, with its own statement; "
+            "a claim of your own takes an id of its own"
+        )
+    if statement is None and claim_id not in CLAIMS:
+        return (
+            f"{item.nodeid}: unknown claim id {claim_id!r}; known ids: {', '.join(CLAIMS)}; a claim of your own "
+            f"says what it claims: @pytest.mark.claim({claim_id!r}, statement='...')"
+        )
     return None
 
 
 def _claim_id(item: pytest.Item) -> str | None:
     marker = item.get_closest_marker("claim")
     return None if marker is None else str(marker.args[0])
+
+
+# The source of a claim a test declares with its statement (not one of the registry's).
+USER_CLAIM_SOURCE = "declared by its test (@pytest.mark.claim(id, statement=...))"
+
+
+def _claim_of(item: pytest.Item) -> Claim:
+    """The claim the item's marker names: a registered one, or the test's own (its statement)."""
+    marker = item.get_closest_marker("claim")
+    assert marker is not None, "called for claim tests only"
+    claim_id = str(marker.args[0])
+    statement = marker.kwargs.get("statement")
+    return CLAIMS[claim_id] if statement is None else Claim(claim_id, str(statement), USER_CLAIM_SOURCE)
 
 
 def _tier_error(item: pytest.Item) -> str | None:
@@ -387,7 +419,7 @@ def claim(request: pytest.FixtureRequest) -> ClaimRecorder:
             f"{node.nodeid}: the claim fixture needs @pytest.mark.claim('<id>') on the test",
             pytrace=False,
         )
-    recorder = ClaimRecorder(CLAIMS[claim_id], _tier(node))
+    recorder = ClaimRecorder(_claim_of(node), _tier(node))
     node.stash[_recorder_key] = recorder
     return recorder
 
@@ -530,7 +562,7 @@ def _record_entry(
     state.entries[item.nodeid] = ClaimEntry(
         id=claim_id,
         test=item.nodeid,
-        statement=CLAIMS[claim_id].statement,
+        statement=_claim_of(item).statement,
         tier=recorder.tier if recorder is not None else _tier(item),
         outcome=outcome,
         setting=dict(recorder.setting_values) if recorder is not None else {},

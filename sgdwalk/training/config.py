@@ -521,7 +521,7 @@ class WalkConfig:
     evaluate_every_updates: int | None = setting(
         None,
         "evaluate the training and validation split when the update count passes a multiple of N, and at "
-        "the first and last epoch (none: every epoch; full-batch runs every 10 updates)",
+        "epoch 0 (θ_0, before training) and the last epoch (none: every epoch; full-batch runs every 10 updates)",
         section=RUN,
         metavar="N",
         positive=True,
