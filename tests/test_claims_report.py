@@ -257,6 +257,21 @@ def test_sessions_on_other_seeds_fail_the_comparison(tmp_path: Path, capsys: pyt
     )
 
 
+def test_a_merged_baseline_is_compared_by_its_entries_seeds() -> None:
+    # The replication baseline merges runs on 2001-2028 and 2001-2066: it keeps no session
+    # seeds, and a fresh run on 2001-2066 matches it entry by entry.
+    seeds = {"seeds": [2001, 2002, 2003]}
+    merged = dataclasses.replace(
+        report(entry("C3", TEST_C3, setting=seeds)), merged_from=({"settings": seeds}, {"settings": {"seeds": [2001]}})
+    )
+    fresh = dataclasses.replace(
+        report(entry("C3", TEST_C3, setting=seeds)), settings={"seeds": [2001, 2002, 2003, 2004]}
+    )
+    assert not compare_reports(merged, fresh).failed
+    other = dataclasses.replace(fresh, claims=(entry("C3", TEST_C3, setting={"seeds": [1111, 1112, 1113]}),))
+    assert [row.verdict for row in compare_reports(merged, other).rows] == ["changed"]
+
+
 def test_a_skipped_or_broken_entry_without_statistics_is_no_change_of_check() -> None:
     comparison = compare_reports(
         report(entry("C9", TEST_C9, "xfailed")), report(entry("C9", TEST_C9, "error", statistics=()))

@@ -508,7 +508,14 @@ def compare_reports(baseline: ClaimsReport, new: ClaimsReport, *, allow_missing:
             )
         )
     rows.sort(key=_row_sort_key)
-    settings_differ = None if dict(baseline.settings) == dict(new.settings) else (baseline.settings, new.settings)
+    # A merged report keeps only the settings all its inputs shared (none where they differ),
+    # so its session says nothing of its entries: there each entry's own seeds are compared.
+    sessions_comparable = not (baseline.merged_from or new.merged_from) or (baseline.settings and new.settings)
+    settings_differ = (
+        (baseline.settings, new.settings)
+        if sessions_comparable and dict(baseline.settings) != dict(new.settings)
+        else None
+    )
     return Comparison(rows=tuple(rows), allow_missing=allow_missing, settings_differ=settings_differ)
 
 
