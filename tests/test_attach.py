@@ -310,6 +310,24 @@ def test_a_closure_step_in_a_with_block_records_the_gradient_made_before_it() ->
     assert records[2].cosine == pytest.approx(expected, rel=1e-6)
 
 
+def scaled_backward(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    data: tuple[torch.Tensor, torch.Tensor],
+    step: int,
+    skipped: int,
+) -> None:
+    """Step ``step``'s minibatch backward through the scaler; at ``skipped`` one gradient entry
+    is made infinite, so the scaler skips that update."""
+    inputs, targets = data
+    batch = slice((step * BATCH) % TRAIN_SIZE, (step * BATCH) % TRAIN_SIZE + BATCH)
+    optimizer.zero_grad()
+    scaler.scale(nn.functional.cross_entropy(model(inputs[batch]), targets[batch])).backward()
+    if step == skipped:
+        next(model.parameters()).grad[0, 0] = float("inf")  # type: ignore[index]
+
+
 @pytest.mark.parametrize("attached", [True, False], ids=["attach", "with-block-unscaled-first"])
 def test_a_step_a_grad_scaler_skips_is_no_step_attached_and_pairs_no_cosine(attached: bool) -> None:
     # torch.amp.GradScaler skips optimizer.step() where the unscaled gradient is not finite.
@@ -327,11 +345,7 @@ def test_a_step_a_grad_scaler_skips_is_no_step_attached_and_pairs_no_cosine(atta
         tracker.attach(optimizer)
     skipped, used = 2, []
     for step in range(5):
-        batch = slice((step * BATCH) % TRAIN_SIZE, (step * BATCH) % TRAIN_SIZE + BATCH)
-        optimizer.zero_grad()
-        scaler.scale(nn.functional.cross_entropy(model(inputs[batch]), targets[batch])).backward()
-        if step == skipped:
-            next(model.parameters()).grad[0, 0] = float("inf")  # type: ignore[index]
+        scaled_backward(model, optimizer, scaler, (inputs, targets), step, skipped)
         scaler.unscale_(optimizer)
         if step != skipped:
             used.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).double())
@@ -391,12 +405,8 @@ def test_a_fused_optimizer_under_a_grad_scaler_is_read_unscaled_and_its_skipped_
     tracker.attach(optimizer)
     skipped, used = 2, []
     for step in range(5):
-        batch = slice((step * BATCH) % TRAIN_SIZE, (step * BATCH) % TRAIN_SIZE + BATCH)
-        optimizer.zero_grad()
-        scaler.scale(nn.functional.cross_entropy(model(inputs[batch]), targets[batch])).backward()
-        if step == skipped:
-            next(model.parameters()).grad[0, 0] = float("inf")  # type: ignore[index]
-        else:
+        scaled_backward(model, optimizer, scaler, (inputs, targets), step, skipped)
+        if step != skipped:
             # By hand, in float64: the scale off, then the coupled decay on.
             scale = float(scaler.get_scale())
             pieces = []
