@@ -205,8 +205,10 @@ def test_pass_to_fail_is_a_regression_naming_the_claim(tmp_path: Path, capsys: p
         # Not checked: a tier run without --runslow or its data skips every claim (found by a
         # second pair of eyes: 32 passed claims skipped, and the comparison passed).
         ("passed", "skipped", "regression"),
-        # A strict xfail that passes fails the run; its baseline must be made again.
+        # An xfail that passes, strict or not: its baseline must be made again; and so again
+        # where the baseline held an xpass (found by a second pair of eyes).
         ("xfailed", "xpassed", "regression"),
+        ("xpassed", "xpassed", "regression"),
         ("xfailed", "passed", "flip"),
         ("passed", "xfailed", "flip"),
         ("failed", "passed", "flip"),
@@ -276,6 +278,13 @@ def test_a_merged_baseline_is_compared_by_its_entries_seeds() -> None:
     assert not compare_reports(merged, fresh).failed
     other = dataclasses.replace(fresh, claims=(entry("C3", TEST_C3, setting={"seeds": [1111, 1112, 1113]}),))
     assert [row.verdict for row in compare_reports(merged, other).rows] == ["changed"]
+
+
+def test_a_merged_report_whose_inputs_shared_their_seeds_keeps_its_session() -> None:
+    merged = dataclasses.replace(
+        report(entry("C3", TEST_C3)), settings={"seeds": [5, 6]}, merged_from=({"settings": {"seeds": [5, 6]}},)
+    )
+    assert compare_reports(merged, report(entry("C3", TEST_C3))).settings_differ is not None
 
 
 def test_a_skipped_or_broken_entry_without_statistics_is_no_change_of_check() -> None:

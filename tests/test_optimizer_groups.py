@@ -9,7 +9,7 @@ and of θ_t taken around each step.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sgdwalk.instrument.measurement import MeasurementSet
-from sgdwalk.instrument.optimizer_groups import coupled_decay, group_settings
+from sgdwalk.instrument.optimizer_groups import DecayForm, coupled_decay, group_settings
 from sgdwalk.instrument.record import StepRecord
 from sgdwalk.instrument.schedule import windows
 from sgdwalk.instrument.tracker import WalkTracker
@@ -32,6 +32,8 @@ LR, WEIGHT_DECAY = 0.1, 0.05
 OTHER_LR, OTHER_WEIGHT_DECAY = 0.03, 0.2
 
 OptimizerFactory = Callable[[nn.Sequential], torch.optim.Optimizer]
+# Several optimizers whose steps make one update.
+SeveralFactory = Callable[[nn.Sequential], tuple[torch.optim.Optimizer, ...]]
 
 
 def sgd(model: nn.Sequential) -> torch.optim.Optimizer:
@@ -59,39 +61,53 @@ def two_groups(model: nn.Sequential) -> torch.optim.Optimizer:
 class HandWalk:
     records: list[StepRecord]
     used_gradients: list[torch.Tensor]  # float64, g_t plus the coupled decay the step adds
+    update_lengths: list[float]  # |θ_{t+1} − θ_t| in float64, the whole update (every optimizer's step)
 
 
-def _flat64(tensors: list[torch.Tensor]) -> torch.Tensor:
+def _flat64(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.detach().double().reshape(-1) for t in tensors])
 
 
 def hand_walk(
-    make: OptimizerFactory, decays: list[float], *, attach: bool, declared_decay: float | None = None
+    make: OptimizerFactory | SeveralFactory,
+    decays: list[float],
+    *,
+    attach: bool,
+    declared_form: DecayForm | None = None,
 ) -> HandWalk:
-    """``decays``: per parameter tensor, the coupled decay the reference adds (by hand, not read
-    back); ``declared_decay``: the tracker's ``weight_decay``."""
+    """``make``: one optimizer, or several whose steps make the update (a with block only);
+    ``decays``: per parameter tensor, the coupled decay the reference adds (by hand, not read
+    back); ``declared_form``: the tracker's ``weight_decay_form``."""
     model = mlp(0)
     inputs, targets = classification_data(0, TRAIN_SIZE)
-    optimizer = make(model)
-    tracker = WalkTracker(model, MeasurementSet(inputs[:16], targets[:16]), num_alphas=2, weight_decay=declared_decay)
-    attachment = tracker.attach(optimizer) if attach else None
+    made = make(model)
+    optimizers = made if isinstance(made, tuple) else (made,)
+    tracker = WalkTracker(
+        model, MeasurementSet(inputs[:16], targets[:16]), num_alphas=2, weight_decay_form=declared_form
+    )
+    attachment = tracker.attach(made) if attach and not isinstance(made, tuple) else None
     used: list[torch.Tensor] = []
+    lengths: list[float] = []
     generator = torch.Generator().manual_seed(0)
     for _ in range(STEPS):
         batch = torch.randint(0, TRAIN_SIZE, (BATCH,), generator=generator)
-        optimizer.zero_grad()
+        for optimizer in optimizers:
+            optimizer.zero_grad()
         nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
         parameters = list(model.parameters())
         grads = [p.grad for p in parameters if p.grad is not None]
         used.append(_flat64(grads) + _flat64([decay * p for decay, p in zip(decays, parameters, strict=True)]))
-        if attach:
-            optimizer.step()
+        before = _flat64(parameters)
+        if attachment is not None:
+            made.step()  # type: ignore[union-attr]  # one optimizer when attached
         else:
-            with tracker.step(optimizer=optimizer):
-                optimizer.step()
+            with tracker.step(optimizer=made):
+                for optimizer in optimizers:
+                    optimizer.step()
+        lengths.append(float((_flat64(list(model.parameters())) - before).norm()))
     if attachment is not None:
         attachment.remove()
-    return HandWalk(tracker.close(), used)
+    return HandWalk(tracker.close(), used, lengths)
 
 
 def _cosine64(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -142,6 +158,53 @@ class DeclaredCoupledSGD(CoupledSGD):
     weight_decay_form = "coupled"
 
 
+class DecoupledSGDSubclass(torch.optim.SGD):
+    """A subclass of torch's SGD whose own step decouples the decay (as a user may write one)."""
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure form: the tests never pass one
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.mul_(1 - group["lr"] * group["weight_decay"]).add_(p.grad, alpha=-group["lr"])
+
+
+class Lookahead(torch.optim.Optimizer):
+    """Lookahead (Zhang et al. 2019) as users write it: an optimizer in its own right holding the
+    inner one as ``.optimizer``; every ``k``-th step pulls the weights halfway back to the slow ones."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 2, alpha: float = 0.5) -> None:
+        self.optimizer, self.k, self.alpha, self.steps = optimizer, k, alpha, 0
+        super().__init__(optimizer.param_groups, {})
+        self.param_groups = optimizer.param_groups
+        self.slow = [p.detach().clone() for group in self.param_groups for p in group["params"]]
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure form: the tests never pass one
+        self.optimizer.step()
+        self.steps += 1
+        if self.steps % self.k == 0:
+            fast = [p for group in self.param_groups for p in group["params"]]
+            for slow, p in zip(self.slow, fast, strict=True):
+                slow.add_(p - slow, alpha=self.alpha)
+                p.copy_(slow)
+
+
+def two_decay_coupled_sgd(model: nn.Sequential) -> torch.optim.Optimizer:
+    weights = [p for p in model.parameters() if p.ndim == 2]
+    biases = [p for p in model.parameters() if p.ndim != 2]
+    groups = [{"params": weights}, {"params": biases, "weight_decay": OTHER_WEIGHT_DECAY}]
+    return CoupledSGD(groups, lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def decoupled_sgd_subclass(model: nn.Sequential) -> torch.optim.Optimizer:
+    return DecoupledSGDSubclass(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def lookahead_sgd(model: nn.Sequential) -> torch.optim.Optimizer:
+    return Lookahead(sgd(model))
+
+
 def lion(model: nn.Sequential) -> torch.optim.Optimizer:
     return Lion(model.parameters(), lr=1e-3, weight_decay=WEIGHT_DECAY)
 
@@ -155,8 +218,8 @@ def declared_coupled_sgd(model: nn.Sequential) -> torch.optim.Optimizer:
 
 
 # Each case: the optimizer, the coupled decay its step adds per parameter tensor (by hand), and
-# the tracker's weight_decay (None: left out).
-CASES: dict[str, tuple[OptimizerFactory, list[float], float | None]] = {
+# the tracker's weight_decay_form (None: left out).
+CASES: dict[str, tuple[OptimizerFactory, list[float], DecayForm | None]] = {
     # SGD's decay enters the gradient, on every parameter.
     "sgd": (sgd, [WEIGHT_DECAY] * 4, None),
     # AdamW's decay shrinks θ apart from the gradient: the gradient used is g alone.
@@ -166,8 +229,18 @@ CASES: dict[str, tuple[OptimizerFactory, list[float], float | None]] = {
     # Each group its own decay: the first layer's weight and bias, then the second layer's.
     "two groups": (two_groups, [WEIGHT_DECAY] * 2 + [OTHER_WEIGHT_DECAY] * 2, None),
     # Optimizers torch does not ship: the loop declares the decay their step adds to the gradient.
-    "lion, declared decoupled": (lion, [0.0] * 4, 0.0),
-    "hand-written SGD, declared coupled": (coupled_sgd, [WEIGHT_DECAY] * 4, WEIGHT_DECAY),
+    "lion, declared decoupled": (lion, [0.0] * 4, "decoupled"),
+    "hand-written SGD, declared coupled": (coupled_sgd, [WEIGHT_DECAY] * 4, "coupled"),
+    # Each group's own decay, the form declared: the weights at one decay, the biases at another.
+    "hand-written SGD, two decays, declared coupled": (
+        two_decay_coupled_sgd,
+        [WEIGHT_DECAY, OTHER_WEIGHT_DECAY] * 2,
+        "coupled",
+    ),
+    # A subclass of torch's SGD that writes its own step, decoupled: read from the loop's word.
+    "SGD subclass with its own step, declared decoupled": (decoupled_sgd_subclass, [0.0] * 4, "decoupled"),
+    # A Lookahead holding SGD: its inner step makes the gradient, so SGD's coupled form.
+    "lookahead around SGD": (lookahead_sgd, [WEIGHT_DECAY] * 4, None),
     # Or the optimizer's class says it (DECAY_FORM_ATTRIBUTE).
     "hand-written SGD, its class says coupled": (declared_coupled_sgd, [WEIGHT_DECAY] * 4, None),
 }
@@ -176,14 +249,17 @@ CASES: dict[str, tuple[OptimizerFactory, list[float], float | None]] = {
 @pytest.mark.parametrize("attach", [True, False], ids=["attached", "with step(optimizer=)"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_recorded_gradient_is_the_one_the_step_used(case: str, attach: bool) -> None:
-    make, decays, declared_decay = CASES[case]
-    walk = hand_walk(make, decays, attach=attach, declared_decay=declared_decay)
+    make, decays, declared_form = CASES[case]
+    walk = hand_walk(make, decays, attach=attach, declared_form=declared_form)
     records, used = walk.records, walk.used_gradients
     assert [r.step for r in records] == list(range(STEPS))
     assert_close([r.grad_norm for r in records], [float(g.norm()) for g in used], FLOAT32_VECTOR_VS_FLOAT64, case)
     assert records[0].cosine is None
     expected_cosines = [_cosine64(used[t - 1], used[t]) for t in range(1, STEPS)]
     assert_close([r.cosine for r in records[1:]], expected_cosines, FLOAT32_VECTOR_VS_FLOAT64, f"{case} cosine")
+    # The segment is the whole update (a Lookahead's pull-back included).
+    lengths = walk.update_lengths
+    assert_close([r.step_length for r in records], lengths, FLOAT32_VECTOR_VS_FLOAT64, f"{case} step length")
 
 
 def test_two_rates_are_each_recorded() -> None:
@@ -240,8 +316,12 @@ def test_decoupled_decay_is_read_per_group() -> None:
 
 # An optimizer whose step's gradient the records could not hold, and the words of its refusal.
 REFUSED: dict[str, tuple[OptimizerFactory, str]] = {
-    "lion, decay undeclared": (lion, r"Lion is not one of torch's optimizers.*weight_decay=0.0\) for a decoupled"),
+    "lion, decay undeclared": (lion, r"Lion is not one of torch's optimizers.*weight_decay_form='decoupled'"),
     "hand-written SGD, decay undeclared": (coupled_sgd, r"CoupledSGD is not one of torch's optimizers"),
+    "SGD subclass with its own step, undeclared": (
+        decoupled_sgd_subclass,
+        r"DecoupledSGDSubclass .*writes its own step",
+    ),
     "SGD that ascends": (
         lambda model: torch.optim.SGD(model.parameters(), lr=LR, maximize=True),
         r"SGD has maximize=True.*minimise its negative",
@@ -308,8 +388,9 @@ def _matrices_and_rest(model: nn.Sequential) -> tuple[list[nn.Parameter], list[n
 
 
 # Two optimizers whose steps make one update: on the matrices, then on the rest (the MLP's
-# parameters in order: weight, bias, weight, bias), each with its own rate and decay.
-TWO_OPTIMIZERS: dict[str, tuple[Callable[[nn.Sequential], tuple[torch.optim.Optimizer, ...]], list[float]]] = {
+# parameters in order: weight, bias, weight, bias), each with its own rate and decay; and the
+# tracker's weight_decay_form for one torch does not ship.
+TWO_OPTIMIZERS: dict[str, tuple[SeveralFactory, list[float], DecayForm | None]] = {
     # Both decays coupled, and different: each parameter's from the optimizer holding it.
     "SGD and Adam": (
         lambda model: (
@@ -317,6 +398,7 @@ TWO_OPTIMIZERS: dict[str, tuple[Callable[[nn.Sequential], tuple[torch.optim.Opti
             torch.optim.Adam(_matrices_and_rest(model)[1], lr=OTHER_LR, weight_decay=OTHER_WEIGHT_DECAY),
         ),
         [WEIGHT_DECAY, OTHER_WEIGHT_DECAY] * 2,
+        None,
     ),
     # Muon as it is used, with AdamW on what is not a matrix: both decays decoupled.
     "Muon and AdamW": (
@@ -325,41 +407,33 @@ TWO_OPTIMIZERS: dict[str, tuple[Callable[[nn.Sequential], tuple[torch.optim.Opti
             torch.optim.AdamW(_matrices_and_rest(model)[1], lr=OTHER_LR, weight_decay=WEIGHT_DECAY),
         ),
         [0.0] * 4,
+        None,
+    ),
+    # An optimizer torch does not ship (decoupled, declared) beside SGD's coupled decay: the
+    # declaration is of its form, so SGD's decay stays its own (a declared value could not say
+    # both; found by a second pair of eyes).
+    "Lion and SGD": (
+        lambda model: (
+            Lion(_matrices_and_rest(model)[0], lr=LR, weight_decay=WEIGHT_DECAY),
+            torch.optim.SGD(_matrices_and_rest(model)[1], lr=OTHER_LR, weight_decay=OTHER_WEIGHT_DECAY),
+        ),
+        [0.0, OTHER_WEIGHT_DECAY] * 2,
+        "decoupled",
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(TWO_OPTIMIZERS))
 def test_the_optimizers_of_one_update_are_read_together(case: str) -> None:
-    make, decays = TWO_OPTIMIZERS[case]
-    model = mlp(0)
-    inputs, targets = classification_data(0, TRAIN_SIZE)
-    optimizers = make(model)
-    tracker = WalkTracker(model, MeasurementSet(inputs[:16], targets[:16]), num_alphas=2)
-    used: list[torch.Tensor] = []
-    lengths: list[float] = []
-    generator = torch.Generator().manual_seed(0)
-    for _ in range(STEPS):
-        batch = torch.randint(0, TRAIN_SIZE, (BATCH,), generator=generator)
-        for optimizer in optimizers:
-            optimizer.zero_grad()
-        nn.functional.cross_entropy(model(inputs[batch]), targets[batch]).backward()
-        parameters = list(model.parameters())
-        used.append(
-            _flat64([p.grad for p in parameters if p.grad is not None])
-            + _flat64([decay * p for decay, p in zip(decays, parameters, strict=True)])
-        )
-        before = _flat64(list(model.parameters()))
-        with tracker.step(optimizer=optimizers):
-            for optimizer in optimizers:
-                optimizer.step()
-        lengths.append(float((_flat64(list(model.parameters())) - before).norm()))
-    records = tracker.close()
+    make, decays, declared_form = TWO_OPTIMIZERS[case]
+    walk = hand_walk(make, decays, attach=False, declared_form=declared_form)
+    records, used = walk.records, walk.used_gradients
     assert all(r.lr is None and r.group_lrs == (LR, OTHER_LR) for r in records)
     assert_close([r.grad_norm for r in records], [float(g.norm()) for g in used], FLOAT32_VECTOR_VS_FLOAT64, case)
     expected = [_cosine64(used[t - 1], used[t]) for t in range(1, STEPS)]
     assert_close([r.cosine for r in records[1:]], expected, FLOAT32_VECTOR_VS_FLOAT64, f"{case} cosine")
     # The update is both steps: each segment ends after the second.
+    lengths = walk.update_lengths
     assert_close([r.step_length for r in records], lengths, FLOAT32_VECTOR_VS_FLOAT64, f"{case} step length")
 
 

@@ -91,10 +91,28 @@ def test_a_resume_that_leaves_out_a_sink_says_so(
             ["walk", *TWO_EPOCHS, "--data-root", str(fashion_root), "--out", str(out), "--log-to", f"csv:{table}"]
         )
         assert code == EXIT_INTERRUPTED
-    assert json.loads((out / METADATA_FILE).read_text())[LOGGED_TO_KEY] == [f"csv:{table}"]
+    assert json.loads((out / METADATA_FILE).read_text())[LOGGED_TO_KEY] == [f"csv:{table.resolve()}"]
     with caplog.at_level(logging.WARNING, logger="sgdwalk.runs.sinks"):
         assert main(["walk", "--resume", str(out), *RESUME]) == EXIT_OK
-    assert f"this run logged to --log-to csv:{table} before; resumed without it" in caplog.text
+    assert f"this run logged to --log-to csv:{table.resolve()} before; resumed without it" in caplog.text
+
+
+def test_a_resume_naming_a_sink_under_another_spelling_continues_it_without_a_warning(
+    fashion_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A false warning before (found by a second pair of eyes): the names were compared as written.
+    out, table = tmp_path / "run", tmp_path / "walk.csv"
+    with pytest.MonkeyPatch.context() as patch:
+        stop_at_the_end_of_epoch_2(patch)
+        code = main(
+            ["walk", *TWO_EPOCHS, "--data-root", str(fashion_root), "--out", str(out), "--log-to", f"csv:{table}"]
+        )
+        assert code == EXIT_INTERRUPTED
+    with caplog.at_level(logging.WARNING, logger="sgdwalk.runs.sinks"):
+        assert main(["walk", "--resume", str(out), *RESUME, "--log-to", f"csv:{tmp_path}/./walk.csv"]) == EXIT_OK
+    assert "resumed without it" not in caplog.text
+    records = load_run(out).step_records()
+    assert read_csv_metrics(table) == [(record.step, flat_metrics(record)) for record in records]
 
 
 def tensorboard_scalars(records: list[StepRecord]) -> dict[str, list[tuple[int, float]]]:

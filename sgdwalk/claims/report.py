@@ -39,9 +39,9 @@ Regression rule used by ``compare_reports``: a claim regresses when its baseline
 is ``passed`` and its new outcome is ``failed`` or ``error``, or it was not checked: missing
 from the new report or skipped there (unless that is allowed: a claim not checked is not
 known to hold, and a tier run without its data or its ``--runslow`` skips them all); and
-whatever its baseline, when its new outcome is ``xpassed`` (the project runs
-``xfail_strict = true``: a strict xfail that passes fails the run, and its baseline must be
-made again). A claim whose check itself changed is ``changed``, which fails the comparison
+whatever its baseline, when its new outcome is ``xpassed``: an xfail that passes no longer
+describes the claim (under this project's ``xfail_strict = true`` it fails the run too), and
+its baseline must be made again. A claim whose check itself changed is ``changed``, which fails the comparison
 as a regression does: another claim id, other statistics (by name), or other seeds, in its
 setting or in the session's ``settings``; its baseline is then about another check. Every
 other change of outcome is a flip.
@@ -446,10 +446,12 @@ class Comparison:
 
 
 def _verdict(baseline_outcome: str, new_outcome: str, allow_missing: bool) -> Verdict:
-    if baseline_outcome == new_outcome:
-        return "same"
+    # An xfail that passes, whatever the baseline held (an xpass there too): its xfail no longer
+    # describes the claim.
     if new_outcome == "xpassed":
         return "regression"
+    if baseline_outcome == new_outcome:
+        return "same"
     if baseline_outcome == "passed":
         if new_outcome in REGRESSING_OUTCOMES:
             return "regression"
@@ -509,8 +511,9 @@ def compare_reports(baseline: ClaimsReport, new: ClaimsReport, *, allow_missing:
         )
     rows.sort(key=_row_sort_key)
     # A merged report keeps only the settings all its inputs shared (none where they differ),
-    # so its session says nothing of its entries: there each entry's own seeds are compared.
-    sessions_comparable = not (baseline.merged_from or new.merged_from) or (baseline.settings and new.settings)
+    # so a merged one without settings says nothing of its entries' sessions: there each
+    # entry's own seeds are compared.
+    sessions_comparable = not any(report.merged_from and not report.settings for report in (baseline, new))
     settings_differ = (
         (baseline.settings, new.settings)
         if sessions_comparable and dict(baseline.settings) != dict(new.settings)

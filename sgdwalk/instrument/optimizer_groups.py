@@ -8,26 +8,32 @@ RAdam take) shrinks θ apart from the gradient, which stays g. Each group has it
 and rate.
 
 A group's ``weight_decay`` does not say which of the two it is: the optimizer's step does.
-So the form is read from the class, for torch's optimizers (and their subclasses) only, as
-their steps were read (``_COUPLED``, ``_DECOUPLED``, ``_FLAGGED``). Any other optimizer with a
-decay (Lion, bitsandbytes' AdamW8bit, a hand-written one) is refused unless its class says
-(``DECAY_FORM_ATTRIBUTE``) or the loop declares the coupled decay itself (the tracker's
-``weight_decay``): guessing would make ``grad_norm`` and the cosines silently off by wd·θ. An optimizer that ascends (``maximize=True``) is
-refused: its update uses −g, and the walk measures descent of the loss.
+So the form comes from, in this order: the class's own word (``DECAY_FORM_ATTRIBUTE``);
+torch's optimizer classes, as their steps were read (``_COUPLED``, ``_DECOUPLED``,
+``_FLAGGED``), for a subclass only while it keeps torch's step (one that writes its own step
+may apply the decay its own way); the optimizer a wrapper holds as ``.optimizer`` (a
+Lookahead's inner step makes the gradient); and the loop's word, the tracker's
+``weight_decay_form``. Any other optimizer with a decay (Lion, bitsandbytes' AdamW8bit, a
+hand-written one) is refused: guessing would make ``grad_norm`` and the cosines silently off
+by wd·θ. An optimizer that ascends (``maximize=True``) is refused: its update uses −g, and
+the walk measures descent of the loss.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 import torch
 
 # An optimizer class not among torch's says how its step applies the decay with this class
-# attribute, "coupled" or "decoupled" (this repository's NoisyGD does).
+# attribute, "coupled" or "decoupled" (this repository's NoisyGD does); a loop says it of the
+# optimizers it hands the tracker with the tracker's ``weight_decay_form``.
 DECAY_FORM_ATTRIBUTE: Final = "weight_decay_form"
-_DECAY_FORMS: Final = ("coupled", "decoupled")
+DecayForm = Literal["coupled", "decoupled"]
+DECAY_FORMS: Final[tuple[str, ...]] = get_args(DecayForm)
 
 # torch's optimizers whose step adds the group's weight_decay·θ to the gradient (read in their
 # source: ``grad = grad.add(param, alpha=weight_decay)``).
@@ -57,17 +63,25 @@ _UNDECAYED: Final[tuple[type[torch.optim.Optimizer], ...]] = (
 
 
 def unwrapped_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The ``torch.optim.Optimizer`` inside the wrappers accelerate (and others) put around it.
+    """The ``torch.optim.Optimizer`` whose step hooks see the update, inside the wrappers
+    accelerate and Lightning put around it.
 
     accelerate's ``AcceleratedOptimizer`` is an ``Optimizer`` subclass that never ran
-    ``Optimizer.__init__`` (no step hooks of its own) and whose class says nothing of the
-    decay: it is unwrapped by its ``.optimizer``, not taken for the optimizer because of its
-    type. Its groups are the inner optimizer's, and its step calls the inner one's."""
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+    ``Optimizer.__init__`` (no step hooks of its own), Lightning's ``LightningOptimizer`` no
+    ``Optimizer`` at all: each only calls the step of the one it holds as ``.optimizer``, so
+    that one is the optimizer. A wrapper that is an optimizer in its own right (it ran
+    ``Optimizer.__init__``, as a Lookahead does, whose step moves the weights after its inner
+    one's) is kept: its step is the update."""
+    while not _is_hookable(optimizer) and isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
         optimizer = optimizer.optimizer
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"no torch optimizer inside {type(optimizer).__name__}: the tracker attaches to one")
     return optimizer
+
+
+def _is_hookable(optimizer: Any) -> bool:
+    """An optimizer that ran ``Optimizer.__init__``: it has step hooks of its own."""
+    return isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "_optimizer_step_pre_hooks")
 
 
 # What a step is handed: one optimizer, or those whose steps together make one update (Muon's
@@ -98,37 +112,58 @@ def common_rate(rates: Sequence[float]) -> float | None:
     return rates[0] if rates and all(rate == rates[0] for rate in rates) else None
 
 
-def _declared_form(optimizer: torch.optim.Optimizer) -> str | None:
-    form = getattr(type(optimizer), DECAY_FORM_ATTRIBUTE, None)
-    return form if form in _DECAY_FORMS else None
+def _keeps_torch_step(optimizer: torch.optim.Optimizer, torch_class: type[torch.optim.Optimizer]) -> bool:
+    """Whether the optimizer's step is ``torch_class``'s (hooks torch wraps around it aside)."""
+    return inspect.unwrap(type(optimizer).step) is inspect.unwrap(torch_class.step)
 
 
-def decay_form_is_known(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the optimizer's class says, or this module knows, how its step applies the decay."""
-    return _declared_form(optimizer) is not None or isinstance(
-        optimizer, (*_COUPLED, *_DECOUPLED, *_FLAGGED, *_UNDECAYED)
-    )
+# torch's classes by the form their steps apply, most derived first (AdamW is an Adam);
+# "flagged": as each group's ``decoupled_weight_decay`` says.
+_TORCH_FORMS: Final[tuple[tuple[tuple[type[torch.optim.Optimizer], ...], str], ...]] = (
+    (_DECOUPLED, "decoupled"),
+    (_FLAGGED, "flagged"),
+    (_COUPLED, "coupled"),
+    (_UNDECAYED, "coupled"),
+)
 
 
-def decay_is_decoupled(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> bool:
-    """The group's decay shrinks θ apart from the gradient (AdamW's) instead of entering it
-    (for an optimizer whose form is known, ``decay_form_is_known``)."""
-    declared = _declared_form(optimizer)
-    if declared is not None:
-        return declared == "decoupled"
-    if isinstance(optimizer, _DECOUPLED):
-        return True
-    return isinstance(optimizer, _FLAGGED) and bool(group.get("decoupled_weight_decay", False))
+def _torch_form(optimizer: torch.optim.Optimizer) -> str | None:
+    """The form torch's own class of the optimizer applies (None: not one, or a subclass that
+    writes its own step)."""
+    for classes, form in _TORCH_FORMS:
+        for torch_class in classes:
+            if isinstance(optimizer, torch_class):
+                return form if _keeps_torch_step(optimizer, torch_class) else None
+    return None
+
+
+def decay_form(optimizer: torch.optim.Optimizer, declared_form: DecayForm | None = None) -> str | None:
+    """How the optimizer's step applies its groups' decay: "coupled", "decoupled", "flagged"
+    (per group, ``decoupled_weight_decay``), or None where nothing says (see the module
+    docstring for the order; ``declared_form``: the loop's word, the last resort)."""
+    own = getattr(type(optimizer), DECAY_FORM_ATTRIBUTE, None)
+    if own in DECAY_FORMS:
+        return str(own)
+    torch_form = _torch_form(optimizer)
+    if torch_form is not None:
+        return torch_form
+    inner = getattr(optimizer, "optimizer", None)
+    inner_form = decay_form(inner) if isinstance(inner, torch.optim.Optimizer) and inner is not optimizer else None
+    return inner_form if inner_form is not None else declared_form
+
+
+def _group_decouples(form: str, group: Mapping[str, Any]) -> bool:
+    return form == "decoupled" or (form == "flagged" and bool(group.get("decoupled_weight_decay", False)))
 
 
 def _decays(optimizer: torch.optim.Optimizer) -> list[float]:
     return sorted({float(group.get("weight_decay", 0.0)) for group in optimizer.param_groups})
 
 
-def check_readable(optimizer: torch.optim.Optimizer, declared_decay: float | None) -> None:
+def check_readable(optimizer: torch.optim.Optimizer, declared_form: DecayForm | None = None) -> None:
     """Refuse, before its step, an optimizer whose next step's gradient the records could not
-    hold: one that ascends, or one with a decay of unknown form and no coupled decay declared
-    (``declared_decay``, the tracker's ``weight_decay``). A wrapper is read as what it wraps."""
+    hold: one that ascends, or one with a decay whose form nothing says (``decay_form``;
+    ``declared_form``: the tracker's ``weight_decay_form``). A wrapper is read as what it wraps."""
     optimizer = unwrapped_optimizer(optimizer)
     name = type(optimizer).__name__
     if any(group.get("maximize", False) for group in optimizer.param_groups):
@@ -137,35 +172,31 @@ def check_readable(optimizer: torch.optim.Optimizer, declared_decay: float | Non
             "loss; to ascend an objective, minimise its negative (maximize=False), so the loss measured is the one "
             "descended"
         )
-    if decay_form_is_known(optimizer) or declared_decay is not None or not any(_decays(optimizer)):
+    if decay_form(optimizer, declared_form) is not None or not any(_decays(optimizer)):
         return
     raise ValueError(
-        f"{name} is not one of torch's optimizers and its groups have weight_decay {_decays(optimizer)}: the "
-        "tracker cannot tell whether its step adds wd·θ to the gradient (coupled, as SGD's) or shrinks θ apart "
-        "from it (decoupled, as AdamW's and Lion's), and the recorded gradient, its norm and the cosines depend on "
-        "it. Declare the decay its step adds to the gradient: WalkTracker(..., weight_decay=0.0) for a decoupled "
-        "decay, weight_decay=wd for a coupled one"
+        f"{name} is not one of torch's optimizers (or writes its own step) and its groups have weight_decay "
+        f"{_decays(optimizer)}: the tracker cannot tell whether its step adds wd·θ to the gradient (coupled, as "
+        "SGD's) or shrinks θ apart from it (decoupled, as AdamW's and Lion's), and the recorded gradient, its norm "
+        "and the cosines depend on it. Say which: WalkTracker(..., weight_decay_form='decoupled') or "
+        f"'coupled', or on its class, {DECAY_FORM_ATTRIBUTE} = 'decoupled'"
     )
 
 
 def coupled_decay(
-    optimizer: Optimizers, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
+    optimizer: Optimizers, parameters: Sequence[torch.Tensor], declared_form: DecayForm | None = None
 ) -> tuple[float, ...]:
     """Per parameter of ``parameters``, the decay its group adds to its gradient (0.0 when the
     decay is decoupled, absent, or the parameter is in no group: the step adds nothing); with
-    several optimizers, the group of whichever holds the parameter.
-
-    An optimizer whose form is not known here (``check_readable`` refuses it with a decay and
-    no declaration) adds ``declared_decay`` to the gradient of every parameter it holds."""
+    several optimizers, the group of whichever holds the parameter. ``declared_form``: the
+    form of an optimizer nothing else says it of (``check_readable`` refuses one with a decay
+    without it)."""
     by_parameter: dict[int, float] = {}
     for each in optimizers_of(optimizer):
-        check_readable(each, declared_decay)
-        known = decay_form_is_known(each)
+        check_readable(each, declared_form)
+        form = decay_form(each, declared_form) or "coupled"  # no form: no group has a decay
         for group in each.param_groups:
-            if known:
-                decay = 0.0 if decay_is_decoupled(each, group) else float(group.get("weight_decay", 0.0))
-            else:
-                decay = 0.0 if declared_decay is None else declared_decay
+            decay = 0.0 if _group_decouples(form, group) else float(group.get("weight_decay", 0.0))
             for parameter in group["params"]:
                 by_parameter[id(parameter)] = decay
     return tuple(by_parameter.get(id(parameter), 0.0) for parameter in parameters)
@@ -185,16 +216,16 @@ class GroupSettings:
 
 
 def group_settings(
-    optimizer: Optimizers, parameters: Sequence[torch.Tensor], declared_decay: float | None = None
+    optimizer: Optimizers, parameters: Sequence[torch.Tensor], declared_form: DecayForm | None = None
 ) -> GroupSettings:
-    """What ``optimizer``'s next step uses, for the walk over ``parameters`` (``declared_decay``:
+    """What ``optimizer``'s next step uses, for the walk over ``parameters`` (``declared_form``:
     as ``coupled_decay``'s)."""
     rates = learning_rates(optimizer)
     lr = common_rate(rates)
     return GroupSettings(
         lr=lr,
         group_lrs=rates if lr is None and rates else None,
-        coupled_decay=coupled_decay(optimizer, parameters, declared_decay),
+        coupled_decay=coupled_decay(optimizer, parameters, declared_form),
     )
 
 

@@ -40,7 +40,7 @@ from sgdwalk.instrument.measurement import (
     model_call,
     recomputed_batchnorm_statistics,
 )
-from sgdwalk.instrument.second_order import twice_differentiable_attention
+from sgdwalk.instrument.second_order import differentiated_forward
 from sgdwalk.instrument.tolerances import SHARPNESS_ERROR_BATCHES, SHARPNESS_RELATIVE_ERROR
 
 EigenvalueChoice = Literal["LA", "LM"]
@@ -109,7 +109,7 @@ def _operator_and_gradient(
 
     def chunk_gradient(batch: Batch) -> torch.Tensor:
         # The forward whose graph is differentiated again needs second derivatives.
-        with twice_differentiable_attention():
+        with differentiated_forward():
             call = model_call(model, {**layout.unflatten(leaf), **buffers})
             loss = measurement.losses(call, batch).sum() / measurement.size
             (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
@@ -129,7 +129,11 @@ def _operator_and_gradient(
         def product(vector: torch.Tensor) -> torch.Tensor:
             if not full_gradient.requires_grad:
                 return shard.summed(torch.zeros_like(leaf))
-            (hv,) = torch.autograd.grad(full_gradient, leaf, grad_outputs=vector, retain_graph=True)
+            # In the forward's context: a non-reentrant checkpoint recomputes its block in this
+            # backward, with the model's dropout and batch norm as they are now (a crash in train
+            # mode before: "Recomputed values ... have different metadata").
+            with measuring(model, forward_mode), differentiated_forward():
+                (hv,) = torch.autograd.grad(full_gradient, leaf, grad_outputs=vector, retain_graph=True)
             return shard.summed(hv.detach())
 
         return product, shard.summed(full_gradient.detach())
@@ -139,7 +143,8 @@ def _operator_and_gradient(
         with measuring(model, forward_mode):
             for batch in own_chunks():
                 gradient = chunk_gradient(batch)
-                (hv,) = torch.autograd.grad(gradient, leaf, grad_outputs=vector)
+                with differentiated_forward():
+                    (hv,) = torch.autograd.grad(gradient, leaf, grad_outputs=vector)
                 total += hv.detach()
         return shard.summed(total)
 
@@ -344,8 +349,11 @@ def top_hessian_eigenpair(
 
     ``relative_tolerance`` bounds the relative error of the value, and ``gap_estimate``
     trades that bound for an estimate (see ``lanczos_top_eigenpair``); ``max_iterations``
-    caps the Hessian-vector products. With a ``shard`` of several processes every process
-    must call this together; each evaluates its chunks, the products are summed, and every
+    caps the Hessian-vector products. A model that checkpoints activations without reentrance
+    (``torch.utils.checkpoint(..., use_reentrant=False)``) recomputes its blocks inside the
+    backward from its own parameters, so for it ``point`` must be the parameters the model
+    holds (the tracker's θ_{t+1} is): load another point into the model first. With a
+    ``shard`` of several processes every process must call this together; each evaluates its chunks, the products are summed, and every
     process runs the same Lanczos on the same vectors (same seed) to the same result.
     """
     if which not in ("LA", "LM"):
@@ -448,7 +456,7 @@ def batch_rayleigh_quotients(
         for number, batch in enumerate(parts):
             if not shard.owns(number):
                 continue
-            with twice_differentiable_attention():
+            with differentiated_forward():
                 call = model_call(model, {**layout.unflatten(leaf), **buffers})
                 loss = measurement.losses(call, batch).mean()
                 (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)

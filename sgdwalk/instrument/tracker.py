@@ -58,6 +58,8 @@ from sgdwalk.instrument.measurement_precision import MeasurementPrecision, check
 from sgdwalk.instrument.offload import KeptVector, VectorStore, checkpoint_copy
 from sgdwalk.instrument.offload_targets import OffloadTarget, check_offload
 from sgdwalk.instrument.optimizer_groups import (
+    DECAY_FORMS,
+    DecayForm,
     Optimizers,
     amp_scaled_step,
     check_readable,
@@ -137,10 +139,12 @@ class WalkTracker:
             and wherever the tracker sees the optimizer (``attach``, the Lightning callback,
             ``step(optimizer=...)``) each group's own coupled decay, read from its groups;
             decoupled decay (AdamW's) never enters the gradient (``optimizer_groups``). Given
-            together with one of torch's optimizers, it must be what the optimizer's groups add;
-            with another optimizer that has a decay (Lion, a hand-written one), it declares the
-            decay its step adds to the gradient (0.0 for a decoupled one), without which the
-            step is refused.
+            together with an optimizer, it must be what the optimizer's groups add.
+        weight_decay_form: how the step of an optimizer torch does not ship (Lion, a
+            hand-written one) applies its groups' ``weight_decay``: "coupled" (added to the
+            gradient, as SGD's) or "decoupled" (θ shrunk apart from it, as AdamW's). None:
+            such an optimizer with a decay is refused, unless its class says it
+            (``optimizer_groups.DECAY_FORM_ATTRIBUTE``); torch's own say it themselves.
         sharpness_every: also estimate the top Hessian eigenvalue at θ_{t+1} on measured
             steps t with t % sharpness_every == 0 (None: never).
         sharpness_which / sharpness_seed: passed to ``top_hessian_eigenvalue``.
@@ -202,6 +206,7 @@ class WalkTracker:
         num_alphas: int = DEFAULT_NUM_ALPHAS,
         bn_mode: BatchNormMode = "train",
         weight_decay: float | None = None,
+        weight_decay_form: DecayForm | None = None,
         sharpness_every: int | None = None,
         sharpness_which: EigenvalueChoice = "LA",
         sharpness_seed: int = 0,
@@ -246,6 +251,11 @@ class WalkTracker:
         self.bn_mode = check_batchnorm_mode(bn_mode)
         self.measurement_precision = check_measurement_precision(measurement_precision)
         self.weight_decay = weight_decay
+        if weight_decay_form is not None and weight_decay_form not in DECAY_FORMS:
+            raise ValueError(
+                f"weight_decay_form must be one of {', '.join(DECAY_FORMS)} or None, got {weight_decay_form!r}"
+            )
+        self.weight_decay_form = weight_decay_form
         self.sharpness_every = sharpness_every
         self.sharpness_which: EigenvalueChoice = sharpness_which
         self.sharpness_seed = sharpness_seed
@@ -377,7 +387,7 @@ class WalkTracker:
         for each in optimizers or ():
             # At every step, measured or not (a loop over its groups): an optimizer whose gradient
             # the records could not hold is refused at the first step, not hours in at a window.
-            check_readable(each, self.weight_decay)
+            check_readable(each, self.weight_decay_form)
         step = self.step_index
         measured, next_measured = self._measures(step), self._measures(step + 1)
         # Looked at where the kept vectors are read next: a layer unfrozen after the last
@@ -458,9 +468,9 @@ class WalkTracker:
         """(lr, group_lrs, the coupled decay: one for all parameters or one each) of the step about to be taken."""
         if optimizer is None:
             return lr, None, 0.0 if self.weight_decay is None else self.weight_decay
-        # The set, as checked in before_step; an optimizer whose decay form is not known takes the
-        # declared weight_decay as its coupled decay (optimizer_groups.check_readable).
-        settings = group_settings(optimizer, self.trainable.parameters, self.weight_decay)
+        # The set, as checked in before_step; an optimizer whose decay form nothing else says
+        # takes the tracker's weight_decay_form (optimizer_groups.decay_form).
+        settings = group_settings(optimizer, self.trainable.parameters, self.weight_decay_form)
         if self.weight_decay is not None and any(decay != self.weight_decay for decay in settings.coupled_decay):
             raise ValueError(
                 f"the tracker was given weight_decay={self.weight_decay}, but the optimizer's groups add "
@@ -611,7 +621,7 @@ class WalkTracker:
         if self.quantities.preconditioned_sharpness_every is not None:
             check_adaptive_optimizer(optimizer)
         self.trainable.check_held_by(optimizer)
-        check_readable(optimizer, self.weight_decay)
+        check_readable(optimizer, self.weight_decay_form)
         if step is not None:
             if step < self.step_index:
                 raise ValueError(

@@ -34,9 +34,10 @@ LOGGED_TO_KEY: Final = "log_to"
 NO_STEP_KEPT: Final = -1
 
 
-def _target(spec: SinkSpec) -> str:
-    """Where ``spec`` writes, one spelling per place: a file or folder resolved, a URI as given."""
-    return str(Path(spec.where).resolve()) if spec.kind in ("csv", "tensorboard") else spec.where
+def _place(spec: SinkSpec) -> tuple[str, str]:
+    """The sink's kind and where it writes, one spelling per place: a file or folder resolved
+    (from the current folder, as the sink opens it), a URI as given."""
+    return spec.kind, str(Path(spec.where).resolve()) if spec.kind in ("csv", "tensorboard") else spec.where
 
 
 def _error_text(error: BaseException) -> str:
@@ -54,7 +55,7 @@ class RunSinks:
         self.specs: list[SinkSpec] = [parse_sink_spec(spec) for spec in specs]
         seen: dict[tuple[str, str], SinkSpec] = {}
         for spec in self.specs:
-            target = (spec.kind, _target(spec))
+            target = _place(spec)
             if target in seen:
                 raise SinkSpecError(
                     f"--log-to {seen[target]} and --log-to {spec} name the same target: each record would be "
@@ -80,13 +81,17 @@ class RunSinks:
             kept = last_step(run_dir)
             continue_after = NO_STEP_KEPT if kept is None else kept
         logged_to: list[str] = list(metadata.get(LOGGED_TO_KEY) or []) if resumed else []
-        named = {str(spec) for spec in self.specs}
-        for left_out in (spec for spec in logged_to if spec not in named):
+        # Compared by where they write: one file under two spellings is one sink.
+        named = {_place(spec) for spec in self.specs}
+        for left_out in (spec for spec in logged_to if _place(parse_sink_spec(spec)) not in named):
             logger.warning("this run logged to --log-to %s before; resumed without it, that copy stops at the "
                            "interruption (and keeps any records after its last checkpoint): name it again to "
                            "continue it", left_out)  # fmt: skip
         if run_dir is not None:
-            self._update_metadata(**{LOGGED_TO_KEY: [*logged_to, *(spec for spec in named if spec not in logged_to)]})
+            # Kept as resolved places, so a resume from another folder still knows them.
+            known = {_place(parse_sink_spec(spec)) for spec in logged_to}
+            added = [f"{kind}:{where}" for kind, where in map(_place, self.specs) if (kind, where) not in known]
+            self._update_metadata(**{LOGGED_TO_KEY: [*logged_to, *added]})
         for spec in self.specs:
             try:
                 sink = open_sink(

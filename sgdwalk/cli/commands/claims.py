@@ -30,8 +30,8 @@ Entries are matched by pytest node id; the claim id is shown beside it.
 A REGRESSION is a claim test whose baseline outcome is "passed" and whose new outcome is
 "failed" or "error", or that was not checked: missing from NEW or skipped there (a tier
 run without its data or --runslow skips every claim), unless --allow-missing; and any
-claim test whose new outcome is "xpassed" (with xfail_strict a strict xfail that passes
-fails the run: its baseline must be made again).
+claim test whose new outcome is "xpassed": an xfail that passes (strict or not) no longer
+describes the claim, and its baseline must be made again.
 
 A claim test is CHANGED when its check is no longer the one the baseline holds: another
 claim id, other statistics (by name), or other seeds. The whole comparison fails too when
