@@ -16,30 +16,21 @@ steers ``scaled_dot_product_attention``.
 Activation checkpointing (``torch.utils.checkpoint``) is the other thing a differentiated
 forward meets. The reentrant form (``use_reentrant=True``) keeps a graph for its block only
 when one of the block's inputs requires a gradient; a block fed the measurement set's inputs
-has none, so torch only warns ("None of the inputs have requires_grad=True") and the
-Hessian-vector products would leave the block's parameters out: sharpness 32 % low, without
-a word, on the network a second pair of eyes tried. ``differentiated_forward()`` turns that
-warning into an error that says so. The non-reentrant form recomputes its block inside the
-backward, so the backward passes run in the same context as the forward
-(``differentiated_forward`` and the measurement's train/eval state) and see the same block.
+has none, so torch only warns ("None of the inputs have requires_grad=True") and the block's
+parameters get no gradient: the Hessian-vector products took their curvature as zero
+(sharpness 32 % low on the network a second pair of eyes tried). The products' forward says
+which trainable parameters got no gradient (``unused_parameters_warning``). The non-reentrant
+form recomputes its block inside the backward from the module's own tensors, so the backward
+passes run in the forward's context and with the model holding the point's values
+(``sharpness._model_holding``).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from torch.nn.attention import SDPBackend, sdpa_kernel
-
-from sgdwalk.base.errors import SgdwalkError
-
-# torch.utils.checkpoint's warning for a reentrant block that keeps no graph.
-_REENTRANT_CHECKPOINT_CUT = "None of the inputs have requires_grad=True"
-
-
-class CutGraphError(SgdwalkError, RuntimeError):
-    """Part of the model kept no graph in a forward the instrument differentiates."""
 
 
 @contextmanager
@@ -50,25 +41,15 @@ def twice_differentiable_attention() -> Iterator[None]:
         yield
 
 
-@contextmanager
-def differentiated_forward() -> Iterator[None]:
-    """A forward (and its backward passes) whose graph the instrument differentiates: attention
-    by the math kernel (``twice_differentiable_attention``), and a reentrant checkpoint that
-    would cut its block out of the graph refused (``CutGraphError``) instead of left out."""
-    with twice_differentiable_attention(), warnings.catch_warnings():
-        warnings.filterwarnings("error", message=_REENTRANT_CHECKPOINT_CUT, category=UserWarning)
-        try:
-            yield
-        except UserWarning as warning:
-            if _REENTRANT_CHECKPOINT_CUT not in str(warning):
-                raise
-            raise CutGraphError(
-                "part of the model runs under torch.utils.checkpoint with use_reentrant=True, which keeps no graph "
-                "for a block none of whose inputs requires a gradient (the measurement set's inputs do not): the "
-                "Hessian-vector products (sharpness, top eigenvalues, Hessian trace) would leave that block's "
-                "parameters out. Checkpoint with use_reentrant=False (torch's recommendation), or only while "
-                "training (if self.training: checkpoint(...))"
-            ) from warning
+def unused_parameters_warning(names: Sequence[str]) -> str:
+    """What to say of trainable parameters a differentiated forward gave no gradient."""
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return (
+        f"{shown}: no gradient in the forward of the Hessian-vector products, so their curvature is taken as "
+        "zero (sharpness, top eigenvalues, Hessian trace). Right for parameters the forward does not use; wrong "
+        "for a block under torch.utils.checkpoint with use_reentrant=True, which keeps no graph when none of "
+        "its inputs requires a gradient: checkpoint with use_reentrant=False, or only while training"
+    )
 
 
-__all__ = ["CutGraphError", "differentiated_forward", "twice_differentiable_attention"]
+__all__ = ["twice_differentiable_attention", "unused_parameters_warning"]

@@ -20,7 +20,9 @@ eigenvector (see its docstring for why that is the first-order error of the eige
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, TypeGuard
 
@@ -40,7 +42,7 @@ from sgdwalk.instrument.measurement import (
     model_call,
     recomputed_batchnorm_statistics,
 )
-from sgdwalk.instrument.second_order import differentiated_forward
+from sgdwalk.instrument.second_order import twice_differentiable_attention, unused_parameters_warning
 from sgdwalk.instrument.tolerances import SHARPNESS_ERROR_BATCHES, SHARPNESS_RELATIVE_ERROR
 
 EigenvalueChoice = Literal["LA", "LM"]
@@ -81,6 +83,62 @@ def hessian_vector_product_operator(
     return _operator_and_gradient(model, point, measurement, bn_mode, reuse_graph, shard)[0]
 
 
+def _differing_from_the_model(model: nn.Module, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The entries of ``values`` (parameters and buffers by name) the model does not hold now."""
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    return {
+        name: value.detach()
+        for name, value in values.items()
+        # Meta tensors (the cost model's count of a product's operations) have no values to hold.
+        if not (value.is_meta or own[name].is_meta or torch.equal(own[name], value.detach()))
+    }
+
+
+@contextmanager
+def _model_holding(model: nn.Module, values: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """The model's own parameters and buffers named in ``values`` hold those values, and their
+    own again afterwards, bit for bit.
+
+    A non-reentrant activation checkpoint recomputes its block inside the backward from the
+    module's own tensors, read after ``functional_call`` has given them back: the backward
+    passes of a forward taken elsewhere (another point, ``recompute`` mode's statistics) must
+    find that point's values there (before, recompute mode's sharpness of a checkpointed
+    network was half the right value, found by a second pair of eyes). Empty ``values`` (the
+    tracker's θ_{t+1} in train and eval modes, the model's own): nothing is copied."""
+    if not values:
+        yield
+        return
+    own = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    saved = {name: own[name].detach().clone() for name in values}
+    try:
+        with torch.no_grad():
+            for name, value in values.items():
+                own[name].copy_(value)
+        yield
+    finally:
+        with torch.no_grad():
+            for name, value in saved.items():
+                own[name].copy_(value)
+
+
+def _gradient_saying_unused(
+    loss: torch.Tensor, layout: ParameterLayout, views: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """d loss / d θ as one vector with its graph (for a second derivative), read per parameter:
+    those the forward gave no gradient are zeros, and said once (``unused_parameters_warning``):
+    a reentrant checkpoint's block cut out of the graph looks like that."""
+    gradients = torch.autograd.grad(loss, list(views.values()), create_graph=True, allow_unused=True)
+    unused = [name for name, gradient in zip(layout.names, gradients, strict=True) if gradient is None]
+    if unused and loss.requires_grad:
+        warnings.warn(unused_parameters_warning(unused), UserWarning, stacklevel=2)
+    return torch.cat(
+        [
+            (torch.zeros_like(view) if gradient is None else gradient).reshape(-1)
+            for view, gradient in zip(views.values(), gradients, strict=True)
+        ]
+    )
+
+
 def _operator_and_gradient(
     model: nn.Module,
     point: torch.Tensor,
@@ -98,22 +156,28 @@ def _operator_and_gradient(
     check_batchnorm_mode(bn_mode)
     layout = ParameterLayout.of(model)
     leaf = point.detach().clone().requires_grad_(True)
-    single_chunk = measurement.size <= measurement.chunk_size
-    reuse = single_chunk if reuse_graph is None else reuse_graph
     # "recompute": statistics re-estimated at the point, as losses_at_points does for the loss
     # there, then held as constants (eval mode): the Hessian of the eval-mode network at those
     # statistics, not of the loss with statistics re-estimated at every θ (definitions.md,
     # batch-norm modes). Without this the model's own running statistics would be used.
     buffers = recomputed_batchnorm_statistics(model, point, measurement) if bn_mode == "recompute" else {}
     forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
+    # What the model must hold while a graph of this point is differentiated (_model_holding):
+    # nothing at the tracker's θ_{t+1} in train and eval modes.
+    held = _differing_from_the_model(model, {**layout.unflatten(point), **buffers})
+    single_chunk = measurement.size <= measurement.chunk_size
+    # A graph kept from one product to the next would see the model's tensors change between
+    # them (held, then given back): where the model must hold something, each product is made
+    # whole, inside one holding.
+    reuse = (single_chunk if reuse_graph is None else reuse_graph) and not held
 
     def chunk_gradient(batch: Batch) -> torch.Tensor:
         # The forward whose graph is differentiated again needs second derivatives.
-        with differentiated_forward():
-            call = model_call(model, {**layout.unflatten(leaf), **buffers})
+        with twice_differentiable_attention():
+            views = layout.unflatten(leaf)
+            call = model_call(model, {**views, **buffers})
             loss = measurement.losses(call, batch).sum() / measurement.size
-            (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
-        return gradient
+            return _gradient_saying_unused(loss, layout, views)
 
     def own_chunks() -> list[Batch]:
         return [batch for number, batch in enumerate(measurement.chunks()) if shard.owns(number)]
@@ -132,7 +196,7 @@ def _operator_and_gradient(
             # In the forward's context: a non-reentrant checkpoint recomputes its block in this
             # backward, with the model's dropout and batch norm as they are now (a crash in train
             # mode before: "Recomputed values ... have different metadata").
-            with measuring(model, forward_mode), differentiated_forward():
+            with measuring(model, forward_mode), twice_differentiable_attention():
                 (hv,) = torch.autograd.grad(full_gradient, leaf, grad_outputs=vector, retain_graph=True)
             return shard.summed(hv.detach())
 
@@ -140,10 +204,10 @@ def _operator_and_gradient(
 
     def product_by_chunks(vector: torch.Tensor) -> torch.Tensor:
         total = torch.zeros_like(leaf)
-        with measuring(model, forward_mode):
+        with measuring(model, forward_mode), _model_holding(model, held):
             for batch in own_chunks():
                 gradient = chunk_gradient(batch)
-                with differentiated_forward():
+                with twice_differentiable_attention():
                     (hv,) = torch.autograd.grad(gradient, leaf, grad_outputs=vector)
                 total += hv.detach()
         return shard.summed(total)
@@ -349,11 +413,8 @@ def top_hessian_eigenpair(
 
     ``relative_tolerance`` bounds the relative error of the value, and ``gap_estimate``
     trades that bound for an estimate (see ``lanczos_top_eigenpair``); ``max_iterations``
-    caps the Hessian-vector products. A model that checkpoints activations without reentrance
-    (``torch.utils.checkpoint(..., use_reentrant=False)``) recomputes its blocks inside the
-    backward from its own parameters, so for it ``point`` must be the parameters the model
-    holds (the tracker's θ_{t+1} is): load another point into the model first. With a
-    ``shard`` of several processes every process must call this together; each evaluates its chunks, the products are summed, and every
+    caps the Hessian-vector products. With a ``shard`` of several processes every process
+    must call this together; each evaluates its chunks, the products are summed, and every
     process runs the same Lanczos on the same vectors (same seed) to the same result.
     """
     if which not in ("LA", "LM"):
@@ -447,6 +508,7 @@ def batch_rayleigh_quotients(
     # "recompute": statistics of the whole set at the point, held fixed, as the value uses.
     buffers = recomputed_batchnorm_statistics(model, point, measurement) if bn_mode == "recompute" else {}
     forward_mode: BatchNormMode = "eval" if bn_mode == "recompute" else bn_mode
+    held = _differing_from_the_model(model, {**layout.unflatten(point), **buffers})
     parts = list(_error_batches(model, measurement, bn_mode, num_batches))
     # One slot per part, filled by its owner and zero elsewhere: the sum over processes is
     # then each part's own value, exactly.
@@ -456,10 +518,11 @@ def batch_rayleigh_quotients(
         for number, batch in enumerate(parts):
             if not shard.owns(number):
                 continue
-            with differentiated_forward():
-                call = model_call(model, {**layout.unflatten(leaf), **buffers})
+            with twice_differentiable_attention(), _model_holding(model, held):
+                views = layout.unflatten(leaf)
+                call = model_call(model, {**views, **buffers})
                 loss = measurement.losses(call, batch).mean()
-                (gradient,) = torch.autograd.grad(loss, leaf, create_graph=True)
+                gradient = _gradient_saying_unused(loss, layout, views)
                 (curvature,) = torch.autograd.grad(gradient, leaf, grad_outputs=direction)
             quotients[number] = (direction.double() @ curvature.detach().double()).cpu()
     return shard.summed(quotients).numpy(), sizes.numpy()
