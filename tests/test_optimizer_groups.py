@@ -169,6 +169,17 @@ class DecoupledSGDSubclass(torch.optim.SGD):
                     p.mul_(1 - group["lr"] * group["weight_decay"]).add_(p.grad, alpha=-group["lr"])
 
 
+def lookahead_step(lookahead: Any) -> None:
+    """The inner step, then every ``k``-th step the weights pulled ``alpha`` of the way back to the slow ones."""
+    lookahead.optimizer.step()
+    lookahead.steps += 1
+    if lookahead.steps % lookahead.k == 0:
+        fast = [p for group in lookahead.param_groups for p in group["params"]]
+        for slow, p in zip(lookahead.slow, fast, strict=True):
+            slow.add_(p - slow, alpha=lookahead.alpha)
+            p.copy_(slow)
+
+
 class Lookahead(torch.optim.Optimizer):
     """Lookahead (Zhang et al. 2019) as users write it: an optimizer in its own right holding the
     inner one as ``.optimizer``; every ``k``-th step pulls the weights halfway back to the slow ones."""
@@ -181,13 +192,7 @@ class Lookahead(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure form: the tests never pass one
-        self.optimizer.step()
-        self.steps += 1
-        if self.steps % self.k == 0:
-            fast = [p for group in self.param_groups for p in group["params"]]
-            for slow, p in zip(self.slow, fast, strict=True):
-                slow.add_(p - slow, alpha=self.alpha)
-                p.copy_(slow)
+        lookahead_step(self)
 
 
 def two_decay_coupled_sgd(model: nn.Sequential) -> torch.optim.Optimizer:
@@ -445,3 +450,33 @@ def test_one_of_two_optimizers_alone_is_refused() -> None:
     nn.functional.cross_entropy(model(inputs), targets).backward()
     with pytest.raises(ValueError, match=r"hand it them all, `with tracker.step\(optimizer=\(first, second\)\)"):
         tracker.before_step(optimizer=first)
+
+
+class LookaheadWithoutInit(torch.optim.Optimizer):
+    """Lookahead as several libraries write it: an Optimizer subclass that never runs
+    Optimizer.__init__, so it has no step hooks of its own."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, k: int = 2, alpha: float = 0.5) -> None:
+        self.optimizer, self.k, self.alpha, self.steps = optimizer, k, alpha, 0
+        self.param_groups, self.defaults, self.state = optimizer.param_groups, optimizer.defaults, optimizer.state
+        self.slow = [p.detach().clone() for group in self.param_groups for p in group["params"]]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none)
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure form: the tests never pass one
+        lookahead_step(self)
+
+
+def test_a_wrapper_without_hooks_that_may_do_more_is_measured_in_a_with_block_not_attached() -> None:
+    # Attached to the inner SGD, its pull-backs fell outside every measured step (found by a
+    # second pair of eyes): refused, with the with block's way; there its whole step is the update.
+    model = mlp(0)
+    inputs, targets = classification_data(0, 8)
+    tracker = WalkTracker(model, MeasurementSet(inputs, targets), num_alphas=2)
+    with pytest.raises(TypeError, match=r"LookaheadWithoutInit holds SGD as \.optimizer and has no step hooks"):
+        tracker.attach(LookaheadWithoutInit(sgd(model)))
+    walk = hand_walk(lambda model: LookaheadWithoutInit(sgd(model)), [WEIGHT_DECAY] * 4, attach=False)
+    lengths = walk.update_lengths
+    assert_close([r.step_length for r in walk.records], lengths, FLOAT32_VECTOR_VS_FLOAT64, "whole step")

@@ -79,18 +79,21 @@ def test_csv_is_cut_back_to_the_checkpoint_and_appended(fashion_root: Path, tmp_
     assert table.read_bytes() == before, "resuming a finished run changes no sink"
 
 
+def stopped_logging_to(out: Path, fashion_root: Path, sink: str) -> None:
+    """Walk into ``out`` logging to ``sink``, stopped in epoch 2."""
+    with pytest.MonkeyPatch.context() as patch:
+        stop_at_the_end_of_epoch_2(patch)
+        code = main(["walk", *TWO_EPOCHS, "--data-root", str(fashion_root), "--out", str(out), "--log-to", sink])
+        assert code == EXIT_INTERRUPTED
+
+
 def test_a_resume_that_leaves_out_a_sink_says_so(
     fashion_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The copy stops at the interruption; without a word it looked complete (found by a second
     # pair of eyes). The run directory keeps the sinks it logged to (metadata.json's log_to).
     out, table = tmp_path / "run", tmp_path / "walk.csv"
-    with pytest.MonkeyPatch.context() as patch:
-        stop_at_the_end_of_epoch_2(patch)
-        code = main(
-            ["walk", *TWO_EPOCHS, "--data-root", str(fashion_root), "--out", str(out), "--log-to", f"csv:{table}"]
-        )
-        assert code == EXIT_INTERRUPTED
+    stopped_logging_to(out, fashion_root, f"csv:{table}")
     assert json.loads((out / METADATA_FILE).read_text())[LOGGED_TO_KEY] == [f"csv:{table.resolve()}"]
     with caplog.at_level(logging.WARNING, logger="sgdwalk.runs.sinks"):
         assert main(["walk", "--resume", str(out), *RESUME]) == EXIT_OK
@@ -102,12 +105,7 @@ def test_a_resume_naming_a_sink_under_another_spelling_continues_it_without_a_wa
 ) -> None:
     # A false warning before (found by a second pair of eyes): the names were compared as written.
     out, table = tmp_path / "run", tmp_path / "walk.csv"
-    with pytest.MonkeyPatch.context() as patch:
-        stop_at_the_end_of_epoch_2(patch)
-        code = main(
-            ["walk", *TWO_EPOCHS, "--data-root", str(fashion_root), "--out", str(out), "--log-to", f"csv:{table}"]
-        )
-        assert code == EXIT_INTERRUPTED
+    stopped_logging_to(out, fashion_root, f"csv:{table}")
     with caplog.at_level(logging.WARNING, logger="sgdwalk.runs.sinks"):
         assert main(["walk", "--resume", str(out), *RESUME, "--log-to", f"csv:{tmp_path}/./walk.csv"]) == EXIT_OK
     assert "resumed without it" not in caplog.text

@@ -63,20 +63,44 @@ _UNDECAYED: Final[tuple[type[torch.optim.Optimizer], ...]] = (
 
 
 def unwrapped_optimizer(optimizer: Any) -> torch.optim.Optimizer:
-    """The ``torch.optim.Optimizer`` whose step hooks see the update, inside the wrappers
-    accelerate and Lightning put around it.
+    """The ``torch.optim.Optimizer`` whose groups and step are the update's, inside a wrapper
+    that is no optimizer in its own right.
 
     accelerate's ``AcceleratedOptimizer`` is an ``Optimizer`` subclass that never ran
-    ``Optimizer.__init__`` (no step hooks of its own), Lightning's ``LightningOptimizer`` no
-    ``Optimizer`` at all: each only calls the step of the one it holds as ``.optimizer``, so
-    that one is the optimizer. A wrapper that is an optimizer in its own right (it ran
-    ``Optimizer.__init__``, as a Lookahead does, whose step moves the weights after its inner
-    one's) is kept: its step is the update."""
+    ``Optimizer.__init__`` (no step hooks of its own) and only calls the step of the one it
+    holds as ``.optimizer``: that one is the optimizer. A wrapper that ran
+    ``Optimizer.__init__`` (a Lookahead written so, or Lightning's ``LightningOptimizer``,
+    which takes its optimizer's class and state) is kept: its step is the update. Attaching
+    needs more than this (``attachable_optimizer``)."""
     while not _is_hookable(optimizer) and isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
         optimizer = optimizer.optimizer
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"no torch optimizer inside {type(optimizer).__name__}: the tracker attaches to one")
     return optimizer
+
+
+# Wrappers without step hooks of their own whose step is their optimizer's step and nothing
+# more, by the package that defines them: attached through the optimizer they hold.
+_DELEGATING_WRAPPER_PACKAGES: Final = ("accelerate",)
+
+
+def attachable_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    """The optimizer whose step hooks ``attach`` registers: ``optimizer`` itself, or the one a
+    known delegating wrapper (accelerate's) holds. A wrapper without hooks of its own whose
+    step may do more than its inner one's (a Lookahead that never ran ``Optimizer.__init__``
+    pulls the weights back after it) is refused: attached to the inner optimizer, the pull-back
+    would fall outside every measured step."""
+    if _is_hookable(optimizer) or not isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
+        return unwrapped_optimizer(optimizer)
+    package = type(optimizer).__module__.split(".")[0]
+    if package in _DELEGATING_WRAPPER_PACKAGES:
+        return unwrapped_optimizer(optimizer)
+    raise TypeError(
+        f"{type(optimizer).__name__} holds {type(optimizer.optimizer).__name__} as .optimizer and has no step hooks "
+        "of its own (it never ran Optimizer.__init__): the tracker cannot tell whether its step is the inner "
+        "optimizer's alone, so it cannot attach. Measure its step in a with block: "
+        "`with tracker.step(optimizer=wrapper): wrapper.step()`"
+    )
 
 
 def _is_hookable(optimizer: Any) -> bool:

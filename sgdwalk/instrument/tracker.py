@@ -62,6 +62,7 @@ from sgdwalk.instrument.optimizer_groups import (
     DecayForm,
     Optimizers,
     amp_scaled_step,
+    attachable_optimizer,
     check_readable,
     group_settings,
     optimizers_of,
@@ -611,9 +612,9 @@ class WalkTracker:
         without the tracker, which cannot count what it did not see, so it asks rather than
         number the records wrongly (omitted: the tracker's own count, only on a fresh tracker).
         A wrapper with the torch optimizer as its ``.optimizer`` (accelerate's) is attached
-        through that optimizer, whose steps its own call.
+        through that optimizer, whose steps its own call (``attachable_optimizer``).
         """
-        optimizer = unwrapped_optimizer(optimizer)
+        optimizer = attachable_optimizer(optimizer)
         if self._closed:
             raise RuntimeError("the tracker is closed and records nothing more: make a new one to measure again")
         if self._attachment is not None and self._attachment.attached:
