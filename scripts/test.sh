@@ -21,7 +21,7 @@ $PY -m pytest tests suites/quick -n 2 --sgdwalk-report "$REPORTS/quick.json"
 
 # The nets profile runs beside all the others: each walk runs on one CPU thread (the runs'
 # cpu_threads), so on two cores the script takes about the longer of it and the rest, not
-# their sum (48 minutes in all in the clean-clone run of a592cce). Its output is shown when
+# their sum (41 minutes in all in the clean-clone run of 336823a). Its output is shown when
 # it has finished; it is stopped if the script ends early. It keeps no pytest cache, which
 # the runs in front would write at the same time.
 echo "== gpu tier, nets CPU profile: C1-C7 on VGG-11 and ResNet-56 at a quarter width, Fashion-MNIST padded to 32 (started)"
