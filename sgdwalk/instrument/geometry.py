@@ -48,7 +48,7 @@ def flat_gradient(
     A parameter without ``.grad`` contributes zeros, its decay included: torch's optimizers
     skip it, so it does not move. ``inverse_scale``: the gradients still carry a gradient
     scaler's scale, which the optimizer's step takes off before it adds the decay
-    (``optimizer_groups.amp_scaled_step``); the vector is the unscaled one.
+    (``optimizer_groups.amp_inverse_scale``); the vector is the unscaled one.
     """
     parameters = trainable_parameters(model)
     decays = _decays(weight_decay, parameters)

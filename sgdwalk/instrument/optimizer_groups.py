@@ -253,32 +253,24 @@ def group_settings(
     )
 
 
-@dataclass(frozen=True)
-class AmpScaledStep:
-    """What a gradient scaler told the optimizer about the step it is in.
-
-    An optimizer that unscales inside its own step (torch's fused Adam, AdamW and SGD:
-    ``_step_supports_amp_scaling``) is not unscaled by ``GradScaler.step`` first: the scaler
-    sets ``grad_scale`` and ``found_inf`` on it for the length of that step, and the kernel
-    divides the gradients by the scale, or leaves the parameters as they are when an entry was
-    not finite. The gradients a step hook reads are then still scaled.
-
-    ``inverse_scale``: what the step multiplies the gradients by (None: they carry no scale);
-    ``skipped``: the step will not move the parameters (the scaler found an inf or a NaN).
-    """
-
-    inverse_scale: float | None
-    skipped: bool
+# An optimizer that unscales inside its own step (torch's fused Adam, AdamW and SGD:
+# ``_step_supports_amp_scaling``) is not unscaled by ``GradScaler.step`` first: the scaler sets
+# ``grad_scale`` and ``found_inf`` on it for the length of that step, and the kernel divides the
+# gradients by the scale, or leaves the parameters as they are when an entry was not finite.
+# The gradients a step hook reads are then still scaled. Each reading is a host sync, so each
+# is asked for only where it is used.
 
 
-def amp_scaled_step(optimizer: torch.optim.Optimizer) -> AmpScaledStep:
-    """The scale and skip a ``GradScaler.step`` set on ``optimizer`` for its current step."""
+def amp_inverse_scale(optimizer: torch.optim.Optimizer) -> float | None:
+    """What the optimizer's current step multiplies the gradients by (None: they carry no
+    scale): GradScaler's own unscale factor (``unscale_``: the float64 reciprocal, cast to
+    float32), so the gradient read is the one its unscale_ would make; exact for its powers of two."""
     scale = getattr(optimizer, "grad_scale", None)
+    return float(scale.double().reciprocal().float()) if isinstance(scale, torch.Tensor) else None
+
+
+def amp_step_skipped(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's current step will not move the parameters: its scaler found an
+    inf or a NaN."""
     found_inf = getattr(optimizer, "found_inf", None)
-    # One host sync, on a step a scaler runs only: whether the kernel will move anything.
-    skipped = isinstance(found_inf, torch.Tensor) and bool(found_inf.sum() > 0)
-    if not isinstance(scale, torch.Tensor):
-        return AmpScaledStep(None, skipped)
-    # GradScaler's own unscale factor (``unscale_``: the float64 reciprocal, cast to float32),
-    # so the gradient read is the one its unscale_ would make; exact for its powers of two.
-    return AmpScaledStep(float(scale.double().reciprocal().float()), skipped)
+    return isinstance(found_inf, torch.Tensor) and bool(found_inf.sum() > 0)

@@ -61,7 +61,8 @@ from sgdwalk.instrument.optimizer_groups import (
     DECAY_FORMS,
     DecayForm,
     Optimizers,
-    amp_scaled_step,
+    amp_inverse_scale,
+    amp_step_skipped,
     attachable_optimizer,
     check_readable,
     group_settings,
@@ -432,7 +433,7 @@ class WalkTracker:
         previous_gradient, self._previous_gradient = self._previous_gradient, None
         # A fused optimizer under a gradient scaler takes the scale off inside its step.
         # (Several optimizers are taken in a with block, where no scaler has handed one its scale.)
-        inverse_scale = None if only is None else amp_scaled_step(only).inverse_scale
+        inverse_scale = None if only is None or not (measured or next_measured) else amp_inverse_scale(only)
         if measured:
             gradient = gradient_in_place(self.model, decay, inverse_scale)
             paired = None if previous_gradient is None else cosine(previous_gradient, gradient)
@@ -582,7 +583,7 @@ class WalkTracker:
             return
         if self._in_step:
             self._forget_step()
-        if optimizer is not None and amp_scaled_step(unwrapped_optimizer(optimizer)).skipped:
+        if optimizer is not None and amp_step_skipped(unwrapped_optimizer(optimizer)):
             # A fused optimizer's step that its gradient scaler skips (a gradient entry not
             # finite) moves nothing: no step, as when the scaler skips optimizer.step() itself.
             return
