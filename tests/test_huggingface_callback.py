@@ -68,7 +68,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def train(tmp_path: Path) -> tuple[list[StepRecord], Snapshots]:
+def train(
+    tmp_path: Path, save_steps: int | None = None, resume_from: Path | None = None, walk: bool = True
+) -> tuple[list[StepRecord], Snapshots]:
+    """``STEPS`` updates (from the checkpoint ``resume_from``), a checkpoint every ``save_steps``;
+    the walk's records (none without ``walk``) and the reference's snapshots."""
     config = transformers.GPT2Config(
         vocab_size=VOCABULARY, n_positions=CONTEXT, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -79,13 +83,17 @@ def train(tmp_path: Path) -> tuple[list[StepRecord], Snapshots]:
     dataset = [{"input_ids": row, "labels": row} for row in tokens]
     measurement = MeasurementSet.from_batches({"input_ids": tokens[:16]}, sequence_losses, chunk_size=8)
     callback, snapshots = HuggingFaceWalkCallback(measurement, num_alphas=4), Snapshots()
+    saving: dict[str, Any] = {"save_strategy": "no"} if save_steps is None else {"save_steps": save_steps}
     arguments = transformers.TrainingArguments(
         output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=4, gradient_accumulation_steps=2,
         learning_rate=0.5, optim="sgd", max_grad_norm=0.5, lr_scheduler_type="linear", report_to="none",
-        save_strategy="no", logging_strategy="no", use_cpu=True, seed=0, disable_tqdm=True,
+        logging_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, **saving,
     )  # fmt: skip
-    trainer = transformers.Trainer(model=model, args=arguments, train_dataset=dataset, callbacks=[callback, snapshots])
-    trainer.train()
+    callbacks = [callback, snapshots] if walk else [snapshots]
+    trainer = transformers.Trainer(model=model, args=arguments, train_dataset=dataset, callbacks=callbacks)
+    trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+    if not walk:
+        return [], snapshots
     assert callback.tracker is not None
     return callback.tracker.close(), snapshots
 
@@ -107,3 +115,25 @@ def test_each_update_is_one_record_of_the_clipped_gradient_it_used(tmp_path: Pat
         else:
             assert record.cosine == pytest.approx(cosine(reference.gradients[step - 1], gradient), abs=RELATIVE)
     assert len({record.lr for record in records}) == STEPS  # the linear schedule, read at each step
+
+
+def test_a_run_resumed_from_a_checkpoint_continues_the_walk(tmp_path: Path) -> None:
+    """Resumed from its checkpoint at step 2 by a new Trainer and callback (as a new process
+    would): the records are the uninterrupted run's, bitwise, those before the checkpoint
+    included (before, the walk began again at step 2: no cosine there, and distance_from_init
+    counted from the checkpoint's weights)."""
+    uninterrupted, _ = train(tmp_path, save_steps=2)
+    assert (tmp_path / "checkpoint-2" / "sgdwalk_walk.pt").is_file()
+    resumed, _ = train(tmp_path, save_steps=2, resume_from=tmp_path / "checkpoint-2")
+    assert [record.step for record in resumed] == list(range(STEPS))
+    assert resumed == uninterrupted
+
+
+def test_a_checkpoint_without_the_walk_begins_one_and_says_so(tmp_path: Path) -> None:
+    """A checkpoint saved without the callback: the walk begins at its step, with a warning."""
+    train(tmp_path, save_steps=2, walk=False)
+    with pytest.warns(UserWarning, match="resumed at step 2 from a checkpoint without this walk's state"):
+        resumed, _ = train(tmp_path, save_steps=2, resume_from=tmp_path / "checkpoint-2")
+    assert [record.step for record in resumed] == [2, 3]
+    assert resumed[0].cosine is None
+    assert resumed[0].distance_from_init == pytest.approx(resumed[0].step_length, rel=RELATIVE)

@@ -213,3 +213,79 @@ def test_a_diverged_walk_stops_the_trainer() -> None:
     assert callback.tracker is not None and callback.tracker.diverged
     assert fit.global_step < STEPS, "the trainer went on after the walk diverged"
     assert all(math.isfinite(r.loss_end) for r in callback.tracker.close())
+
+
+def resumed_fit(
+    checkpoint: Path, callback: Any | None = None, module: Classifier | None = None
+) -> tuple[Classifier, list[StepRecord]]:
+    """A fit from ``checkpoint`` to the end, with ``callback`` and ``module`` (default: new
+    ones, as a new process makes; the module with other weights, which the checkpoint's replace)."""
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
+
+    module = Classifier(seed=1) if module is None else module
+    loader, measurement = data()
+    if callback is None:
+        callback = LightningWalkCallback(measurement, schedule=windows(SCHEDULE), **TRACKER_OPTIONS)
+    trainer(callbacks=[callback]).fit(module, loader, ckpt_path=checkpoint)
+    assert callback.tracker is not None
+    return module, callback.tracker.close()
+
+
+def test_a_fit_resumed_from_a_checkpoint_continues_the_walk(
+    plain: tuple[Classifier, list[StepRecord]], tmp_path: Path
+) -> None:
+    """Stopped at step 6 (an epoch's end, inside the window 5-7) and resumed by a new callback,
+    as a new process would: the records are the uninterrupted run's, bitwise, numbered and
+    measured from θ_0 as it numbers them, the checkpoint's records included (before, a new walk
+    began at step 0 from the checkpoint's weights, without a word)."""
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
+
+    loader, measurement = data()
+    first = LightningWalkCallback(measurement, schedule=windows(SCHEDULE), **TRACKER_OPTIONS)
+    stopped = trainer(callbacks=[first], max_steps=STEPS // EPOCHS)
+    stopped.fit(Classifier(seed=0), loader)
+    stopped.save_checkpoint(tmp_path / "step6.ckpt")
+    module, records = resumed_fit(tmp_path / "step6.ckpt")
+    plain_module, expected = plain
+    assert records == expected
+    for name, value in plain_module.state_dict().items():
+        assert torch.equal(module.state_dict()[name], value), f"{name}: the resumed fit trained another model"
+
+
+def test_the_same_callback_resumed_from_an_earlier_checkpoint_goes_back_to_it(
+    plain: tuple[Classifier, list[StepRecord]], tmp_path: Path
+) -> None:
+    """A fit that ran on to step 9 after its checkpoint at step 6, resumed from that checkpoint
+    with the same callback (a crash after the last checkpoint, in a notebook): the replayed steps
+    carry their own numbers and values (before: numbered from 9 on, with step 6's values), and
+    the sinks are told that they get steps 6-8 again."""
+    from sgdwalk.integrations.lightning_callback import LightningWalkCallback
+
+    checkpoint = tmp_path / "step6.ckpt"
+
+    class SaveAtStep6(lightning.Callback):
+        def on_train_batch_end(self, trainer: lightning.Trainer, *args: Any) -> None:
+            if trainer.global_step == STEPS // EPOCHS:
+                trainer.save_checkpoint(checkpoint)
+
+    loader, measurement = data()
+    callback = LightningWalkCallback(measurement, schedule=windows(SCHEDULE), **TRACKER_OPTIONS)
+    module = Classifier(seed=0)
+    trainer(callbacks=[callback, SaveAtStep6()], max_steps=9).fit(module, loader)
+    with pytest.warns(UserWarning, match="goes back from step 9 to the checkpoint's step 6"):
+        _, records = resumed_fit(checkpoint, callback, module)
+    _, expected = plain
+    assert records == expected
+
+
+def test_a_checkpoint_without_a_walk_begins_one_at_its_step(tmp_path: Path) -> None:
+    """A checkpoint saved without the callback (a warm start): the walk begins at its global
+    step, distance_from_init counted from its weights."""
+    loader, _ = data()
+    stopped = trainer(max_steps=STEPS // EPOCHS)
+    stopped.fit(Classifier(seed=0), loader)
+    stopped.save_checkpoint(tmp_path / "step6.ckpt")
+    _, records = resumed_fit(tmp_path / "step6.ckpt")
+    assert [r.step for r in records] == [6, 7, 10, 11]
+    assert records[0].cosine is None  # nothing before the walk's first step
+    assert math.isclose(records[0].distance_from_init, records[0].step_length, rel_tol=1e-6)

@@ -625,11 +625,7 @@ class WalkTracker:
         self.trainable.check_held_by(optimizer)
         check_readable(optimizer, self.weight_decay_form)
         if step is not None:
-            if step < self.step_index:
-                raise ValueError(
-                    f"step {step} is before the tracker's next step {self.step_index}: records would repeat"
-                )
-            self.step_index = step
+            self.continue_at(step)
         elif self.step_index != self._start_step:
             raise ValueError(
                 f"the tracker has taken {self.step_index - self._start_step} steps and cannot see whether the optimizer "
@@ -639,6 +635,17 @@ class WalkTracker:
         self._attached_to = type(optimizer).__name__
         self._attachment = OptimizerAttachment(self, optimizer, on_remove=self._attachment_removed)
         return self._attachment
+
+    def continue_at(self, step: int) -> None:
+        """Number the next step ``step``: for a caller that counts the optimizer's steps (a
+        trainer's global step) where the tracker cannot count those it did not see. The steps
+        between are a gap: the next measured step measures θ_t afresh, with no cosine across
+        it. A step before the tracker's next one is refused: its records would repeat."""
+        if self._in_step:
+            raise RuntimeError("continue_at called between before_step and after_step")
+        if step < self.step_index:
+            raise ValueError(f"step {step} is before the tracker's next step {self.step_index}: records would repeat")
+        self.step_index = step
 
     def _attachment_removed(self, attachment: OptimizerAttachment) -> None:
         if self._attachment is attachment:

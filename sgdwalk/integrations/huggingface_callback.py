@@ -14,13 +14,28 @@ groups, its number the Trainer's ``global_step``. The Trainer hands callbacks no
 records' ``minibatch_loss`` is None. The tracker is built at ``on_train_begin``, once the
 Trainer has put the model on its device (the measurement set must be on that device too);
 a Trainer resumed from a checkpoint starts the tracker at its ``global_step``.
+
+Each checkpoint the Trainer saves in its ``output_dir`` gets the tracker's state beside it
+(``sgdwalk_walk.pt``: θ_0, the last gradient and update, the records so far, and a digest of
+the parameters it was saved at), so ``trainer.train(resume_from_checkpoint=...)`` from one
+of them continues the walk, in a new process or with the same callback: the records of an
+uninterrupted run (``tests/test_huggingface_callback.py``). Resumed from a checkpoint without
+it (saved before the callback was added, or elsewhere), or with other weights, the walk
+begins at the checkpoint's step, distance_from_init counted from its weights, and says so.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import hashlib
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import torch
+from torch import nn
 
 from sgdwalk.instrument.attach import OptimizerAttachment
+from sgdwalk.instrument.geometry import flat_parameters
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.integrations.optional import MissingExtraError
@@ -44,6 +59,23 @@ else:
                 ) from _MISSING
 
     TrainingArguments = TrainerState = TrainerControl = Any
+
+# The tracker's state, in each checkpoint folder the Trainer writes.
+WALK_STATE_FILE: Final = "sgdwalk_walk.pt"
+# The Trainer's checkpoint folders are "checkpoint-<global step>" (transformers' PREFIX_CHECKPOINT_DIR).
+_CHECKPOINT_FOLDER_PREFIX: Final = "checkpoint"
+
+
+def parameters_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's trainable parameters (their values, in order): which weights a
+    walk's state was saved at, to tell a checkpoint's own walk from another's."""
+    return hashlib.sha256(flat_parameters(model).cpu().numpy().tobytes()).hexdigest()
+
+
+def walk_state_path(args: TrainingArguments, step: int) -> Path:
+    """Where the walk's state of the Trainer's checkpoint at ``step`` is kept."""
+    # str(): transformers types output_dir as optional, and fills it in before training.
+    return Path(str(args.output_dir)) / f"{_CHECKPOINT_FOLDER_PREFIX}-{step}" / WALK_STATE_FILE
 
 
 class HuggingFaceWalkCallback(TrainerCallback):
@@ -76,9 +108,51 @@ class HuggingFaceWalkCallback(TrainerCallback):
         step = int(state.global_step)
         if self.tracker is None:
             self.tracker = WalkTracker(model, self.measurement, start_step=step, **self.tracker_options)
+            if step > 0 and not self._resumed(self.tracker, args, step):
+                warnings.warn(
+                    f"resumed at step {step} from a checkpoint without this walk's state ({WALK_STATE_FILE} "
+                    f"saved at these weights in {walk_state_path(args, step).parent}): a new walk begins here, "
+                    "its distance_from_init counted from the checkpoint's weights, with no records before it",
+                    stacklevel=2,
+                )
             self._attachment = self.tracker.attach(optimizer)
-        else:  # a second train() with the same callback continues the walk at the Trainer's step
-            self._attachment = self.tracker.attach(optimizer, step=step)
+            return
+        reached = self.tracker.step_index
+        if step < reached and self._resumed(self.tracker, args, step):
+            warnings.warn(
+                f"the walk goes back from step {reached} to the checkpoint's step {step}: the records of steps "
+                f"{step} to {reached - 1} were handed to the tracker's sinks already, and these steps will be "
+                "handed to them again",
+                stacklevel=2,
+            )
+        # A second train() with the same callback continues the walk at the Trainer's step
+        # (attach refuses a step before the tracker's: its records would repeat).
+        self._attachment = self.tracker.attach(optimizer, step=step)
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        """The tracker's state beside the checkpoint the Trainer has just written (one writer)."""
+        folder = walk_state_path(args, int(state.global_step)).parent
+        if self.tracker is None or self.tracker.closed or not state.is_world_process_zero or not folder.is_dir():
+            return
+        saved = {"tracker": self.tracker.state_dict(), "parameters_sha256": parameters_digest(self.tracker.model)}
+        torch.save(saved, folder / WALK_STATE_FILE)
+
+    @staticmethod
+    def _resumed(tracker: WalkTracker, args: TrainingArguments, step: int) -> bool:
+        """Load the walk saved with the checkpoint at ``step``, if there is one at these weights."""
+        path = walk_state_path(args, step)
+        if not path.is_file():
+            return False
+        saved = torch.load(path, weights_only=True)
+        if saved["parameters_sha256"] != parameters_digest(tracker.model):
+            return False  # another run's checkpoint at the same step (resumed from elsewhere)
+        tracker.load_state_dict(saved["tracker"])
+        if tracker.step_index != step:
+            raise RuntimeError(
+                f"{path} holds a walk at step {tracker.step_index}, its checkpoint is at step {step}: "
+                "its records would be numbered wrongly"
+            )
+        return True
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any

@@ -15,10 +15,19 @@ one, it begins in the pre-hook, gradients unscaled and clipped. ``on_before_back
 the minibatch loss, and the optimizer's step post-hook (parameters updated) ends the step.
 The tracker is built at ``on_train_start``, once Lightning has put the module on its device:
 the measurement set must be on that device too.
+
+A Lightning checkpoint holds the tracker's state (``state_dict``: θ_0, the last gradient and
+update, the records so far), so ``Trainer.fit(ckpt_path=...)`` continues the walk where the
+checkpoint left it, in a new process or with the same callback, the records numbered by the
+trainer's ``global_step``: those of an uninterrupted run (``tests/test_lightning.py``).
+Before, a resumed fit started a new walk at step 0 from the checkpoint's weights: its records
+carried the numbers of steps long past, the distance from the resumed weights, and a
+same-process resume from an earlier checkpoint numbered the replayed steps after the last.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -89,15 +98,52 @@ class LightningWalkCallback(Callback):
         self.tracker: WalkTracker | None = None
         self._loss: torch.Tensor | None = None
         self._handles: list[RemovableHandle] = []
+        # The tracker's state a checkpoint handed back (load_state_dict), taken up at on_train_start.
+        self._saved_state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ Lightning's hooks
+    @property
+    def state_key(self) -> str:
+        # Two of these callbacks (an exact and a targeted walk, say) keep their states apart by prefix.
+        return self._generate_state_key(prefix=self.prefix)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The tracker's state, for the checkpoint Lightning is writing (nothing before training)."""
+        if self.tracker is None:
+            return {}
+        if self.tracker.closed:
+            warnings.warn(
+                f"the walk's tracker is closed, so this checkpoint holds none of its state: a fit resumed "
+                f"from it starts a new walk at its step ({self.tracker.step_index}), measuring "
+                "distance_from_init from there",
+                stacklevel=2,
+            )
+            return {}
+        return {"tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep the checkpoint's tracker state for ``on_train_start``, where the tracker is built."""
+        self._saved_state = state_dict.get("tracker")
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if len(trainer.optimizers) != 1:
             raise ValueError(
                 f"LightningWalkCallback measures the steps of one optimizer; this module has {len(trainer.optimizers)}"
             )
+        step = int(trainer.global_step)
         if self.tracker is None:
-            self.tracker = WalkTracker(pl_module, self.measurement, **self.tracker_options)
+            # From a checkpoint without a walk's state (one saved without this callback), the walk
+            # begins at the checkpoint's step: distance_from_init counts from its weights.
+            self.tracker = WalkTracker(
+                pl_module, self.measurement, **{"start_step": step if trainer.ckpt_path else 0, **self.tracker_options}
+            )
+        if self._saved_state is not None:
+            saved, self._saved_state = self._saved_state, None
+            self._resume(self.tracker, saved, step)
+        elif trainer.ckpt_path:
+            # The same callback again, from a checkpoint without its state: steps the tracker did
+            # not see are a gap; an earlier step is refused (its records would repeat).
+            self.tracker.continue_at(step)
         optimizer = trainer.optimizers[0]
         self._handles = [
             optimizer.register_step_pre_hook(self._before_step),
@@ -114,6 +160,24 @@ class LightningWalkCallback(Callback):
         self._detach()  # also when fit ended by an exception
 
     # ------------------------------------------------------------------------ internals
+    @staticmethod
+    def _resume(tracker: WalkTracker, saved: dict[str, Any], step: int) -> None:
+        """Continue the walk of the checkpoint: its θ_0, gradient, update and records, at its step."""
+        reached = tracker.step_index
+        tracker.load_state_dict(saved)
+        if tracker.step_index != step:
+            raise RuntimeError(
+                f"the checkpoint's walk is at step {tracker.step_index} and its trainer at global step {step}: "
+                "its records would be numbered wrongly"
+            )
+        if reached > step:
+            warnings.warn(
+                f"the walk goes back from step {reached} to the checkpoint's step {step}: the records of steps "
+                f"{step} to {reached - 1} were handed to the tracker's sinks already, and these steps will be "
+                "handed to them again",
+                stacklevel=3,
+            )
+
     def _started(self) -> WalkTracker:
         if self.tracker is None:
             raise RuntimeError("LightningWalkCallback: an optimizer step before on_train_start")
