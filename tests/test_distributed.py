@@ -62,10 +62,12 @@ def data() -> tuple[torch.Tensor, torch.Tensor, MeasurementSet]:
 
 
 def trackers(model: nn.Module, measurement: MeasurementSet, **kwargs: Any) -> list[WalkTracker]:
-    """An exact tracker with the sharpness every other step, and a precision-targeted one."""
+    """An exact tracker with the sharpness every other step, a precision-targeted one, and one
+    in bn_mode "eval" (the running statistics: process 0's, which DDP hands to the others)."""
     return [
         WalkTracker(model, measurement, sharpness_every=2, **kwargs),
         WalkTracker(model, measurement, precision=PrecisionTarget(first_look=12, seed=3, height_se=0.1), **kwargs),
+        WalkTracker(model, measurement, bn_mode="eval", sharpness_every=2, **kwargs),
     ]
 
 
@@ -76,7 +78,7 @@ def train_ddp(rank: int, tracked: bool) -> dict[str, Any]:
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     written: list[int] = []
     running = trackers(model, measurement, sinks=[lambda record: written.append(record.step)]) if tracked else []
-    points, gradients = [], []
+    points, gradients, statistics = [], [], []
     half = GLOBAL_BATCH // WORLD_SIZE
     for step in range(STEPS):
         first = step * GLOBAL_BATCH + rank * half
@@ -88,11 +90,16 @@ def train_ddp(rank: int, tracked: bool) -> dict[str, Any]:
         for tracker in running:
             tracker.before_step(minibatch_loss=loss, lr=LR)
         optimizer.step()
+        # This rank's running statistics, moved by its own half of the batch: DDP hands
+        # process 0's to the others at the next forward, after the measurement.
+        statistics.append([buffer.clone() for buffer in model.module.buffers()])
         for tracker in running:
             tracker.after_step()
     points.append(flat_parameters(model))
     return {
         "final": flat_parameters(model),
+        "final_buffers": [buffer.clone() for buffer in model.module.buffers()],
+        "statistics": statistics,
         "points": points,
         "gradients": gradients,
         "records": [[record.as_dict() for record in tracker.close()] for tracker in running],
@@ -111,8 +118,14 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
     torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
-def replayed_records(points: list[torch.Tensor], gradients: list[torch.Tensor], losses: list[float]) -> list[Any]:
-    """A single-process tracker driven through the same parameters and gradients."""
+def replayed_records(
+    points: list[torch.Tensor],
+    gradients: list[torch.Tensor],
+    losses: list[float],
+    statistics: list[list[torch.Tensor]],
+) -> list[Any]:
+    """A single-process tracker driven through the same parameters and gradients, its model
+    holding process 0's running statistics (``statistics``) after each step."""
     model = mlp()
     _, _, measurement = data()
     running = trackers(model, measurement, shard=Shard())
@@ -122,6 +135,9 @@ def replayed_records(points: list[torch.Tensor], gradients: list[torch.Tensor], 
         for tracker in running:
             tracker.before_step(minibatch_loss=losses[step], lr=LR)
         set_flat(parameters, points[step + 1], None)
+        with torch.no_grad():
+            for buffer, value in zip(model.buffers(), statistics[step], strict=True):
+                buffer.copy_(value)
         for tracker in running:
             tracker.after_step()
     return [[record.as_dict() for record in tracker.close()] for tracker in running]
@@ -167,7 +183,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 def test_every_rank_makes_the_same_records_and_only_rank_0_writes(ranks: list[dict[str, Any]]) -> None:
     first, second = (rank["tracked"] for rank in ranks)
     assert first["records"] == second["records"]
-    assert [len(records) for records in first["records"]] == [STEPS, STEPS]
+    assert [len(records) for records in first["records"]] == [STEPS, STEPS, STEPS]
     assert first["written"] == [step for step in range(STEPS) for _ in first["records"]]
     assert second["written"] == []
 
@@ -176,7 +192,11 @@ def test_every_rank_makes_the_same_records_and_only_rank_0_writes(ranks: list[di
 def test_ddp_records_equal_a_single_process_measurement_at_the_same_parameters(ranks: list[dict[str, Any]]) -> None:
     run = ranks[0]["tracked"]
     losses = [record["minibatch_loss"] for record in run["records"][0]]
-    single = replayed_records(run["points"], run["gradients"], losses)
+    single = replayed_records(run["points"], run["gradients"], losses, run["statistics"])
+    # The ranks' own statistics differ: the eval tracker's agreement below is not by chance.
+    assert not all(
+        torch.equal(a, b) for a, b in zip(run["statistics"][0], ranks[1]["tracked"]["statistics"][0], strict=True)
+    )
     for distributed_records, single_records in zip(run["records"], single, strict=True):
         for actual, expected in zip(distributed_records, single_records, strict=True):
             assert_records_close(actual, expected, SUMMATION_ORDER)
@@ -189,6 +209,11 @@ def test_ddp_records_equal_a_single_process_measurement_at_the_same_parameters(r
 def test_the_tracker_leaves_ddp_training_bitwise_unchanged(ranks: list[dict[str, Any]]) -> None:
     for rank in ranks:
         assert torch.equal(rank["tracked"]["final"], rank["untracked"]["final"])
+        # Each rank's own running statistics too: the eval tracker gives them back after measuring.
+        for tracked, untracked in zip(
+            rank["tracked"]["final_buffers"], rank["untracked"]["final_buffers"], strict=True
+        ):
+            assert torch.equal(tracked, untracked)
     assert torch.equal(ranks[0]["tracked"]["final"], ranks[1]["tracked"]["final"])
 
 
@@ -224,3 +249,25 @@ def test_a_single_process_shard_sends_nothing() -> None:
     assert [Shard(1, 2).owns(part) for part in range(4)] == [False, True, False, True]
     with pytest.raises(ValueError, match="rank 2"):
         Shard(2, 2)
+
+
+def _refuses_sharded_parameters(rank: int, init_file: str) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=1)
+    try:
+        model = mlp().float()
+        fully_shard(model)  # in place: the module's parameters become DTensors
+        _, _, measurement = data()
+        with pytest.raises(ValueError, match=r"sharded across processes \(DTensor: FSDP's fully_shard"):
+            WalkTracker(model, measurement)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_parameters_sharded_by_fsdp_are_refused_when_the_tracker_is_made(tmp_path: Path) -> None:
+    """Before, FSDP's fully_shard trained until the first measured step and stopped there in
+    torch's "mixed torch.Tensor and DTensor" error (a late window: hours in). In a process of
+    its own, so that its process group is no other test's."""
+    mp.spawn(_refuses_sharded_parameters, args=(str(tmp_path / "init"),), nprocs=1, join=True)

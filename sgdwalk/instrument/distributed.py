@@ -20,7 +20,12 @@ names the tolerance).
 
 Batch norm's "recompute" mode re-estimates its statistics over the whole set on every
 process (not shared out): each process then holds exactly the single process's statistics,
-at the price of that pass running everywhere.
+at the price of that pass running everywhere. In "eval" mode every process measures with
+process 0's running statistics (``from_first``), held while it measures: each process's
+own were moved by its own share of the minibatch, and DistributedDataParallel hands process
+0's to the others only at the next forward (and a checkpoint saves process 0's). Measured
+with their own, the processes' chunks were losses of different networks, merged into one
+record (found by a second pair of eyes: segment losses off by up to 7e-3 relative).
 
 The tracker measures the module inside ``DistributedDataParallel`` (``wrappers.unwrapped``): a
 forward through the wrapper would take part in DDP's gradient reduction and broadcast its
@@ -92,6 +97,16 @@ class Shard:
         total = tensor.detach().to(self._device()).clone()
         dist.all_reduce(total, op=dist.ReduceOp.SUM, group=self.group)
         return total.to(tensor.device)
+
+    def from_first(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Process 0's ``tensor`` (a copy, on ``tensor``'s device), the same on every process."""
+        if not self.distributed:
+            return tensor.detach().clone()
+        import torch.distributed as dist
+
+        copy = tensor.detach().to(self._device()).clone()
+        dist.broadcast(copy, group_src=0, group=self.group)
+        return copy.to(tensor.device)
 
     def gathered(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         """``tensor`` of every process, in rank order (same shape on every process)."""

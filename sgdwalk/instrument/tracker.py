@@ -517,7 +517,7 @@ class WalkTracker:
         step = self.step_index
         try:
             if not self.diverged:
-                with self._apart():
+                with self._apart(statistics=self._measures(step)):
                     self._measure_step(step)
         finally:
             self.step_index += 1
@@ -601,6 +601,8 @@ class WalkTracker:
     # ------------------------------------------------------------------ optimizer hooks
     # Set by attach / note_loss only (class defaults: __init__ stays as it is).
     _attachment: OptimizerAttachment | None = None
+    # Whether the model holds process 0's running statistics now (_first_process_statistics).
+    _holding_first_statistics: bool = False
     _noted_loss: float | torch.Tensor | None = None
 
     def attach(self, optimizer: torch.optim.Optimizer, *, step: int | None = None) -> OptimizerAttachment:
@@ -811,18 +813,47 @@ class WalkTracker:
         return float(total[0]) / self.shard.world_size
 
     @contextmanager
-    def _apart(self) -> Iterator[None]:
+    def _apart(self, statistics: bool = True) -> Iterator[None]:
         """Where a measurement runs: torch's random state restored after it, and autocast off,
         so that a loop that runs its whole step under autocast (the optimizer's step and with it
         the attachment's hooks, or the `with` block) is measured in ``measurement_precision``,
-        not in the loop's (its own bfloat16 autocast, if set, is entered inside)."""
+        not in the loop's (its own bfloat16 autocast, if set, is entered inside). With
+        ``statistics`` (a measurement, not only its bookkeeping), across processes in "eval"
+        mode, the model holds process 0's running statistics (``_first_process_statistics``)."""
         device_type = self.trainable.layouts[0][2].type
-        with torch.random.fork_rng(devices=self._cuda_devices()):
+        with torch.random.fork_rng(devices=self._cuda_devices()), self._first_process_statistics(statistics):
             if not torch.amp.is_autocast_available(device_type):
                 yield
                 return
             with torch.autocast(device_type, enabled=False):
                 yield
+
+    @contextmanager
+    def _first_process_statistics(self, wanted: bool) -> Iterator[None]:
+        """Across processes in bn_mode "eval": the model holds process 0's running statistics
+        while it is measured, and its own again afterwards, bit for bit (distributed.py says
+        why). Every process enters it together (a broadcast); nested, it does nothing more."""
+        buffers = (
+            buffers_read(self.model, "eval")
+            if wanted and self.shard.distributed and self.bn_mode == "eval" and not self._holding_first_statistics
+            else []
+        )
+        if not buffers:
+            yield
+            return
+        own = [buffer.detach().clone() for buffer in buffers]
+        first = [self.shard.from_first(buffer) for buffer in buffers]
+        self._holding_first_statistics = True
+        try:
+            with torch.no_grad():
+                for buffer, value in zip(buffers, first, strict=True):
+                    buffer.copy_(value)
+            yield
+        finally:
+            self._holding_first_statistics = False
+            with torch.no_grad():
+                for buffer, value in zip(buffers, own, strict=True):
+                    buffer.copy_(value)
 
     def _cuda_devices(self) -> list[int]:
         return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []

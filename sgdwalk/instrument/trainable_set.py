@@ -23,6 +23,15 @@ from sgdwalk.instrument.geometry import named_trainable_parameters
 from sgdwalk.instrument.optimizer_groups import Optimizers, optimizers_of
 
 
+def _is_sharded(parameter: torch.Tensor) -> bool:
+    """Whether ``parameter`` is a DTensor, of which this process holds a shard."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(parameter, DTensor)
+
+
 @dataclass(frozen=True)
 class TrainableSet:
     """The trainable parameters of a model, by name and tensor, in ``model.parameters()`` order.
@@ -43,6 +52,15 @@ class TrainableSet:
         they do not share one dtype and one device (every kept vector and every measured
         point is one tensor of one dtype on one device)."""
         named = named_trainable_parameters(model)
+        sharded = [name for name, p in named if _is_sharded(p)]
+        if sharded:
+            # Found by a second pair of eyes: FSDP's fully_shard trained until the first measured
+            # step, and then stopped there in torch's "mixed torch.Tensor and DTensor" error.
+            raise ValueError(
+                f"sgdwalk measures parameters that every process holds whole, and {_some(sharded)} are "
+                "sharded across processes (DTensor: FSDP's fully_shard, tensor parallelism): measure the walk "
+                "under DistributedDataParallel, or in one process"
+            )
         kinds: dict[tuple[torch.dtype, torch.device], list[str]] = {}
         for name, p in named:
             kinds.setdefault((p.dtype, p.device), []).append(name)
