@@ -241,7 +241,8 @@ def run_walk_command(args: argparse.Namespace) -> int:
     except SgdwalkError as error:  # a bad config, a data set not found, an unusable or busy run directory, --log-to
         return usage_error("walk", error)
     except KeyboardInterrupt:
-        print("\n" + _interrupted_message(launched.run_dir), file=sys.stderr)
+        if launched.reports:  # under torchrun, process 0 says it for all (Ctrl-C reaches every process)
+            print("\n" + _interrupted_message(launched.run_dir), file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as error:  # the run directory's disk full or gone: its records up to here are whole
         print(f"sgdwalk walk: error: {error}; {_resume_hint(launched.run_dir)}", file=sys.stderr)
