@@ -233,3 +233,84 @@ def test_the_standard_error_covers_at_its_nominal_rate(size: int, minibatch_size
     )
     assert one_low <= within_one <= one_high
     assert within_z >= z_low
+
+
+class _CheckpointedMLP(nn.Module):
+    """``mlp``'s layers, its hidden block under an activation checkpoint (``use_reentrant``)."""
+
+    def __init__(self, inner: nn.Module, reentrant: bool) -> None:
+        super().__init__()
+        self.inner = inner
+        self.reentrant = reentrant
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        from torch.utils.checkpoint import checkpoint
+
+        layers = list(self.inner.children())
+        hidden = layers[0](inputs.requires_grad_(self.reentrant))  # a reentrant block needs an input with a gradient
+        hidden = checkpoint(nn.Sequential(*layers[1:-1]), hidden, use_reentrant=self.reentrant)
+        output: torch.Tensor = layers[-1](hidden)
+        return output
+
+
+class _ValueBranchingMLP(nn.Module):
+    """A branch on a tensor's value (as transformers' attention masks take), which vmap refuses."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = self.inner(inputs)
+        return output if bool((inputs != 0).all()) else output * 1.0
+
+
+@pytest.mark.parametrize("wrapped", ["checkpoint", "value branch"])
+def test_models_vmap_cannot_run_are_measured_one_sample_at_a_time(wrapped: str) -> None:
+    """Before, the first measured step stopped in torch.func's error (a checkpoint's saved
+    tensor hooks, a branch on a value); now each sample's gradient is taken by plain
+    autograd, equal to the loop's, said once."""
+    inner = mlp(3, dtype=torch.float64)
+    model: nn.Module = _ValueBranchingMLP(inner) if wrapped == "value branch" else _CheckpointedMLP(inner, False)
+    inputs, targets = classification_data(4, 45, dtype=torch.float64)
+    targets = (inputs[:, 0] > 0).long() + (inputs[:, 1] > 1).long()
+    measurement = MeasurementSet(inputs, targets, chunk_size=4)
+    point = flat_parameters(model)
+    with pytest.warns(UserWarning, match="cannot be taken by torch.func.vmap") as said:
+        estimate = gradient_noise_scale(model, point, measurement, num_parts=6)
+        again = gradient_noise_scale(model, point, measurement, num_parts=6)
+    assert len([w for w in said if "torch.func.vmap" in str(w.message)]) == 1, "said once per model"
+    gradients = per_sample_gradients_by_loop(inner, point, inputs, targets)
+    b_simple, trace, _ = b_simple_of(gradients)
+    assert_close(estimate.trace_covariance, trace, GRADIENT_SUMS_REORDERED, "tr(Σ)")
+    assert_close(estimate.b_simple, b_simple, GRADIENT_SUMS_REORDERED, "B_simple")
+    assert_close(estimate.standard_error, jackknife_by_recomputation(gradients, 6), GRADIENT_SUMS_REORDERED, "SE")
+    assert again == estimate
+
+
+def test_minibatch_gradients_of_a_checkpointed_model_equal_a_loop() -> None:
+    """Minibatch gradients take plain autograd (before: torch.func's saved-tensor-hook error)."""
+    inner = mlp(3, dtype=torch.float64)
+    inputs, targets = classification_data(6, 60, dtype=torch.float64)
+    measurement = MeasurementSet(inputs, targets, chunk_size=8)
+    point = flat_parameters(inner)
+    model = _CheckpointedMLP(inner, reentrant=False)
+    estimate = gradient_noise_scale(model, point, measurement, minibatch_size=5, num_parts=4)
+    gradients = minibatch_gradients_by_loop(inner, point, inputs, targets, 5)
+    b_simple, trace, _ = b_simple_of(gradients)
+    assert_close(estimate.trace_covariance, 5 * trace, GRADIENT_SUMS_REORDERED, "tr(Σ) = b · tr(Σ_b)")
+    assert_close(estimate.b_simple, 5 * b_simple, GRADIENT_SUMS_REORDERED, "B_simple")
+
+
+def test_a_reentrant_checkpoint_stops_at_torchs_error_which_names_the_fix() -> None:
+    """A reentrant checkpoint recomputes its block outside any gradient taken with respect to
+    given inputs, which torch refuses; its message names use_reentrant=False (before:
+    torch.func's "must override the setup_context", which names nothing a user can change)."""
+    inner = mlp(3, dtype=torch.float64)
+    inputs, targets = classification_data(4, 12, dtype=torch.float64)
+    measurement = MeasurementSet(inputs, targets, chunk_size=4)
+    with (
+        pytest.warns(UserWarning, match="cannot be taken by torch.func.vmap"),
+        pytest.raises(RuntimeError, match="use_reentrant=False"),
+    ):
+        gradient_noise_scale(_CheckpointedMLP(inner, True), flat_parameters(inner), measurement)

@@ -7,7 +7,13 @@ noise; far above it, a bigger batch buys little.
 
 Per-sample gradients g_i come from ``torch.func`` (``vmap`` of ``grad`` through
 ``functional_call`` at the given parameter vector; the model is not touched), a chunk of
-the set at a time, so memory is chunk_size × parameters. Only sums are kept (Σ g_i as a
+the set at a time, so memory is chunk_size × parameters. Where ``vmap`` cannot run the
+model (an activation checkpoint's saved-tensor hooks, an ``autograd.Function`` without
+``setup_context``, control flow on a tensor's value such as transformers' attention masks,
+a hook that calls ``requires_grad_``), each sample's gradient is taken by plain autograd, one
+sample at a time: the same gradients, slower, said once per model (before, the first
+measured step stopped there, after the optimizer's step; found by a second pair of eyes).
+Minibatch gradients always take plain autograd, which every model runs. Only sums are kept (Σ g_i as a
 float64 vector, Σ |g_i|² as a float64 number, per part of the set), and from them the
 unbiased estimators
 
@@ -46,6 +52,8 @@ then depends on b, as the network does.
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,15 +217,19 @@ def _minibatch_sums(
     k·b to (k + 1)·b − 1), one forward and backward each."""
     layout = ParameterLayout.of(model)
 
-    def minibatch_loss(flat: torch.Tensor, batch: Batch) -> torch.Tensor:
-        return measurement.losses(model_call(model, {**layout.unflatten(flat), **buffers}), batch).mean()
+    def gradient_of(batch: Batch) -> torch.Tensor:
+        # Plain autograd, not torch.func: every model runs under it (checkpoints, hooks).
+        with torch.enable_grad():
+            leaf = parameters.detach().requires_grad_(True)
+            call = model_call(model, {**layout.unflatten(leaf), **buffers})
+            (gradient,) = torch.autograd.grad(measurement.losses(call, batch).mean(), leaf)
+        return gradient
 
-    gradient_of = grad(minibatch_loss)
     total = torch.zeros(parameters.numel(), dtype=torch.float64, device=parameters.device)
     total_squared_norm = 0.0
     for index in minibatches:
         batch = measurement.part(index * minibatch_size, (index + 1) * minibatch_size)
-        gradient = gradient_of(parameters, batch).detach()
+        gradient = gradient_of(batch).detach()
         total += gradient.to(torch.float64)
         total_squared_norm += float(torch.linalg.vector_norm(gradient, dtype=torch.float64).square())
     return _GradientSums(total.cpu(), total_squared_norm, len(minibatches))
@@ -254,8 +266,39 @@ def _part_sums(
     total = torch.zeros(parameters.numel(), dtype=torch.float64, device=parameters.device)
     total_squared_norm = 0.0
     for chunk_start in range(start, stop, measurement.chunk_size):
-        batch = measurement.part(chunk_start, min(chunk_start + measurement.chunk_size, stop))
-        gradients = per_sample_gradients(model, parameters, measurement, batch, buffers).detach()
-        total += gradients.sum(dim=0, dtype=torch.float64)
-        total_squared_norm += float(torch.linalg.vector_norm(gradients, dim=1, dtype=torch.float64).square().sum())
+        chunk_stop = min(chunk_start + measurement.chunk_size, stop)
+        if model not in _MODELS_VMAP_CANNOT_RUN:
+            batch = measurement.part(chunk_start, chunk_stop)
+            try:
+                gradients = per_sample_gradients(model, parameters, measurement, batch, buffers).detach()
+            except RuntimeError as error:
+                _say_vmap_cannot_run(model, error)
+            else:
+                total += gradients.sum(dim=0, dtype=torch.float64)
+                total_squared_norm += float(
+                    torch.linalg.vector_norm(gradients, dim=1, dtype=torch.float64).square().sum()
+                )
+                continue
+        # One sample at a time: each sample's gradient is its minibatch of one's.
+        one_by_one = _minibatch_sums(model, parameters, measurement, buffers, list(range(chunk_start, chunk_stop)), 1)
+        total += one_by_one.total.to(total.device)
+        total_squared_norm += one_by_one.total_squared_norm
     return _GradientSums(total.cpu(), total_squared_norm, stop - start)
+
+
+# The models whose per-sample gradients vmap could not take: taken one sample at a time from
+# then on, without trying vmap again (weakly held: a model let go is forgotten).
+_MODELS_VMAP_CANNOT_RUN: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+
+
+def _say_vmap_cannot_run(model: nn.Module, error: RuntimeError) -> None:
+    """Remember that vmap cannot run ``model``, and say it once, with torch's reason."""
+    _MODELS_VMAP_CANNOT_RUN.add(model)
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    warnings.warn(
+        f"the gradient noise scale's per-sample gradients cannot be taken by torch.func.vmap through "
+        f"{type(model).__name__} ({reason}): they are taken one sample at a time instead, the same "
+        "gradients, more slowly (said once per model)",
+        UserWarning,
+        stacklevel=4,
+    )
