@@ -6,6 +6,7 @@ coordinates of the landscape, and never enter a distance or a norm.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,13 @@ def flat_parameters(model: nn.Module) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in trainable_parameters(model)])
 
 
+def parameters_digest(model: nn.Module) -> str:
+    """SHA-256 of the model's trainable parameters (their values, in order): which weights a
+    walk's state was saved at, to tell a checkpoint's own weights from others."""
+    # Their bytes (as uint8: numpy has no bfloat16).
+    return hashlib.sha256(flat_parameters(model).cpu().view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
 def flat_gradient(
     model: nn.Module, weight_decay: float | Sequence[float] = 0.0, inverse_scale: float | None = None
 ) -> torch.Tensor:
@@ -55,7 +63,7 @@ def flat_gradient(
     with torch.no_grad():
         # One new vector (torch.cat's), the decay added to its slices in place: the values of
         # grad + decay · θ formed piece by piece, without a second parameter-sized copy.
-        flat = torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad.detach()).reshape(-1) for p in parameters])
+        flat = torch.cat([(torch.zeros_like(p) if p.grad is None else _dense(p.grad)).reshape(-1) for p in parameters])
         if inverse_scale is not None:
             flat.mul_(inverse_scale)
         first = 0
@@ -65,6 +73,13 @@ def flat_gradient(
                 flat[first : first + parameter.numel()].add_(decay * parameter.detach().reshape(-1))
             first += parameter.numel()
     return flat
+
+
+def _dense(gradient: torch.Tensor) -> torch.Tensor:
+    """A gradient as a strided tensor: a sparse one (``nn.Embedding(sparse=True)``, for
+    ``SparseAdam``) made dense, its repeated indices summed, as the optimizer's step applies it."""
+    gradient = gradient.detach()
+    return gradient if gradient.layout == torch.strided else gradient.to_dense()
 
 
 def _decays(weight_decay: float | Sequence[float], parameters: Sequence[nn.Parameter]) -> list[float]:
@@ -127,13 +142,18 @@ def gradient_in_place(
     """``flat_gradient(model, weight_decay, inverse_scale)``'s vector, read from the gradients themselves."""
     parameters = trainable_parameters(model)
     decays = _decays(weight_decay, parameters)
+    # Sparse gradients made dense once each, not at every block read from them.
+    densified: dict[int, torch.Tensor] = {}
 
     def piece(index: int, first: int, last: int) -> torch.Tensor:
         parameter = parameters[index]
         if parameter.grad is None:
             # No decay either: torch's optimizers skip the parameter (flat_gradient's zeros).
             return torch.zeros(last - first, dtype=parameter.dtype, device=parameter.device)
-        gradient = parameter.grad.detach().reshape(-1)[first:last]
+        whole = parameter.grad.detach()
+        if whole.layout != torch.strided:
+            whole = densified.setdefault(index, _dense(whole))
+        gradient = whole.reshape(-1)[first:last]
         if inverse_scale is not None:
             gradient = gradient * inverse_scale
         decay = decays[index]

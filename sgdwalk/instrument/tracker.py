@@ -48,6 +48,7 @@ from sgdwalk.instrument.geometry import (
     flat_parameters,
     gradient_in_place,
     norm,
+    parameters_digest,
     parameters_in_place,
     update_between,
     update_in_place,
@@ -377,6 +378,8 @@ class WalkTracker:
             raise RuntimeError("the tracker is closed: make a new one to measure another walk")
         if self._in_step:
             raise RuntimeError("before_step called twice without after_step")
+        if self._resumed_at_digest is not None:
+            self._check_resumed_weights(self._resumed_at_digest)
         if optimizer is not None and lr is not None:
             raise ValueError("give lr or optimizer, not both: with the optimizer its groups' rates are recorded")
         # accelerate's wrapper read as the optimizer inside; several: the steps of one update.
@@ -405,14 +408,35 @@ class WalkTracker:
                 f"WalkTracker(model, ..., start_step={step}), whose distance_from_init counts from this step"
             )
         if optimizers is not None and (measured or next_measured):
-            # Its groups give the rates and decays recorded, and (attached) its step is the update.
+            # Its groups give the rates and decays recorded, and (attached) its step is the update,
+            # which moves nothing outside the walk.
             self.trainable.check_held_by(optimizers)
+            self.trainable.check_moves_only_the_walk(optimizers, self.model)
         self._optimizer = only if measured else None
         # Reading the groups is a pass over the parameters: done only where a record uses it.
         self._lr, self._group_lrs, decay = (
             self._settings(lr, optimizers) if (measured or next_measured) else (lr, None, 0.0)
         )
         self._in_step = self._stepped = True
+        try:
+            self._read_step(minibatch_loss, measured, next_measured, only, decay)
+        except BaseException:
+            # A step whose gradient could not be read is no step of the walk: the tracker stays
+            # usable (before, the next step was refused as "called twice"), and its next step
+            # measures θ_t afresh, with no cosine across.
+            self._in_step = False
+            self._start = self._gradient = self._handoff = None
+            raise
+
+    def _read_step(
+        self,
+        minibatch_loss: float | torch.Tensor | None,
+        measured: bool,
+        next_measured: bool,
+        only: torch.optim.Optimizer | None,
+        decay: float | tuple[float, ...],
+    ) -> None:
+        """``before_step``'s reading of the step about to be taken: the loss, θ_t, the gradient."""
         self._minibatch_loss = self._global_loss(_as_float(minibatch_loss))
         if self.diverged:
             return
@@ -603,6 +627,23 @@ class WalkTracker:
     _attachment: OptimizerAttachment | None = None
     # Whether the model holds process 0's running statistics now (_first_process_statistics).
     _holding_first_statistics: bool = False
+    # The digest of the weights a loaded checkpoint was saved at, checked at the next step.
+    _resumed_at_digest: str | None = None
+
+    def _check_resumed_weights(self, saved: str) -> None:
+        """RuntimeError unless the model holds the weights the loaded tracker state was saved at:
+        its carried losses, last gradient and update, and its step number, are those weights'."""
+        self._resumed_at_digest = None
+        if parameters_digest(self.model) != saved:
+            # Found by a second pair of eyes: a tracker saved at step 7 beside a model saved at
+            # step 9 numbered the step 7 and took its α = 0 loss at θ_7, without a word.
+            raise RuntimeError(
+                f"step {self.step_index}: the model does not hold the weights the tracker's state was saved "
+                "at (a model checkpoint of another step?): that state's step number, α = 0 losses, last "
+                "gradient and update belong to those weights, so this step would be numbered and measured "
+                "wrongly. Load the model's and the tracker's states from one checkpoint"
+            )
+
     _noted_loss: float | torch.Tensor | None = None
 
     def attach(self, optimizer: torch.optim.Optimizer, *, step: int | None = None) -> OptimizerAttachment:
@@ -748,6 +789,8 @@ class WalkTracker:
             else [buffer.clone() for buffer in self._carried.buffers],
             "divergence": self.divergence,
             "start_loss": self.start_loss,
+            # The weights it was saved at: a resume from another step's model is refused (_check_resumed_weights).
+            "parameters_sha256": parameters_digest(self.model),
             # The carried losses were measured in it: a run resumes in the precision it began in.
             "measurement_precision": self.measurement_precision,
             "records": [record.as_dict() for record in self.records],
@@ -795,7 +838,9 @@ class WalkTracker:
         self.start_loss = state.get("start_loss")  # absent from checkpoints older than the rule
         # Tuples, as the tracker makes them (a serializer may hand back lists).
         self.records = [record_from_dict(saved) for saved in state["records"]]
-        # The checkpoint's carried state was saved at the parameters the run resumes from.
+        # The checkpoint's carried state was saved at the parameters the run resumes from: the
+        # next step checks it (absent from older checkpoints), whatever was loaded first.
+        self._resumed_at_digest = state.get("parameters_sha256")
         self._start = self._gradient = self._handoff = self._handed_on_by = None
 
     def _restored(self, vector: torch.Tensor) -> Kept:

@@ -142,6 +142,34 @@ class TrainableSet:
             )
 
 
+    def check_moves_only_the_walk(self, optimizer: Optimizers, model: nn.Module) -> None:
+        """ValueError where the groups of ``optimizer`` hold a parameter outside the walk (frozen,
+        or not the model's) that has a ``.grad``: torch's optimizers step every parameter with a
+        gradient, a zero one too (momentum and decay move it), so the update would move weights
+        the segment θ_t → θ_{t+1} leaves out."""
+        walk = {id(p) for p in self.parameters}
+        moved = [
+            p
+            for each in optimizers_of(optimizer)
+            for group in each.param_groups
+            for p in group["params"]
+            if id(p) not in walk and p.grad is not None
+        ]
+        if not moved:
+            return
+        names = {id(p): name for name, p in model.named_parameters()}
+        listed = [names.get(id(p), f"one of shape {tuple(p.shape)} outside the model") for p in moved]
+        # Found by a second pair of eyes: a layer frozen after zero_grad(set_to_none=False) kept a
+        # zero gradient and its momentum, so SGD moved it on; the segments mixed two models.
+        raise ValueError(
+            f"the optimizer's step would move parameters outside the walk ({_some(listed)}): they are not "
+            "trainable (or not the model's), yet hold a .grad, and torch's optimizers step every parameter "
+            "with one (its momentum and decay too), so the segment θ_t → θ_{t+1} would leave out weights that "
+            "moved. Set their .grad to None (zero_grad(set_to_none=True), torch's default, after freezing), or "
+            "take them out of the optimizer"
+        )
+
+
 def _layout(layout: tuple[torch.Size, torch.dtype, torch.device]) -> str:
     shape, dtype, device = layout
     return f"{tuple(shape)} {dtype} on {device}"

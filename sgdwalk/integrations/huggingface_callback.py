@@ -26,16 +26,14 @@ begins at the checkpoint's step, distance_from_init counted from its weights, an
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import torch
-from torch import nn
 
 from sgdwalk.instrument.attach import OptimizerAttachment
-from sgdwalk.instrument.geometry import flat_parameters
+from sgdwalk.instrument.geometry import parameters_digest
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.integrations.optional import MissingExtraError
@@ -64,12 +62,6 @@ else:
 WALK_STATE_FILE: Final = "sgdwalk_walk.pt"
 # The Trainer's checkpoint folders are "checkpoint-<global step>" (transformers' PREFIX_CHECKPOINT_DIR).
 _CHECKPOINT_FOLDER_PREFIX: Final = "checkpoint"
-
-
-def parameters_digest(model: nn.Module) -> str:
-    """SHA-256 of the model's trainable parameters (their values, in order): which weights a
-    walk's state was saved at, to tell a checkpoint's own walk from another's."""
-    return hashlib.sha256(flat_parameters(model).cpu().numpy().tobytes()).hexdigest()
 
 
 def walk_state_path(args: TrainingArguments, step: int) -> Path:
