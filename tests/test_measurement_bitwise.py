@@ -180,7 +180,6 @@ def reference_record_fields(
             moments.count,
             confidence=confidence,
             looks=num_looks,
-            floor_selection=tracker.precision is not None,
         ),
         end_losses=torch.cat(end_losses),
         looks=0,

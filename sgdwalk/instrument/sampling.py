@@ -275,7 +275,6 @@ def measure_segment(
             looks=num_looks,
             relative_tolerance=barrier_relative_tolerance,
             absolute_tolerance=barrier_absolute_tolerance,
-            floor_selection=target is not None,
         )
         return summary, uncertainty
 
