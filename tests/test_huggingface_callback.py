@@ -137,3 +137,46 @@ def test_a_checkpoint_without_the_walk_begins_one_and_says_so(tmp_path: Path) ->
     assert [record.step for record in resumed] == [2, 3]
     assert resumed[0].cosine is None
     assert resumed[0].distance_from_init == pytest.approx(resumed[0].step_length, rel=RELATIVE)
+
+
+class _CrashAfter(TRAINER_CALLBACK):
+    """Ends a train() by an exception after update ``step`` (a crash after a checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step: int | None = step
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.step is not None and state.global_step == self.step:
+            self.step = None  # once: the resumed train() runs through
+            raise KeyboardInterrupt
+
+
+def test_the_same_trainer_and_callback_resume_after_a_crash(tmp_path: Path) -> None:
+    """A train() ended by an exception after update 3, resumed from its checkpoint at 2 by the
+    same Trainer and callback (a notebook): before, the callback's attachment from the crashed
+    train() was still there and attach refused; now the records are the uninterrupted run's."""
+    uninterrupted, _ = train(tmp_path / "whole", save_steps=2)
+    config = transformers.GPT2Config(
+        vocab_size=VOCABULARY, n_positions=CONTEXT, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(config)
+    tokens = torch.randint(0, VOCABULARY, (SEQUENCES, CONTEXT), generator=torch.Generator().manual_seed(1))
+    measurement = MeasurementSet.from_batches({"input_ids": tokens[:16]}, sequence_losses, chunk_size=8)
+    callback = HuggingFaceWalkCallback(measurement, num_alphas=4)
+    arguments = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "crashed"), max_steps=STEPS, per_device_train_batch_size=4,
+        gradient_accumulation_steps=2, learning_rate=0.5, optim="sgd", max_grad_norm=0.5, lr_scheduler_type="linear",
+        report_to="none", logging_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, save_steps=2,
+    )  # fmt: skip
+    dataset = [{"input_ids": row, "labels": row} for row in tokens]
+    trainer = transformers.Trainer(
+        model=model, args=arguments, train_dataset=dataset, callbacks=[callback, _CrashAfter(3)]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    with pytest.warns(UserWarning, match="goes back from step 3 to the checkpoint's step 2"):
+        trainer.train(resume_from_checkpoint=True)
+    assert callback.tracker is not None
+    assert callback.tracker.close() == uninterrupted

@@ -132,6 +132,24 @@ def test_a_frozen_parameter_the_optimizer_still_moves_is_refused() -> None:
         assert torch.equal(first.weight, before), "refused after the optimizer moved"
 
 
+def test_a_frozen_parameter_the_step_cannot_move_is_let_be() -> None:
+    """A zero gradient under plain SGD (no momentum, no decay) moves nothing: measured."""
+    inputs, targets = classification_data(0, 32)
+    model = mlp(0)
+    first = model[0]
+    assert isinstance(first, nn.Linear)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    first.requires_grad_(False)
+    for parameter in first.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    tracker = WalkTracker(model, MeasurementSet(inputs, targets, chunk_size=16), num_alphas=4)
+    F.cross_entropy(model(inputs[:8]), targets[:8]).backward()
+    before = first.weight.detach().clone()
+    with tracker.step(optimizer=optimizer):
+        optimizer.step()
+    assert torch.equal(first.weight, before) and len(tracker.close()) == 1
+
+
 def test_a_tracker_state_saved_at_other_weights_is_refused_at_the_next_step() -> None:
     """A tracker saved at step 3 beside a model saved at step 5: before, the step was numbered
     3 and its α = 0 loss taken at θ_3, without a word."""

@@ -423,7 +423,7 @@ class WalkTracker:
         except BaseException:
             # A step whose gradient could not be read is no step of the walk: the tracker stays
             # usable (before, the next step was refused as "called twice"), and its next step
-            # measures θ_t afresh, with no cosine across.
+            # measures θ_t afresh (its cosine pairs the last gradient read, if one was).
             self._in_step = False
             self._start = self._gradient = self._handoff = None
             raise
@@ -639,7 +639,7 @@ class WalkTracker:
             # step 9 numbered the step 7 and took its α = 0 loss at θ_7, without a word.
             raise RuntimeError(
                 f"step {self.step_index}: the model does not hold the weights the tracker's state was saved "
-                "at (a model checkpoint of another step?): that state's step number, α = 0 losses, last "
+                "at (a model from another checkpoint, or another step's?): that state's step number, α = 0 losses, last "
                 "gradient and update belong to those weights, so this step would be numbered and measured "
                 "wrongly. Load the model's and the tracker's states from one checkpoint"
             )

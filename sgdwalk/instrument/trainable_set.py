@@ -141,19 +141,21 @@ class TrainableSet:
                 "second.step()`, or freeze what no optimizer trains (requires_grad_(False))"
             )
 
-
     def check_moves_only_the_walk(self, optimizer: Optimizers, model: nn.Module) -> None:
         """ValueError where the groups of ``optimizer`` hold a parameter outside the walk (frozen,
-        or not the model's) that has a ``.grad``: torch's optimizers step every parameter with a
-        gradient, a zero one too (momentum and decay move it), so the update would move weights
-        the segment θ_t → θ_{t+1} leaves out."""
+        or not the model's) that its step may move: torch's optimizers step every parameter with
+        a ``.grad``, a zero one too, which moves it where the gradient is not zero, the optimizer
+        keeps state for it (momentum, Adam's averages) or its group decays it; the segment
+        θ_t → θ_{t+1} would leave those weights out."""
         walk = {id(p) for p in self.parameters}
         moved = [
             p
             for each in optimizers_of(optimizer)
             for group in each.param_groups
             for p in group["params"]
-            if id(p) not in walk and p.grad is not None
+            if id(p) not in walk
+            and p.grad is not None
+            and (bool(each.state.get(p)) or bool(group.get("weight_decay")) or _not_zero(p.grad))
         ]
         if not moved:
             return
@@ -168,6 +170,11 @@ class TrainableSet:
             "moved. Set their .grad to None (zero_grad(set_to_none=True), torch's default, after freezing), or "
             "take them out of the optimizer"
         )
+
+
+def _not_zero(gradient: torch.Tensor) -> bool:
+    # A sparse gradient holds entries only where it is not zero (or was summed to zero).
+    return bool(gradient.detach().coalesce().values().any()) if gradient.is_sparse else bool(gradient.detach().any())
 
 
 def _layout(layout: tuple[torch.Size, torch.dtype, torch.device]) -> str:

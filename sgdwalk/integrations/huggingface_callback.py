@@ -97,6 +97,11 @@ class HuggingFaceWalkCallback(TrainerCallback):
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if model is None or optimizer is None:
             raise RuntimeError("HuggingFaceWalkCallback: the Trainer passed no model or optimizer to on_train_begin")
+        # A train() that ended in an exception never reached on_train_end: its attachment is
+        # let go here, so the same callback can resume (found by a second pair of eyes).
+        if self._attachment is not None:
+            self._attachment.remove()
+            self._attachment = None
         step = int(state.global_step)
         if self.tracker is None:
             self.tracker = WalkTracker(model, self.measurement, start_step=step, **self.tracker_options)
