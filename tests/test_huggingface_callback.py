@@ -68,11 +68,11 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def train(
-    tmp_path: Path, save_steps: int | None = None, resume_from: Path | None = None, walk: bool = True
-) -> tuple[list[StepRecord], Snapshots]:
-    """``STEPS`` updates (from the checkpoint ``resume_from``), a checkpoint every ``save_steps``;
-    the walk's records (none without ``walk``) and the reference's snapshots."""
+def walked_trainer(
+    output_dir: Path, save_steps: int | None = None, others: tuple[Any, ...] = (), walk: bool = True
+) -> tuple[Any, HuggingFaceWalkCallback, Snapshots]:
+    """A Trainer of ``STEPS`` updates of the tiny GPT-2, a checkpoint every ``save_steps``, with
+    the walk's callback (left out of the Trainer without ``walk``), the reference and ``others``."""
     config = transformers.GPT2Config(
         vocab_size=VOCABULARY, n_positions=CONTEXT, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0,
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
@@ -85,12 +85,21 @@ def train(
     callback, snapshots = HuggingFaceWalkCallback(measurement, num_alphas=4), Snapshots()
     saving: dict[str, Any] = {"save_strategy": "no"} if save_steps is None else {"save_steps": save_steps}
     arguments = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=STEPS, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        output_dir=str(output_dir), max_steps=STEPS, per_device_train_batch_size=4, gradient_accumulation_steps=2,
         learning_rate=0.5, optim="sgd", max_grad_norm=0.5, lr_scheduler_type="linear", report_to="none",
         logging_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, **saving,
     )  # fmt: skip
-    callbacks = [callback, snapshots] if walk else [snapshots]
+    callbacks = [*([callback] if walk else []), snapshots, *others]
     trainer = transformers.Trainer(model=model, args=arguments, train_dataset=dataset, callbacks=callbacks)
+    return trainer, callback, snapshots
+
+
+def train(
+    tmp_path: Path, save_steps: int | None = None, resume_from: Path | None = None, walk: bool = True
+) -> tuple[list[StepRecord], Snapshots]:
+    """``STEPS`` updates (from the checkpoint ``resume_from``), a checkpoint every ``save_steps``;
+    the walk's records (none without ``walk``) and the reference's snapshots."""
+    trainer, callback, snapshots = walked_trainer(tmp_path, save_steps, walk=walk)
     trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
     if not walk:
         return [], snapshots
@@ -156,24 +165,7 @@ def test_the_same_trainer_and_callback_resume_after_a_crash(tmp_path: Path) -> N
     same Trainer and callback (a notebook): before, the callback's attachment from the crashed
     train() was still there and attach refused; now the records are the uninterrupted run's."""
     uninterrupted, _ = train(tmp_path / "whole", save_steps=2)
-    config = transformers.GPT2Config(
-        vocab_size=VOCABULARY, n_positions=CONTEXT, n_embd=16, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    model = transformers.GPT2LMHeadModel(config)
-    tokens = torch.randint(0, VOCABULARY, (SEQUENCES, CONTEXT), generator=torch.Generator().manual_seed(1))
-    measurement = MeasurementSet.from_batches({"input_ids": tokens[:16]}, sequence_losses, chunk_size=8)
-    callback = HuggingFaceWalkCallback(measurement, num_alphas=4)
-    arguments = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "crashed"), max_steps=STEPS, per_device_train_batch_size=4,
-        gradient_accumulation_steps=2, learning_rate=0.5, optim="sgd", max_grad_norm=0.5, lr_scheduler_type="linear",
-        report_to="none", logging_strategy="no", use_cpu=True, seed=0, disable_tqdm=True, save_steps=2,
-    )  # fmt: skip
-    dataset = [{"input_ids": row, "labels": row} for row in tokens]
-    trainer = transformers.Trainer(
-        model=model, args=arguments, train_dataset=dataset, callbacks=[callback, _CrashAfter(3)]
-    )
+    trainer, callback, _ = walked_trainer(tmp_path / "crashed", save_steps=2, others=(_CrashAfter(3),))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
     with pytest.warns(UserWarning, match="goes back from step 3 to the checkpoint's step 2"):

@@ -625,26 +625,11 @@ class WalkTracker:
     # ------------------------------------------------------------------ optimizer hooks
     # Set by attach / note_loss only (class defaults: __init__ stays as it is).
     _attachment: OptimizerAttachment | None = None
+    _noted_loss: float | torch.Tensor | None = None
     # Whether the model holds process 0's running statistics now (_first_process_statistics).
     _holding_first_statistics: bool = False
     # The digest of the weights a loaded checkpoint was saved at, checked at the next step.
     _resumed_at_digest: str | None = None
-
-    def _check_resumed_weights(self, saved: str) -> None:
-        """RuntimeError unless the model holds the weights the loaded tracker state was saved at:
-        its carried losses, last gradient and update, and its step number, are those weights'."""
-        self._resumed_at_digest = None
-        if parameters_digest(self.model) != saved:
-            # Found by a second pair of eyes: a tracker saved at step 7 beside a model saved at
-            # step 9 numbered the step 7 and took its α = 0 loss at θ_7, without a word.
-            raise RuntimeError(
-                f"step {self.step_index}: the model does not hold the weights the tracker's state was saved "
-                "at (a model from another checkpoint, or another step's?): that state's step number, α = 0 losses, last "
-                "gradient and update belong to those weights, so this step would be numbered and measured "
-                "wrongly. Load the model's and the tracker's states from one checkpoint"
-            )
-
-    _noted_loss: float | torch.Tensor | None = None
 
     def attach(self, optimizer: torch.optim.Optimizer, *, step: int | None = None) -> OptimizerAttachment:
         """Measure every ``optimizer.step()`` through the optimizer's step hooks, no ``with``
@@ -842,6 +827,47 @@ class WalkTracker:
         # next step checks it (absent from older checkpoints), whatever was loaded first.
         self._resumed_at_digest = state.get("parameters_sha256")
         self._start = self._gradient = self._handoff = self._handed_on_by = None
+
+    def resume_at(self, state: dict[str, Any], step: int) -> None:
+        """``load_state_dict`` for a caller that counts the optimizer's steps (a trainer's global
+        step: ``step``, the checkpoint's). RuntimeError where the state is at another step (its
+        records would be numbered wrongly); a warning where the walk goes back (the same tracker
+        resumed from a checkpoint before its last step): its sinks have had the records of the
+        steps between, and will have them again."""
+        if int(state["step_index"]) != step:
+            raise RuntimeError(
+                f"the checkpoint's walk is at step {int(state['step_index'])} and its trainer at step {step}: "
+                "its records would be numbered wrongly"
+            )
+        reached = self.step_index
+        self.load_state_dict(state)
+        if reached > step:
+            warnings.warn(
+                f"the walk goes back from step {reached} to the checkpoint's step {step}: the records of steps "
+                f"{step} to {reached - 1} were handed to the tracker's sinks already, and these steps will be "
+                "handed to them again",
+                stacklevel=3,
+            )
+
+    def holds_weights_of(self, state: dict[str, Any]) -> bool:
+        """Whether the model holds the weights ``state`` (``state_dict``'s) was saved at; True for
+        a state older than the digest, which cannot tell."""
+        saved = state.get("parameters_sha256")
+        return saved is None or saved == parameters_digest(self.model)
+
+    def _check_resumed_weights(self, saved: str) -> None:
+        """RuntimeError unless the model holds the weights the loaded tracker state was saved at:
+        its carried losses, last gradient and update, and its step number, are those weights'."""
+        self._resumed_at_digest = None
+        if not self.holds_weights_of({"parameters_sha256": saved}):
+            # Found by a second pair of eyes: a tracker saved at step 7 beside a model saved at
+            # step 9 numbered the step 7 and took its α = 0 loss at θ_7, without a word.
+            raise RuntimeError(
+                f"step {self.step_index}: the model does not hold the weights the tracker's state was saved "
+                "at (a model from another checkpoint, or another step's?): that state's step number, α = 0 "
+                "losses, last gradient and update belong to those weights, so this step would be numbered and "
+                "measured wrongly. Load the model's and the tracker's states from one checkpoint"
+            )
 
     def _restored(self, vector: torch.Tensor) -> Kept:
         """A checkpoint's vector, kept where this tracker keeps its vectors."""

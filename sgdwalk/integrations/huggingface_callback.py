@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Final
 import torch
 
 from sgdwalk.instrument.attach import OptimizerAttachment
-from sgdwalk.instrument.geometry import parameters_digest
 from sgdwalk.instrument.measurement import MeasurementSet
 from sgdwalk.instrument.tracker import WalkTracker
 from sgdwalk.integrations.optional import MissingExtraError
@@ -114,14 +113,8 @@ class HuggingFaceWalkCallback(TrainerCallback):
                 )
             self._attachment = self.tracker.attach(optimizer)
             return
-        reached = self.tracker.step_index
-        if step < reached and self._resumed(self.tracker, args, step):
-            warnings.warn(
-                f"the walk goes back from step {reached} to the checkpoint's step {step}: the records of steps "
-                f"{step} to {reached - 1} were handed to the tracker's sinks already, and these steps will be "
-                "handed to them again",
-                stacklevel=2,
-            )
+        if step < self.tracker.step_index:
+            self._resumed(self.tracker, args, step)  # going back, and saying so, where the walk was saved
         # A second train() with the same callback continues the walk at the Trainer's step
         # (attach refuses a step before the tracker's: its records would repeat).
         self._attachment = self.tracker.attach(optimizer, step=step)
@@ -131,8 +124,7 @@ class HuggingFaceWalkCallback(TrainerCallback):
         folder = walk_state_path(args, int(state.global_step)).parent
         if self.tracker is None or self.tracker.closed or not state.is_world_process_zero or not folder.is_dir():
             return
-        saved = {"tracker": self.tracker.state_dict(), "parameters_sha256": parameters_digest(self.tracker.model)}
-        torch.save(saved, folder / WALK_STATE_FILE)
+        torch.save(self.tracker.state_dict(), folder / WALK_STATE_FILE)
 
     @staticmethod
     def _resumed(tracker: WalkTracker, args: TrainingArguments, step: int) -> bool:
@@ -141,14 +133,9 @@ class HuggingFaceWalkCallback(TrainerCallback):
         if not path.is_file():
             return False
         saved = torch.load(path, weights_only=True)
-        if saved["parameters_sha256"] != parameters_digest(tracker.model):
+        if not tracker.holds_weights_of(saved):
             return False  # another run's checkpoint at the same step (resumed from elsewhere)
-        tracker.load_state_dict(saved["tracker"])
-        if tracker.step_index != step:
-            raise RuntimeError(
-                f"{path} holds a walk at step {tracker.step_index}, its checkpoint is at step {step}: "
-                "its records would be numbered wrongly"
-            )
+        tracker.resume_at(saved, step)
         return True
 
     def on_train_end(

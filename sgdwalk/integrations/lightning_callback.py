@@ -139,7 +139,8 @@ class LightningWalkCallback(Callback):
             )
         if self._saved_state is not None:
             saved, self._saved_state = self._saved_state, None
-            self._resume(self.tracker, saved, step)
+            # The checkpoint's walk: its θ_0, gradient, update and records, at its step.
+            self.tracker.resume_at(saved, step)
         elif trainer.ckpt_path:
             # The same callback again, from a checkpoint without its state: steps the tracker did
             # not see are a gap; an earlier step is refused (its records would repeat).
@@ -160,24 +161,6 @@ class LightningWalkCallback(Callback):
         self._detach()  # also when fit ended by an exception
 
     # ------------------------------------------------------------------------ internals
-    @staticmethod
-    def _resume(tracker: WalkTracker, saved: dict[str, Any], step: int) -> None:
-        """Continue the walk of the checkpoint: its θ_0, gradient, update and records, at its step."""
-        reached = tracker.step_index
-        tracker.load_state_dict(saved)
-        if tracker.step_index != step:
-            raise RuntimeError(
-                f"the checkpoint's walk is at step {tracker.step_index} and its trainer at global step {step}: "
-                "its records would be numbered wrongly"
-            )
-        if reached > step:
-            warnings.warn(
-                f"the walk goes back from step {reached} to the checkpoint's step {step}: the records of steps "
-                f"{step} to {reached - 1} were handed to the tracker's sinks already, and these steps will be "
-                "handed to them again",
-                stacklevel=3,
-            )
-
     def _started(self) -> WalkTracker:
         if self.tracker is None:
             raise RuntimeError("LightningWalkCallback: an optimizer step before on_train_start")
